@@ -1,0 +1,4 @@
+//! The `multiproc` command.
+fn main() {
+    println!("multiproc");
+}

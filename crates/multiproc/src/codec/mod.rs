@@ -1,0 +1,92 @@
+//! How [`Connection::send`](crate::Connection::send) and
+//! [`recv`](crate::Connection::recv) turn values into bytes.
+//!
+//! Two codecs, both driven by serde:
+//! - [`Codec::Postcard`], the default, for Rust peers: compact and fast.
+//! - [`Codec::Pickle`], for CPython peers: what `multiprocessing.connection.Connection.send`
+//!   and `recv` speak, for `None`, `bool`, `int`, `float`, `str`, `bytes`, `list`, `tuple`
+//!   and `dict`. Decoding never executes code: pickles that name classes or functions are
+//!   rejected.
+//!
+//! Decoding untrusted bytes can fail but never panics, and never allocates more than a
+//! small multiple of the input's length.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+pub(crate) mod pickle;
+
+/// The encoding used by [`Connection::send`](crate::Connection::send) and
+/// [`Connection::recv`](crate::Connection::recv).
+///
+/// ```
+/// use multiproc::{pipe, Codec};
+///
+/// let (a, b) = pipe(true)?;
+/// let (a, b) = (a.with_codec(Codec::Pickle), b.with_codec(Codec::Pickle));
+/// a.send(&(1, "two".to_string(), vec![3.0]))?;
+/// let got: (i64, String, Vec<f64>) = b.recv()?;
+/// assert_eq!(got, (1, "two".to_string(), vec![3.0]));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Codec {
+    /// [postcard](https://docs.rs/postcard): the default, for Rust peers.
+    #[default]
+    Postcard,
+    /// Python's pickle, for CPython peers.
+    Pickle,
+}
+
+impl Codec {
+    /// Appends the encoding of `value` to `out`.
+    ///
+    /// ```
+    /// use multiproc::Codec;
+    /// let mut out = Vec::new();
+    /// Codec::Pickle.encode_into(&vec![1u8, 2], &mut out)?;
+    /// assert_eq!(out[0], 0x80); // the pickle PROTO opcode
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<()> {
+        match self {
+            Codec::Postcard => {
+                let buf = std::mem::take(out);
+                *out = postcard::to_extend(value, buf).map_err(|e| Error::Codec(e.to_string()))?;
+                Ok(())
+            }
+            Codec::Pickle => pickle::encode_into(value, out),
+        }
+    }
+
+    /// Decodes one value from `bytes`, which must hold exactly one encoded value.
+    ///
+    /// ```
+    /// use multiproc::Codec;
+    /// let mut out = Vec::new();
+    /// Codec::Postcard.encode_into(&("x", 7u32), &mut out)?;
+    /// let v: (String, u32) = Codec::Postcard.decode(&out)?;
+    /// assert_eq!(v, ("x".to_string(), 7));
+    /// assert!(Codec::Postcard.decode::<(String, u32)>(&out[..1]).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        match self {
+            Codec::Postcard => {
+                let (value, rest) =
+                    postcard::take_from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
+                if !rest.is_empty() {
+                    return Err(Error::Codec(format!(
+                        "{} trailing bytes after the value",
+                        rest.len()
+                    )));
+                }
+                Ok(value)
+            }
+            Codec::Pickle => pickle::decode(bytes),
+        }
+    }
+}

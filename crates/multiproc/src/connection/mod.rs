@@ -1,0 +1,918 @@
+//! Connections: [`pipe`], [`Connection`], [`wait`], and (in [`Listener`] / [`Client`])
+//! connections between unrelated processes, with CPython's wire protocol.
+//!
+//! # Framing
+//! Every message is a frame as CPython writes it: a 4-byte big-endian signed length and
+//! the payload; a payload longer than `0x7fffffff` bytes is announced by the length `-1`
+//! followed by an 8-byte big-endian unsigned length. A CPython peer therefore reads what
+//! [`Connection::send_bytes`] writes, and the other way round.
+//!
+//! # Reading
+//! Each connection keeps a small read buffer, so that a small message costs one `read`
+//! system call (header and payload arrive together). A large message is read straight into
+//! its own allocation, which grows with the bytes that actually arrive: a peer that
+//! announces 2^63 bytes gets an error or a timeout, never a 2^63-byte allocation.
+//!
+//! A frame that breaks the protocol (a negative length, a length above the reader's limit,
+//! a stream that ends mid-frame) leaves the stream at an unknown position; the connection
+//! then reports the same error for every later read instead of decoding garbage.
+//!
+//! ```
+//! use multiproc::pipe;
+//!
+//! let (parent, child) = pipe(true)?;
+//! parent.send(&"hello")?;
+//! assert_eq!(child.recv::<String>()?, "hello");
+//! child.send_bytes(b"raw bytes")?;
+//! assert_eq!(parent.recv_bytes(None)?, b"raw bytes");
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+
+use std::fmt;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::reduction;
+
+pub(crate) mod auth;
+mod listener;
+
+pub use auth::AuthDialect;
+pub use listener::{Address, Client, Listener};
+
+/// Size of the per-connection read buffer. Frames up to this size are decoded in place.
+const READ_BUFFER: usize = 64 * 1024;
+/// A large frame's allocation starts at most this big and then grows with the data.
+const PREALLOCATE_AT_MOST: usize = 64 * 1024 * 1024;
+/// The longest frame the protocol can announce (CPython's 8-byte length is unsigned, but
+/// no peer can send more than `isize::MAX` bytes).
+const PROTOCOL_MAX: u64 = i64::MAX as u64;
+
+/// One end of a pipe or socket carrying CPython-framed messages.
+///
+/// Methods take `&self` and are safe to call from several threads: concurrent senders
+/// never interleave their frames, concurrent receivers each get whole messages.
+///
+/// A `Connection` can be given to a child process as (part of) its arguments; the child
+/// receives its own descriptor for the same channel.
+///
+/// ```
+/// use multiproc::{pipe, Process};
+///
+/// fn child((conn,): (multiproc::Connection,)) {
+///     conn.send(&"Hello from Process").unwrap();
+/// }
+///
+/// let (parent_conn, child_conn) = pipe(true)?;
+/// let mut p = Process::new(child, (child_conn,));
+/// p.start()?;
+/// assert_eq!(parent_conn.recv::<String>()?, "Hello from Process");
+/// p.join(None)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Connection {
+    fd: OwnedFd,
+    readable: bool,
+    writable: bool,
+    codec: Codec,
+    reader: Mutex<Reader>,
+    /// Scratch buffer for encoding; its lock also serializes writers.
+    writer: Mutex<Vec<u8>>,
+}
+
+struct Reader {
+    /// Bytes read but not yet consumed: `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    /// A large frame being received: the bytes so far and the announced length.
+    partial: Option<(Vec<u8>, usize)>,
+    /// Set when the stream lost its framing; every later read fails with it.
+    broken: Option<String>,
+}
+
+/// A received payload: in the read buffer, or in its own allocation.
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Borrowed(b) => b.to_vec(),
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+/// Creates a pair of connected [`Connection`]s, as Python's `multiprocessing.Pipe(duplex)`.
+///
+/// With `duplex = true` both ends can send and receive (a Unix socket pair). With
+/// `duplex = false` the first end can only receive and the second can only send (a pipe).
+///
+/// ```
+/// use multiproc::pipe;
+///
+/// let (reader, writer) = pipe(false)?;
+/// writer.send(&[1, 2, 3])?;
+/// assert_eq!(reader.recv::<[i32; 3]>()?, [1, 2, 3]);
+/// assert!(reader.send(&0).is_err()); // the receiving end of a one-way pipe
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    if duplex {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Connection::from_fd(a), Connection::from_fd(b)))
+    } else {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        // A bigger pipe halves the number of wake-ups for large messages; the system limit
+        // may refuse, which only costs speed.
+        let _ = rustix::pipe::fcntl_setpipe_size(&w, 1 << 20);
+        Ok((
+            Connection::with_direction(r, true, false),
+            Connection::with_direction(w, false, true),
+        ))
+    }
+}
+
+impl Connection {
+    /// Wraps a connected stream socket or a pipe end that can both read and write.
+    ///
+    /// ```
+    /// use multiproc::Connection;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (a, b) = UnixStream::pair()?;
+    /// let (a, b) = (Connection::from_fd(a.into()), Connection::from_fd(b.into()));
+    /// a.send_bytes(b"x")?;
+    /// assert_eq!(b.recv_bytes(None)?, b"x");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Connection {
+        Connection::with_direction(fd, true, true)
+    }
+
+    fn with_direction(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
+        Connection {
+            fd,
+            readable,
+            writable,
+            codec: Codec::default(),
+            reader: Mutex::new(Reader {
+                buf: Vec::new(),
+                pos: 0,
+                partial: None,
+                broken: None,
+            }),
+            writer: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This connection, using `codec` for [`send`](Self::send) and [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use multiproc::{pipe, Codec};
+    /// let (a, _b) = pipe(true)?;
+    /// let a = a.with_codec(Codec::Pickle);
+    /// assert_eq!(a.codec(), Codec::Pickle);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_codec(mut self, codec: Codec) -> Connection {
+        self.codec = codec;
+        self
+    }
+
+    /// Changes the codec of [`send`](Self::send) and [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use multiproc::{pipe, Codec};
+    /// let (mut a, _b) = pipe(true)?;
+    /// a.set_codec(Codec::Pickle);
+    /// assert_eq!(a.codec(), Codec::Pickle);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.codec = codec;
+    }
+
+    /// The codec of [`send`](Self::send) and [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use multiproc::{pipe, Codec};
+    /// let (a, _b) = pipe(true)?;
+    /// assert_eq!(a.codec(), Codec::Postcard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Whether this end can receive.
+    ///
+    /// ```
+    /// let (r, w) = multiproc::pipe(false)?;
+    /// assert!(r.readable() && !w.readable());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end can send.
+    ///
+    /// ```
+    /// let (r, w) = multiproc::pipe(false)?;
+    /// assert!(w.writable() && !r.writable());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The file descriptor (Python's `fileno()`); it stays owned by the connection.
+    ///
+    /// ```
+    /// let (a, _b) = multiproc::pipe(true)?;
+    /// assert!(a.fileno() >= 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn fileno(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Closes the connection. The peer's next receive reports [`Error::Eof`] once it has
+    /// read what was sent before. Dropping a connection closes it too.
+    ///
+    /// ```
+    /// use multiproc::{pipe, Error};
+    /// let (a, b) = pipe(true)?;
+    /// a.send(&1u8)?;
+    /// a.close();
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// assert!(matches!(b.recv::<u8>(), Err(Error::Eof)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(self) {
+        drop(self);
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Sending
+
+    /// Sends a value, encoded with this connection's [`Codec`].
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send(&vec![Some(1), None])?;
+    /// assert_eq!(b.recv::<Vec<Option<i32>>>()?, vec![Some(1), None]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.send_value(value, None)
+    }
+
+    /// Like [`send`](Self::send), but fails with [`Error::Timeout`] if the peer does not
+    /// make room for the message in time. On a timeout the stream may hold part of the
+    /// message, so the connection is then unusable for sending.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_timeout(&42u64, Duration::from_secs(1))?;
+    /// assert_eq!(b.recv::<u64>()?, 42);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn send_timeout<T: Serialize + ?Sized>(&self, value: &T, timeout: Duration) -> Result<()> {
+        self.send_value(value, Some(Instant::now() + timeout))
+    }
+
+    fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Option<Instant>) -> Result<()> {
+        self.check_writable()?;
+        let mut scratch = lock(&self.writer);
+        scratch.clear();
+        scratch.extend_from_slice(&[0; 4]);
+        if let Err(e) = self.codec.encode_into(value, &mut scratch) {
+            scratch.clear();
+            return Err(e);
+        }
+        let len = scratch.len() - 4;
+        let result = if len <= i32::MAX as usize {
+            scratch[..4].copy_from_slice(&(len as i32).to_be_bytes());
+            write_all(self.fd.as_fd(), &[IoSlice::new(&scratch)], deadline)
+        } else {
+            let header = long_header(len);
+            write_all(
+                self.fd.as_fd(),
+                &[IoSlice::new(&header), IoSlice::new(&scratch[4..])],
+                deadline,
+            )
+        };
+        if scratch.capacity() > READ_BUFFER * 16 {
+            *scratch = Vec::new();
+        }
+        result
+    }
+
+    /// Sends `buf` as one message of raw bytes (Python's `send_bytes(buf)`).
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes(&[0u8; 100_000])?; // larger than a socket buffer: b reads it later
+    /// # let t = std::thread::spawn(move || b.recv_bytes(None));
+    /// # assert_eq!(t.join().unwrap()?.len(), 100_000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let _writer = lock(&self.writer);
+        send_frame(self.fd.as_fd(), buf, None)
+    }
+
+    /// Sends `size` bytes of `buf` starting at `offset` (all the rest when `size` is
+    /// `None`), as Python's `send_bytes(buf, offset, size)`.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes_range(b"abcdef", 2, Some(3))?;
+    /// assert_eq!(b.recv_bytes(None)?, b"cde");
+    /// assert!(a.send_bytes_range(b"abc", 4, None).is_err());
+    /// assert!(a.send_bytes_range(b"abc", 1, Some(3)).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn send_bytes_range(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        if offset > buf.len() {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} is beyond the buffer's {} bytes",
+                buf.len()
+            )));
+        }
+        let size = size.unwrap_or(buf.len() - offset);
+        if size > buf.len() - offset {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} + size {size} is beyond the buffer's {} bytes",
+                buf.len()
+            )));
+        }
+        self.send_bytes(&buf[offset..offset + size])
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Receiving
+
+    /// Receives one value, decoded with this connection's [`Codec`]. Blocks until a
+    /// message arrives; [`Error::Eof`] when the peer closed its end.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send(&(1u8, 'x'))?;
+    /// assert_eq!(b.recv::<(u8, char)>()?, (1, 'x'));
+    /// // Bytes that are not a `String` give a codec error, not a panic:
+    /// a.send(&[0xffu8, 0xfe])?;
+    /// assert!(matches!(b.recv::<String>(), Err(multiproc::Error::Codec(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        self.recv_value(None)
+    }
+
+    /// Like [`recv`](Self::recv), with a timeout ([`Error::Timeout`]); a message that was
+    /// partly received when time ran out is completed by the next call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = multiproc::pipe(true)?;
+    /// let r = a.recv_timeout::<u8>(Duration::from_millis(10));
+    /// assert!(matches!(r, Err(multiproc::Error::Timeout(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        self.recv_value(Some(Instant::now() + timeout))
+    }
+
+    fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
+        let codec = self.codec;
+        self.with_frame(PROTOCOL_MAX, deadline, |payload| {
+            codec.decode(payload.as_slice())
+        })?
+    }
+
+    /// Receives one message of raw bytes (Python's `recv_bytes(maxlength)`). A message
+    /// longer than `maxlength` is an error ([`Error::MessageTooLong`]), after which the
+    /// connection is unusable, as in CPython.
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes(b"0123456789")?;
+    /// assert!(matches!(b.recv_bytes(Some(4)), Err(Error::MessageTooLong { len: 10, limit: 4 })));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
+        self.recv_bytes_deadline(maxlength, None)
+    }
+
+    /// Like [`recv_bytes`](Self::recv_bytes), with a timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes(b"hi")?;
+    /// assert_eq!(b.recv_bytes_timeout(None, Duration::from_secs(5))?, b"hi");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes_timeout(&self, maxlength: Option<usize>, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_bytes_deadline(maxlength, Some(Instant::now() + timeout))
+    }
+
+    fn recv_bytes_deadline(&self, maxlength: Option<usize>, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        let limit = maxlength.map_or(PROTOCOL_MAX, |m| m as u64);
+        self.with_frame(limit, deadline, |payload| payload.into_vec())
+    }
+
+    /// Receives one message into `buf` and returns its length (Python's
+    /// `recv_bytes_into`; pass `&mut buf[offset..]` for an offset). A message longer than
+    /// `buf` is returned whole inside [`Error::BufferTooShort`].
+    ///
+    /// ```
+    /// use multiproc::Error;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// let mut buf = [0u8; 4];
+    /// a.send_bytes(b"abc")?;
+    /// assert_eq!(b.recv_bytes_into(&mut buf)?, 3);
+    /// a.send_bytes(b"too long")?;
+    /// match b.recv_bytes_into(&mut buf) {
+    ///     Err(Error::BufferTooShort(message)) => assert_eq!(message, b"too long"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.with_frame(PROTOCOL_MAX, None, |payload| {
+            let bytes = payload.as_slice();
+            if bytes.len() > buf.len() {
+                Err(Error::BufferTooShort(payload.into_vec()))
+            } else {
+                buf[..bytes.len()].copy_from_slice(bytes);
+                Ok(bytes.len())
+            }
+        })?
+    }
+
+    /// Whether a message (or end of stream) is ready to be received, waiting up to
+    /// `timeout` (`None`: until it is). Python's `poll(timeout)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// assert!(!b.poll(Some(Duration::ZERO))?);
+    /// a.send(&1u8)?;
+    /// assert!(b.poll(Some(Duration::from_secs(5)))?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.check_readable()?;
+        if self.has_buffered_data() {
+            return Ok(true);
+        }
+        wait_fd(self.fd.as_fd(), PollFlags::IN, timeout.map(|t| Instant::now() + t))
+    }
+
+    fn has_buffered_data(&self) -> bool {
+        match self.reader.try_lock() {
+            Ok(r) => r.pos < r.buf.len() || r.partial.is_some() || r.broken.is_some(),
+            Err(_) => false,
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument("this connection is read-only".into()))
+        }
+    }
+
+    fn check_readable(&self) -> Result<()> {
+        if self.readable {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument("this connection is write-only".into()))
+        }
+    }
+
+    /// Receives one frame of at most `limit` bytes and gives its payload to `f`.
+    fn with_frame<R>(
+        &self,
+        limit: u64,
+        deadline: Option<Instant>,
+        f: impl FnOnce(Payload<'_>) -> R,
+    ) -> Result<R> {
+        self.check_readable()?;
+        let mut guard = lock(&self.reader);
+        let reader = &mut *guard;
+        if let Some(why) = &reader.broken {
+            return Err(Error::Protocol(why.clone()));
+        }
+        let fd = self.fd.as_fd();
+        if reader.partial.is_some() {
+            let vec = reader.finish_large(fd, deadline)?;
+            return Ok(f(Payload::Owned(vec)));
+        }
+        let result = reader.read_header(fd, deadline).and_then(|(header, len)| {
+            if len > limit {
+                return Err(Error::MessageTooLong { len, limit });
+            }
+            let len = usize::try_from(len).map_err(|_| Error::MessageTooLong {
+                len,
+                limit: usize::MAX as u64,
+            })?;
+            Ok((header, len))
+        });
+        let (header, len) = match result {
+            Ok(v) => v,
+            Err(e @ (Error::Timeout(_) | Error::Eof | Error::Io(_))) => return Err(e),
+            Err(e) => {
+                reader.broken = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        let total = header + len;
+        if total <= READ_BUFFER {
+            reader.fill(fd, total, deadline)?;
+            let start = reader.pos + header;
+            reader.pos += total;
+            let out = f(Payload::Borrowed(&reader.buf[start..start + len]));
+            reader.compact_if_drained();
+            Ok(out)
+        } else {
+            reader.pos += header;
+            let mut vec = Vec::with_capacity(len.min(PREALLOCATE_AT_MOST));
+            let take = (reader.buf.len() - reader.pos).min(len);
+            vec.extend_from_slice(&reader.buf[reader.pos..reader.pos + take]);
+            reader.pos += take;
+            reader.compact_if_drained();
+            reader.partial = Some((vec, len));
+            let vec = reader.finish_large(fd, deadline)?;
+            Ok(f(Payload::Owned(vec)))
+        }
+    }
+}
+
+impl Reader {
+    /// Ensures `buf[pos..]` holds a frame header and returns (header size, payload length).
+    fn read_header(&mut self, fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<(usize, u64)> {
+        self.fill(fd, 4, deadline)?;
+        let short = i32::from_be_bytes(self.buf[self.pos..self.pos + 4].try_into().unwrap_or([0; 4]));
+        match short {
+            n if n >= 0 => Ok((4, n as u64)),
+            -1 => {
+                self.fill(fd, 12, deadline)?;
+                let long = u64::from_be_bytes(
+                    self.buf[self.pos + 4..self.pos + 12].try_into().unwrap_or([0; 8]),
+                );
+                if long > PROTOCOL_MAX {
+                    return Err(Error::MessageTooLong { len: long, limit: PROTOCOL_MAX });
+                }
+                Ok((12, long))
+            }
+            n => Err(Error::Protocol(format!("invalid frame length {n}"))),
+        }
+    }
+
+    /// Reads until `buf[pos..]` holds at least `want` (≤ READ_BUFFER) bytes.
+    fn fill(&mut self, fd: BorrowedFd<'_>, want: usize, deadline: Option<Instant>) -> Result<()> {
+        if self.buf.capacity() < READ_BUFFER {
+            self.buf.reserve_exact(READ_BUFFER - self.buf.len());
+        }
+        while self.buf.len() - self.pos < want {
+            if self.pos + want > self.buf.capacity() {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+            }
+            if let Some(deadline) = deadline {
+                wait_readable_until(fd, deadline)?;
+            }
+            let room = self.buf.capacity() - self.buf.len();
+            let n = retry(|| rustix::io::read(fd, rustix::buffer::spare_capacity(&mut self.buf)))?;
+            debug_assert!(n <= room);
+            if n == 0 {
+                let have = self.buf.len() - self.pos;
+                if have == 0 {
+                    return Err(Error::Eof);
+                }
+                let e = Error::Protocol(format!(
+                    "the stream ended in the middle of a message ({have} bytes of a frame received)"
+                ));
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn compact_if_drained(&mut self) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Completes the large frame in `partial`, reading straight into its allocation.
+    fn finish_large(&mut self, fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        let (mut vec, len) = self.partial.take().unwrap_or_default();
+        while vec.len() < len {
+            if let Some(deadline) = deadline {
+                if let Err(e) = wait_readable_until(fd, deadline) {
+                    self.partial = Some((vec, len));
+                    return Err(e);
+                }
+            }
+            if vec.len() == vec.capacity() {
+                let grow = vec.capacity().max(READ_BUFFER).min(len - vec.len());
+                vec.reserve_exact(grow);
+            }
+            let result = retry(|| rustix::io::read(fd, rustix::buffer::spare_capacity(&mut vec)));
+            match result {
+                Ok(0) => {
+                    let e = Error::Protocol(format!(
+                        "the stream ended in the middle of a message ({} of {len} bytes received)",
+                        vec.len()
+                    ));
+                    self.broken = Some(e.to_string());
+                    return Err(e);
+                }
+                Ok(_) => {
+                    if vec.len() > len {
+                        // The read ran past this frame: the rest starts the next one.
+                        self.buf = vec.split_off(len);
+                        self.pos = 0;
+                    }
+                }
+                Err(e) => {
+                    self.partial = Some((vec, len));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(vec)
+    }
+}
+
+fn long_header(len: usize) -> [u8; 12] {
+    let mut header = [0u8; 12];
+    header[..4].copy_from_slice(&(-1i32).to_be_bytes());
+    header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+    header
+}
+
+/// Writes one frame holding `payload`.
+pub(crate) fn send_frame(fd: BorrowedFd<'_>, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
+    if payload.len() <= i32::MAX as usize {
+        let header = (payload.len() as i32).to_be_bytes();
+        write_all(fd, &[IoSlice::new(&header), IoSlice::new(payload)], deadline)
+    } else {
+        let header = long_header(payload.len());
+        write_all(fd, &[IoSlice::new(&header), IoSlice::new(payload)], deadline)
+    }
+}
+
+/// Writes all of `bufs`, resuming after partial writes.
+fn write_all(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], deadline: Option<Instant>) -> Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < bufs.len() {
+        if let Some(deadline) = deadline {
+            if !wait_fd(fd, PollFlags::OUT, Some(deadline))? {
+                return Err(Error::Timeout(Duration::ZERO));
+            }
+        }
+        let first = IoSlice::new(&bufs[index][offset..]);
+        let mut slices = Vec::with_capacity(bufs.len() - index);
+        slices.push(first);
+        slices.extend(bufs[index + 1..].iter().map(|b| IoSlice::new(b)));
+        let mut n = match retry(|| rustix::io::writev(fd, &slices)) {
+            Ok(n) => n,
+            Err(Error::Io(e)) if is_peer_gone(&e) => return Err(Error::Eof),
+            Err(e) => return Err(e),
+        };
+        while index < bufs.len() && n >= bufs[index].len() - offset {
+            n -= bufs[index].len() - offset;
+            index += 1;
+            offset = 0;
+        }
+        offset += n;
+    }
+    Ok(())
+}
+
+fn is_peer_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Retries a system call interrupted by a signal.
+fn retry<T>(mut f: impl FnMut() -> std::result::Result<T, Errno>) -> Result<T> {
+    loop {
+        match f() {
+            Err(Errno::INTR) => continue,
+            Err(Errno::CONNRESET) => return Err(Error::Eof),
+            other => return other.map_err(Error::from),
+        }
+    }
+}
+
+fn wait_readable_until(fd: BorrowedFd<'_>, deadline: Instant) -> Result<()> {
+    if wait_fd(fd, PollFlags::IN, Some(deadline))? {
+        Ok(())
+    } else {
+        Err(Error::Timeout(Duration::ZERO))
+    }
+}
+
+/// Waits until `fd` is ready for `flags` (or hung up), or until `deadline`.
+pub(crate) fn wait_fd(fd: BorrowedFd<'_>, flags: PollFlags, deadline: Option<Instant>) -> Result<bool> {
+    let mut fds = [PollFd::from_borrowed_fd(fd, flags)];
+    Ok(poll_until(&mut fds, deadline)? > 0)
+}
+
+/// `poll(2)` with a deadline, resumed after signals.
+pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<usize> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(rustix::event::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: left.subsec_nanos() as i64,
+                })
+            }
+        };
+        match rustix::event::poll(fds, timeout.as_ref()) {
+            Err(Errno::INTR) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .field("codec", &self.codec)
+            .finish()
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Handle passing
+
+#[derive(Serialize, serde::Deserialize)]
+struct SentConnection {
+    handle: u32,
+    readable: bool,
+    writable: bool,
+    codec: Codec,
+    /// Bytes this end had read but not yet consumed; they belong to the receiver now.
+    pending: Vec<u8>,
+}
+
+impl Serialize for Connection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let reader = lock(&self.reader);
+        if reader.partial.is_some() {
+            return Err(S::Error::custom(
+                "cannot send a Connection in the middle of receiving a large message",
+            ));
+        }
+        let handle = reduction::export_fd(self.fd.as_fd(), "Connection").map_err(S::Error::custom)?;
+        SentConnection {
+            handle,
+            readable: self.readable,
+            writable: self.writable,
+            codec: self.codec,
+            pending: reader.buf[reader.pos..].to_vec(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Connection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let sent = SentConnection::deserialize(deserializer)?;
+        let fd = reduction::import_fd(sent.handle, "Connection").map_err(D::Error::custom)?;
+        let mut conn = Connection::with_direction(fd, sent.readable, sent.writable);
+        conn.codec = sent.codec;
+        if !sent.pending.is_empty() {
+            let reader = conn.reader.get_mut().unwrap_or_else(|p| p.into_inner());
+            reader.buf = sent.pending;
+        }
+        Ok(conn)
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// wait()
+
+/// Something [`wait`] can wait for: a [`Connection`] (readable or closed), a
+/// [`Process`](crate::Process) (ended), or any readable descriptor.
+pub trait Waitable {
+    /// The descriptor that becomes readable when the object is ready; `None` for an
+    /// object that can never become ready (a process that was not started).
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Whether the object is ready without looking at the descriptor (for example, a
+    /// connection that already buffered a message).
+    fn ready_now(&self) -> bool {
+        false
+    }
+}
+
+impl Waitable for Connection {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+
+    fn ready_now(&self) -> bool {
+        self.has_buffered_data()
+    }
+}
+
+impl Waitable for BorrowedFd<'_> {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(*self)
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or until `timeout` passes; returns the
+/// indices of the ready ones (empty on timeout). Python's
+/// `multiprocessing.connection.wait(object_list, timeout)`.
+///
+/// ```
+/// use multiproc::connection::wait;
+/// use std::time::Duration;
+///
+/// let (a1, b1) = multiproc::pipe(true)?;
+/// let (a2, b2) = multiproc::pipe(true)?;
+/// b2.send(&"ready")?;
+/// let ready = wait(&[&a1, &a2], Some(Duration::from_secs(5)))?;
+/// assert_eq!(ready, vec![1]);
+/// assert!(wait(&[&a1], Some(Duration::ZERO))?.is_empty());
+/// # drop(b1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let ready: Vec<usize> = (0..objects.len()).filter(|&i| objects[i].ready_now()).collect();
+    if !ready.is_empty() {
+        return Ok(ready);
+    }
+    let (indices, mut fds): (Vec<usize>, Vec<PollFd<'_>>) = objects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| Some((i, PollFd::from_borrowed_fd(o.wait_fd()?, PollFlags::IN))))
+        .unzip();
+    poll_until(&mut fds, timeout.map(|t| Instant::now() + t))?;
+    Ok(indices
+        .into_iter()
+        .zip(&fds)
+        .filter(|(_, p)| !p.revents().is_empty())
+        .map(|(i, _)| i)
+        .collect())
+}

@@ -1,0 +1,95 @@
+//! The one error type of the crate.
+//!
+//! Variants carry the names a Python user knows from `multiprocessing`: [`Error::Eof`] is
+//! `EOFError`, [`Error::Authentication`] is `AuthenticationError`, [`Error::BufferTooShort`]
+//! is `BufferTooShort` (and, like Python's, it hands back the whole message), and so on.
+
+use std::io;
+use std::time::Duration;
+
+/// Everything that can go wrong in multiproc.
+///
+/// ```
+/// use multiproc::{Error, pipe};
+///
+/// let (a, b) = pipe(true)?;
+/// drop(b);
+/// // The peer is gone: Python raises EOFError here, we return Error::Eof.
+/// assert!(matches!(a.recv::<String>(), Err(Error::Eof)));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The other end of a connection was closed (Python's `EOFError`).
+    #[error("end of stream: the other end of the connection was closed")]
+    Eof,
+
+    /// A blocking call ran out of time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+
+    /// The object was closed by this process ([`crate::Connection::close`], …).
+    #[error("{0} is closed")]
+    Closed(&'static str),
+
+    /// The handshake failed: wrong key, a peer without a key, or a malformed challenge.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+
+    /// A message did not fit the buffer given to
+    /// [`recv_bytes_into`](crate::Connection::recv_bytes_into); the message is returned whole.
+    #[error("buffer too short: the message has {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+
+    /// A frame announced more bytes than the reader allows (`maxlength`, or the platform).
+    #[error("message of {len} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLong {
+        /// Length announced by the frame header.
+        len: u64,
+        /// The limit that was in force.
+        limit: u64,
+    },
+
+    /// Bytes on the wire that do not follow the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// A value could not be encoded, or bytes could not be decoded as the requested type.
+    #[error("codec error: {0}")]
+    Codec(String),
+
+    /// A child process ended without producing its result: it panicked, exited with a
+    /// non-zero code, or was killed by a signal.
+    #[error("process {pid} failed with exit code {exitcode}: {message}")]
+    ProcessFailed {
+        /// The child's pid.
+        pid: i32,
+        /// Python's exit code: N for `exit(N)`, 1 for a panic, -N for signal N.
+        exitcode: i32,
+        /// The panic message, or a description of the exit.
+        message: String,
+    },
+
+    /// An operation that needs a started process was called before [`crate::Process::start`],
+    /// or `start` was called twice, and similar misuse of a process object.
+    #[error("invalid process state: {0}")]
+    ProcessState(&'static str),
+
+    /// An argument was out of range or malformed (an address, a size, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// An operating-system error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<rustix::io::Errno> for Error {
+    fn from(errno: rustix::io::Errno) -> Self {
+        Error::Io(errno.into())
+    }
+}
+
+/// `Result<T, multiproc::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

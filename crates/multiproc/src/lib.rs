@@ -1,0 +1,68 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing`, rebuilt in Rust: processes and the ways they talk.
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `Process(target=f, args=(a, b))` | [`Process::new(f, (a, b))`](Process::new) |
+//! | `p.start()`, `p.join(timeout)`, `p.exitcode` | [`Process::start`], [`Process::join`], [`Process::exitcode`] |
+//! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
+//! | `conn.send(obj)`, `conn.recv()` | [`Connection::send`], [`Connection::recv`] |
+//! | `conn.send_bytes(b)`, `conn.recv_bytes()` | [`Connection::send_bytes`], [`Connection::recv_bytes`] |
+//! | `multiprocessing.connection.wait` | [`connection::wait`] |
+//! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::Client::connect`] |
+//! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
+//! | `EOFError`, `AuthenticationError`, `BufferTooShort` | [`Error::Eof`], [`Error::Authentication`], [`Error::BufferTooShort`] |
+//!
+//! ## A first example
+//! The seed's "Hello from Process": a child sends a string through a pipe.
+//!
+//! ```
+//! use multiproc::{pipe, Connection, Process};
+//!
+//! fn f((conn,): (Connection,)) {
+//!     conn.send("Hello from Process").unwrap();
+//! }
+//!
+//! let (parent_conn, child_conn) = pipe(true)?;
+//! let p = Process::new(f, (child_conn,));
+//! p.start()?;
+//! assert_eq!(parent_conn.recv::<String>()?, "Hello from Process");
+//! p.join(None)?;
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! ## Targets and arguments
+//! A target is a function `fn(A) -> R` where the arguments `A` (usually a tuple) can be
+//! serialized with serde. A closure that captures nothing is such a function. Under the
+//! default [`StartMethod::Spawn`] the child executes this same program again and calls the
+//! function before `main` would run, so a program needs no setup: no `if __name__ ==
+//! '__main__'` and no registration. [`Connection`]s travel inside the arguments.
+//!
+//! ## Values back from a child
+//! [`spawn`] works like `std::thread::spawn`, across a process boundary:
+//!
+//! ```
+//! let h = multiproc::spawn(|n: u64| (1..=n).product::<u64>(), 10)?;
+//! assert_eq!(h.join()?, 3_628_800);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+pub mod connection;
+mod context;
+mod error;
+mod process;
+mod reduction;
+mod sys;
+
+pub use codec::Codec;
+pub use connection::{pipe, Connection};
+pub use context::{
+    cpu_count, current_process, get_start_method, parent_process, process_cpu_count,
+    set_start_method, ParentProcess, ProcessInfo, StartMethod,
+};
+pub use error::{Error, Result};
+pub use process::{active_children, spawn, ActiveChild, JoinHandle, Process};

@@ -1,0 +1,1037 @@
+//! Processes: [`Process`] (Python's `multiprocessing.Process`) and [`spawn`], which
+//! returns the child's value like `std::thread::spawn`.
+//!
+//! # How a child runs its target
+//! A target is a plain function `fn(A) -> R` (a closure that captures nothing coerces to
+//! one). With the default [`StartMethod::Spawn`] the parent executes its own binary again;
+//! before `main` the child receives a bootstrap message naming the function (as an offset
+//! within the executable image, see `sys::fnptr`), the arguments encoded with serde, and
+//! the descriptors of any [`Connection`]s among them. It calls the function, sends back
+//! the value or the panic message, and exits without ever running `main`. So there is no
+//! ceremony: it works the same in binaries, examples, tests and doc-tests.
+//!
+//! # Exit codes
+//! As in Python: `None` while running, `0` on success, `N` after
+//! `std::process::exit(N)`, `1` after a panic, `-N` when killed by signal `N`.
+//!
+//! # Reaping
+//! [`Process::join`], [`Process::is_alive`] and [`Process::exitcode`] reap the child. A
+//! `Process` dropped while its child still runs hands the child to a list that
+//! [`Process::start`] and [`active_children`] reap later, so no zombie outlives the next
+//! call into the library.
+
+use std::fmt;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::connection::{poll_until, Connection, Waitable};
+use crate::context::{self, Lineage, ProcessInfo, StartMethod};
+use crate::error::{Error, Result};
+use crate::reduction;
+use crate::sys;
+
+/// What a child reports to its parent before it exits.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChildOutcome {
+    /// The target returned; its value, encoded.
+    Returned(Vec<u8>),
+    /// The target panicked with this message.
+    Panicked(String),
+    /// The arguments could not be decoded, or the result could not be encoded.
+    Failed(String),
+}
+
+impl ChildOutcome {
+    fn exit_code(&self) -> i32 {
+        match self {
+            ChildOutcome::Returned(_) => 0,
+            ChildOutcome::Panicked(_) | ChildOutcome::Failed(_) => 1,
+        }
+    }
+}
+
+/// The first message a spawned child receives.
+#[derive(Serialize, Deserialize)]
+struct Bootstrap {
+    layout: isize,
+    trampoline: isize,
+    target: isize,
+    args: Vec<u8>,
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    parent_pid: i32,
+    parent_name: String,
+}
+
+type Launch = Box<dyn FnOnce(&LaunchInfo) -> Result<Running> + Send>;
+
+struct LaunchInfo {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    method: StartMethod,
+}
+
+struct Running {
+    pid: Pid,
+    /// A pidfd for the child: readable once it has ended, and the handle for signals and
+    /// `waitid` that cannot hit a recycled pid.
+    pidfd: OwnedFd,
+    /// The bootstrap socket, over which the outcome arrives; `None` once it is read.
+    channel: Option<Connection>,
+    outcome: Option<ChildOutcome>,
+    exitcode: Option<i32>,
+}
+
+enum State {
+    Created(Launch),
+    Starting,
+    Started(Running),
+    Closed,
+}
+
+/// A child process running a function, as Python's `multiprocessing.Process`.
+///
+/// ```
+/// use multiproc::Process;
+///
+/// fn worker((name, n): (String, u32)) {
+///     println!("{name} counts to {n}");
+///     assert!(n < 10, "too many");
+/// }
+///
+/// let p = Process::new(worker, ("Process-1".to_string(), 3)).name("counter");
+/// p.start()?;
+/// p.join(None)?;
+/// assert_eq!(p.exitcode(), Some(0));
+///
+/// // A panic in the child: exit code 1, and its message reaches the parent.
+/// let p = Process::new(worker, ("big".to_string(), 20));
+/// p.start()?;
+/// p.join(None)?;
+/// assert_eq!(p.exitcode(), Some(1));
+/// assert!(p.panic_message().unwrap().contains("too many"));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Process {
+    name: String,
+    daemon: bool,
+    method: Option<StartMethod>,
+    identity: Vec<u32>,
+    state: Mutex<State>,
+    /// A duplicate of the child's pidfd, lent out by [`Process::sentinel`].
+    sentinel: OnceLock<OwnedFd>,
+}
+
+static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Process {
+    /// A process that will run `target(args)` once [started](Self::start).
+    ///
+    /// Arguments are encoded with serde when the process starts (under the default spawn
+    /// method); [`Connection`]s among them are passed as descriptors.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|x: i32| assert_eq!(x, 7), 7);
+    /// p.start()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new<A>(target: fn(A), args: A) -> Process
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Process::with_result(target, args)
+    }
+
+    fn with_result<A, R>(target: fn(A) -> R, args: A) -> Process
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let n = CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut identity = context::current_process().identity;
+        identity.push(n);
+        let name = format!(
+            "Process-{}",
+            identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+        );
+        let launch: Launch = Box::new(move |info: &LaunchInfo| match info.method {
+            StartMethod::Spawn => launch_spawn(target, &args, info),
+            StartMethod::Fork => launch_fork(target, args, info),
+        });
+        Process {
+            name,
+            daemon: false,
+            method: None,
+            identity,
+            state: Mutex::new(State::Created(launch)),
+            sentinel: OnceLock::new(),
+        }
+    }
+
+    /// Sets the name (default `Process-N`).
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ()).name("worker");
+    /// assert_eq!(p.get_name(), "worker");
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Process {
+        self.name = name.into();
+        self
+    }
+
+    /// Makes the process a daemon: it is killed when its parent dies, even by `SIGKILL`.
+    ///
+    /// Linux delivers the signal when the parent *thread* that started the child ends;
+    /// start daemons from a thread that lives as long as the program.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ()).daemon(true);
+    /// assert!(p.is_daemon());
+    /// ```
+    pub fn daemon(mut self, daemon: bool) -> Process {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses the start method (default: [`get_start_method`](crate::get_start_method)).
+    ///
+    /// ```
+    /// use multiproc::{Process, StartMethod};
+    /// let p = Process::new(|_: ()| {}, ()).start_method(StartMethod::Fork);
+    /// p.start()?;
+    /// p.join(None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Process {
+        self.method = Some(method);
+        self
+    }
+
+    /// The name.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// assert!(p.get_name().starts_with("Process-"));
+    /// ```
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process is a daemon.
+    ///
+    /// ```
+    /// assert!(!multiproc::Process::new(|_: ()| {}, ()).is_daemon());
+    /// ```
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Starts the child. A process can be started once.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// p.start()?;
+    /// assert!(p.start().is_err());
+    /// p.join(None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn start(&self) -> Result<()> {
+        reap_dropped();
+        let launch = {
+            let mut state = self.lock();
+            match std::mem::replace(&mut *state, State::Starting) {
+                State::Created(launch) => launch,
+                other => {
+                    *state = other;
+                    return Err(Error::ProcessState("a process can be started only once"));
+                }
+            }
+        };
+        let info = LaunchInfo {
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            method: self.method.unwrap_or_else(context::get_start_method),
+        };
+        match launch(&info) {
+            Ok(running) => {
+                register_child(running.pid, &self.name);
+                if let Ok(dup) = running.pidfd.try_clone() {
+                    let _ = self.sentinel.set(dup);
+                }
+                *self.lock() = State::Started(running);
+                Ok(())
+            }
+            Err(e) => {
+                *self.lock() = State::Closed;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the process to end, at most `timeout` (`None`: as long as it takes).
+    ///
+    /// Returns `Ok(())` once the process has ended, whatever its exit code (see
+    /// [`exitcode`](Self::exitcode)); [`Error::Timeout`] if it still runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(30)), ());
+    /// p.start()?;
+    /// assert!(matches!(p.join(Some(Duration::from_millis(50))), Err(multiproc::Error::Timeout(_))));
+    /// p.kill()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode(), Some(-9));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = self.lock();
+        let running = started(&mut state)?;
+        if running.wait(deadline)? {
+            Ok(())
+        } else {
+            Err(Error::Timeout(timeout.unwrap_or_default()))
+        }
+    }
+
+    /// Whether the process has started and not yet ended.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// assert!(!p.is_alive());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        let mut state = self.lock();
+        match &mut *state {
+            State::Started(running) => !running.wait(Some(Instant::now())).unwrap_or(true),
+            _ => false,
+        }
+    }
+
+    /// Python's exit code: `None` while running (or not started), `0`, `N` for
+    /// `exit(N)`, `1` for a panic, `-N` when killed by signal `N`.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| std::process::exit(3), ());
+    /// assert_eq!(p.exitcode(), None);
+    /// p.start()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn exitcode(&self) -> Option<i32> {
+        let mut state = self.lock();
+        match &mut *state {
+            State::Started(running) => {
+                let _ = running.wait(Some(Instant::now()));
+                running.exitcode
+            }
+            _ => None,
+        }
+    }
+
+    /// The message of the panic that ended the child, once it has ended that way.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| panic!("boom"), ());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.panic_message().as_deref(), Some("boom"));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn panic_message(&self) -> Option<String> {
+        let state = self.lock();
+        match &*state {
+            State::Started(Running {
+                outcome: Some(ChildOutcome::Panicked(m) | ChildOutcome::Failed(m)),
+                ..
+            }) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// The child's pid, once started.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// assert_eq!(p.pid(), None);
+    /// p.start()?;
+    /// assert!(p.pid().unwrap() > 0);
+    /// p.join(None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn pid(&self) -> Option<i32> {
+        match &*self.lock() {
+            State::Started(r) => Some(r.pid.as_raw_nonzero().get()),
+            _ => None,
+        }
+    }
+
+    /// Sends `SIGTERM` (Python's `terminate()`). Does nothing if the process has ended.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ());
+    /// p.start()?;
+    /// p.terminate()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode(), Some(-15));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(Signal::TERM)
+    }
+
+    /// Sends `SIGKILL` (Python's `kill()`). Does nothing if the process has ended.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ());
+    /// p.start()?;
+    /// p.kill()?;
+    /// p.join(None)?;
+    /// assert_eq!(p.exitcode(), Some(-9));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn kill(&self) -> Result<()> {
+        self.signal(Signal::KILL)
+    }
+
+    fn signal(&self, signal: Signal) -> Result<()> {
+        let mut state = self.lock();
+        let running = started(&mut state)?;
+        if running.exitcode.is_some() {
+            return Ok(());
+        }
+        // A pidfd names exactly this child, even if its pid were reused.
+        match rustix::process::pidfd_send_signal(&running.pidfd, signal) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Releases the process's resources (Python's `close()`); an error while it runs.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// p.start()?;
+    /// p.join(None)?;
+    /// p.close()?;
+    /// assert!(p.join(None).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) -> Result<()> {
+        let mut state = self.lock();
+        if let State::Started(running) = &mut *state {
+            if !running.wait(Some(Instant::now()))? {
+                return Err(Error::ProcessState(
+                    "cannot close a process while it is still running; join or kill it first",
+                ));
+            }
+        }
+        *state = State::Closed;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The result value, when the child returned one.
+    fn take_result<R: DeserializeOwned>(&self) -> Result<R> {
+        let mut state = self.lock();
+        let running = started(&mut state)?;
+        let pid = running.pid.as_raw_nonzero().get();
+        let exitcode = running.exitcode.unwrap_or(1);
+        match running.outcome.take() {
+            Some(ChildOutcome::Returned(bytes)) => Codec::Postcard.decode(&bytes),
+            Some(ChildOutcome::Panicked(message)) => Err(Error::ProcessFailed {
+                pid,
+                exitcode,
+                message: format!("panicked: {message}"),
+            }),
+            Some(ChildOutcome::Failed(message)) => Err(Error::ProcessFailed { pid, exitcode, message }),
+            None => Err(Error::ProcessFailed {
+                pid,
+                exitcode,
+                message: describe_exit(exitcode),
+            }),
+        }
+    }
+}
+
+fn started<'a>(state: &'a mut State) -> Result<&'a mut Running> {
+    match state {
+        State::Started(running) => Ok(running),
+        State::Created(_) | State::Starting => Err(Error::ProcessState("the process has not been started")),
+        State::Closed => Err(Error::ProcessState("the process object is closed")),
+    }
+}
+
+fn describe_exit(exitcode: i32) -> String {
+    if exitcode < 0 {
+        let name = Signal::from_named_raw(-exitcode)
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| format!("signal {}", -exitcode));
+        format!("killed by {name}")
+    } else {
+        format!("exited with code {exitcode} before returning a value")
+    }
+}
+
+impl Running {
+    /// Waits until the child has ended (true) or `deadline` passes (false), collecting
+    /// its outcome and reaping it.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<bool> {
+        loop {
+            if self.exitcode.is_some() {
+                return Ok(true);
+            }
+            let (channel_ready, exited) = {
+                let mut fds = Vec::with_capacity(2);
+                fds.push(PollFd::new(&self.pidfd, PollFlags::IN));
+                if let Some(channel) = &self.channel {
+                    fds.push(PollFd::new(channel, PollFlags::IN));
+                }
+                poll_until(&mut fds, deadline)?;
+                let exited = !fds[0].revents().is_empty();
+                let channel_ready = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+                (channel_ready, exited)
+            };
+            if channel_ready {
+                self.read_outcome(deadline)?;
+            }
+            if exited {
+                self.reap()?;
+                // The outcome, if the child sent one, is in the socket buffer by now.
+                if self.channel.as_ref().is_some_and(|c| c.poll(Some(Duration::ZERO)).unwrap_or(false)) {
+                    self.read_outcome(None)?;
+                }
+                self.channel = None;
+                return Ok(true);
+            }
+            if !channel_ready && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn read_outcome(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let Some(channel) = &self.channel else { return Ok(()) };
+        let received = match deadline {
+            Some(d) => channel.recv_bytes_timeout(None, d.saturating_duration_since(Instant::now())),
+            None => channel.recv_bytes(None),
+        };
+        match received {
+            Ok(bytes) => {
+                self.outcome = Some(
+                    Codec::Postcard
+                        .decode(&bytes)
+                        .unwrap_or_else(|e| ChildOutcome::Failed(format!("unreadable outcome: {e}"))),
+                );
+                self.channel = None;
+            }
+            Err(Error::Timeout(_)) => {}
+            // The child ended (or closed the socket) without reporting.
+            Err(_) => self.channel = None,
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self) -> Result<()> {
+        let status = loop {
+            match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED) {
+                Err(Errno::INTR) => continue,
+                other => break other?,
+            }
+        };
+        self.exitcode = Some(match status {
+            Some(s) => exitcode_of(&s),
+            None => 1,
+        });
+        unregister_child(self.pid);
+        Ok(())
+    }
+}
+
+fn exitcode_of(status: &rustix::process::WaitIdStatus) -> i32 {
+    if let Some(signal) = status.terminating_signal() {
+        -signal
+    } else {
+        status.exit_status().unwrap_or(1)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let state = std::mem::replace(self.state.get_mut().unwrap_or_else(|p| p.into_inner()), State::Closed);
+        if let State::Started(mut running) = state {
+            if running.exitcode.is_none() && !running.wait(Some(Instant::now())).unwrap_or(true) {
+                DROPPED.lock().unwrap_or_else(|p| p.into_inner()).push((running.pid, running.pidfd));
+            }
+        }
+    }
+}
+
+impl Waitable for Process {
+    /// The pidfd: readable once the process has ended (Python's `sentinel`). A process
+    /// that was never started is never ready.
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.sentinel()
+    }
+}
+
+impl Process {
+    /// A descriptor that becomes readable when the process ends (Python's `sentinel`),
+    /// usable with [`wait`](crate::connection::wait) or any poller. `None` before start.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// p.start()?;
+    /// let ready = multiproc::connection::wait(&[&p], Some(Duration::from_secs(30)))?;
+    /// assert_eq!(ready, vec![0]);
+    /// p.join(None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn sentinel(&self) -> Option<BorrowedFd<'_>> {
+        self.sentinel.get().map(|fd| fd.as_fd())
+    }
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// spawn() and JoinHandle
+
+/// Runs `f(args)` in a new process and returns a handle to its result, like
+/// `std::thread::spawn`.
+///
+/// ```
+/// let handle = multiproc::spawn(|(a, b): (u64, u64)| a * b, (6, 7))?;
+/// assert_eq!(handle.join()?, 42);
+///
+/// // A panic in the child arrives as an error carrying its message.
+/// let handle = multiproc::spawn(|_: ()| -> u8 { panic!("no luck") }, ())?;
+/// let err = handle.join().unwrap_err();
+/// assert!(err.to_string().contains("no luck"));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn spawn<A, R>(f: fn(A) -> R, args: A) -> Result<JoinHandle<R>>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    let process = Process::with_result(f, args);
+    process.start()?;
+    Ok(JoinHandle { process, result: PhantomData })
+}
+
+/// The result of a child started by [`spawn`].
+pub struct JoinHandle<R> {
+    process: Process,
+    result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> JoinHandle<R> {
+    /// Waits for the child and returns its value, or [`Error::ProcessFailed`] with the
+    /// panic message, exit code or signal.
+    ///
+    /// ```
+    /// let h = multiproc::spawn(|s: String| s.len(), "four".to_string())?;
+    /// assert_eq!(h.join()?, 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(self) -> Result<R> {
+        self.process.join(None)?;
+        self.process.take_result()
+    }
+
+    /// Like [`join`](Self::join), giving up with [`Error::Timeout`] after `timeout`; the
+    /// handle stays usable.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let h = multiproc::spawn(|_: ()| std::thread::sleep(Duration::from_secs(30)), ())?;
+    /// assert!(matches!(h.join_timeout(Duration::from_millis(20)), Err(multiproc::Error::Timeout(_))));
+    /// h.process().kill()?;
+    /// assert!(h.join().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<R> {
+        self.process.join(Some(timeout))?;
+        self.process.take_result()
+    }
+
+    /// The underlying process (pid, sentinel, kill, …).
+    ///
+    /// ```
+    /// let h = multiproc::spawn(|_: ()| 1u8, ())?;
+    /// assert!(h.process().pid().is_some());
+    /// # h.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl<R> fmt::Debug for JoinHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("process", &self.process).finish()
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Launching
+
+fn launch_spawn<A, R>(target: fn(A) -> R, args: &A, info: &LaunchInfo) -> Result<Running>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    if std::env::var_os(sys::spawn::SPAWN_FD_VAR).is_some() {
+        return Err(Error::ProcessState(
+            "this process was spawned but did not run its bootstrap; refusing to spawn again",
+        ));
+    }
+    let (layout, trampoline, target) = sys::spawn::offsets_for(target);
+    let (encoded, handles) = reduction::export_handles(|| {
+        let mut out = Vec::new();
+        Codec::Postcard.encode_into(args, &mut out).map(|()| out)
+    });
+    let me = context::current_process();
+    let bootstrap = Bootstrap {
+        layout,
+        trampoline,
+        target,
+        args: encoded?,
+        name: info.name.clone(),
+        identity: info.identity.clone(),
+        daemon: info.daemon,
+        parent_pid: me.pid,
+        parent_name: me.name,
+    };
+    let mut message = Vec::new();
+    Codec::Postcard.encode_into(&bootstrap, &mut message)?;
+
+    let (parent_end, child_end) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let pid = sys::spawn::exec_self(child_end.as_fd(), info.daemon)?;
+    drop(child_end);
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+    let channel = Connection::from_fd(parent_end);
+    let mut running = Running { pid, pidfd, channel: None, outcome: None, exitcode: None };
+    let sent = send_handles(channel.as_fd(), &handles).and_then(|()| channel.send_bytes(&message));
+    drop(handles);
+    running.channel = Some(channel);
+    if let Err(e) = sent {
+        let _ = rustix::process::pidfd_send_signal(&running.pidfd, Signal::KILL);
+        let _ = running.wait(None);
+        return Err(e);
+    }
+    Ok(running)
+}
+
+fn launch_fork<A, R>(target: fn(A) -> R, args: A, info: &LaunchInfo) -> Result<Running>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let (parent_end, child_end) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let me = context::current_process();
+    match sys::spawn::fork(info.daemon)? {
+        sys::spawn::Forked::Child => {
+            drop(parent_end);
+            set_child_lineage(&info.name, &info.identity, info.daemon, me.pid, me.name);
+            CHILD_COUNTER.store(0, Ordering::Relaxed);
+            forget_children();
+            let outcome = call_target(target, args);
+            let code = outcome.exit_code();
+            let channel = Connection::from_fd(child_end);
+            let _ = channel.send(&outcome);
+            flush_std();
+            sys::spawn::exit_now(code)
+        }
+        sys::spawn::Forked::Parent(pid) => {
+            drop(child_end);
+            drop(args);
+            let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+            Ok(Running {
+                pid,
+                pidfd,
+                channel: Some(Connection::from_fd(parent_end)),
+                outcome: None,
+                exitcode: None,
+            })
+        }
+    }
+}
+
+/// Sends the handles of a bootstrap message: a 4-byte count with the descriptors attached.
+fn send_handles(socket: BorrowedFd<'_>, handles: &[OwnedFd]) -> Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    if handles.len() > MAX_HANDLES {
+        return Err(Error::InvalidArgument(format!(
+            "{} handles in one set of arguments; at most {MAX_HANDLES} can be passed",
+            handles.len()
+        )));
+    }
+    let count = (handles.len() as u32).to_be_bytes();
+    let borrowed: Vec<BorrowedFd<'_>> = handles.iter().map(|h| h.as_fd()).collect();
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(Error::InvalidArgument("too many handles".into()));
+    }
+    let sent = loop {
+        match rustix::net::sendmsg(socket, &[std::io::IoSlice::new(&count)], &mut control, SendFlags::NOSIGNAL) {
+            Err(Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    if sent != count.len() {
+        return Err(Error::Protocol("short write of the handle count".into()));
+    }
+    Ok(())
+}
+
+/// Linux's limit on descriptors in one `SCM_RIGHTS` message.
+const MAX_HANDLES: usize = 253;
+
+/// Receives what [`send_handles`] sent.
+fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut count = [0u8; 4];
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < 4 {
+        let mut iov = [std::io::IoSliceMut::new(&mut count[got..])];
+        let received = match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Err(Errno::INTR) => continue,
+            other => other?,
+        };
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                fds.extend(rights);
+            }
+        }
+        if received.bytes == 0 {
+            return Err(Error::Eof);
+        }
+        got += received.bytes;
+    }
+    let expected = u32::from_be_bytes(count) as usize;
+    if fds.len() != expected {
+        return Err(Error::Protocol(format!(
+            "expected {expected} handles with the bootstrap message, got {}",
+            fds.len()
+        )));
+    }
+    Ok(fds)
+}
+
+// --------------------------------------------------------------------------------------
+// The child side
+
+/// Entry point of a spawned child (called before `main` by `sys::spawn`); returns the exit
+/// code.
+pub(crate) fn spawned_child_main(socket: OwnedFd) -> i32 {
+    match spawned_child(socket) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("multiproc: spawned child could not start: {e}");
+            70
+        }
+    }
+}
+
+fn spawned_child(socket: OwnedFd) -> Result<i32> {
+    let handles = recv_handles(socket.as_fd())?;
+    let channel = Connection::from_fd(socket);
+    let bootstrap: Bootstrap = Codec::Postcard.decode(&channel.recv_bytes(None)?)?;
+    set_child_lineage(
+        &bootstrap.name,
+        &bootstrap.identity,
+        bootstrap.daemon,
+        bootstrap.parent_pid,
+        bootstrap.parent_name,
+    );
+    let Some(trampoline) = sys::spawn::resolve_trampoline(bootstrap.layout, bootstrap.trampoline) else {
+        return Err(Error::Protocol(
+            "the bootstrap message comes from a different executable".into(),
+        ));
+    };
+    let outcome = trampoline(bootstrap.target, &bootstrap.args, handles);
+    let code = outcome.exit_code();
+    let _ = channel.send(&outcome);
+    flush_std();
+    Ok(code)
+}
+
+fn set_child_lineage(name: &str, identity: &[u32], daemon: bool, parent_pid: i32, parent_name: String) {
+    context::set_lineage(Lineage {
+        me: ProcessInfo {
+            name: name.to_string(),
+            pid: rustix::process::getpid().as_raw_nonzero().get(),
+            daemon,
+            identity: identity.to_vec(),
+        },
+        parent: Some((parent_pid, parent_name)),
+    });
+}
+
+/// Decodes the arguments and runs the target (called through the trampoline).
+pub(crate) fn run_target<A, R>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> ChildOutcome
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    match reduction::import_handles(handles, || Codec::Postcard.decode::<A>(args)) {
+        Ok(args) => call_target(f, args),
+        Err(e) => ChildOutcome::Failed(format!("the arguments could not be decoded: {e}")),
+    }
+}
+
+fn call_target<A, R: Serialize>(f: fn(A) -> R, args: A) -> ChildOutcome {
+    match catch_unwind(AssertUnwindSafe(|| f(args))) {
+        Ok(value) => {
+            let mut out = Vec::new();
+            match Codec::Postcard.encode_into(&value, &mut out) {
+                Ok(()) => ChildOutcome::Returned(out),
+                Err(e) => ChildOutcome::Failed(format!("the result could not be encoded: {e}")),
+            }
+        }
+        Err(payload) => ChildOutcome::Panicked(panic_message(payload.as_ref())),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+fn flush_std() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+// --------------------------------------------------------------------------------------
+// Children registry
+
+/// A child of this process, as [`active_children`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveChild {
+    /// Its pid.
+    pub pid: i32,
+    /// Its name.
+    pub name: String,
+}
+
+static CHILDREN: Mutex<Vec<ActiveChild>> = Mutex::new(Vec::new());
+static DROPPED: Mutex<Vec<(Pid, OwnedFd)>> = Mutex::new(Vec::new());
+
+fn register_child(pid: Pid, name: &str) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(ActiveChild { pid: pid.as_raw_nonzero().get(), name: name.to_string() });
+}
+
+fn unregister_child(pid: Pid) {
+    let raw = pid.as_raw_nonzero().get();
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.pid != raw);
+}
+
+fn forget_children() {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    DROPPED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Reaps children whose `Process` was dropped while they ran.
+fn reap_dropped() {
+    let mut dropped = DROPPED.lock().unwrap_or_else(|p| p.into_inner());
+    dropped.retain(|(pid, pidfd)| {
+        match rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
+            Ok(None) => true,
+            Ok(Some(_)) | Err(_) => {
+                unregister_child(*pid);
+                false
+            }
+        }
+    });
+}
+
+/// The children of this process that are still running (Python's `active_children()`).
+/// Like Python's, it also reaps children that ended after their `Process` was dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// let p = multiproc::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(30)), ());
+/// p.start()?;
+/// assert!(multiproc::active_children().iter().any(|c| Some(c.pid) == p.pid()));
+/// p.kill()?;
+/// p.join(None)?;
+/// assert!(!multiproc::active_children().iter().any(|c| Some(c.pid) == p.pid()));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn active_children() -> Vec<ActiveChild> {
+    reap_dropped();
+    let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    children
+        .into_iter()
+        .filter(|c| {
+            let Some(pid) = Pid::from_raw(c.pid) else { return false };
+            matches!(
+                rustix::process::waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+                ),
+                Ok(None)
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,14 @@
+//! The only unsafe code of the crate, behind an explicit contract.
+//!
+//! Everything else in multiproc is `#![deny(unsafe_code)]` and reaches the operating system
+//! through `rustix` (safe wrappers) or through the functions below. Each function here
+//! states what it needs from its caller; each `unsafe` block states why it holds.
+//!
+//! | item | what it does |
+//! |---|---|
+//! | [`fnptr`] | turns a function pointer into an image-relative offset and back, so a re-executed child can call the function its parent named |
+//! | [`spawn`] | the constructor that runs a spawned child before `main`, the `fork` start method, and the `exec` of the current binary |
+#![allow(unsafe_code)]
+
+pub(crate) mod fnptr;
+pub(crate) mod spawn;

@@ -1,0 +1,190 @@
+//! Starting children: the `spawn` re-execution, its entry point before `main`, and `fork`.
+//!
+//! **Spawn.** The parent executes `/proc/self/exe` with the environment variable
+//! [`SPAWN_FD_VAR`] naming an inherited Unix socket. In the child, a constructor (an
+//! `.init_array` entry, run by the dynamic loader before `main`) sees the variable, removes
+//! it, and hands the socket to [`crate::process::spawned_child_main`], which receives the
+//! bootstrap message, runs the target and exits: `main` never runs in a spawned child. This
+//! is why spawning needs no ceremony in binaries, examples, unit tests, integration tests,
+//! doc-tests or under nextest: the same constructor is linked into all of them.
+//!
+//! **Fork.** [`fork`] wraps `fork(2)`; the child runs the target and leaves through
+//! [`exit_now`], never returning into the caller's stack.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rustix::io::{fcntl_setfd, FdFlags};
+use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
+
+use super::fnptr;
+
+/// Names the bootstrap socket's descriptor in a spawned child's environment.
+pub(crate) const SPAWN_FD_VAR: &str = "MULTIPROC_SPAWN_FD";
+
+/// Argument given to a spawned child, so it is recognisable in `ps` and so a program that
+/// somehow ran `main` anyway sees an argument it does not know instead of running normally.
+pub(crate) const CHILD_ARG: &str = "--multiproc-spawned-child";
+
+#[ctor::ctor(unsafe)]
+fn spawned_child_entry() {
+    let Some(value) = std::env::var_os(SPAWN_FD_VAR) else {
+        return;
+    };
+    // SAFETY: the constructor runs before `main`, on the only thread of the process, so no
+    // other thread reads the environment while it changes.
+    unsafe { std::env::remove_var(SPAWN_FD_VAR) };
+    let Some(fd) = value.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+        eprintln!("multiproc: malformed {SPAWN_FD_VAR}={value:?}");
+        exit_now(70);
+    };
+    // SAFETY: `SPAWN_FD_VAR` is set only by `exec_self`, which makes `fd` an open,
+    // inherited socket that nothing else in this fresh process owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    ignore_sigpipe();
+    let code = crate::process::spawned_child_main(socket);
+    std::process::exit(code);
+}
+
+/// Rust's runtime ignores SIGPIPE before `main`; a spawned child never reaches `main`, so it
+/// does the same here: writing to a closed pipe must be an error, not a silent death.
+fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Executes the current binary as a spawned child that bootstraps from `socket`.
+///
+/// `daemon` children get `PR_SET_PDEATHSIG(SIGKILL)`, so they die with their parent
+/// (strictly: with the parent *thread* that started them, as Linux defines it).
+pub(crate) fn exec_self(socket: BorrowedFd<'_>, daemon: bool) -> io::Result<Pid> {
+    let fd = socket.as_raw_fd();
+    let parent = rustix::process::getpid();
+    let arg0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("multiproc-child"));
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg0(arg0)
+        .arg(CHILD_ARG)
+        .env(SPAWN_FD_VAR, fd.to_string())
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe system calls (fcntl, prctl, getppid, _exit) through rustix/libc;
+    // it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let inherited = BorrowedFd::borrow_raw(fd);
+            fcntl_setfd(inherited, FdFlags::empty())?;
+            if daemon {
+                set_parent_process_death_signal(Some(Signal::KILL))?;
+                if getppid() != Some(parent) {
+                    // The parent died before the death signal was armed.
+                    libc::_exit(1);
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| io::Error::other("spawned child has pid 0"))?;
+    // The child is reaped through its pid/pidfd by `process`; `std::process::Child` does
+    // neither kill nor wait on drop.
+    drop(child);
+    Ok(pid)
+}
+
+/// Result of [`fork`].
+pub(crate) enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// In a multi-threaded parent only the calling thread exists in the child; locks held by
+/// other threads stay locked there. This is the documented hazard of the `fork` start
+/// method, which users opt into.
+pub(crate) fn fork(daemon: bool) -> io::Result<Forked> {
+    let parent = rustix::process::getpid();
+    // SAFETY: fork has no memory-safety preconditions of its own; the child continues with
+    // a copy of this thread only, which the `fork` start method documents, and leaves
+    // through `exit_now` without unwinding into frames it shares with the parent.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            if daemon {
+                set_parent_process_death_signal(Some(Signal::KILL))?;
+                if getppid() != Some(parent) {
+                    exit_now(1);
+                }
+            }
+            Ok(Forked::Child)
+        }
+        pid => Ok(Forked::Parent(
+            Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned pid 0"))?,
+        )),
+    }
+}
+
+/// Ends the process at once with `code`, running no destructors and no `atexit` handlers
+/// (a forked child must not run its parent's).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// The signature shared by every trampoline: target offset, argument bytes, handles.
+pub(crate) type Trampoline =
+    fn(isize, &[u8], Vec<OwnedFd>) -> crate::process::ChildOutcome;
+
+/// Runs in a spawned child: resolves `target` as `fn(A) -> R` and lets the safe code in
+/// `process` decode the arguments, call it and encode the result.
+///
+/// Its monomorphisation for `(A, R)` is named by offset in the bootstrap message next to
+/// the target's offset; both offsets were taken together from one `fn(A) -> R`.
+pub(crate) fn trampoline<A, R>(
+    target: isize,
+    args: &[u8],
+    handles: Vec<OwnedFd>,
+) -> crate::process::ChildOutcome
+where
+    A: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+{
+    // SAFETY: `target` was produced by `fnptr::offset_of::<fn(A) -> R>` in the parent,
+    // paired with this very monomorphisation, and `resolve_trampoline` checked that this
+    // process runs the parent's image.
+    let f: fn(A) -> R = unsafe { fnptr::resolve(target) };
+    crate::process::run_target(f, args, handles)
+}
+
+/// The offsets a parent sends so that a child can call `f`.
+pub(crate) fn offsets_for<A, R>(f: fn(A) -> R) -> (isize, isize, isize)
+where
+    A: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+{
+    let tramp: Trampoline = trampoline::<A, R>;
+    (fnptr::layout_check(), fnptr::offset_of(tramp), fnptr::offset_of(f))
+}
+
+/// The trampoline named by a bootstrap message, or `None` when the message comes from a
+/// different executable image.
+pub(crate) fn resolve_trampoline(layout: isize, offset: isize) -> Option<Trampoline> {
+    if layout != fnptr::layout_check() {
+        return None;
+    }
+    // SAFETY: the layout check proves this process runs the image the parent ran, where
+    // `offset` was taken from a `Trampoline` by `offsets_for`.
+    Some(unsafe { fnptr::resolve::<Trampoline>(offset) })
+}
