@@ -1,4 +1,34 @@
-//! The `multiproc` command.
+//! The `multiproc` command: `tour` runs every ported seed example, `bench` measures
+//! multiproc against CPython's `multiprocessing` on this machine.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod tour;
+
+#[derive(Parser)]
+#[command(name = "multiproc", version, about = "Python's multiprocessing, rebuilt in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every ported example from the seed texts and print what each shows.
+    Tour(tour::TourArgs),
+    /// Measure multiproc (and CPython's multiprocessing, when python3 is present).
+    Bench(bench::BenchArgs),
+}
+
 fn main() {
-    println!("multiproc");
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tour(args) => tour::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("multiproc: {e}");
+        std::process::exit(1);
+    }
 }
