@@ -1,12 +1,70 @@
-//! `multiproc tour` (placeholder).
+//! `multiproc tour`: runs every example ported from the seed texts, in order, and prints
+//! what each shows. The examples live in `crates/multiproc/examples/` (each runs alone
+//! with `cargo run -p multiproc --example NAME`) and are compiled into this binary too.
+
+use std::io::Write;
+
+#[path = "../../multiproc/examples/pipe_hello.rs"]
+mod pipe_hello;
+#[path = "../../multiproc/examples/pipe_echo.rs"]
+mod pipe_echo;
+#[path = "../../multiproc/examples/memory_isolation.rs"]
+mod memory_isolation;
+#[path = "../../multiproc/examples/pipe_basic.rs"]
+mod pipe_basic;
+#[path = "../../multiproc/examples/pipe_ping_pong.rs"]
+mod pipe_ping_pong;
+#[path = "../../multiproc/examples/process_class.rs"]
+mod process_class;
+#[path = "../../multiproc/examples/pipe_eof.rs"]
+mod pipe_eof;
+
+/// One stop of the tour.
+struct Stop {
+    name: &'static str,
+    seed: &'static str,
+    snippet: &'static str,
+    run: fn() -> multiproc::Result<()>,
+}
+
+const STOPS: &[Stop] = &[
+    Stop { name: "pipe_hello", seed: "001", snippet: "2. Pipes", run: pipe_hello::main },
+    Stop { name: "pipe_echo", seed: "000", snippet: "multiprocessing.Pipe: Bidirectional Channels", run: pipe_echo::main },
+    Stop { name: "memory_isolation", seed: "002", snippet: "The Challenge: Memory Isolation", run: memory_isolation::main },
+    Stop { name: "pipe_basic", seed: "002", snippet: "Basic Pipe", run: pipe_basic::main },
+    Stop { name: "pipe_ping_pong", seed: "002", snippet: "Bidirectional Pipe", run: pipe_ping_pong::main },
+    Stop { name: "process_class", seed: "003", snippet: "The Process Class", run: process_class::main },
+    Stop { name: "pipe_eof", seed: "003", snippet: "Low-Level Communication with Pipe", run: pipe_eof::main },
+];
 
 /// Options of `multiproc tour`.
 #[derive(clap::Args)]
 pub struct TourArgs {
     /// Run only the examples whose name starts with this prefix.
     pub only: Option<String>,
+    /// List the examples instead of running them.
+    #[arg(long)]
+    pub list: bool,
 }
 
-pub fn run(_args: TourArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(args: TourArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let selected: Vec<&Stop> = STOPS
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|p| s.name.starts_with(p)))
+        .collect();
+    if selected.is_empty() {
+        return Err(format!("no example matches {:?}; try `multiproc tour --list`", args.only).into());
+    }
+    for stop in selected {
+        if args.list {
+            println!("{:<20} seed {} — {}", stop.name, stop.seed, stop.snippet);
+            continue;
+        }
+        println!("=== {} (seed {}: {})", stop.name, stop.seed, stop.snippet);
+        std::io::stdout().flush()?;
+        (stop.run)().map_err(|e| format!("example {} failed: {e}", stop.name))?;
+        std::io::stdout().flush()?;
+        println!();
+    }
     Ok(())
 }

@@ -1,0 +1,115 @@
+//! Every ported seed example, run through `multiproc tour NAME`, prints what its seed says.
+
+use std::process::Command;
+
+/// Runs one stop of the tour and returns its output lines (without the header).
+fn tour(name: &str) -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(["tour", name])
+        .output()
+        .expect("run multiproc tour");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "tour {name} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines: Vec<String> = stdout.lines().map(str::to_string).collect();
+    assert!(lines[0].starts_with(&format!("=== {name} ")), "{lines:?}");
+    lines.remove(0);
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+}
+
+fn position(lines: &[String], line: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("{line:?} missing from {lines:#?}"))
+}
+
+#[test]
+fn pipe_hello_prints_hello_from_process() {
+    assert_eq!(tour("pipe_hello"), ["Hello from Process"]);
+}
+
+#[test]
+fn pipe_echo_gets_every_message_echoed() {
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(format!("Parent sent: Message {i}"));
+        expected.push(format!("Parent received: Echo: Message {i}"));
+    }
+    assert_eq!(tour("pipe_echo"), expected);
+}
+
+#[test]
+fn memory_isolation_leaves_the_parent_counter_at_zero() {
+    assert_eq!(tour("memory_isolation"), ["Counter: 0"]);
+}
+
+#[test]
+fn pipe_basic_receives_a_string_and_a_list() {
+    assert_eq!(tour("pipe_basic"), ["Received: Hello from sender!", "Received: [1, 2, 3]"]);
+}
+
+#[test]
+fn pipe_ping_pong_alternates_three_rounds() {
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        expected.push(format!("Worker received: Main message {i}"));
+        expected.push(format!("Main received: Worker reply {i}"));
+    }
+    assert_eq!(tour("pipe_ping_pong"), expected);
+}
+
+#[test]
+fn process_class_runs_both_workers_and_joins_them() {
+    let lines = tour("process_class");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    let mut pids = Vec::new();
+    for (name, delay) in [("Process-1", 2), ("Process-2", 1)] {
+        let started = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("Process {name} (PID: ")))
+            .unwrap_or_else(|| panic!("no start line for {name}: {lines:#?}"));
+        assert!(started.ends_with(&format!(") started. Sleeping for {delay} seconds.")), "{started}");
+        let pid: u32 = started
+            .split("PID: ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {started}"));
+        pids.push(pid);
+        assert!(position(&lines, &format!("Process {name} finished.")) > 1);
+    }
+    assert_ne!(pids[0], pids[1], "each worker is its own process");
+    // The 1-second worker finishes before the 2-second one.
+    assert!(position(&lines, "Process Process-2 finished.") < position(&lines, "Process Process-1 finished."));
+    assert_eq!(lines[4], "All processes have finished execution.");
+}
+
+#[test]
+fn pipe_eof_receives_everything_then_end_of_stream() {
+    let lines = tour("pipe_eof");
+    let sent: Vec<&String> = lines.iter().filter(|l| l.starts_with("Sent: ")).collect();
+    let received: Vec<&String> = lines.iter().filter(|l| !l.starts_with("Sent: ")).collect();
+    assert_eq!(sent, ["Sent: Hello", "Sent: 42", "Sent: {'key': 'value'}"]);
+    assert_eq!(
+        received,
+        ["Received: Hello", "Received: 42", "Received: {'key': 'value'}", "No more data. Exiting."]
+    );
+}
+
+#[test]
+fn tour_lists_its_stops_and_rejects_unknown_names() {
+    let output = Command::new(env!("CARGO_BIN_EXE_multiproc")).args(["tour", "--list"]).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).lines().count() >= 7);
+    let output = Command::new(env!("CARGO_BIN_EXE_multiproc")).args(["tour", "no_such_example"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no example matches"));
+}
