@@ -19,6 +19,13 @@ use crate::error::{Error, Result};
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// The last export failure, kept because some serde formats drop custom messages.
+    static EXPORT_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Takes the message of the last failed [`export_fd`] on this thread, if any.
+pub(crate) fn take_export_error() -> Option<String> {
+    EXPORT_ERROR.with(|e| e.borrow_mut().take())
 }
 
 /// Runs `f` (which serializes something) with an export table, and returns its result with
@@ -45,10 +52,12 @@ pub(crate) fn export_fd(fd: BorrowedFd<'_>, what: &str) -> Result<u32> {
     OUTGOING.with(|t| {
         let mut table = t.borrow_mut();
         let Some(table) = table.as_mut() else {
-            return Err(Error::InvalidArgument(format!(
-                "a {what} holds an OS handle and can only be sent as an argument or result \
-                 of a child process"
-            )));
+            let why = format!(
+                "a {what} holds an OS handle and can only be sent as an argument of a child \
+                 process"
+            );
+            EXPORT_ERROR.with(|e| *e.borrow_mut() = Some(why.clone()));
+            return Err(Error::Codec(why));
         };
         let dup = fd.try_clone_to_owned()?;
         table.push(dup);

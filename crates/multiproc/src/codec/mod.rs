@@ -55,7 +55,10 @@ impl Codec {
         match self {
             Codec::Postcard => {
                 let buf = std::mem::take(out);
-                *out = postcard::to_extend(value, buf).map_err(|e| Error::Codec(e.to_string()))?;
+                let _ = crate::reduction::take_export_error();
+                *out = postcard::to_extend(value, buf).map_err(|e| {
+                    Error::Codec(crate::reduction::take_export_error().unwrap_or_else(|| e.to_string()))
+                })?;
                 Ok(())
             }
             Codec::Pickle => pickle::encode_into(value, out),

@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
 
 use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
@@ -60,10 +61,46 @@ fn ignore_sigpipe() {
 
 /// Executes the current binary as a spawned child that bootstraps from `socket`.
 ///
-/// `daemon` children get `PR_SET_PDEATHSIG(SIGKILL)`, so they die with their parent
-/// (strictly: with the parent *thread* that started them, as Linux defines it).
+/// `daemon` children get `PR_SET_PDEATHSIG(SIGKILL)`, so they die with their parent. Linux
+/// sends that signal when the *thread* that forked the child ends, so daemons are forked
+/// by a spawner thread that lives as long as the process: a daemon started from a
+/// short-lived thread (a test, a pool worker) still lives exactly as long as its parent.
 pub(crate) fn exec_self(socket: BorrowedFd<'_>, daemon: bool) -> io::Result<Pid> {
     let fd = socket.as_raw_fd();
+    if !daemon {
+        return exec_self_now(fd, false);
+    }
+    let (reply_to, reply) = mpsc::channel();
+    let gone = || io::Error::other("the daemon spawner thread could not be started");
+    spawner()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .ok_or_else(gone)?
+        .send((fd, reply_to))
+        .map_err(|_| gone())?;
+    // `socket` stays borrowed (so open) until the spawner answers.
+    reply.recv().map_err(|_| gone())?
+}
+
+type SpawnRequest = (RawFd, mpsc::Sender<io::Result<Pid>>);
+
+fn spawner() -> &'static Mutex<Option<mpsc::Sender<SpawnRequest>>> {
+    static SPAWNER: OnceLock<Mutex<Option<mpsc::Sender<SpawnRequest>>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        let started = std::thread::Builder::new()
+            .name("multiproc-daemon-spawner".into())
+            .spawn(move || {
+                for (fd, reply_to) in incoming {
+                    let _ = reply_to.send(exec_self_now(fd, true));
+                }
+            });
+        Mutex::new(started.ok().map(|_| requests))
+    })
+}
+
+fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
     let parent = rustix::process::getpid();
     let arg0 = std::env::args_os()
         .next()

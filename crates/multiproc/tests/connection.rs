@@ -1,0 +1,225 @@
+//! Connection behaviour: framing, limits, bad input, large messages, wait().
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use multiproc::connection::wait;
+use multiproc::{pipe, spawn, Connection, Error, Process};
+
+/// A connection whose peer is a raw socket the test writes arbitrary bytes into.
+fn raw_peer() -> (Connection, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (Connection::from_fd(a.into()), b)
+}
+
+#[test]
+fn frames_use_cpythons_big_endian_length_prefix() {
+    let (conn, mut raw) = raw_peer();
+    raw.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).unwrap();
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"abc");
+    conn.send_bytes(b"xyz").unwrap();
+    let mut got = [0u8; 7];
+    std::io::Read::read_exact(&mut raw, &mut got).unwrap();
+    assert_eq!(got, [0, 0, 0, 3, b'x', b'y', b'z']);
+}
+
+#[test]
+fn the_long_header_form_is_understood() {
+    let (conn, mut raw) = raw_peer();
+    let mut frame = (-1i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&5u64.to_be_bytes());
+    frame.extend_from_slice(b"hello");
+    raw.write_all(&frame).unwrap();
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"hello");
+}
+
+#[test]
+fn a_length_of_two_to_the_63_is_an_error_not_an_allocation() {
+    let (conn, mut raw) = raw_peer();
+    let mut frame = (-1i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    raw.write_all(&frame).unwrap();
+    assert!(matches!(conn.recv_bytes(None), Err(Error::MessageTooLong { .. })));
+    // The stream lost its framing: later reads report it instead of decoding garbage.
+    assert!(matches!(conn.recv_bytes(None), Err(Error::Protocol(_))));
+}
+
+#[test]
+fn a_huge_announced_length_allocates_only_what_arrives() {
+    // 2^40 bytes announced, 10 delivered, then the peer hangs up.
+    let (conn, mut raw) = raw_peer();
+    let mut frame = (-1i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    frame.extend_from_slice(&[7; 10]);
+    raw.write_all(&frame).unwrap();
+    drop(raw);
+    match conn.recv_bytes(None) {
+        Err(Error::Protocol(why)) => assert!(why.contains("ended in the middle"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_negative_length_is_a_protocol_error() {
+    let (conn, mut raw) = raw_peer();
+    raw.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(matches!(conn.recv_bytes(None), Err(Error::Protocol(_))));
+}
+
+#[test]
+fn a_frame_over_maxlength_is_refused() {
+    let (conn, mut raw) = raw_peer();
+    raw.write_all(&[0, 0, 1, 0]).unwrap();
+    raw.write_all(&[0; 256]).unwrap();
+    assert!(matches!(conn.recv_bytes(Some(255)), Err(Error::MessageTooLong { len: 256, limit: 255 })));
+}
+
+#[test]
+fn a_truncated_frame_is_an_error_and_a_clean_close_is_eof() {
+    let (conn, mut raw) = raw_peer();
+    raw.write_all(&[0, 0, 0, 10, 1, 2, 3]).unwrap();
+    drop(raw);
+    assert!(matches!(conn.recv_bytes(None), Err(Error::Protocol(_))));
+
+    let (conn, raw) = raw_peer();
+    drop(raw);
+    assert!(matches!(conn.recv_bytes(None), Err(Error::Eof)));
+    assert!(matches!(conn.recv::<u32>(), Err(Error::Eof)));
+}
+
+#[test]
+fn garbage_that_does_not_decode_is_a_codec_error_and_the_stream_goes_on() {
+    let (conn, mut raw) = raw_peer();
+    raw.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    raw.write_all(&[0, 0, 0, 1, 42]).unwrap();
+    assert!(matches!(conn.recv::<String>(), Err(Error::Codec(_))));
+    assert_eq!(conn.recv::<u8>().unwrap(), 42);
+}
+
+#[test]
+fn sending_to_a_closed_peer_is_eof() {
+    let (a, b) = pipe(true).unwrap();
+    drop(b);
+    assert!(matches!(a.send_bytes(b"x"), Err(Error::Eof)));
+}
+
+#[test]
+fn one_way_pipes_refuse_the_wrong_direction() {
+    let (r, w) = pipe(false).unwrap();
+    assert!(r.send_bytes(b"x").is_err());
+    assert!(w.recv_bytes(None).is_err());
+    w.send_bytes(b"ok").unwrap();
+    assert_eq!(r.recv_bytes(None).unwrap(), b"ok");
+}
+
+#[test]
+fn recv_bytes_into_hands_back_a_message_that_does_not_fit() {
+    let (a, b) = pipe(true).unwrap();
+    a.send_bytes(&[9; 100]).unwrap();
+    let mut small = [0u8; 10];
+    match b.recv_bytes_into(&mut small) {
+        Err(Error::BufferTooShort(whole)) => assert_eq!(whole, vec![9; 100]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn many_small_messages_arrive_in_order() {
+    let (a, b) = pipe(true).unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..20_000u32 {
+            a.send(&i).unwrap();
+        }
+    });
+    for i in 0..20_000u32 {
+        assert_eq!(b.recv::<u32>().unwrap(), i);
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn concurrent_senders_never_interleave_frames() {
+    let (a, b) = pipe(true).unwrap();
+    let a = std::sync::Arc::new(a);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    a.send_bytes(&vec![t; 100_000]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for _ in 0..800 {
+        let m = b.recv_bytes(None).unwrap();
+        assert_eq!(m.len(), 100_000);
+        assert!(m.iter().all(|&x| x == m[0]));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+fn echo_sizes((conn, sizes): (Connection, Vec<usize>)) {
+    for _ in sizes {
+        let m = conn.recv_bytes(None).unwrap();
+        conn.send_bytes(&m).unwrap();
+    }
+}
+
+#[test]
+fn messages_of_every_size_cross_a_process_boundary() {
+    let sizes = vec![0, 1, 16 * 1024 + 1, 64 * 1024, 64 * 1024 + 13, 1 << 20, 64 << 20];
+    let (parent, child) = pipe(true).unwrap();
+    let p = Process::new(echo_sizes, (child, sizes.clone()));
+    p.start().unwrap();
+    for size in sizes {
+        let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        parent.send_bytes(&message).unwrap();
+        let back = parent.recv_bytes(None).unwrap();
+        assert!(back == message, "size {size} came back different");
+    }
+    p.join(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+#[test]
+fn a_partly_received_message_survives_a_timeout() {
+    let (conn, mut raw) = raw_peer();
+    let payload = vec![5u8; 200_000];
+    raw.write_all(&(payload.len() as i32).to_be_bytes()).unwrap();
+    raw.write_all(&payload[..1000]).unwrap();
+    assert!(matches!(conn.recv_bytes_timeout(None, Duration::from_millis(20)), Err(Error::Timeout(_))));
+    let writer = std::thread::spawn(move || raw.write_all(&payload[1000..]).unwrap());
+    assert_eq!(conn.recv_bytes_timeout(None, Duration::from_secs(60)).unwrap(), vec![5u8; 200_000]);
+    writer.join().unwrap();
+}
+
+#[test]
+fn wait_covers_connections_and_process_sentinels() {
+    let (a, b) = pipe(true).unwrap();
+    let h = spawn(|_: ()| 1u8, ()).unwrap();
+    let ready = wait(&[&a, h.process()], Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(ready, vec![1], "only the process is ready");
+    b.send(&0u8).unwrap();
+    let ready = wait(&[&a, h.process()], Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(ready, vec![0, 1]);
+    assert_eq!(h.join().unwrap(), 1);
+    let never_started = Process::new(|_: ()| {}, ());
+    assert!(wait(&[&never_started], Some(Duration::from_millis(10))).unwrap().is_empty());
+}
+
+#[test]
+fn a_connection_without_a_transport_for_its_handle_cannot_be_serialized() {
+    let (a, b) = pipe(true).unwrap();
+    let (c, _d) = pipe(true).unwrap();
+    match a.send(&c) {
+        Err(Error::Codec(why)) => assert!(why.contains("OS handle"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Nothing was written: the stream is still in sync.
+    a.send(&7u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 7);
+}

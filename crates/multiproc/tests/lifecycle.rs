@@ -1,0 +1,117 @@
+//! Process lifetime: daemons die with their parent (even by SIGKILL), other children do
+//! not, and no zombie is left behind.
+
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use multiproc::{pipe, Connection, Process};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+fn pidfd(pid: i32) -> OwnedFd {
+    pidfd_open(Pid::from_raw(pid).unwrap(), PidfdFlags::empty()).expect("pidfd_open")
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to end.
+fn ended_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ts = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as i64 };
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+}
+
+/// Runs in a child: starts a grandchild (daemon or not) that sleeps, reports its pid,
+/// then sleeps itself until killed.
+fn middle((conn, daemon): (Connection, bool)) {
+    let grandchild = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).daemon(daemon);
+    grandchild.start().expect("start grandchild");
+    conn.send(&grandchild.pid().expect("pid")).expect("send pid");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_daemon_dies_when_its_parent_is_sigkilled() {
+    let (parent, child) = pipe(true).unwrap();
+    let p = Process::new(middle, (child, true));
+    p.start().unwrap();
+    let grandchild: i32 = parent.recv_timeout(Duration::from_secs(60)).unwrap();
+    let grandchild_fd = pidfd(grandchild);
+    assert!(!ended_within(&grandchild_fd, Duration::ZERO));
+    p.kill().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+    assert!(ended_within(&grandchild_fd, Duration::from_secs(30)), "the daemon outlived its parent");
+}
+
+#[test]
+fn a_non_daemon_child_outlives_its_killed_parent() {
+    let (parent, child) = pipe(true).unwrap();
+    let p = Process::new(middle, (child, false));
+    p.start().unwrap();
+    let grandchild: i32 = parent.recv_timeout(Duration::from_secs(60)).unwrap();
+    let grandchild_fd = pidfd(grandchild);
+    p.kill().unwrap();
+    p.join(LONG).unwrap();
+    assert!(!ended_within(&grandchild_fd, Duration::from_millis(300)));
+    // Clean up the orphan ourselves.
+    rustix::process::pidfd_send_signal(&grandchild_fd, rustix::process::Signal::KILL).unwrap();
+    assert!(ended_within(&grandchild_fd, Duration::from_secs(30)));
+}
+
+#[test]
+fn a_daemon_started_from_a_short_lived_thread_outlives_the_thread() {
+    let p = std::thread::spawn(|| {
+        let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).daemon(true);
+        p.start().unwrap();
+        p
+    })
+    .join()
+    .unwrap();
+    // The starting thread is gone; the daemon must still run.
+    assert!(matches!(p.join(Some(Duration::from_millis(300))), Err(multiproc::Error::Timeout(_))));
+    assert!(p.is_alive());
+    p.kill().unwrap();
+    p.join(LONG).unwrap();
+}
+
+fn is_gone(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_dropped_running_process_is_reaped_later_not_left_a_zombie() {
+    let (parent, child) = pipe(true).unwrap();
+    let p = Process::new(
+        |(conn,): (Connection,)| {
+            let _: u8 = conn.recv().unwrap();
+        },
+        (child,),
+    );
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let fd = pidfd(pid);
+    drop(p); // still running: handed to the reaper list
+    parent.send(&1u8).unwrap();
+    assert!(ended_within(&fd, Duration::from_secs(60)));
+    // It has exited; it is a zombie until someone reaps it. `active_children` does.
+    assert!(!multiproc::active_children().iter().any(|c| c.pid == pid));
+    assert!(is_gone(pid), "process {pid} is still in the process table");
+}
+
+#[test]
+fn a_joined_process_leaves_no_zombie() {
+    let p = Process::new(|_: ()| {}, ());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    p.join(LONG).unwrap();
+    assert!(is_gone(pid));
+}
