@@ -4,20 +4,20 @@
 
 use std::io::Write;
 
-#[path = "../../multiproc/examples/pipe_hello.rs"]
-mod pipe_hello;
-#[path = "../../multiproc/examples/pipe_echo.rs"]
-mod pipe_echo;
 #[path = "../../multiproc/examples/memory_isolation.rs"]
 mod memory_isolation;
 #[path = "../../multiproc/examples/pipe_basic.rs"]
 mod pipe_basic;
+#[path = "../../multiproc/examples/pipe_echo.rs"]
+mod pipe_echo;
+#[path = "../../multiproc/examples/pipe_eof.rs"]
+mod pipe_eof;
+#[path = "../../multiproc/examples/pipe_hello.rs"]
+mod pipe_hello;
 #[path = "../../multiproc/examples/pipe_ping_pong.rs"]
 mod pipe_ping_pong;
 #[path = "../../multiproc/examples/process_class.rs"]
 mod process_class;
-#[path = "../../multiproc/examples/pipe_eof.rs"]
-mod pipe_eof;
 
 /// One stop of the tour.
 struct Stop {
@@ -29,12 +29,37 @@ struct Stop {
 
 const STOPS: &[Stop] = &[
     Stop { name: "pipe_hello", seed: "001", snippet: "2. Pipes", run: pipe_hello::main },
-    Stop { name: "pipe_echo", seed: "000", snippet: "multiprocessing.Pipe: Bidirectional Channels", run: pipe_echo::main },
-    Stop { name: "memory_isolation", seed: "002", snippet: "The Challenge: Memory Isolation", run: memory_isolation::main },
+    Stop {
+        name: "pipe_echo",
+        seed: "000",
+        snippet: "multiprocessing.Pipe: Bidirectional Channels",
+        run: pipe_echo::main,
+    },
+    Stop {
+        name: "memory_isolation",
+        seed: "002",
+        snippet: "The Challenge: Memory Isolation",
+        run: memory_isolation::main,
+    },
     Stop { name: "pipe_basic", seed: "002", snippet: "Basic Pipe", run: pipe_basic::main },
-    Stop { name: "pipe_ping_pong", seed: "002", snippet: "Bidirectional Pipe", run: pipe_ping_pong::main },
-    Stop { name: "process_class", seed: "003", snippet: "The Process Class", run: process_class::main },
-    Stop { name: "pipe_eof", seed: "003", snippet: "Low-Level Communication with Pipe", run: pipe_eof::main },
+    Stop {
+        name: "pipe_ping_pong",
+        seed: "002",
+        snippet: "Bidirectional Pipe",
+        run: pipe_ping_pong::main,
+    },
+    Stop {
+        name: "process_class",
+        seed: "003",
+        snippet: "The Process Class",
+        run: process_class::main,
+    },
+    Stop {
+        name: "pipe_eof",
+        seed: "003",
+        snippet: "Low-Level Communication with Pipe",
+        run: pipe_eof::main,
+    },
 ];
 
 /// Options of `multiproc tour`.
@@ -53,7 +78,9 @@ pub fn run(args: TourArgs) -> Result<(), Box<dyn std::error::Error>> {
         .filter(|s| args.only.as_deref().is_none_or(|p| s.name.starts_with(p)))
         .collect();
     if selected.is_empty() {
-        return Err(format!("no example matches {:?}; try `multiproc tour --list`", args.only).into());
+        return Err(
+            format!("no example matches {:?}; try `multiproc tour --list`", args.only).into()
+        );
     }
     for stop in selected {
         if args.list {

@@ -76,7 +76,10 @@ fn process_class_runs_both_workers_and_joins_them() {
             .iter()
             .find(|l| l.starts_with(&format!("Process {name} (PID: ")))
             .unwrap_or_else(|| panic!("no start line for {name}: {lines:#?}"));
-        assert!(started.ends_with(&format!(") started. Sleeping for {delay} seconds.")), "{started}");
+        assert!(
+            started.ends_with(&format!(") started. Sleeping for {delay} seconds.")),
+            "{started}"
+        );
         let pid: u32 = started
             .split("PID: ")
             .nth(1)
@@ -88,7 +91,10 @@ fn process_class_runs_both_workers_and_joins_them() {
     }
     assert_ne!(pids[0], pids[1], "each worker is its own process");
     // The 1-second worker finishes before the 2-second one.
-    assert!(position(&lines, "Process Process-2 finished.") < position(&lines, "Process Process-1 finished."));
+    assert!(
+        position(&lines, "Process Process-2 finished.")
+            < position(&lines, "Process Process-1 finished.")
+    );
     assert_eq!(lines[4], "All processes have finished execution.");
 }
 
@@ -106,10 +112,14 @@ fn pipe_eof_receives_everything_then_end_of_stream() {
 
 #[test]
 fn tour_lists_its_stops_and_rejects_unknown_names() {
-    let output = Command::new(env!("CARGO_BIN_EXE_multiproc")).args(["tour", "--list"]).output().unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_multiproc")).args(["tour", "--list"]).output().unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).lines().count() >= 7);
-    let output = Command::new(env!("CARGO_BIN_EXE_multiproc")).args(["tour", "no_such_example"]).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(["tour", "no_such_example"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no example matches"));
 }

@@ -56,10 +56,7 @@ pub fn main() -> multiproc::Result<()> {
     let p = Process::new(receiver, (child_conn,));
     p.start()?;
     let dict = BTreeMap::from([("key".to_string(), "value".to_string())]);
-    sender(
-        parent_conn,
-        vec![Message::Str("Hello".into()), Message::Int(42), Message::Dict(dict)],
-    )?;
+    sender(parent_conn, vec![Message::Str("Hello".into()), Message::Int(42), Message::Dict(dict)])?;
     p.join(None)?;
     Ok(())
 }

@@ -6,10 +6,7 @@ use std::time::Duration;
 use multiproc::Process;
 
 fn worker((name, delay): (String, u64)) {
-    println!(
-        "Process {name} (PID: {}) started. Sleeping for {delay} seconds.",
-        std::process::id()
-    );
+    println!("Process {name} (PID: {}) started. Sleeping for {delay} seconds.", std::process::id());
     std::thread::sleep(Duration::from_secs(delay));
     println!("Process {name} finished.");
 }

@@ -464,25 +464,23 @@ impl Process {
         let exitcode = running.exitcode.unwrap_or(1);
         match running.outcome.take() {
             Some(ChildOutcome::Returned(bytes)) => Codec::Postcard.decode(&bytes),
-            Some(ChildOutcome::Panicked(message)) => Err(Error::ProcessFailed {
-                pid,
-                exitcode,
-                message: format!("panicked: {message}"),
-            }),
-            Some(ChildOutcome::Failed(message)) => Err(Error::ProcessFailed { pid, exitcode, message }),
-            None => Err(Error::ProcessFailed {
-                pid,
-                exitcode,
-                message: describe_exit(exitcode),
-            }),
+            Some(ChildOutcome::Panicked(message)) => {
+                Err(Error::ProcessFailed { pid, exitcode, message: format!("panicked: {message}") })
+            }
+            Some(ChildOutcome::Failed(message)) => {
+                Err(Error::ProcessFailed { pid, exitcode, message })
+            }
+            None => Err(Error::ProcessFailed { pid, exitcode, message: describe_exit(exitcode) }),
         }
     }
 }
 
-fn started<'a>(state: &'a mut State) -> Result<&'a mut Running> {
+fn started(state: &mut State) -> Result<&mut Running> {
     match state {
         State::Started(running) => Ok(running),
-        State::Created(_) | State::Starting => Err(Error::ProcessState("the process has not been started")),
+        State::Created(_) | State::Starting => {
+            Err(Error::ProcessState("the process has not been started"))
+        }
         State::Closed => Err(Error::ProcessState("the process object is closed")),
     }
 }
@@ -523,7 +521,11 @@ impl Running {
             if exited {
                 self.reap()?;
                 // The outcome, if the child sent one, is in the socket buffer by now.
-                if self.channel.as_ref().is_some_and(|c| c.poll(Some(Duration::ZERO)).unwrap_or(false)) {
+                if self
+                    .channel
+                    .as_ref()
+                    .is_some_and(|c| c.poll(Some(Duration::ZERO)).unwrap_or(false))
+                {
                     self.read_outcome(None)?;
                 }
                 self.channel = None;
@@ -538,16 +540,17 @@ impl Running {
     fn read_outcome(&mut self, deadline: Option<Instant>) -> Result<()> {
         let Some(channel) = &self.channel else { return Ok(()) };
         let received = match deadline {
-            Some(d) => channel.recv_bytes_timeout(None, d.saturating_duration_since(Instant::now())),
+            Some(d) => {
+                channel.recv_bytes_timeout(None, d.saturating_duration_since(Instant::now()))
+            }
             None => channel.recv_bytes(None),
         };
         match received {
             Ok(bytes) => {
-                self.outcome = Some(
-                    Codec::Postcard
-                        .decode(&bytes)
-                        .unwrap_or_else(|e| ChildOutcome::Failed(format!("unreadable outcome: {e}"))),
-                );
+                self.outcome =
+                    Some(Codec::Postcard.decode(&bytes).unwrap_or_else(|e| {
+                        ChildOutcome::Failed(format!("unreadable outcome: {e}"))
+                    }));
                 self.channel = None;
             }
             Err(Error::Timeout(_)) => {}
@@ -559,7 +562,8 @@ impl Running {
 
     fn reap(&mut self) -> Result<()> {
         let status = loop {
-            match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED) {
+            match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED)
+            {
                 Err(Errno::INTR) => continue,
                 other => break other?,
             }
@@ -583,10 +587,16 @@ fn exitcode_of(status: &rustix::process::WaitIdStatus) -> i32 {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let state = std::mem::replace(self.state.get_mut().unwrap_or_else(|p| p.into_inner()), State::Closed);
+        let state = std::mem::replace(
+            self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
+            State::Closed,
+        );
         if let State::Started(mut running) = state {
             if running.exitcode.is_none() && !running.wait(Some(Instant::now())).unwrap_or(true) {
-                DROPPED.lock().unwrap_or_else(|p| p.into_inner()).push((running.pid, running.pidfd));
+                DROPPED
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((running.pid, running.pidfd));
             }
         }
     }
@@ -815,13 +825,19 @@ fn send_handles(socket: BorrowedFd<'_>, handles: &[OwnedFd]) -> Result<()> {
     }
     let count = (handles.len() as u32).to_be_bytes();
     let borrowed: Vec<BorrowedFd<'_>> = handles.iter().map(|h| h.as_fd()).collect();
-    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
         return Err(Error::InvalidArgument("too many handles".into()));
     }
     let sent = loop {
-        match rustix::net::sendmsg(socket, &[std::io::IoSlice::new(&count)], &mut control, SendFlags::NOSIGNAL) {
+        match rustix::net::sendmsg(
+            socket,
+            &[std::io::IoSlice::new(&count)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
             Err(Errno::INTR) => continue,
             other => break other?,
         }
@@ -839,16 +855,18 @@ const MAX_HANDLES: usize = 253;
 fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut count = [0u8; 4];
-    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut got = 0;
     let mut fds = Vec::new();
     while got < 4 {
         let mut iov = [std::io::IoSliceMut::new(&mut count[got..])];
-        let received = match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
-            Err(Errno::INTR) => continue,
-            other => other?,
-        };
+        let received =
+            match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+                Err(Errno::INTR) => continue,
+                other => other?,
+            };
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(rights) = message {
                 fds.extend(rights);
@@ -895,7 +913,8 @@ fn spawned_child(socket: OwnedFd) -> Result<i32> {
         bootstrap.parent_pid,
         bootstrap.parent_name,
     );
-    let Some(trampoline) = sys::spawn::resolve_trampoline(bootstrap.layout, bootstrap.trampoline) else {
+    let Some(trampoline) = sys::spawn::resolve_trampoline(bootstrap.layout, bootstrap.trampoline)
+    else {
         return Err(Error::Protocol(
             "the bootstrap message comes from a different executable".into(),
         ));
@@ -907,7 +926,13 @@ fn spawned_child(socket: OwnedFd) -> Result<i32> {
     Ok(code)
 }
 
-fn set_child_lineage(name: &str, identity: &[u32], daemon: bool, parent_pid: i32, parent_name: String) {
+fn set_child_lineage(
+    name: &str,
+    identity: &[u32],
+    daemon: bool,
+    parent_pid: i32,
+    parent_name: String,
+) {
     context::set_lineage(Lineage {
         me: ProcessInfo {
             name: name.to_string(),
@@ -995,7 +1020,10 @@ fn forget_children() {
 fn reap_dropped() {
     let mut dropped = DROPPED.lock().unwrap_or_else(|p| p.into_inner());
     dropped.retain(|(pid, pidfd)| {
-        match rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED | WaitIdOptions::NOHANG) {
+        match rustix::process::waitid(
+            WaitId::PidFd(pidfd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        ) {
             Ok(None) => true,
             Ok(Some(_)) | Err(_) => {
                 unregister_child(*pid);

@@ -72,7 +72,10 @@ fn a_frame_over_maxlength_is_refused() {
     let (conn, mut raw) = raw_peer();
     raw.write_all(&[0, 0, 1, 0]).unwrap();
     raw.write_all(&[0; 256]).unwrap();
-    assert!(matches!(conn.recv_bytes(Some(255)), Err(Error::MessageTooLong { len: 256, limit: 255 })));
+    assert!(matches!(
+        conn.recv_bytes(Some(255)),
+        Err(Error::MessageTooLong { len: 256, limit: 255 })
+    ));
 }
 
 #[test]
@@ -191,7 +194,10 @@ fn a_partly_received_message_survives_a_timeout() {
     let payload = vec![5u8; 200_000];
     raw.write_all(&(payload.len() as i32).to_be_bytes()).unwrap();
     raw.write_all(&payload[..1000]).unwrap();
-    assert!(matches!(conn.recv_bytes_timeout(None, Duration::from_millis(20)), Err(Error::Timeout(_))));
+    assert!(matches!(
+        conn.recv_bytes_timeout(None, Duration::from_millis(20)),
+        Err(Error::Timeout(_))
+    ));
     let writer = std::thread::spawn(move || raw.write_all(&payload[1000..]).unwrap());
     assert_eq!(conn.recv_bytes_timeout(None, Duration::from_secs(60)).unwrap(), vec![5u8; 200_000]);
     writer.join().unwrap();

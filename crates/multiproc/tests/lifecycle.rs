@@ -32,7 +32,8 @@ fn ended_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
 /// Runs in a child: starts a grandchild (daemon or not) that sleeps, reports its pid,
 /// then sleeps itself until killed.
 fn middle((conn, daemon): (Connection, bool)) {
-    let grandchild = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).daemon(daemon);
+    let grandchild =
+        Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).daemon(daemon);
     grandchild.start().expect("start grandchild");
     conn.send(&grandchild.pid().expect("pid")).expect("send pid");
     std::thread::sleep(Duration::from_secs(120));
@@ -49,7 +50,10 @@ fn a_daemon_dies_when_its_parent_is_sigkilled() {
     p.kill().unwrap();
     p.join(LONG).unwrap();
     assert_eq!(p.exitcode(), Some(-9));
-    assert!(ended_within(&grandchild_fd, Duration::from_secs(30)), "the daemon outlived its parent");
+    assert!(
+        ended_within(&grandchild_fd, Duration::from_secs(30)),
+        "the daemon outlived its parent"
+    );
 }
 
 #[test]

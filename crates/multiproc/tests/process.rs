@@ -36,11 +36,16 @@ fn exit_codes_follow_python() {
 fn terminate_and_kill_give_negative_signal_numbers() {
     both_methods(|m| {
         for (signal, code) in [("term", -15), ("kill", -9)] {
-            let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).start_method(m);
+            let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
+                .start_method(m);
             p.start().unwrap();
             assert!(p.is_alive());
             assert_eq!(p.exitcode(), None);
-            if signal == "term" { p.terminate().unwrap() } else { p.kill().unwrap() }
+            if signal == "term" {
+                p.terminate().unwrap()
+            } else {
+                p.kill().unwrap()
+            }
             p.join(LONG).unwrap();
             assert_eq!(p.exitcode(), Some(code));
             assert!(!p.is_alive());
@@ -65,7 +70,9 @@ fn spawn_returns_the_value_and_panics_carry_their_message() {
         assert_eq!(h.join().unwrap(), 6);
         let h = spawn(|_: ()| -> u8 { panic!("deliberate {}", 42) }, ()).unwrap();
         match h.join() {
-            Err(Error::ProcessFailed { exitcode: 1, message, .. }) => assert!(message.contains("deliberate 42"), "{message}"),
+            Err(Error::ProcessFailed { exitcode: 1, message, .. }) => {
+                assert!(message.contains("deliberate 42"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     });
@@ -73,10 +80,19 @@ fn spawn_returns_the_value_and_panics_carry_their_message() {
 
 #[test]
 fn a_killed_child_reports_its_signal() {
-    let h = spawn(|_: ()| -> u8 { std::thread::sleep(Duration::from_secs(120)); 0 }, ()).unwrap();
+    let h = spawn(
+        |_: ()| -> u8 {
+            std::thread::sleep(Duration::from_secs(120));
+            0
+        },
+        (),
+    )
+    .unwrap();
     h.process().kill().unwrap();
     match h.join() {
-        Err(Error::ProcessFailed { exitcode: -9, message, .. }) => assert!(message.contains("KILL"), "{message}"),
+        Err(Error::ProcessFailed { exitcode: -9, message, .. }) => {
+            assert!(message.contains("KILL"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
 }

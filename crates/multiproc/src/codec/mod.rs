@@ -57,7 +57,9 @@ impl Codec {
                 let buf = std::mem::take(out);
                 let _ = crate::reduction::take_export_error();
                 *out = postcard::to_extend(value, buf).map_err(|e| {
-                    Error::Codec(crate::reduction::take_export_error().unwrap_or_else(|| e.to_string()))
+                    Error::Codec(
+                        crate::reduction::take_export_error().unwrap_or_else(|| e.to_string()),
+                    )
                 })?;
                 Ok(())
             }

@@ -149,10 +149,7 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
         // A bigger pipe halves the number of wake-ups for large messages; the system limit
         // may refuse, which only costs speed.
         let _ = rustix::pipe::fcntl_setpipe_size(&w, 1 << 20);
-        Ok((
-            Connection::with_direction(r, true, false),
-            Connection::with_direction(w, false, true),
-        ))
+        Ok((Connection::with_direction(r, true, false), Connection::with_direction(w, false, true)))
     }
 }
 
@@ -179,12 +176,7 @@ impl Connection {
             readable,
             writable,
             codec: Codec::default(),
-            reader: Mutex::new(Reader {
-                buf: Vec::new(),
-                pos: 0,
-                partial: None,
-                broken: None,
-            }),
+            reader: Mutex::new(Reader { buf: Vec::new(), pos: 0, partial: None, broken: None }),
             writer: Mutex::new(Vec::new()),
         }
     }
@@ -307,7 +299,11 @@ impl Connection {
         self.send_value(value, Some(Instant::now() + timeout))
     }
 
-    fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Option<Instant>) -> Result<()> {
+    fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         self.check_writable()?;
         let mut scratch = lock(&self.writer);
         scratch.clear();
@@ -412,9 +408,7 @@ impl Connection {
 
     fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
         let codec = self.codec;
-        self.with_frame(PROTOCOL_MAX, deadline, |payload| {
-            codec.decode(payload.as_slice())
-        })?
+        self.with_frame(PROTOCOL_MAX, deadline, |payload| codec.decode(payload.as_slice()))?
     }
 
     /// Receives one message of raw bytes (Python's `recv_bytes(maxlength)`). A message
@@ -441,11 +435,19 @@ impl Connection {
     /// assert_eq!(b.recv_bytes_timeout(None, Duration::from_secs(5))?, b"hi");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn recv_bytes_timeout(&self, maxlength: Option<usize>, timeout: Duration) -> Result<Vec<u8>> {
+    pub fn recv_bytes_timeout(
+        &self,
+        maxlength: Option<usize>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
         self.recv_bytes_deadline(maxlength, Some(Instant::now() + timeout))
     }
 
-    fn recv_bytes_deadline(&self, maxlength: Option<usize>, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    fn recv_bytes_deadline(
+        &self,
+        maxlength: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
         let limit = maxlength.map_or(PROTOCOL_MAX, |m| m as u64);
         self.with_frame(limit, deadline, |payload| payload.into_vec())
     }
@@ -543,10 +545,8 @@ impl Connection {
             if len > limit {
                 return Err(Error::MessageTooLong { len, limit });
             }
-            let len = usize::try_from(len).map_err(|_| Error::MessageTooLong {
-                len,
-                limit: usize::MAX as u64,
-            })?;
+            let len = usize::try_from(len)
+                .map_err(|_| Error::MessageTooLong { len, limit: usize::MAX as u64 })?;
             Ok((header, len))
         });
         let (header, len) = match result {
@@ -581,9 +581,14 @@ impl Connection {
 
 impl Reader {
     /// Ensures `buf[pos..]` holds a frame header and returns (header size, payload length).
-    fn read_header(&mut self, fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<(usize, u64)> {
+    fn read_header(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, u64)> {
         self.fill(fd, 4, deadline)?;
-        let short = i32::from_be_bytes(self.buf[self.pos..self.pos + 4].try_into().unwrap_or([0; 4]));
+        let short =
+            i32::from_be_bytes(self.buf[self.pos..self.pos + 4].try_into().unwrap_or([0; 4]));
         match short {
             n if n >= 0 => Ok((4, n as u64)),
             -1 => {
@@ -687,7 +692,11 @@ fn long_header(len: usize) -> [u8; 12] {
 }
 
 /// Writes one frame holding `payload`.
-pub(crate) fn send_frame(fd: BorrowedFd<'_>, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
+pub(crate) fn send_frame(
+    fd: BorrowedFd<'_>,
+    payload: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
     if payload.len() <= i32::MAX as usize {
         let header = (payload.len() as i32).to_be_bytes();
         write_all(fd, &[IoSlice::new(&header), IoSlice::new(payload)], deadline)
@@ -727,10 +736,7 @@ fn write_all(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], deadline: Option<Instant>
 }
 
 fn is_peer_gone(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-    )
+    matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
 }
 
 /// Retries a system call interrupted by a signal.
@@ -753,7 +759,11 @@ fn wait_readable_until(fd: BorrowedFd<'_>, deadline: Instant) -> Result<()> {
 }
 
 /// Waits until `fd` is ready for `flags` (or hung up), or until `deadline`.
-pub(crate) fn wait_fd(fd: BorrowedFd<'_>, flags: PollFlags, deadline: Option<Instant>) -> Result<bool> {
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    flags: PollFlags,
+    deadline: Option<Instant>,
+) -> Result<bool> {
     let mut fds = [PollFd::from_borrowed_fd(fd, flags)];
     Ok(poll_until(&mut fds, deadline)? > 0)
 }
@@ -813,7 +823,10 @@ struct SentConnection {
 }
 
 impl Serialize for Connection {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let reader = lock(&self.reader);
         if reader.partial.is_some() {
@@ -821,7 +834,8 @@ impl Serialize for Connection {
                 "cannot send a Connection in the middle of receiving a large message",
             ));
         }
-        let handle = reduction::export_fd(self.fd.as_fd(), "Connection").map_err(S::Error::custom)?;
+        let handle =
+            reduction::export_fd(self.fd.as_fd(), "Connection").map_err(S::Error::custom)?;
         SentConnection {
             handle,
             readable: self.readable,
@@ -834,7 +848,9 @@ impl Serialize for Connection {
 }
 
 impl<'de> serde::Deserialize<'de> for Connection {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let sent = SentConnection::deserialize(deserializer)?;
         let fd = reduction::import_fd(sent.handle, "Connection").map_err(D::Error::custom)?;

@@ -89,9 +89,8 @@ fn spawner() -> &'static Mutex<Option<mpsc::Sender<SpawnRequest>>> {
     static SPAWNER: OnceLock<Mutex<Option<mpsc::Sender<SpawnRequest>>>> = OnceLock::new();
     SPAWNER.get_or_init(|| {
         let (requests, incoming) = mpsc::channel::<SpawnRequest>();
-        let started = std::thread::Builder::new()
-            .name("multiproc-daemon-spawner".into())
-            .spawn(move || {
+        let started =
+            std::thread::Builder::new().name("multiproc-daemon-spawner".into()).spawn(move || {
                 for (fd, reply_to) in incoming {
                     let _ = reply_to.send(exec_self_now(fd, true));
                 }
@@ -102,15 +101,9 @@ fn spawner() -> &'static Mutex<Option<mpsc::Sender<SpawnRequest>>> {
 
 fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
     let parent = rustix::process::getpid();
-    let arg0 = std::env::args_os()
-        .next()
-        .unwrap_or_else(|| OsString::from("multiproc-child"));
+    let arg0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
     let mut command = Command::new("/proc/self/exe");
-    command
-        .arg0(arg0)
-        .arg(CHILD_ARG)
-        .env(SPAWN_FD_VAR, fd.to_string())
-        .stdin(Stdio::null());
+    command.arg0(arg0).arg(CHILD_ARG).env(SPAWN_FD_VAR, fd.to_string()).stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and calls only
     // async-signal-safe system calls (fcntl, prctl, getppid, _exit) through rustix/libc;
     // it allocates nothing and takes no lock.
@@ -181,8 +174,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 }
 
 /// The signature shared by every trampoline: target offset, argument bytes, handles.
-pub(crate) type Trampoline =
-    fn(isize, &[u8], Vec<OwnedFd>) -> crate::process::ChildOutcome;
+pub(crate) type Trampoline = fn(isize, &[u8], Vec<OwnedFd>) -> crate::process::ChildOutcome;
 
 /// Runs in a spawned child: resolves `target` as `fn(A) -> R` and lets the safe code in
 /// `process` decode the arguments, call it and encode the result.
