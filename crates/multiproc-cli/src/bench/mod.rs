@@ -1,4 +1,25 @@
-//! `multiproc bench` (placeholder).
+//! `multiproc bench`: multiproc against CPython's `multiprocessing`, on this machine, in
+//! the same run.
+//!
+//! Each benchmark runs a few repetitions; every repetition runs multiproc's side, then
+//! CPython's, then the floor (the same work without the library: raw system calls, or
+//! memcpy), so that drift in the machine's speed hits all three alike. The table shows
+//! medians over the repetitions.
+//!
+//! The two peers of a pipe benchmark are pinned to different CPUs when there are two or
+//! more (`--same-cpu`: both on the first CPU; `--no-pin`: left to the scheduler). Start-up
+//! benchmarks are never pinned: a child inherits its parent's CPU set.
+
+use std::io::IsTerminal;
+
+use multiproc::StartMethod;
+use serde::Serialize;
+
+mod cpython;
+mod ours;
+
+use cpython::CPython;
+use ours::{Api, BoxError, Placement};
 
 /// Options of `multiproc bench`.
 #[derive(clap::Args)]
@@ -9,8 +30,538 @@ pub struct BenchArgs {
     /// Run only the benchmarks whose name starts with this prefix.
     #[arg(long)]
     pub only: Option<String>,
+    /// Pin both peers of a pipe benchmark to the same (first) CPU.
+    #[arg(long, conflicts_with = "no_pin")]
+    pub same_cpu: bool,
+    /// Do not pin the peers; let the scheduler place them.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// One short repetition of each benchmark (a smoke test; the numbers are noisy).
+    #[arg(long)]
+    pub quick: bool,
+    /// Repetitions per benchmark (default 5, or 1 with --quick); medians are reported.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub reps: Option<u32>,
+    /// Skip the CPython comparison even when python3 is available.
+    #[arg(long)]
+    pub no_python: bool,
 }
 
-pub fn run(_args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    Err("bench is not implemented yet".into())
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+impl Better {
+    fn as_str(self) -> &'static str {
+        match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        }
+    }
+}
+
+/// What a benchmark runs; counts are for a full run (divided for `--quick`).
+#[derive(Clone, Copy)]
+enum Work {
+    PingPong {
+        n: u64,
+        size: usize,
+    },
+    Tput {
+        n: u64,
+        size: usize,
+        api: Api,
+    },
+    SendBytes {
+        count: u64,
+        size: usize,
+    },
+    /// Our `method` against CPython's `py_method` (`None`: its default).
+    StartJoin {
+        k: u64,
+        py_k: u64,
+        method: StartMethod,
+        py_method: Option<&'static str>,
+    },
+}
+
+struct Spec {
+    name: &'static str,
+    unit: &'static str,
+    better: Better,
+    work: Work,
+}
+
+const MIB: usize = 1024 * 1024;
+const WARM_ROUND_TRIPS: u64 = 200;
+
+fn specs() -> Vec<Spec> {
+    use Better::*;
+    vec![
+        Spec {
+            name: "pipe_pingpong_64B",
+            unit: "µs",
+            better: Lower,
+            work: Work::PingPong { n: 20_000, size: 64 },
+        },
+        Spec {
+            name: "pipe_tput_64B",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Tput { n: 200_000, size: 64, api: Api::Send },
+        },
+        Spec {
+            name: "pipe_tput_64B_bytes",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Tput { n: 200_000, size: 64, api: Api::SendBytes },
+        },
+        Spec {
+            name: "pipe_send_bytes_1MiB",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::SendBytes { count: 128, size: MIB },
+        },
+        Spec {
+            name: "pipe_send_bytes_16MiB",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::SendBytes { count: 12, size: 16 * MIB },
+        },
+        Spec {
+            name: "pipe_send_bytes_64MiB",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::SendBytes { count: 4, size: 64 * MIB },
+        },
+        Spec {
+            name: "spawn_join",
+            unit: "ms",
+            better: Lower,
+            work: Work::StartJoin { k: 20, py_k: 20, method: StartMethod::Spawn, py_method: None },
+        },
+        Spec {
+            name: "spawn_join_py_spawn",
+            unit: "ms",
+            better: Lower,
+            work: Work::StartJoin {
+                k: 20,
+                py_k: 4,
+                method: StartMethod::Spawn,
+                py_method: Some("spawn"),
+            },
+        },
+        Spec {
+            name: "fork_join",
+            unit: "ms",
+            better: Lower,
+            work: Work::StartJoin {
+                k: 20,
+                py_k: 20,
+                method: StartMethod::Fork,
+                py_method: Some("fork"),
+            },
+        },
+    ]
+}
+
+/// Scales a count down for `--quick`, keeping at least one.
+fn scaled(n: u64, quick: bool) -> u64 {
+    if quick {
+        (n / 10).max(1)
+    } else {
+        n
+    }
+}
+
+/// One benchmark's medians.
+#[derive(Serialize)]
+struct Row {
+    bench: &'static str,
+    unit: &'static str,
+    better: &'static str,
+    multiproc: f64,
+    cpython: Option<f64>,
+    floor: Option<f64>,
+}
+
+struct Runner {
+    quick: bool,
+    pipes: Placement,
+    python: Option<CPython>,
+}
+
+impl Runner {
+    fn ours(&self, work: Work) -> Result<f64, BoxError> {
+        let q = self.quick;
+        match work {
+            Work::PingPong { n, size } => {
+                ours::pingpong(scaled(n, q), WARM_ROUND_TRIPS, size, self.pipes)
+            }
+            Work::Tput { n, size, api } => ours::tput(scaled(n, q), size, api, self.pipes),
+            Work::SendBytes { count, size } => ours::send_bytes(scaled(count, q), size, self.pipes),
+            Work::StartJoin { k, method, .. } => ours::start_join(scaled(k, q), method),
+        }
+    }
+
+    fn floor(&self, work: Work) -> Result<Option<f64>, BoxError> {
+        let q = self.quick;
+        Ok(match work {
+            Work::PingPong { n, size } => {
+                Some(ours::raw_pingpong(scaled(n, q), WARM_ROUND_TRIPS, size, self.pipes)?)
+            }
+            Work::Tput { n, size, .. } => Some(ours::raw_tput(scaled(n, q), size, self.pipes)?),
+            Work::SendBytes { count, size } => {
+                // Enough copies for a stable number even for small sizes.
+                let copies = scaled(count, q).max((256 * MIB / size) as u64);
+                Some(ours::memcpy(copies, size))
+            }
+            Work::StartJoin { k, method: StartMethod::Spawn, .. } => {
+                Some(ours::exec_self(scaled(k, q))?)
+            }
+            Work::StartJoin { .. } => None,
+        })
+    }
+
+    fn cpython(&mut self, work: Work) -> Option<f64> {
+        let q = self.quick;
+        let (pcpu, ccpu) = (self.pipes.parent, self.pipes.child);
+        let (op, args) = match work {
+            Work::PingPong { n, size } => (
+                "pingpong",
+                serde_json::json!({"n": scaled(n, q), "warm": WARM_ROUND_TRIPS, "size": size,
+                    "pcpu": pcpu, "ccpu": ccpu, "method": "fork"}),
+            ),
+            Work::Tput { n, size, api } => (
+                "tput",
+                serde_json::json!({"n": scaled(n, q), "size": size,
+                    "api": match api { Api::Send => "send", Api::SendBytes => "send_bytes" },
+                    "pcpu": pcpu, "ccpu": ccpu, "method": "fork"}),
+            ),
+            Work::SendBytes { count, size } => (
+                "send_bytes",
+                serde_json::json!({"count": scaled(count, q), "size": size,
+                    "pcpu": pcpu, "ccpu": ccpu, "method": "fork"}),
+            ),
+            Work::StartJoin { py_k, py_method, .. } => {
+                ("start_join", serde_json::json!({"k": scaled(py_k, q), "method": py_method}))
+            }
+        };
+        let py = self.python.as_mut()?;
+        match py.call(op, args) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("\nmultiproc bench: CPython's {op} failed: {e}");
+                if e.contains("python3") {
+                    // The interpreter is gone or unusable: stop asking it.
+                    self.python = None;
+                }
+                None
+            }
+        }
+    }
+
+    /// One untimed round of start-up workloads, so that the first sample does not pay for
+    /// cold caches (or CPython's forkserver start).
+    fn warm_up(&mut self, work: Work) -> Result<(), BoxError> {
+        if let Work::StartJoin { method, py_method, .. } = work {
+            ours::start_join(1, method)?;
+            if let Some(py) = self.python.as_mut() {
+                let _ = py.call("start_join", serde_json::json!({"k": 1, "method": py_method}));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+/// The CPUs this thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn placement(args: &BenchArgs) -> (Placement, String) {
+    let cpus = allowed_cpus();
+    let none = Placement { parent: None, child: None };
+    if args.no_pin {
+        return (none, "unpinned (--no-pin)".into());
+    }
+    match cpus.as_slice() {
+        [] => (none, "unpinned (the CPU set is unknown)".into()),
+        [first, ..] if args.same_cpu => (
+            Placement { parent: Some(*first), child: Some(*first) },
+            format!("both peers on CPU {first} (--same-cpu)"),
+        ),
+        [only] => (
+            Placement { parent: Some(*only), child: Some(*only) },
+            format!("both peers on CPU {only} (the only one available)"),
+        ),
+        [a, b, ..] => (
+            Placement { parent: Some(*a), child: Some(*b) },
+            format!("parent on CPU {a}, child on CPU {b}"),
+        ),
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let selected: Vec<Spec> = specs()
+        .into_iter()
+        .filter(|s| args.only.as_deref().is_none_or(|p| s.name.starts_with(p)))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = specs().iter().map(|s| s.name).collect();
+        return Err(format!(
+            "no benchmark name starts with {:?}; the benchmarks are: {}",
+            args.only.as_deref().unwrap_or(""),
+            names.join(", ")
+        )
+        .into());
+    }
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 5 }) as usize;
+    let (pipes, where_) = placement(&args);
+    let python = if args.no_python {
+        None
+    } else {
+        match CPython::start() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("multiproc bench: CPython comparison unavailable: {e}");
+                None
+            }
+        }
+    };
+    let mut notes = vec![
+        format!("pipe benchmarks: {where_}; start-up benchmarks unpinned"),
+        format!("{reps} repetition(s), medians; each repetition runs multiproc, CPython, then the floor"),
+    ];
+    match &python {
+        Some(py) => {
+            eprintln!(
+                "multiproc bench: CPython {} (default start method {:?}); {where_}",
+                py.hello.version, py.hello.default_method
+            );
+            notes.push(format!(
+                "CPython {}: pipe benchmarks use its 'fork' start method (start-up is not timed); \
+                 spawn_join compares with its default, {:?}; spawn_join_py_spawn with its 'spawn'",
+                py.hello.version, py.hello.default_method
+            ));
+        }
+        None => {
+            eprintln!("multiproc bench: no python3 (or --no-python): multiproc only; {where_}");
+            notes.push("cpython: not measured (no python3 on PATH, or --no-python)".into());
+        }
+    }
+    let mut runner = Runner { quick: args.quick, pipes, python };
+    let progress = Progress { tty: std::io::stderr().is_terminal() };
+    let mut rows = Vec::new();
+    for (i, spec) in selected.iter().enumerate() {
+        progress.show(&format!("running {} ({}/{})…", spec.name, i + 1, selected.len()));
+        runner.warm_up(spec.work)?;
+        let (mut mine, mut theirs, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..reps {
+            if reps > 1 {
+                progress.update(&format!(
+                    "running {} ({}/{}), repetition {}/{reps}…",
+                    spec.name,
+                    i + 1,
+                    selected.len(),
+                    rep + 1
+                ));
+            }
+            mine.push(runner.ours(spec.work).map_err(|e| format!("{}: {e}", spec.name))?);
+            if let Some(v) = runner.cpython(spec.work) {
+                theirs.push(v);
+            }
+            if let Some(v) =
+                runner.floor(spec.work).map_err(|e| format!("{} (floor): {e}", spec.name))?
+            {
+                floors.push(v);
+            }
+        }
+        rows.push(Row {
+            bench: spec.name,
+            unit: spec.unit,
+            better: spec.better.as_str(),
+            multiproc: median(mine).unwrap_or(f64::NAN),
+            // A comparison from fewer repetitions than ours would not be interleaved.
+            cpython: if theirs.len() == reps { median(theirs) } else { None },
+            floor: median(floors),
+        });
+        if args.json {
+            progress.finish_line();
+            println!("{}", serde_json::to_string(rows.last().unwrap_or_else(|| unreachable!()))?);
+        }
+    }
+    progress.finish_line();
+    drop(runner);
+    if !args.json {
+        print_table(&rows, &notes);
+    }
+    Ok(())
+}
+
+/// The progress line on stderr: rewritten in place on a terminal, one line per
+/// benchmark otherwise.
+struct Progress {
+    tty: bool,
+}
+
+impl Progress {
+    fn show(&self, msg: &str) {
+        if self.tty {
+            eprint!("\r\x1b[K{msg}");
+        } else {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn update(&self, msg: &str) {
+        if self.tty {
+            eprint!("\r\x1b[K{msg}");
+        }
+    }
+
+    fn finish_line(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 100.0 {
+        format!("{v:.1}")
+    } else if v >= 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// How much faster multiproc is than `other` (> 1: faster).
+fn speedup(row: &Row, other: f64) -> f64 {
+    match row.better {
+        "lower" => other / row.multiproc,
+        _ => row.multiproc / other,
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if !r.is_finite() {
+        "-".into()
+    } else if r >= 1.0 {
+        format!("{r:.2}x faster")
+    } else {
+        format!("{:.2}x slower", 1.0 / r)
+    }
+}
+
+fn print_table(rows: &[Row], notes: &[String]) {
+    let header =
+        ["bench", "unit", "multiproc", "cpython", "vs cpython", "floor", "multiproc/floor"];
+    let body: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.bench.to_string(),
+                r.unit.to_string(),
+                fmt_num(r.multiproc),
+                r.cpython.map_or("-".into(), fmt_num),
+                r.cpython.map_or("-".into(), |c| fmt_ratio(speedup(r, c))),
+                r.floor.map_or("-".into(), fmt_num),
+                r.floor.map_or("-".into(), |f| format!("{:.2}", r.multiproc / f)),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for line in &body {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let print = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if i < 2 {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad));
+            } else {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            }
+            out.push_str("  ");
+        }
+        println!("{}", out.trim_end());
+    };
+    print(&header.map(String::from));
+    print(&widths.map(|w| "-".repeat(w)));
+    for line in &body {
+        print(line);
+    }
+    println!();
+    println!("vs cpython: cpython/multiproc when lower is better (µs, ms), multiproc/cpython when higher is better.");
+    println!("floors: pingpong/tput = plain write/read of the same bytes on the same socketpair; send_bytes = in-process");
+    println!("memcpy of the same size; spawn_join = exec of this binary (`multiproc --version`) and wait.");
+    for note in notes {
+        println!("{note}");
+    }
+    let targets = targets(rows);
+    if !targets.is_empty() {
+        println!();
+        println!("targets:");
+        for t in targets {
+            println!("  {t}");
+        }
+    }
+}
+
+/// The performance targets of DESIGN.md, checked against this run.
+fn targets(rows: &[Row]) -> Vec<String> {
+    let find = |name: &str| rows.iter().find(|r| r.bench == name);
+    let mark = |ok: bool| if ok { "met " } else { "MISS" };
+    let mut out = Vec::new();
+    if let Some(r) = find("pipe_pingpong_64B") {
+        if let Some(f) = r.floor {
+            let x = r.multiproc / f;
+            out.push(format!(
+                "[{}] pingpong within 1.2x of the raw socketpair: {x:.2}x",
+                mark(x <= 1.2)
+            ));
+        }
+    }
+    if let Some(r) = find("pipe_send_bytes_64MiB") {
+        out.push(format!(
+            "[{}] 64 MiB send_bytes >= 2 GB/s: {:.2} GB/s",
+            mark(r.multiproc >= 2.0),
+            r.multiproc
+        ));
+    }
+    if let Some(r) = find("spawn_join") {
+        out.push(format!(
+            "[{}] spawn + join <= 5 ms: {:.2} ms",
+            mark(r.multiproc <= 5.0),
+            r.multiproc
+        ));
+    }
+    out
 }

@@ -1,0 +1,180 @@
+"""The CPython side of `multiprocessing bench` (stdlib only).
+
+`multiproc bench` writes this file to a temporary path and runs it with python3. It
+prints one JSON line describing the interpreter, then answers requests: one JSON object
+per line on stdin, one JSON object per line on stdout ({"value": x} or {"error": "..."}).
+The file must stay importable without side effects, because the 'spawn' start method
+imports it again in every child.
+"""
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+
+
+def pin(cpu):
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+# --------------------------------------------------------------------------------------
+# Child targets (module level, so that every start method can find them)
+
+
+def _echo(conn, n, cpu):
+    pin(cpu)
+    conn.send_bytes(b"r")
+    recv, send = conn.recv_bytes, conn.send_bytes
+    for _ in range(n):
+        send(recv())
+
+
+def _sink_values(conn, n, cpu):
+    pin(cpu)
+    conn.send_bytes(b"r")
+    recv = conn.recv
+    for _ in range(n):
+        recv()
+    conn.send_bytes(b"k")
+
+
+def _sink_bytes(conn, n, size, cpu):
+    pin(cpu)
+    conn.send_bytes(b"r")
+    recv = conn.recv_bytes
+    for _ in range(n):
+        if len(recv()) != size:
+            raise SystemExit(3)
+    conn.send_bytes(b"k")
+
+
+def _noop():
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# Workloads
+
+
+def _with_child(method, target, extra, pcpu, ccpu, body):
+    """Runs target(conn, *extra, ccpu) in a child, waits for its ready message with this
+    process pinned to pcpu, and returns body(parent_conn). The child is always reaped."""
+    ctx = mp.get_context(method)
+    parent, child = ctx.Pipe(True)
+    p = ctx.Process(target=target, args=(child,) + tuple(extra) + (ccpu,))
+    saved = os.sched_getaffinity(0)
+    p.start()
+    child.close()
+    try:
+        pin(pcpu)
+        if parent.recv_bytes() != b"r":
+            raise RuntimeError("unexpected ready message")
+        result = body(parent)
+        p.join(60)
+        if p.exitcode != 0:
+            raise RuntimeError("child exited with %r" % (p.exitcode,))
+        return result
+    finally:
+        os.sched_setaffinity(0, saved)
+        parent.close()
+        if p.is_alive():
+            p.kill()
+        p.join()
+
+
+def pingpong(n, warm, size, pcpu, ccpu, method):
+    msg = b"\x5a" * size
+
+    def body(conn):
+        send, recv = conn.send_bytes, conn.recv_bytes
+        for _ in range(warm):
+            send(msg)
+            recv()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            send(msg)
+            recv()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return _with_child(method, _echo, (n + warm,), pcpu, ccpu, body)
+
+
+def tput(n, size, api, pcpu, ccpu, method):
+    msg = b"\x5a" * size
+    if api == "send":
+        target, extra = _sink_values, (n,)
+    else:
+        target, extra = _sink_bytes, (n, size)
+
+    def body(conn):
+        send = conn.send if api == "send" else conn.send_bytes
+        t0 = time.perf_counter()
+        for _ in range(n):
+            send(msg)
+        if conn.recv_bytes() != b"k":
+            raise RuntimeError("unexpected ack")
+        return n / (time.perf_counter() - t0)
+
+    return _with_child(method, target, extra, pcpu, ccpu, body)
+
+
+def send_bytes(count, size, pcpu, ccpu, method):
+    buf = b"\x5a" * size
+
+    def body(conn):
+        t0 = time.perf_counter()
+        for _ in range(count):
+            conn.send_bytes(buf)
+        if conn.recv_bytes() != b"k":
+            raise RuntimeError("unexpected ack")
+        return count * size / (time.perf_counter() - t0) / 1e9
+
+    return _with_child(method, _sink_bytes, (count, size), pcpu, ccpu, body)
+
+
+def start_join(k, method):
+    ctx = mp.get_context(method)
+    t0 = time.perf_counter()
+    for _ in range(k):
+        p = ctx.Process(target=_noop)
+        p.start()
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError("child exited with %r" % (p.exitcode,))
+    return (time.perf_counter() - t0) / k * 1e3
+
+
+OPS = {
+    "pingpong": pingpong,
+    "tput": tput,
+    "send_bytes": send_bytes,
+    "start_join": start_join,
+}
+
+
+def main():
+    out = sys.stdout
+    hello = {
+        "version": sys.version.split()[0],
+        "default_method": mp.get_start_method(),
+        "methods": mp.get_all_start_methods(),
+    }
+    out.write(json.dumps(hello) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+            answer = {"value": OPS[req["op"]](**req["args"])}
+        except BaseException as e:  # report, keep serving
+            answer = {"error": "%s: %s" % (type(e).__name__, e)}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
