@@ -91,5 +91,15 @@ impl From<rustix::io::Errno> for Error {
     }
 }
 
+impl Error {
+    /// A timeout error reported by an inner deadline, relabelled with the caller's timeout.
+    pub(crate) fn with_timeout(self, timeout: Duration) -> Error {
+        match self {
+            Error::Timeout(_) => Error::Timeout(timeout),
+            other => other,
+        }
+    }
+}
+
 /// `Result<T, multiproc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,16 +2,19 @@
 //!
 //! A child started with the `spawn` method re-executes the exact file its parent runs
 //! (`/proc/self/exe`, which names the parent's inode even if the path was replaced). The
-//! distance between two functions of one image does not change between two executions of
-//! it, so the parent sends `f - anchor` and the child computes `anchor + offset`. Address
-//! space layout randomisation moves the whole image, never the distance.
+//! distance between two items of one image does not change between two executions of it,
+//! so the parent sends `f - anchor` and the child computes `anchor + offset`. Address space
+//! layout randomisation moves the whole image, never the distances.
+//!
+//! The anchor is a `static`, not a function: a static has exactly one address, while the
+//! optimiser may give a small function one copy per crate that calls it (and two copies
+//! would put parent and child on different anchors).
 
-/// The reference point; never called.
-#[inline(never)]
-fn anchor() {}
+/// The reference point. Its value is irrelevant; its address is the anchor.
+static ANCHOR: u8 = 0;
 
 fn anchor_addr() -> isize {
-    anchor as fn() as usize as isize
+    std::ptr::addr_of!(ANCHOR) as usize as isize
 }
 
 /// The image-relative offset of a function pointer.
@@ -30,9 +33,11 @@ pub(crate) fn offset_of<F: Copy>(f: F) -> isize {
 }
 
 /// A value identifying this image's layout, sent with every offset and compared by the
-/// child before it trusts any offset: the distance between two unrelated functions.
+/// child before it trusts any offset: the distance from the anchor to this very function
+/// (kept out of line so that it exists exactly once).
+#[inline(never)]
 pub(crate) fn layout_check() -> isize {
-    (layout_check as fn() -> isize as usize as isize) - anchor_addr()
+    offset_of(layout_check as fn() -> isize)
 }
 
 /// The function pointer at `offset` from the anchor.

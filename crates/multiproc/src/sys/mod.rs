@@ -7,8 +7,10 @@
 //! | item | what it does |
 //! |---|---|
 //! | [`fnptr`] | turns a function pointer into an image-relative offset and back, so a re-executed child can call the function its parent named |
+//! | [`mem`] | advice to the kernel about large receive buffers |
 //! | [`spawn`] | the constructor that runs a spawned child before `main`, the `fork` start method, and the `exec` of the current binary |
 #![allow(unsafe_code)]
 
 pub(crate) mod fnptr;
+pub(crate) mod mem;
 pub(crate) mod spawn;
