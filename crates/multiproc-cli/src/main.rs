@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod shm;
 mod tour;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ enum Command {
     Tour(tour::TourArgs),
     /// Measure multiproc (and CPython's multiprocessing, when python3 is present).
     Bench(bench::BenchArgs),
+    /// List or clean the shared memory blocks this library created.
+    Shm(shm::ShmArgs),
 }
 
 fn main() {
@@ -26,6 +29,7 @@ fn main() {
     let result = match cli.command {
         Command::Tour(args) => tour::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Shm(args) => shm::run(args),
     };
     if let Err(e) = result {
         eprintln!("multiproc: {e}");

@@ -1,0 +1,199 @@
+//! Shared memory: POSIX `shm_open` segments, anonymous `memfd` segments, and mappings.
+//!
+//! A [`Mapping`] is a `MAP_SHARED` view of a descriptor. It hands out three kinds of
+//! access, each sound on its own terms:
+//! - atomics (`&AtomicU32`, `&AtomicU64`) at aligned offsets, for the words that processes
+//!   synchronise on;
+//! - copies in and out (`read`, `write`, `copy_out`, `copy_in`) of plain-old-data bytes,
+//!   for values guarded by those words;
+//! - whole slices (`as_slice`, `as_mut_slice`) through `&self` / `&mut self`, for a
+//!   process's exclusive handle on a block it shares by convention (Python's
+//!   `SharedMemory.buf`).
+//!
+//! Other processes may write the same bytes at any moment; that is the nature of shared
+//! memory, and the safe layers above make it a matter of correct results (locks), not of
+//! memory safety within this process.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use rustix::fs::Mode;
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// A shared, read-write mapping of a whole descriptor.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes; every access path
+// above is either atomic, a raw copy, or a slice whose borrow follows `&self`/`&mut self`,
+// so sending or sharing the handle between threads adds nothing that processes don't
+// already do.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` (which must be at least that long) shared and read-write.
+    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot map 0 bytes"));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps no existing
+        // Rust object; `fd` is a valid descriptor for the duration of the call.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The start of the mapping (for identity checks and alignment only).
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    fn check(&self, offset: usize, size: usize, align: usize) {
+        assert!(
+            offset.checked_add(size).is_some_and(|end| end <= self.len),
+            "shared memory access at {offset}+{size} outside a mapping of {} bytes",
+            self.len
+        );
+        assert!((self.addr() + offset) % align == 0, "misaligned shared memory access at {offset}");
+    }
+
+    /// The 32-bit atomic at `offset` (4-aligned, in bounds: checked).
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: in bounds and aligned (checked); the memory lives as long as `&self`;
+        // `AtomicU32` has no invalid bit patterns and is designed for shared mutation.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// The 64-bit atomic at `offset` (8-aligned, in bounds: checked).
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY: as for `atomic_u32`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// Copies a `T` out of the mapping at `offset` (any alignment).
+    pub(crate) fn read<T: bytemuck::Pod>(&self, offset: usize) -> T {
+        self.check(offset, size_of::<T>(), 1);
+        // SAFETY: in bounds (checked); `T: Pod` accepts any bit pattern; unaligned read.
+        unsafe { self.ptr.as_ptr().add(offset).cast::<T>().read_unaligned() }
+    }
+
+    /// Copies `value` into the mapping at `offset` (any alignment).
+    pub(crate) fn write<T: bytemuck::Pod>(&self, offset: usize, value: T) {
+        self.check(offset, size_of::<T>(), 1);
+        // SAFETY: in bounds (checked); no Rust reference to these bytes is handed out
+        // through `&self` (only through `as_slice`, which callers keep separate).
+        unsafe { self.ptr.as_ptr().add(offset).cast::<T>().write_unaligned(value) }
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` into `dst`.
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len(), 1);
+        // SAFETY: source in bounds (checked); `dst` is a distinct Rust buffer.
+        unsafe { std::ptr::copy(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `src` into the mapping starting at `offset`.
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len(), 1);
+        // SAFETY: destination in bounds (checked); see `write`.
+        unsafe { std::ptr::copy(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len()) }
+    }
+
+    /// The whole mapping as bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes that live as long as `&self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The whole mapping as mutable bytes; `&mut self` makes this the only view in this
+    /// process.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`, and the exclusive borrow of `self` excludes every other
+        // access path of this process for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping made by `map` and not yet unmapped; every
+        // borrow of it ended with the borrow of `self`.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping").field("addr", &format_args!("{:#x}", self.addr())).field("len", &self.len).finish()
+    }
+}
+
+/// An anonymous shared segment of `len` bytes (zero-filled), named `name` in
+/// `/proc/PID/fd` for debugging only. It disappears when the last descriptor and mapping
+/// go, so a killed process leaves nothing behind.
+pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    Ok(fd)
+}
+
+/// Creates the POSIX segment `/name` (mode 0600) of `len` bytes; fails if it exists.
+pub(crate) fn shm_create(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::shm::open(
+        shm_path(name).as_str(),
+        rustix::shm::OFlags::CREATE | rustix::shm::OFlags::EXCL | rustix::shm::OFlags::RDWR,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    if let Err(e) = rustix::fs::ftruncate(&fd, len as u64) {
+        let _ = rustix::shm::unlink(shm_path(name).as_str());
+        return Err(e.into());
+    }
+    Ok(fd)
+}
+
+/// Opens the existing POSIX segment `/name` read-write.
+pub(crate) fn shm_open(name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::shm::open(shm_path(name).as_str(), rustix::shm::OFlags::RDWR, Mode::empty())?)
+}
+
+/// Removes the name `/name`; mappings and descriptors stay valid.
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    Ok(rustix::shm::unlink(shm_path(name).as_str())?)
+}
+
+/// The size of the object behind `fd`.
+pub(crate) fn size_of_fd(fd: impl AsFd) -> io::Result<usize> {
+    let stat = rustix::fs::fstat(fd)?;
+    usize::try_from(stat.st_size).map_err(|_| io::Error::other("negative segment size"))
+}
+
+fn shm_path(name: &str) -> String {
+    if name.starts_with('/') {
+        name.to_string()
+    } else {
+        format!("/{name}")
+    }
+}
+
