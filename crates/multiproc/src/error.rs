@@ -76,6 +76,16 @@ pub enum Error {
     #[error("invalid process state: {0}")]
     ProcessState(&'static str),
 
+    /// A barrier was aborted or reset, a party timed out or died while others waited
+    /// (Python's `BrokenBarrierError`).
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+
+    /// A lock or semaphore was released when it must not be: an unlocked `Lock`, an
+    /// `RLock` the caller does not own, a `BoundedSemaphore` beyond its initial value.
+    #[error("invalid release: {0}")]
+    InvalidRelease(&'static str),
+
     /// An argument was out of range or malformed (an address, a size, …).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

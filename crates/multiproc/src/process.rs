@@ -984,6 +984,23 @@ fn flush_std() {
     let _ = std::io::stderr().flush();
 }
 
+/// Whether process `pid` is alive: it exists and is not a zombie. Unknown states (no
+/// `/proc`, no permission) count as alive, the safe answer for lock recovery.
+pub(crate) fn pid_is_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the command name, which is in parentheses and may itself
+            // contain parentheses: take the last one.
+            let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
+            !matches!(state, Some('Z' | 'X' | 'x'))
+        }
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
 // --------------------------------------------------------------------------------------
 // Children registry
 

@@ -217,3 +217,20 @@ pub(crate) fn resolve_trampoline(layout: isize, offset: isize) -> Option<Trampol
     // `offset` was taken from a `Trampoline` by `offsets_for`.
     Some(unsafe { fnptr::resolve::<Trampoline>(offset) })
 }
+
+/// The offsets that name a parameterless function (a barrier's action) for any process
+/// running this image: (layout check, offset).
+pub(crate) fn action_offsets(f: fn()) -> (isize, isize) {
+    (fnptr::layout_check(), fnptr::offset_of(f))
+}
+
+/// The function named by [`action_offsets`], or `None` when the offsets come from another
+/// executable image.
+pub(crate) fn resolve_action(layout: isize, offset: isize) -> Option<fn()> {
+    if layout != fnptr::layout_check() {
+        return None;
+    }
+    // SAFETY: the layout check proves this process runs the image in which `offset` was
+    // taken from a `fn()` by `action_offsets`.
+    Some(unsafe { fnptr::resolve::<fn()>(offset) })
+}

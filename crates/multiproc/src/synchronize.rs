@@ -1,0 +1,1373 @@
+//! Process-shared synchronisation: [`Lock`], [`RLock`], [`Semaphore`],
+//! [`BoundedSemaphore`], [`Condition`], [`Event`], [`Barrier`] (Python's
+//! `multiprocessing.synchronize`).
+//!
+//! # How they work
+//! Each primitive is a few 32-bit words in an anonymous shared memory segment (a `memfd`),
+//! operated on with atomics and futexes (the algorithms are in `raw`). A blocking call spins
+//! briefly, then sleeps in the kernel; an idle waiter uses no CPU. Every blocking call
+//! takes an optional timeout.
+//!
+//! Handles are cheap to clone (clones are the same primitive), and they travel to child
+//! processes as arguments: the segment's descriptor is passed, so nothing is left in
+//! `/dev/shm` when processes die, however they die.
+//!
+//! # A dead holder never hangs anyone
+//! A [`Lock`] or [`RLock`] records its holder's pid. A waiter that has slept a few
+//! milliseconds checks whether the holder still lives; if it was killed while holding the
+//! lock, the waiter takes the lock over and its guard reports
+//! [`owner_died`](LockGuard::owner_died), so the program can repair what the dead holder
+//! left half-done. [`Condition`] waits re-acquire through the same path, and a
+//! [`Barrier`] whose waiting party dies breaks (its other parties get
+//! [`Error::BrokenBarrier`]) instead of waiting forever.
+//!
+//! ```
+//! use multiproc::synchronize::Lock;
+//! use multiproc::Process;
+//!
+//! fn worker((lock, name): (Lock, String)) {
+//!     let _guard = lock.acquire(None).unwrap();
+//!     println!("{name} is alone in its critical section");
+//! }
+//!
+//! let lock = Lock::new()?;
+//! let workers: Vec<Process> =
+//!     (0..3).map(|i| Process::new(worker, (lock.clone(), format!("worker {i}")))).collect();
+//! for w in &workers {
+//!     w.start()?;
+//! }
+//! for w in &workers {
+//!     w.join(None)?;
+//! }
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::raw::{self, lock::Acquired, Platform};
+use crate::reduction;
+use crate::sys::shm::Mapping;
+
+// --------------------------------------------------------------------------------------
+// The platform: futexes on shared memory, liveness from /proc.
+
+pub(crate) struct Os;
+
+impl Platform for Os {
+    fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let timespec = timeout.map(|t| rustix::thread::futex::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: t.subsec_nanos() as i64,
+        });
+        // Shared (not PRIVATE) futex: waiters in other processes map the same page.
+        let _ = rustix::thread::futex::wait(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            expected,
+            timespec.as_ref(),
+        );
+    }
+
+    fn wake(word: &AtomicU32, n: u32) {
+        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), n);
+    }
+
+    fn alive(pid: u32) -> bool {
+        crate::process::pid_is_alive(pid as i32)
+    }
+}
+
+fn my_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+fn my_tid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+// --------------------------------------------------------------------------------------
+// Segments
+
+/// Identifies what a segment holds, so a handle of one kind cannot be decoded as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Kind {
+    Lock = 0x4d50_4c4b,
+    RLock = 0x4d50_524c,
+    Semaphore = 0x4d50_534d,
+    Event = 0x4d50_4556,
+    Condition = 0x4d50_434e,
+    Barrier = 0x4d50_4252,
+}
+
+const KIND: usize = 0;
+
+/// A shared segment holding one primitive. Word 0 is its [`Kind`].
+pub(crate) struct Segment {
+    fd: OwnedFd,
+    map: Mapping,
+}
+
+impl Segment {
+    pub(crate) fn new(kind_name: &str, kind: u32, len: usize) -> Result<Arc<Segment>> {
+        let fd = crate::sys::shm::memfd(&format!("multiproc-{kind_name}"), len)?;
+        let map = Mapping::map(fd.as_fd(), len)?;
+        map.atomic_u32(KIND).store(kind, Release);
+        Ok(Arc::new(Segment { fd, map }))
+    }
+
+    fn create(kind: Kind, len: usize) -> Result<Arc<Segment>> {
+        Segment::new(&format!("{kind:?}").to_lowercase(), kind as u32, len)
+    }
+
+    pub(crate) fn word(&self, offset: usize) -> &AtomicU32 {
+        self.map.atomic_u32(offset)
+    }
+
+    pub(crate) fn word64(&self, offset: usize) -> &AtomicU64 {
+        self.map.atomic_u64(offset)
+    }
+
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    pub(crate) fn export(&self, what: &str) -> Result<u32> {
+        reduction::export_fd(self.fd.as_fd(), what)
+    }
+
+    /// Maps a received descriptor, checking its size and kind tag.
+    pub(crate) fn import(handle: u32, what: &str, kind: u32, min_len: usize) -> Result<Arc<Segment>> {
+        let fd = reduction::import_fd(handle, what)?;
+        let len = crate::sys::shm::size_of_fd(fd.as_fd())?;
+        if len < min_len.max(4) {
+            return Err(Error::Codec(format!("{what}: shared segment of {len} bytes is too small")));
+        }
+        let map = Mapping::map(fd.as_fd(), len)?;
+        if map.atomic_u32(KIND).load(Acquire) != kind {
+            return Err(Error::Codec(format!("{what}: the handle is not a {what}")));
+        }
+        Ok(Arc::new(Segment { fd, map }))
+    }
+
+    fn import_kind(handle: u32, kind: Kind, min_len: usize) -> Result<Arc<Segment>> {
+        Segment::import(handle, &format!("{kind:?}"), kind as u32, min_len)
+    }
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment").field("len", &self.map.len()).finish()
+    }
+}
+
+/// The serialized form of a primitive: its segment's handle and kind-specific constants.
+#[derive(Serialize, Deserialize)]
+struct Sent<E> {
+    handle: u32,
+    extra: E,
+}
+
+fn serialize_segment<S: serde::Serializer, E: Serialize>(
+    segment: &Segment,
+    what: &str,
+    extra: E,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::Error as _;
+    let handle = segment.export(what).map_err(S::Error::custom)?;
+    Sent { handle, extra }.serialize(serializer)
+}
+
+fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
+    deserializer: D,
+    kind: Kind,
+    min_len: usize,
+) -> std::result::Result<(Arc<Segment>, E), D::Error> {
+    use serde::de::Error as _;
+    let sent = Sent::<E>::deserialize(deserializer)?;
+    let segment = Segment::import_kind(sent.handle, kind, min_len).map_err(D::Error::custom)?;
+    Ok((segment, sent.extra))
+}
+
+macro_rules! shared_handle {
+    ($ty:ident, $kind:expr, $min_len:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                serialize_segment(&self.segment, stringify!($ty), (), s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let (segment, ()) = deserialize_segment(d, $kind, $min_len)?;
+                Ok($ty { segment })
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+// --------------------------------------------------------------------------------------
+// Lock
+
+const LOCK_WORD: usize = 4;
+const LOCK_LEN: usize = 8;
+
+/// A non-recursive lock shared between processes (Python's `multiprocessing.Lock`).
+///
+/// Any process (or thread) may release it, as in Python. If its holder dies, the next
+/// acquirer gets it with [`LockGuard::owner_died`] set.
+///
+/// ```
+/// use multiproc::synchronize::Lock;
+/// use std::time::Duration;
+///
+/// let lock = Lock::new()?;
+/// let guard = lock.acquire(None)?;
+/// assert!(lock.try_acquire()?.is_none());
+/// drop(guard);
+/// assert!(lock.acquire(Some(Duration::from_secs(1)))?.owner_died() == false);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    segment: Arc<Segment>,
+}
+
+shared_handle!(Lock, Kind::Lock, LOCK_LEN);
+
+/// Holds a [`Lock`] until dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+    owner_died: bool,
+}
+
+impl Lock {
+    /// A new, unlocked lock.
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Lock> {
+        Ok(Lock { segment: Segment::create(Kind::Lock, LOCK_LEN)? })
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        self.segment.word(LOCK_WORD)
+    }
+
+    /// Acquires the lock, waiting at most `timeout` (`None`: as long as it takes);
+    /// [`Error::Timeout`] if it stays taken.
+    ///
+    /// ```
+    /// use multiproc::{synchronize::Lock, Error};
+    /// use std::time::Duration;
+    /// let lock = Lock::new()?;
+    /// let _held = lock.acquire(None)?;
+    /// assert!(matches!(lock.acquire(Some(Duration::from_millis(10))), Err(Error::Timeout(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<LockGuard<'_>> {
+        match raw::lock::acquire::<Os>(self.word(), my_pid(), deadline(timeout)) {
+            Some(how) => Ok(LockGuard { lock: self, owner_died: how != Acquired::Normally }),
+            None => Err(Error::Timeout(timeout.unwrap_or_default())),
+        }
+    }
+
+    /// Acquires the lock if it is free (Python's `acquire(block=False)`).
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// let held = lock.try_acquire()?.expect("free");
+    /// assert!(lock.try_acquire()?.is_none());
+    /// drop(held);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
+        if raw::lock::try_acquire(self.word(), my_pid()) {
+            return Ok(Some(LockGuard { lock: self, owner_died: false }));
+        }
+        // Free the lock of a dead holder rather than report it taken forever.
+        if let Some(owner) = raw::lock::owner(self.word()) {
+            if !Os::alive(owner) {
+                return self.acquire(Some(Duration::from_millis(50))).map(Some).or(Ok(None));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Releases the lock, whoever acquired it (Python's `release()`): for a lock taken
+    /// with [`LockGuard::leak`], or in another process. [`Error::InvalidRelease`] if it
+    /// is not locked.
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// lock.acquire(None)?.leak();
+    /// assert!(lock.is_locked());
+    /// lock.release()?;
+    /// assert!(lock.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        if raw::lock::release::<Os>(self.word()) {
+            Ok(())
+        } else {
+            Err(Error::InvalidRelease("release of an unlocked lock"))
+        }
+    }
+
+    /// Whether the lock is held (by anyone).
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// let g = lock.acquire(None)?;
+    /// assert!(lock.is_locked());
+    /// # drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        raw::lock::owner(self.word()).is_some()
+    }
+}
+
+impl LockGuard<'_> {
+    /// Whether the previous holder died holding the lock: the data it protects may be
+    /// half-updated.
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// assert!(!lock.acquire(None)?.owner_died());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    /// Keeps the lock held after the guard is gone; release it with [`Lock::release`].
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// lock.acquire(None)?.leak();
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        raw::lock::release::<Os>(self.lock.word());
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// RLock
+
+const RLOCK_OWNER_TID: usize = 8;
+const RLOCK_COUNT: usize = 12;
+const RLOCK_LEN: usize = 16;
+
+/// A recursive lock shared between processes (Python's `multiprocessing.RLock`): the
+/// thread that holds it may acquire it again; it is free once released as often.
+///
+/// ```
+/// let rlock = multiproc::synchronize::RLock::new()?;
+/// let outer = rlock.acquire(None)?;
+/// let inner = rlock.acquire(None)?; // same thread: no deadlock
+/// drop(inner);
+/// drop(outer);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RLock {
+    segment: Arc<Segment>,
+}
+
+shared_handle!(RLock, Kind::RLock, RLOCK_LEN);
+
+/// Holds one level of an [`RLock`] until dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    owner_died: bool,
+}
+
+impl RLock {
+    /// A new, unlocked recursive lock.
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// assert_eq!(rlock.count(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<RLock> {
+        Ok(RLock { segment: Segment::create(Kind::RLock, RLOCK_LEN)? })
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        self.segment.word(LOCK_WORD)
+    }
+
+    fn owner_tid(&self) -> &AtomicU32 {
+        self.segment.word(RLOCK_OWNER_TID)
+    }
+
+    fn count_word(&self) -> &AtomicU32 {
+        self.segment.word(RLOCK_COUNT)
+    }
+
+    fn held_by_me(&self) -> bool {
+        raw::lock::owner(self.word()) == Some(my_pid()) && self.owner_tid().load(Relaxed) == my_tid()
+    }
+
+    /// Acquires one level, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// let a = rlock.acquire(None)?;
+    /// let b = rlock.acquire(None)?;
+    /// assert_eq!(rlock.count(), 2);
+    /// # drop((a, b));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<RLockGuard<'_>> {
+        let owner_died = self.acquire_levels(1, timeout)?;
+        Ok(RLockGuard { lock: self, owner_died })
+    }
+
+    /// Acquires `levels` levels at once (used to restore a [`Condition`] wait).
+    fn acquire_levels(&self, levels: u32, timeout: Option<Duration>) -> Result<bool> {
+        if self.held_by_me() {
+            self.count_word().fetch_add(levels, Relaxed);
+            return Ok(false);
+        }
+        match raw::lock::acquire::<Os>(self.word(), my_pid(), deadline(timeout)) {
+            Some(how) => {
+                self.owner_tid().store(my_tid(), Relaxed);
+                self.count_word().store(levels, Relaxed);
+                Ok(how != Acquired::Normally)
+            }
+            None => Err(Error::Timeout(timeout.unwrap_or_default())),
+        }
+    }
+
+    /// Releases every level this thread holds and returns how many there were.
+    fn release_all(&self) -> Result<u32> {
+        if !self.held_by_me() {
+            return Err(Error::InvalidRelease("cannot release an RLock this thread does not hold"));
+        }
+        let levels = self.count_word().swap(0, Relaxed);
+        self.owner_tid().store(0, Relaxed);
+        raw::lock::release::<Os>(self.word());
+        Ok(levels)
+    }
+
+    fn release_one(&self) -> Result<()> {
+        if !self.held_by_me() {
+            return Err(Error::InvalidRelease("cannot release an RLock this thread does not hold"));
+        }
+        if self.count_word().fetch_sub(1, Relaxed) == 1 {
+            self.owner_tid().store(0, Relaxed);
+            raw::lock::release::<Os>(self.word());
+        }
+        Ok(())
+    }
+
+    /// How many levels the holder has acquired (0 when free).
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// let g = rlock.acquire(None)?;
+    /// assert_eq!(rlock.count(), 1);
+    /// # drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn count(&self) -> u32 {
+        if raw::lock::owner(self.word()).is_some() {
+            self.count_word().load(Relaxed)
+        } else {
+            0
+        }
+    }
+}
+
+impl RLockGuard<'_> {
+    /// Whether the previous holder died holding the lock.
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// assert!(!rlock.acquire(None)?.owner_died());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release_one();
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Semaphore and BoundedSemaphore
+
+const SEM_COUNT: usize = 4;
+const SEM_SLEEPERS: usize = 8;
+const SEM_MAX: usize = 12;
+const SEM_LEN: usize = 16;
+
+/// A counting semaphore shared between processes (Python's `multiprocessing.Semaphore`).
+///
+/// ```
+/// let sem = multiproc::synchronize::Semaphore::new(2)?;
+/// sem.acquire(None)?;
+/// sem.acquire(None)?;
+/// assert!(!sem.try_acquire());
+/// sem.release()?;
+/// assert_eq!(sem.get_value(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Semaphore {
+    segment: Arc<Segment>,
+}
+
+shared_handle!(Semaphore, Kind::Semaphore, SEM_LEN);
+
+impl Semaphore {
+    /// A semaphore with `value` units.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::synchronize::Semaphore::new(3)?.get_value(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: u32) -> Result<Semaphore> {
+        Semaphore::with_max(value, u32::MAX)
+    }
+
+    fn with_max(value: u32, max: u32) -> Result<Semaphore> {
+        let segment = Segment::create(Kind::Semaphore, SEM_LEN)?;
+        segment.word(SEM_COUNT).store(value, SeqCst);
+        segment.word(SEM_MAX).store(max, SeqCst);
+        Ok(Semaphore { segment })
+    }
+
+    /// Takes a unit, waiting at most `timeout` for one; [`Error::Timeout`] otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let sem = multiproc::synchronize::Semaphore::new(0)?;
+    /// assert!(sem.acquire(Some(Duration::from_millis(10))).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<()> {
+        let s = &self.segment;
+        if raw::semaphore::acquire::<Os>(s.word(SEM_COUNT), s.word(SEM_SLEEPERS), deadline(timeout)) {
+            Ok(())
+        } else {
+            Err(Error::Timeout(timeout.unwrap_or_default()))
+        }
+    }
+
+    /// Takes a unit if one is available.
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::Semaphore::new(1)?;
+    /// assert!(sem.try_acquire());
+    /// assert!(!sem.try_acquire());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> bool {
+        raw::semaphore::try_acquire(self.segment.word(SEM_COUNT))
+    }
+
+    /// Returns a unit (Python's `release()`).
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::Semaphore::new(0)?;
+    /// sem.release()?;
+    /// assert_eq!(sem.get_value(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        self.release_n(1)
+    }
+
+    /// Returns `n` units at once (Python 3.9's `release(n)`).
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::Semaphore::new(0)?;
+    /// sem.release_n(3)?;
+    /// assert_eq!(sem.get_value(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release_n(&self, n: u32) -> Result<()> {
+        let s = &self.segment;
+        let max = s.word(SEM_MAX).load(Relaxed);
+        if raw::semaphore::release::<Os>(s.word(SEM_COUNT), s.word(SEM_SLEEPERS), n, max) {
+            Ok(())
+        } else {
+            Err(Error::InvalidRelease("semaphore released too many times"))
+        }
+    }
+
+    /// The current number of units (Python's `get_value()`).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::synchronize::Semaphore::new(5)?.get_value(), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_value(&self) -> u32 {
+        self.segment.word(SEM_COUNT).load(SeqCst)
+    }
+}
+
+/// A semaphore that refuses to be released above its initial value (Python's
+/// `multiprocessing.BoundedSemaphore`).
+///
+/// ```
+/// use multiproc::{synchronize::BoundedSemaphore, Error};
+/// let sem = BoundedSemaphore::new(1)?;
+/// sem.acquire(None)?;
+/// sem.release()?;
+/// assert!(matches!(sem.release(), Err(Error::InvalidRelease(_))));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BoundedSemaphore {
+    inner: Semaphore,
+}
+
+impl BoundedSemaphore {
+    /// A bounded semaphore with `value` units, which is also its maximum.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::synchronize::BoundedSemaphore::new(2)?.get_value(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore { inner: Semaphore::with_max(value, value)? })
+    }
+
+    /// Takes a unit, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
+    /// sem.acquire(None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<()> {
+        self.inner.acquire(timeout)
+    }
+
+    /// Takes a unit if one is available.
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
+    /// assert!(sem.try_acquire());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> bool {
+        self.inner.try_acquire()
+    }
+
+    /// Returns a unit; [`Error::InvalidRelease`] past the initial value.
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
+    /// assert!(sem.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        self.inner.release()
+    }
+
+    /// The current number of units.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::synchronize::BoundedSemaphore::new(4)?.get_value(), 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_value(&self) -> u32 {
+        self.inner.get_value()
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Event
+
+const EVENT_FLAG: usize = 4;
+const EVENT_SLEEPERS: usize = 8;
+const EVENT_LEN: usize = 12;
+
+/// A flag that processes can wait for (Python's `multiprocessing.Event`).
+///
+/// ```
+/// use std::time::Duration;
+/// let event = multiproc::synchronize::Event::new()?;
+/// assert!(!event.wait(Some(Duration::from_millis(5))));
+/// event.set();
+/// assert!(event.is_set() && event.wait(None));
+/// event.clear();
+/// assert!(!event.is_set());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    segment: Arc<Segment>,
+}
+
+shared_handle!(Event, Kind::Event, EVENT_LEN);
+
+impl Event {
+    /// A new event, not set.
+    ///
+    /// ```
+    /// assert!(!multiproc::synchronize::Event::new()?.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Event> {
+        Ok(Event { segment: Segment::create(Kind::Event, EVENT_LEN)? })
+    }
+
+    fn flag(&self) -> &AtomicU32 {
+        self.segment.word(EVENT_FLAG)
+    }
+
+    /// Whether the flag is set.
+    ///
+    /// ```
+    /// let e = multiproc::synchronize::Event::new()?;
+    /// e.set();
+    /// assert!(e.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_set(&self) -> bool {
+        self.flag().load(Acquire) != 0
+    }
+
+    /// Sets the flag and wakes every waiter.
+    ///
+    /// ```
+    /// let e = multiproc::synchronize::Event::new()?;
+    /// e.set();
+    /// assert!(e.wait(None));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn set(&self) {
+        self.flag().store(1, SeqCst);
+        if self.segment.word(EVENT_SLEEPERS).load(SeqCst) > 0 {
+            Os::wake(self.flag(), u32::MAX);
+        }
+    }
+
+    /// Clears the flag.
+    ///
+    /// ```
+    /// let e = multiproc::synchronize::Event::new()?;
+    /// e.set();
+    /// e.clear();
+    /// assert!(!e.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn clear(&self) {
+        self.flag().store(0, SeqCst);
+    }
+
+    /// Waits until the flag is set, at most `timeout`; returns whether it is set (Python's
+    /// `wait(timeout)`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = multiproc::synchronize::Event::new()?;
+    /// assert!(!e.wait(Some(Duration::ZERO)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = deadline(timeout);
+        for round in 0..raw::SPIN_ROUNDS {
+            if self.is_set() {
+                return true;
+            }
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return false;
+            }
+            raw::spin_pause(round);
+        }
+        let sleepers = self.segment.word(EVENT_SLEEPERS);
+        loop {
+            if self.is_set() {
+                return true;
+            }
+            let left = raw::remaining(deadline);
+            if left.is_some_and(|l| l.is_zero()) {
+                return false;
+            }
+            sleepers.fetch_add(1, SeqCst);
+            if self.flag().load(SeqCst) == 0 {
+                Os::wait(self.flag(), 0, left);
+            }
+            sleepers.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Condition
+
+const COND_SEQ: usize = 4;
+const COND_LEN: usize = 8;
+
+/// The lock under a [`Condition`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum CondLock {
+    Lock(Lock),
+    RLock(RLock),
+}
+
+/// A condition variable shared between processes (Python's `multiprocessing.Condition`),
+/// over a [`Lock`] or an [`RLock`] (the default, as in Python).
+///
+/// Waiting and notifying happen through the guard, which proves the lock is held.
+///
+/// ```
+/// use multiproc::synchronize::Condition;
+/// use std::time::Duration;
+///
+/// let cond = Condition::new()?;
+/// let mut guard = cond.acquire(None)?;
+/// // Nobody notifies: the wait times out.
+/// assert!(!guard.wait(Some(Duration::from_millis(10)))?);
+/// guard.notify_all();
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Condition {
+    lock: CondLock,
+    segment: Arc<Segment>,
+}
+
+impl Serialize for Condition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_segment(&self.segment, "Condition", &self.lock, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (segment, lock) = deserialize_segment(d, Kind::Condition, COND_LEN)?;
+        Ok(Condition { lock, segment })
+    }
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition").field("lock", &self.lock).finish_non_exhaustive()
+    }
+}
+
+/// Holds a [`Condition`]'s lock; waits and notifies.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct ConditionGuard<'a> {
+    cond: &'a Condition,
+    /// RLock levels held by this guard (1 for a Lock).
+    levels: u32,
+    owner_died: bool,
+}
+
+impl Condition {
+    /// A condition over a new [`RLock`].
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// drop(cond.acquire(None)?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<Condition> {
+        Condition::with_rlock(RLock::new()?)
+    }
+
+    /// A condition over an existing [`Lock`].
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, Lock};
+    /// let lock = Lock::new()?;
+    /// let cond = Condition::with_lock(lock.clone())?;
+    /// let g = cond.acquire(None)?;
+    /// assert!(lock.is_locked());
+    /// # drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_lock(lock: Lock) -> Result<Condition> {
+        Ok(Condition { lock: CondLock::Lock(lock), segment: Segment::create(Kind::Condition, COND_LEN)? })
+    }
+
+    /// A condition over an existing [`RLock`].
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, RLock};
+    /// let cond = Condition::with_rlock(RLock::new()?)?;
+    /// # drop(cond);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_rlock(lock: RLock) -> Result<Condition> {
+        Ok(Condition { lock: CondLock::RLock(lock), segment: Segment::create(Kind::Condition, COND_LEN)? })
+    }
+
+    fn seq(&self) -> &AtomicU32 {
+        self.segment.word(COND_SEQ)
+    }
+
+    /// Acquires the underlying lock, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// let guard = cond.acquire(None)?;
+    /// assert!(!guard.owner_died());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<ConditionGuard<'_>> {
+        let owner_died = self.lock_levels(1, timeout)?;
+        Ok(ConditionGuard { cond: self, levels: 1, owner_died })
+    }
+
+    fn lock_levels(&self, levels: u32, timeout: Option<Duration>) -> Result<bool> {
+        match &self.lock {
+            CondLock::Lock(lock) => {
+                let guard = lock.acquire(timeout)?;
+                let died = guard.owner_died();
+                guard.leak();
+                Ok(died)
+            }
+            CondLock::RLock(rlock) => rlock.acquire_levels(levels, timeout),
+        }
+    }
+
+    /// Releases the lock completely; returns the levels to restore.
+    fn unlock_all(&self, levels: u32) -> u32 {
+        match &self.lock {
+            CondLock::Lock(lock) => {
+                let _ = lock.release();
+                levels
+            }
+            CondLock::RLock(rlock) => rlock.release_all().unwrap_or(levels),
+        }
+    }
+}
+
+impl ConditionGuard<'_> {
+    /// Releases the lock, waits for a notification (at most `timeout`), re-acquires the
+    /// lock; returns `false` if the time ran out (Python's `wait(timeout)`). Like every
+    /// condition variable, it may return without a notification: re-check the condition,
+    /// or use [`wait_for`](Self::wait_for).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// let mut g = cond.acquire(None)?;
+    /// assert!(!g.wait(Some(Duration::from_millis(5)))?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let seq = self.cond.seq();
+        let seen = seq.load(SeqCst);
+        let levels = self.cond.unlock_all(self.levels);
+        let deadline = deadline(timeout);
+        let mut notified = false;
+        for round in 0..raw::SPIN_ROUNDS {
+            if seq.load(SeqCst) != seen {
+                notified = true;
+                break;
+            }
+            raw::spin_pause(round);
+        }
+        if !notified {
+            Os::wait(seq, seen, raw::remaining(deadline));
+            notified = seq.load(SeqCst) != seen || deadline.is_none_or(|d| Instant::now() < d);
+        }
+        // Re-acquire without a deadline, as Python does: the caller holds the lock again
+        // when `wait` returns, whatever happened.
+        self.owner_died |= self.cond.lock_levels(levels, None)?;
+        self.levels = levels;
+        Ok(notified)
+    }
+
+    /// Waits until `predicate()` is true, at most `timeout` in all; returns the last value
+    /// of the predicate (Python's `wait_for`).
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// let mut g = cond.acquire(None)?;
+    /// assert!(g.wait_for(|| true, None)?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_for(&mut self, mut predicate: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = deadline(timeout);
+        loop {
+            if predicate() {
+                return Ok(true);
+            }
+            let left = raw::remaining(deadline);
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(false);
+            }
+            self.wait(left)?;
+        }
+    }
+
+    /// Wakes up to `n` waiters.
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// cond.acquire(None)?.notify(1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn notify(&self, n: u32) {
+        self.cond.seq().fetch_add(1, SeqCst);
+        Os::wake(self.cond.seq(), n);
+    }
+
+    /// Wakes every waiter.
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// cond.acquire(None)?.notify_all();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn notify_all(&self) {
+        self.notify(u32::MAX);
+    }
+
+    /// Whether the lock was taken over from a holder that died.
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// assert!(!cond.acquire(None)?.owner_died());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+impl Drop for ConditionGuard<'_> {
+    fn drop(&mut self) {
+        match &self.cond.lock {
+            CondLock::Lock(lock) => {
+                let _ = lock.release();
+            }
+            CondLock::RLock(rlock) => {
+                for _ in 0..self.levels {
+                    let _ = rlock.release_one();
+                }
+            }
+        }
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Barrier
+
+const BAR_LOCK: usize = 4;
+const BAR_PARTIES: usize = 8;
+const BAR_COUNT: usize = 12;
+const BAR_GENERATION: usize = 16;
+const BAR_BROKEN: usize = 20;
+/// Generation whose waiters were released by `reset`/`abort` rather than by the last party.
+const BAR_FAILED_GEN: usize = 24;
+const BAR_SLEEPERS: usize = 28;
+const BAR_PIDS: usize = 32;
+const FAILED_VALID: u32 = 1 << 31;
+
+/// A barrier for a fixed number of processes (Python's `multiprocessing.Barrier`).
+///
+/// Each of `parties` callers of [`wait`](Self::wait) blocks until all have arrived; then
+/// the last one runs the optional action and all return their arrival index. A party that
+/// times out, or dies while waiting, breaks the barrier: the others get
+/// [`Error::BrokenBarrier`] until [`reset`](Self::reset).
+///
+/// ```
+/// use multiproc::synchronize::Barrier;
+/// let barrier = Barrier::new(1, None, None)?;
+/// assert_eq!(barrier.wait(None)?, 0);
+/// assert_eq!(barrier.parties(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    segment: Arc<Segment>,
+    action: Option<fn()>,
+    timeout: Option<Duration>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BarrierExtra {
+    action: Option<(isize, isize)>,
+    timeout: Option<Duration>,
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let extra = BarrierExtra {
+            action: self.action.map(crate::sys::spawn::action_offsets),
+            timeout: self.timeout,
+        };
+        serialize_segment(&self.segment, "Barrier", extra, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (segment, extra): (_, BarrierExtra) = deserialize_segment(d, Kind::Barrier, BAR_PIDS)?;
+        let parties = segment.word(BAR_PARTIES).load(Relaxed) as usize;
+        if segment.mapping().len() < BAR_PIDS + 4 * parties {
+            return Err(D::Error::custom("Barrier: shared segment too small for its parties"));
+        }
+        let action = match extra.action {
+            None => None,
+            Some((layout, offset)) => Some(
+                crate::sys::spawn::resolve_action(layout, offset)
+                    .ok_or_else(|| D::Error::custom("Barrier: the action comes from another executable"))?,
+            ),
+        };
+        Ok(Barrier { segment, action, timeout: extra.timeout })
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier").field("parties", &self.parties()).field("n_waiting", &self.n_waiting()).finish()
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` participants (at least 1, at most 1000). `action` runs in
+    /// the last party to arrive, before any is released; `timeout` is the default for
+    /// [`wait`](Self::wait).
+    ///
+    /// ```
+    /// fn announce() { println!("all here"); }
+    /// let barrier = multiproc::synchronize::Barrier::new(2, Some(announce), None)?;
+    /// assert_eq!(barrier.parties(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(parties: u32, action: Option<fn()>, timeout: Option<Duration>) -> Result<Barrier> {
+        if !(1..=1000).contains(&parties) {
+            return Err(Error::InvalidArgument(format!("a barrier needs 1 to 1000 parties, not {parties}")));
+        }
+        let segment = Segment::create(Kind::Barrier, BAR_PIDS + 4 * parties as usize)?;
+        segment.word(BAR_PARTIES).store(parties, SeqCst);
+        Ok(Barrier { segment, action, timeout })
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.segment.word(offset)
+    }
+
+    fn lock(&self) -> BarrierLock<'_> {
+        // The internal lock is held only for a few instructions by live processes; a dead
+        // holder is taken over like any lock's.
+        raw::lock::acquire::<Os>(self.word(BAR_LOCK), my_pid(), None);
+        BarrierLock { word: self.word(BAR_LOCK) }
+    }
+
+    /// The number of parties.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::synchronize::Barrier::new(3, None, None)?.parties(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn parties(&self) -> u32 {
+        self.word(BAR_PARTIES).load(Relaxed)
+    }
+
+    /// How many parties are waiting now.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::synchronize::Barrier::new(3, None, None)?.n_waiting(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn n_waiting(&self) -> u32 {
+        self.word(BAR_COUNT).load(SeqCst)
+    }
+
+    /// Whether the barrier is broken.
+    ///
+    /// ```
+    /// let b = multiproc::synchronize::Barrier::new(2, None, None)?;
+    /// b.abort();
+    /// assert!(b.broken());
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn broken(&self) -> bool {
+        self.word(BAR_BROKEN).load(SeqCst) != 0
+    }
+
+    /// Waits until all parties have arrived, at most `timeout` (default: the barrier's);
+    /// returns this party's arrival index, `0..parties`. [`Error::BrokenBarrier`] if the
+    /// barrier is or becomes broken; a timeout breaks it too (as in Python).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{synchronize::Barrier, Error};
+    /// let b = Barrier::new(2, None, None)?;
+    /// assert!(matches!(b.wait(Some(Duration::from_millis(10))), Err(Error::BrokenBarrier)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
+        let deadline = deadline(timeout.or(self.timeout));
+        let guard = self.lock();
+        if self.broken() {
+            return Err(Error::BrokenBarrier);
+        }
+        let parties = self.parties();
+        let generation = self.word(BAR_GENERATION).load(SeqCst);
+        let index = self.word(BAR_COUNT).load(SeqCst);
+        self.word(BAR_PIDS + 4 * index as usize).store(my_pid(), SeqCst);
+        if index + 1 == parties {
+            let outcome = match self.action {
+                Some(action) => std::panic::catch_unwind(action).map_err(|_| ()),
+                None => Ok(()),
+            };
+            if outcome.is_err() {
+                self.break_locked();
+                drop(guard);
+                return Err(Error::BrokenBarrier);
+            }
+            self.word(BAR_COUNT).store(0, SeqCst);
+            self.word(BAR_GENERATION).store(next_generation(generation), SeqCst);
+            drop(guard);
+            Os::wake(self.word(BAR_GENERATION), u32::MAX);
+            return Ok(index);
+        }
+        self.word(BAR_COUNT).store(index + 1, SeqCst);
+        drop(guard);
+
+        let mut check_round = 0;
+        loop {
+            let interval = raw::check_interval(check_round);
+            let left = raw::remaining(deadline);
+            let nap = left.map_or(interval, |l| l.min(interval));
+            let sleepers = self.word(BAR_SLEEPERS);
+            sleepers.fetch_add(1, SeqCst);
+            if self.word(BAR_GENERATION).load(SeqCst) == generation {
+                Os::wait(self.word(BAR_GENERATION), generation, Some(nap));
+            }
+            sleepers.fetch_sub(1, SeqCst);
+            check_round += 1;
+
+            let _guard = self.lock();
+            if self.word(BAR_GENERATION).load(SeqCst) != generation {
+                let failed = self.word(BAR_FAILED_GEN).load(SeqCst);
+                return if failed == (generation | FAILED_VALID) {
+                    Err(Error::BrokenBarrier)
+                } else {
+                    Ok(index)
+                };
+            }
+            if self.broken() {
+                return Err(Error::BrokenBarrier);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.break_locked();
+                return Err(Error::BrokenBarrier);
+            }
+            let count = self.word(BAR_COUNT).load(SeqCst) as usize;
+            let someone_died = (0..count)
+                .map(|i| self.word(BAR_PIDS + 4 * i).load(SeqCst))
+                .any(|pid| !Os::alive(pid));
+            if someone_died {
+                self.break_locked();
+                return Err(Error::BrokenBarrier);
+            }
+        }
+    }
+
+    /// Breaks the barrier: current and future waiters get [`Error::BrokenBarrier`] until
+    /// [`reset`](Self::reset) (Python's `abort()`).
+    ///
+    /// ```
+    /// let b = multiproc::synchronize::Barrier::new(2, None, None)?;
+    /// b.abort();
+    /// assert!(b.wait(None).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn abort(&self) {
+        let _guard = self.lock();
+        self.break_locked();
+    }
+
+    /// Returns the barrier to its empty, unbroken state; parties waiting now get
+    /// [`Error::BrokenBarrier`] (Python's `reset()`).
+    ///
+    /// ```
+    /// let b = multiproc::synchronize::Barrier::new(1, None, None)?;
+    /// b.abort();
+    /// b.reset();
+    /// assert_eq!(b.wait(None)?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn reset(&self) {
+        let _guard = self.lock();
+        let generation = self.word(BAR_GENERATION).load(SeqCst);
+        if self.word(BAR_COUNT).load(SeqCst) > 0 {
+            self.word(BAR_FAILED_GEN).store(generation | FAILED_VALID, SeqCst);
+        }
+        self.word(BAR_COUNT).store(0, SeqCst);
+        self.word(BAR_BROKEN).store(0, SeqCst);
+        self.word(BAR_GENERATION).store(next_generation(generation), SeqCst);
+        Os::wake(self.word(BAR_GENERATION), u32::MAX);
+    }
+
+    /// Marks the barrier broken and wakes every waiter; the internal lock is held.
+    fn break_locked(&self) {
+        let generation = self.word(BAR_GENERATION).load(SeqCst);
+        self.word(BAR_FAILED_GEN).store(generation | FAILED_VALID, SeqCst);
+        self.word(BAR_BROKEN).store(1, SeqCst);
+        self.word(BAR_COUNT).store(0, SeqCst);
+        Os::wake(self.word(BAR_GENERATION), u32::MAX);
+    }
+}
+
+/// Generations count in 31 bits; the top bit marks a valid `BAR_FAILED_GEN`.
+fn next_generation(generation: u32) -> u32 {
+    generation.wrapping_add(1) & !FAILED_VALID
+}
+
+struct BarrierLock<'a> {
+    word: &'a AtomicU32,
+}
+
+impl Drop for BarrierLock<'_> {
+    fn drop(&mut self) {
+        raw::lock::release::<Os>(self.word);
+    }
+}
