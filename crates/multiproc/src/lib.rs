@@ -55,7 +55,11 @@ pub mod connection;
 mod context;
 mod error;
 mod process;
+mod raw;
 mod reduction;
+pub mod shared_memory;
+pub mod sharedctypes;
+pub mod synchronize;
 mod sys;
 
 pub use codec::Codec;
