@@ -77,6 +77,8 @@ impl Platform for Os {
     }
 
     fn wake(word: &AtomicU32, n: u32) {
+        // The kernel reads the count as a signed int: "all" is i32::MAX, not u32::MAX.
+        let n = n.min(i32::MAX as u32);
         let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), n);
     }
 

@@ -252,6 +252,24 @@ impl Connection {
         }
     }
 
+    /// A second handle on the same channel (a duplicated descriptor), as
+    /// `UnixStream::try_clone`. Useful to give one end to several child processes. Bytes
+    /// that one handle has already read into its buffer are not seen by the other.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// let a2 = a.try_clone()?;
+    /// a2.send(&1u8)?;
+    /// a.send(&2u8)?;
+    /// assert_eq!((b.recv::<u8>()?, b.recv::<u8>()?), (1, 2));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Connection> {
+        let mut clone = Connection::with_direction(self.fd.try_clone()?, self.readable, self.writable);
+        clone.codec = self.codec;
+        Ok(clone)
+    }
+
     /// This connection, using `codec` for [`send`](Self::send) and [`recv`](Self::recv).
     ///
     /// ```

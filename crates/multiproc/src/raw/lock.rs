@@ -105,3 +105,65 @@ pub(crate) fn owner(word: &AtomicU32) -> Option<u32> {
         pid => Some(pid),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Futex-free platform for the algorithm alone: sleeping is a yield, pid 999 is dead.
+    struct Fake;
+
+    impl Platform for Fake {
+        fn wait(_: &AtomicU32, _: u32, _: Option<Duration>) {
+            std::thread::yield_now();
+        }
+        fn wake(_: &AtomicU32, _: u32) {}
+        fn alive(pid: u32) -> bool {
+            pid != 999
+        }
+    }
+
+    #[test]
+    fn a_dead_owner_is_taken_over_once() {
+        let word = AtomicU32::new(999);
+        let got = acquire::<Fake>(&word, 5, None);
+        assert_eq!(got, Some(Acquired::FromDeadOwner(999)));
+        assert_eq!(owner(&word), Some(5));
+        assert!(release::<Fake>(&word));
+        assert!(!release::<Fake>(&word));
+    }
+
+    #[test]
+    fn a_live_owner_makes_waiters_time_out() {
+        let word = AtomicU32::new(7);
+        let deadline = Instant::now() + Duration::from_millis(30);
+        assert_eq!(acquire::<Fake>(&word, 5, Some(deadline)), None);
+        assert_eq!(owner(&word), Some(7));
+    }
+
+    #[test]
+    fn threads_never_overlap_inside_the_lock() {
+        let word = Arc::new(AtomicU32::new(0));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (1..=4u32)
+            .map(|me| {
+                let (word, inside) = (word.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        acquire::<Fake>(&word, me, None).unwrap();
+                        assert_eq!(inside.fetch_add(1, Relaxed), 0);
+                        inside.fetch_sub(1, Relaxed);
+                        assert!(release::<Fake>(&word));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(word.load(Relaxed), 0);
+    }
+}
