@@ -88,11 +88,11 @@ impl Platform for Os {
 }
 
 fn my_pid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    crate::sys::pid::pid()
 }
 
 fn my_tid() -> u32 {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32
+    crate::sys::pid::tid()
 }
 
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {

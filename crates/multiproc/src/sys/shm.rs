@@ -54,7 +54,8 @@ impl Mapping {
                 0,
             )?
         };
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
         Ok(Mapping { ptr, len })
     }
 
@@ -146,7 +147,10 @@ impl Drop for Mapping {
 
 impl std::fmt::Debug for Mapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mapping").field("addr", &format_args!("{:#x}", self.addr())).field("len", &self.len).finish()
+        f.debug_struct("Mapping")
+            .field("addr", &format_args!("{:#x}", self.addr()))
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -197,3 +201,24 @@ fn shm_path(name: &str) -> String {
     }
 }
 
+/// The directory where Linux (glibc, musl, rustix) keeps POSIX shared memory objects:
+/// `/name` is the file `SHM_DIR/name`.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// Whether `/name` still names the object behind `fd` (same device and inode): false when
+/// the name was unlinked and perhaps reused for another segment.
+pub(crate) fn shm_names(name: &str, fd: impl AsFd) -> io::Result<bool> {
+    let on_disk = rustix::fs::stat(format!("{SHM_DIR}{}", shm_path(name)).as_str())?;
+    let ours = rustix::fs::fstat(fd)?;
+    Ok(on_disk.st_dev == ours.st_dev && on_disk.st_ino == ours.st_ino)
+}
+
+/// Allocates the pages behind the first `len` bytes of `fd` now, so that a full
+/// `/dev/shm` is an error here rather than a `SIGBUS` at the first write. Does nothing
+/// where the file system cannot preallocate.
+pub(crate) fn shm_reserve(fd: impl AsFd, len: usize) -> io::Result<()> {
+    match rustix::fs::fallocate(fd, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+        Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared ctypes objects: `Value` and `Array` (Python's `multiprocessing.sharedctypes`).
