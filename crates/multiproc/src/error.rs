@@ -29,6 +29,14 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 
+    /// A queue stayed empty for the whole timeout (Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    Empty,
+
+    /// A queue stayed full for the whole timeout (Python's `queue.Full`).
+    #[error("the queue is full")]
+    Full,
+
     /// The object was closed by this process ([`crate::Connection::close`], …).
     #[error("{0} is closed")]
     Closed(&'static str),

@@ -55,6 +55,7 @@ pub mod connection;
 mod context;
 mod error;
 mod process;
+pub mod queues;
 mod raw;
 mod reduction;
 pub mod shared_memory;
@@ -70,3 +71,4 @@ pub use context::{
 };
 pub use error::{Error, Result};
 pub use process::{active_children, spawn, ActiveChild, JoinHandle, Process};
+pub use sharedctypes::{Array, RawArray, RawValue, Value};

@@ -1,0 +1,976 @@
+//! Queues between processes: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] (Python's
+//! `multiprocessing.queues`), on a ring buffer in shared memory that survives processes
+//! killed at any instruction.
+//!
+//! # The ring
+//! A shared segment holds a header and a data region of `capacity` bytes. Records are
+//! `[len: u32][kind: u32][payload, padded to 8 bytes]`; a record that would cross the end
+//! of the region is preceded by a *wrap* marker and starts again at offset 0.
+//!
+//! Two 64-bit words say where the records are: `tail` (written by producers) and `head`
+//! (written by consumers). Each packs a byte position (low 40 bits, counted from the
+//! queue's creation, wrapping) and a record count (high 24 bits, wrapping), so one atomic
+//! store moves both. Producers serialize among themselves with one lock and consumers
+//! with another (both are [`crate::synchronize`]-style locks with dead-owner recovery), so
+//! a single producer and a single consumer never contend.
+//!
+//! # Why a killed process cannot corrupt it
+//! A producer encodes its item *before* taking the producer lock, then, holding it, copies
+//! the record into free space and publishes it with one release-store of `tail`. A consumer,
+//! holding the consumer lock, copies a record out and retires it with one release-store of
+//! `head`. Killed before its store, a process has changed nothing that anyone reads: the
+//! half-written record is in free space, the half-read record is still queued. The next
+//! process to take the lock finds the dead owner, takes over, and continues from the
+//! published words. So every item is delivered whole or not at all, none twice, and the
+//! queue stays usable. (An item a consumer had already retired when it died is lost with
+//! that consumer, as with any queue.)
+//!
+//! # Large items
+//! An item too large for the ring travels in a shared memory block of its own; the ring
+//! carries its name. The consumer that retires the record unlinks the block.
+//!
+//! # Waiting
+//! A getter spins briefly, then sleeps on a futex that producers bump after publishing;
+//! putters waiting for room do the same on a futex that consumers bump. Idle waiters use
+//! no CPU.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::raw::{self, Platform};
+use crate::synchronize::{Os, Segment};
+
+// Header layout (byte offsets in the segment).
+const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
+const H_CAPACITY: usize = 8; // u64: data region size
+const H_MAXSIZE: usize = 16; // u32: item bound, 0 = none
+const H_CLOSED: usize = 20; // u32: 1 once closed
+const H_PUT_LOCK: usize = 24; // u32 lock word
+const H_GET_LOCK: usize = 28; // u32 lock word
+const H_ITEMS_SEQ: usize = 32; // u32 futex: bumped after publishing
+const H_ROOM_SEQ: usize = 36; // u32 futex: bumped after retiring
+const H_GETTERS_ASLEEP: usize = 40; // u32
+const H_PUTTERS_ASLEEP: usize = 44; // u32
+const H_UNFINISHED: usize = 48; // u32: JoinableQueue's unfinished tasks
+const H_JOIN_SEQ: usize = 52; // u32 futex: bumped when unfinished reaches 0
+const H_JOINERS_ASLEEP: usize = 56; // u32
+const H_TAIL: usize = 64; // u64, own cache line
+const H_HEAD: usize = 128; // u64, own cache line
+const DATA: usize = 192;
+
+const POS_BITS: u32 = 40;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+
+const RECORD_HEADER: usize = 8;
+const KIND_INLINE: u32 = 1;
+const KIND_INDIRECT: u32 = 2;
+const KIND_WRAP: u32 = 3;
+
+/// Default ring size: room for tens of thousands of small items.
+pub const DEFAULT_CAPACITY: usize = 4 << 20;
+/// Largest ring (positions and counts fit their packed fields with a wide margin).
+pub const MAX_CAPACITY: usize = 1 << 30;
+/// Largest item bound: at most this many items can be counted in a ring.
+pub const MAX_MAXSIZE: usize = (COUNT_MASK as usize) / 2;
+
+fn pack(count: u64, pos: u64) -> u64 {
+    ((count & COUNT_MASK) << POS_BITS) | (pos & POS_MASK)
+}
+
+fn pos_of(word: u64) -> u64 {
+    word & POS_MASK
+}
+
+fn count_of(word: u64) -> u64 {
+    word >> POS_BITS
+}
+
+fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// The shared ring, independent of the item type.
+#[derive(Clone)]
+struct Ring {
+    segment: Arc<Segment>,
+    capacity: usize,
+}
+
+impl Ring {
+    fn create(capacity: usize, maxsize: usize) -> Result<Ring> {
+        if !(64..=MAX_CAPACITY).contains(&capacity) {
+            return Err(Error::InvalidArgument(format!(
+                "a queue's capacity must be between 64 bytes and {MAX_CAPACITY} bytes, not {capacity}"
+            )));
+        }
+        if maxsize > MAX_MAXSIZE {
+            return Err(Error::InvalidArgument(format!(
+                "maxsize {maxsize} is above the largest bound, {MAX_MAXSIZE}"
+            )));
+        }
+        let capacity = pad8(capacity);
+        let segment = Segment::new("queue", KIND_TAG, DATA + capacity)?;
+        segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
+        segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
+        Ok(Ring { segment, capacity })
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Ring> {
+        let capacity = segment.word64(H_CAPACITY).load(SeqCst) as usize;
+        if capacity < 64 || capacity % 8 != 0 || DATA + capacity > segment.mapping().len() {
+            return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
+        }
+        Ok(Ring { segment, capacity })
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.segment.word(offset)
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        self.segment.word64(H_TAIL)
+    }
+
+    fn head(&self) -> &AtomicU64 {
+        self.segment.word64(H_HEAD)
+    }
+
+    fn maxsize(&self) -> u64 {
+        u64::from(self.word(H_MAXSIZE).load(Relaxed))
+    }
+
+    fn closed(&self) -> bool {
+        self.word(H_CLOSED).load(Acquire) != 0
+    }
+
+    /// Items in the ring (exact at the instant of the two loads).
+    fn len(&self) -> u64 {
+        let head = self.head().load(Acquire);
+        let tail = self.tail().load(Acquire);
+        count_of(tail).wrapping_sub(count_of(head)) & COUNT_MASK
+    }
+
+    /// The largest payload that fits inline (a quarter of the ring, so large items never
+    /// keep small ones waiting behind a full ring for long).
+    fn inline_limit(&self) -> usize {
+        self.capacity / 4 - RECORD_HEADER
+    }
+
+    fn lock(&self, offset: usize, deadline: Option<Instant>) -> Result<RingLock<'_>> {
+        match raw::lock::acquire::<Os>(self.word(offset), crate::sys::pid::pid(), deadline) {
+            Some(_) => Ok(RingLock { word: self.word(offset) }),
+            None => Err(Error::Timeout(Duration::ZERO)),
+        }
+    }
+
+    /// With the producer lock held: appends as many of `records` as fit (in order) and
+    /// publishes them with one store. Returns how many were appended.
+    fn push_locked(&self, records: &[Record]) -> usize {
+        let head = self.head().load(Acquire);
+        let tail = self.tail().load(Relaxed);
+        let maxsize = self.maxsize();
+        let mut pos = pos_of(tail);
+        let mut count = count_of(tail);
+        let used_start = pos_of(head);
+        let head_count = count_of(head);
+        let mut pushed = 0;
+        for record in records {
+            let items = count.wrapping_sub(head_count) & COUNT_MASK;
+            if maxsize != 0 && items >= maxsize {
+                break;
+            }
+            let need = RECORD_HEADER + pad8(record.payload.len());
+            let phys = (pos % self.capacity as u64) as usize;
+            let waste = if phys + need > self.capacity { self.capacity - phys } else { 0 };
+            let used = pos.wrapping_sub(used_start) & POS_MASK;
+            let free = self.capacity as u64 - used;
+            if (waste + need) as u64 > free {
+                break;
+            }
+            let map = self.segment.mapping();
+            let mut at = phys;
+            if waste > 0 {
+                map.write::<u32>(DATA + at, 0);
+                map.write::<u32>(DATA + at + 4, KIND_WRAP);
+                at = 0;
+            }
+            map.write::<u32>(DATA + at, record.payload.len() as u32);
+            map.write::<u32>(DATA + at + 4, record.kind);
+            map.copy_in(DATA + at + RECORD_HEADER, &record.payload);
+            pos = pos.wrapping_add((waste + need) as u64) & POS_MASK;
+            count = count.wrapping_add(1) & COUNT_MASK;
+            pushed += 1;
+        }
+        if pushed > 0 {
+            self.tail().store(pack(count, pos), Release);
+        }
+        pushed
+    }
+
+    /// With the consumer lock held: takes up to `max` records and retires them with one
+    /// store.
+    fn pop_locked(&self, max: usize, out: &mut Vec<Record>) -> Result<()> {
+        let tail = self.tail().load(Acquire);
+        let head = self.head().load(Relaxed);
+        let mut pos = pos_of(head);
+        let mut count = count_of(head);
+        let map = self.segment.mapping();
+        let mut taken = 0;
+        while taken < max && pos != pos_of(tail) {
+            let mut phys = (pos % self.capacity as u64) as usize;
+            let mut advance = 0usize;
+            if self.capacity - phys < RECORD_HEADER || map.read::<u32>(DATA + phys + 4) == KIND_WRAP {
+                advance = self.capacity - phys;
+                phys = 0;
+            }
+            let len = map.read::<u32>(DATA + phys) as usize;
+            let kind = map.read::<u32>(DATA + phys + 4);
+            if RECORD_HEADER + pad8(len) > self.capacity - phys || !(KIND_INLINE..=KIND_INDIRECT).contains(&kind) {
+                return Err(Error::Protocol(format!(
+                    "queue ring corrupted: record of {len} bytes, kind {kind} at offset {phys}"
+                )));
+            }
+            let mut payload = vec![0u8; len];
+            map.copy_out(DATA + phys + RECORD_HEADER, &mut payload);
+            out.push(Record { kind, payload, block: None });
+            advance += RECORD_HEADER + pad8(len);
+            pos = pos.wrapping_add(advance as u64) & POS_MASK;
+            count = count.wrapping_add(1) & COUNT_MASK;
+            taken += 1;
+        }
+        if taken > 0 {
+            self.head().store(pack(count, pos), Release);
+        }
+        Ok(())
+    }
+
+    /// Wakes sleepers on `seq` after this process changed what they wait for.
+    ///
+    /// Pairs with [`Ring::sleep`]: the sleeper registers in `asleep` and then re-checks its
+    /// condition; the waker changed the condition and then (after a full fence) reads
+    /// `asleep`. One of the two sees the other, so a wake-up is never lost; and when
+    /// nobody sleeps, the waker touches no shared line but its own.
+    fn wake(&self, seq: usize, asleep: usize, n: u32) {
+        std::sync::atomic::fence(SeqCst);
+        if self.word(asleep).load(Relaxed) > 0 {
+            self.word(seq).fetch_add(1, SeqCst);
+            Os::wake(self.word(seq), n);
+        }
+    }
+
+    fn signal_items(&self, n: u32) {
+        self.wake(H_ITEMS_SEQ, H_GETTERS_ASLEEP, n);
+    }
+
+    fn signal_room(&self) {
+        self.wake(H_ROOM_SEQ, H_PUTTERS_ASLEEP, i32::MAX as u32);
+    }
+
+    /// Sleeps on `seq` while `still_waiting()` holds, at most until `deadline` and at most
+    /// [`NAP`] (so a wake-up lost to a waker killed mid-call costs one nap, not forever).
+    fn sleep(&self, seq: usize, asleep: usize, deadline: Option<Instant>, still_waiting: impl Fn() -> bool) {
+        let seen = self.word(seq).load(SeqCst);
+        let asleep = self.word(asleep);
+        asleep.fetch_add(1, SeqCst);
+        if still_waiting() {
+            let nap = raw::remaining(deadline).map_or(NAP, |l| l.min(NAP));
+            Os::wait(self.word(seq), seen, Some(nap));
+        }
+        asleep.fetch_sub(1, SeqCst);
+    }
+
+    fn has_items(&self) -> bool {
+        pos_of(self.tail().load(SeqCst)) != pos_of(self.head().load(SeqCst))
+    }
+
+    /// Puts records (in order), waiting for room until `deadline`. Returns how many were
+    /// put before the deadline (all, unless it passed).
+    fn put_records(&self, records: &[Record], deadline: Option<Instant>) -> Result<usize> {
+        let mut done = 0;
+        let mut round = 0u32;
+        while done < records.len() {
+            if self.closed() {
+                return Err(Error::Closed("queue"));
+            }
+            let before = self.head().load(SeqCst);
+            let pushed = {
+                let _guard = match self.lock(H_PUT_LOCK, deadline) {
+                    Ok(guard) => guard,
+                    Err(Error::Timeout(_)) => break,
+                    Err(e) => return Err(e),
+                };
+                self.push_locked(&records[done..])
+            };
+            if pushed > 0 {
+                done += pushed;
+                self.signal_items(pushed as u32);
+                round = 0;
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            if round < raw::SPIN_ROUNDS {
+                raw::spin_pause(round);
+                round += 1;
+            } else {
+                // Room appears when a consumer moves `head`.
+                self.sleep(H_ROOM_SEQ, H_PUTTERS_ASLEEP, deadline, || {
+                    self.head().load(SeqCst) == before && !self.closed()
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
+    fn get_records(&self, max: usize, out: &mut Vec<Record>, deadline: Option<Instant>) -> Result<bool> {
+        let mut round = 0u32;
+        loop {
+            if self.has_items() {
+                let before = out.len();
+                {
+                    let _guard = match self.lock(H_GET_LOCK, deadline) {
+                        Ok(guard) => guard,
+                        Err(Error::Timeout(_)) => return Ok(false),
+                        Err(e) => return Err(e),
+                    };
+                    self.pop_locked(max, out)?;
+                }
+                if out.len() > before {
+                    self.signal_room();
+                    return Ok(true);
+                }
+            }
+            if self.closed() {
+                return Err(Error::Closed("queue"));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            if round < raw::SPIN_ROUNDS * 4 {
+                raw::spin_pause(round);
+                round += 1;
+            } else {
+                self.sleep(H_ITEMS_SEQ, H_GETTERS_ASLEEP, deadline, || {
+                    !self.has_items() && !self.closed()
+                });
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.word(H_CLOSED).store(1, SeqCst);
+        for seq in [H_ITEMS_SEQ, H_ROOM_SEQ] {
+            self.word(seq).fetch_add(1, SeqCst);
+            Os::wake(self.word(seq), i32::MAX as u32);
+        }
+    }
+}
+
+/// Longest single futex sleep of a queue waiter.
+const NAP: Duration = Duration::from_millis(250);
+
+struct RingLock<'a> {
+    word: &'a AtomicU32,
+}
+
+impl Drop for RingLock<'_> {
+    fn drop(&mut self) {
+        raw::lock::release::<Os>(self.word);
+    }
+}
+
+/// An encoded item on its way into or out of the ring.
+struct Record {
+    kind: u32,
+    payload: Vec<u8>,
+    /// A large item's block, held (and owned) by the producer until the record is
+    /// published.
+    block: Option<crate::shared_memory::SharedMemory>,
+}
+
+/// After publishing: the blocks of the published records now belong to their consumers.
+fn disown_blocks(records: &mut [Record]) {
+    for record in records {
+        if let Some(block) = record.block.take() {
+            block.disown();
+        }
+    }
+}
+
+/// Encodes `item`; an item too large for the ring goes into a block of its own.
+fn encode_record<T: Serialize>(ring: &Ring, item: &T) -> Result<Record> {
+    let mut payload = Vec::new();
+    Codec::Postcard.encode_into(item, &mut payload)?;
+    if payload.len() <= ring.inline_limit() {
+        return Ok(Record { kind: KIND_INLINE, payload, block: None });
+    }
+    // Owned by this process until it is published, so that `multiproc shm clean` removes
+    // it if this process dies first; after publishing, the consumer unlinks it.
+    let mut block = crate::shared_memory::SharedMemory::create(payload.len())?;
+    block.buf_mut()[..payload.len()].copy_from_slice(&payload);
+    let mut indirect = Vec::new();
+    Codec::Postcard.encode_into(&(block.name(), payload.len() as u64), &mut indirect)?;
+    Ok(Record { kind: KIND_INDIRECT, payload: indirect, block: Some(block) })
+}
+
+fn decode_record<T: DeserializeOwned>(record: Record) -> Result<T> {
+    match record.kind {
+        KIND_INLINE => Codec::Postcard.decode(&record.payload),
+        _ => {
+            let (name, len): (String, u64) = Codec::Postcard.decode(&record.payload)?;
+            let block = crate::shared_memory::SharedMemory::attach(&name)?;
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            let result = match block.buf().get(..len) {
+                Some(bytes) => Codec::Postcard.decode(bytes),
+                None => Err(Error::Protocol(format!("queue: large item block {name} is too short"))),
+            };
+            let _ = block.unlink();
+            result
+        }
+    }
+}
+
+
+// --------------------------------------------------------------------------------------
+// Queue
+
+/// A multi-producer, multi-consumer FIFO queue between processes (Python's
+/// `multiprocessing.Queue`).
+///
+/// ```
+/// use multiproc::{Process, queues::Queue};
+///
+/// fn f(q: Queue<String>) {
+///     q.put("Hello from Process".to_string(), None).unwrap();
+/// }
+///
+/// let q = Queue::new(0)?;
+/// let p = Process::new(f, q.clone());
+/// p.start()?;
+/// assert_eq!(q.get(None)?, "Hello from Process");
+/// p.join(None)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Queue<T> {
+    ring: Ring,
+    item: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { ring: self.ring.clone(), item: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("qsize", &self.ring.len())
+            .field("maxsize", &self.ring.maxsize())
+            .field("capacity", &self.ring.capacity)
+            .finish()
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let handle = self.ring.segment.export("Queue").map_err(S::Error::custom)?;
+        handle.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let handle = u32::deserialize(d)?;
+        let segment = Segment::import(handle, "Queue", KIND_TAG, DATA + 64).map_err(D::Error::custom)?;
+        let ring = Ring::attach(segment).map_err(D::Error::custom)?;
+        Ok(Queue { ring, item: PhantomData })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue holding at most `maxsize` items (`0`: bounded only by its ring of
+    /// [`DEFAULT_CAPACITY`] bytes).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::<u32>::new(3)?;
+    /// assert_eq!(q.maxsize(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(maxsize: usize) -> Result<Queue<T>> {
+        Queue::with_capacity(maxsize, DEFAULT_CAPACITY)
+    }
+
+    /// A queue with a ring of `capacity` bytes (items larger than a quarter of it travel
+    /// in blocks of their own), holding at most `maxsize` items (`0`: no item bound).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::<Vec<u8>>::with_capacity(0, 4096)?;
+    /// q.put(vec![7; 100_000], None)?; // larger than the ring: travels on its own
+    /// assert_eq!(q.get(None)?.len(), 100_000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_capacity(maxsize: usize, capacity: usize) -> Result<Queue<T>> {
+        Ok(Queue { ring: Ring::create(capacity, maxsize)?, item: PhantomData })
+    }
+
+    /// Puts an item, waiting at most `timeout` for room (`None`: as long as it takes);
+    /// [`Error::Full`] when the time runs out. The item is encoded first, so an item that
+    /// cannot be encoded is an error here, not a lost message.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::Queue::new(1)?;
+    /// q.put(1, None)?;
+    /// assert!(matches!(q.put(2, Some(Duration::from_millis(10))), Err(multiproc::Error::Full)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
+        let mut records = [encode_record(&self.ring, &item)?];
+        let done = self.ring.put_records(&records, timeout.map(|t| Instant::now() + t))?;
+        disown_blocks(&mut records[..done]);
+        if done == 0 {
+            return Err(Error::Full);
+        }
+        Ok(())
+    }
+
+    /// Puts an item if there is room now (Python's `put_nowait`).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(1)?;
+    /// q.put_nowait('a')?;
+    /// assert!(q.put_nowait('b').is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_nowait(&self, item: T) -> Result<()> {
+        self.put(item, Some(Duration::ZERO))
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (`None`: as long as it takes);
+    /// [`Error::Empty`] when the time runs out, [`Error::Closed`] once the queue is closed
+    /// and drained.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::Queue::<i32>::new(0)?;
+    /// assert!(matches!(q.get(Some(Duration::from_millis(10))), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        let mut out = Vec::with_capacity(1);
+        if !self.ring.get_records(1, &mut out, timeout.map(|t| Instant::now() + t))? {
+            return Err(Error::Empty);
+        }
+        decode_record(out.pop().ok_or(Error::Empty)?)
+    }
+
+    /// Takes the oldest item if there is one now (Python's `get_nowait`).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// assert!(q.get_nowait().is_err());
+    /// q.put(5u8, None)?;
+    /// assert_eq!(q.get_nowait()?, 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_nowait(&self) -> Result<T> {
+        self.get(Some(Duration::ZERO))
+    }
+
+    /// Puts several items in order, taking the producer lock once for as many as fit;
+    /// waits at most `timeout` for room for the rest. On [`Error::Full`] a prefix of the
+    /// items went in and the rest did not ([`qsize`](Self::qsize) tells how many are
+    /// queued); without a timeout every item goes in.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put_many(vec![1, 2, 3], None)?;
+    /// assert_eq!(q.get_many(10, None)?, vec![1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_many(&self, items: impl IntoIterator<Item = T>, timeout: Option<Duration>) -> Result<()> {
+        let mut records = items
+            .into_iter()
+            .map(|item| encode_record(&self.ring, &item))
+            .collect::<Result<Vec<_>>>()?;
+        let done = self.ring.put_records(&records, timeout.map(|t| Instant::now() + t))?;
+        disown_blocks(&mut records[..done]);
+        if done < records.len() {
+            return Err(Error::Full);
+        }
+        Ok(())
+    }
+
+    /// Takes between one and `max` items (as many as are there, up to `max`), waiting at
+    /// most `timeout` for the first.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put_many(0..5, None)?;
+    /// assert_eq!(q.get_many(3, None)?, vec![0, 1, 2]);
+    /// assert_eq!(q.get_many(3, None)?, vec![3, 4]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_many(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        if !self.ring.get_records(max, &mut out, timeout.map(|t| Instant::now() + t))? {
+            return Err(Error::Empty);
+        }
+        out.into_iter().map(decode_record).collect()
+    }
+
+    /// The number of items queued (Python's `qsize()`; exact at the instant it is read).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put("x", None)?;
+    /// assert_eq!(q.qsize(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.ring.len() as usize
+    }
+
+    /// Whether the queue is empty.
+    ///
+    /// ```
+    /// assert!(multiproc::queues::Queue::<u8>::new(0)?.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether the queue holds `maxsize` items.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(1)?;
+    /// q.put(0u8, None)?;
+    /// assert!(q.full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn full(&self) -> bool {
+        let maxsize = self.ring.maxsize();
+        maxsize != 0 && self.ring.len() >= maxsize
+    }
+
+    /// The item bound given at creation (0: none).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::queues::Queue::<u8>::new(7)?.maxsize(), 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> usize {
+        self.ring.maxsize() as usize
+    }
+
+    /// Closes the queue for every process: later puts fail with [`Error::Closed`]; getters
+    /// take what is left, then get [`Error::Closed`]. (Python's `close` only stops the
+    /// calling process; a shared close is what its users usually build with a sentinel.)
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put(1, None)?;
+    /// q.close();
+    /// assert!(q.put(2, None).is_err());
+    /// assert_eq!(q.get(None)?, 1);
+    /// assert!(matches!(q.get(None), Err(multiproc::Error::Closed(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.ring.close();
+    }
+
+    /// Whether the queue was closed.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::<u8>::new(0)?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.ring.closed()
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// SimpleQueue
+
+/// An unbounded queue with only `put`, `get` and `empty` (Python's
+/// `multiprocessing.SimpleQueue`).
+///
+/// ```
+/// let q = multiproc::queues::SimpleQueue::new()?;
+/// q.put("a")?;
+/// assert!(!q.empty());
+/// assert_eq!(q.get()?, "a");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SimpleQueue<T> {
+    inner: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue { inner: self.inner.clone() }
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimpleQueue").field("inner", &self.inner).finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new, empty queue.
+    ///
+    /// ```
+    /// assert!(multiproc::queues::SimpleQueue::<u8>::new()?.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new() -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue { inner: Queue::new(0)? })
+    }
+
+    /// Puts an item, waiting for room in the ring if it is full.
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::new()?;
+    /// q.put(vec![1, 2])?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put(&self, item: T) -> Result<()> {
+        self.inner.put(item, None)
+    }
+
+    /// Takes the oldest item, waiting for one.
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::new()?;
+    /// q.put(3)?;
+    /// assert_eq!(q.get()?, 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.inner.get(None)
+    }
+
+    /// Whether the queue is empty.
+    ///
+    /// ```
+    /// assert!(multiproc::queues::SimpleQueue::<u8>::new()?.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.inner.empty()
+    }
+
+    /// Closes the queue (see [`Queue::close`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::<u8>::new()?;
+    /// q.close();
+    /// assert!(q.put(1).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// JoinableQueue
+
+/// A [`Queue`] that counts unfinished tasks (Python's `multiprocessing.JoinableQueue`):
+/// every `put` adds one, [`task_done`](Self::task_done) removes one, and
+/// [`join`](Self::join) waits until none are left.
+///
+/// ```
+/// let q = multiproc::queues::JoinableQueue::new(0)?;
+/// q.put("job", None)?;
+/// let _job: String = q.get(None)?;
+/// q.task_done()?;
+/// q.join(None)?;
+/// assert!(q.task_done().is_err()); // called once too often
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct JoinableQueue<T> {
+    inner: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue { inner: self.inner.clone() }
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinableQueue").field("inner", &self.inner).finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue holding at most `maxsize` items (0: no item bound).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::queues::JoinableQueue::<u8>::new(2)?.maxsize(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(maxsize: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { inner: Queue::new(maxsize)? })
+    }
+
+    fn unfinished(&self) -> &AtomicU32 {
+        self.inner.ring.word(H_UNFINISHED)
+    }
+
+    /// Puts an item and counts one more unfinished task.
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::new(0)?;
+    /// q.put(1, None)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
+        self.unfinished().fetch_add(1, SeqCst);
+        self.inner.put(item, timeout).inspect_err(|_| self.finish_one())
+    }
+
+    /// Takes the oldest item (see [`Queue::get`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::new(0)?;
+    /// q.put('x', None)?;
+    /// assert_eq!(q.get(None)?, 'x');
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
+        self.inner.get(timeout)
+    }
+
+    /// Marks one task done; [`Error::InvalidRelease`] if there are none unfinished
+    /// (Python raises `ValueError`).
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::<u8>::new(0)?;
+    /// assert!(q.task_done().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn task_done(&self) -> Result<()> {
+        let mut n = self.unfinished().load(SeqCst);
+        loop {
+            if n == 0 {
+                return Err(Error::InvalidRelease("task_done() called too many times"));
+            }
+            match self.unfinished().compare_exchange(n, n - 1, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            self.wake_joiners();
+        }
+        Ok(())
+    }
+
+    fn finish_one(&self) {
+        if self.unfinished().fetch_sub(1, SeqCst) == 1 {
+            self.wake_joiners();
+        }
+    }
+
+    fn wake_joiners(&self) {
+        self.inner.ring.wake(H_JOIN_SEQ, H_JOINERS_ASLEEP, i32::MAX as u32);
+    }
+
+    /// Waits until every item put has been marked done, at most `timeout`;
+    /// [`Error::Timeout`] otherwise. (A consumer killed between `get` and `task_done`
+    /// leaves its task unfinished: bound the wait.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::JoinableQueue::new(0)?;
+    /// q.put(1, None)?;
+    /// assert!(q.join(Some(Duration::from_millis(10))).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let ring = &self.inner.ring;
+        loop {
+            if self.unfinished().load(SeqCst) == 0 {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout(timeout.unwrap_or_default()));
+            }
+            ring.sleep(H_JOIN_SEQ, H_JOINERS_ASLEEP, deadline, || self.unfinished().load(SeqCst) != 0);
+        }
+    }
+
+    /// See [`Queue::qsize`].
+    ///
+    /// ```
+    /// assert_eq!(multiproc::queues::JoinableQueue::<u8>::new(0)?.qsize(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.inner.qsize()
+    }
+
+    /// See [`Queue::empty`].
+    ///
+    /// ```
+    /// assert!(multiproc::queues::JoinableQueue::<u8>::new(0)?.empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.inner.empty()
+    }
+
+    /// See [`Queue::maxsize`].
+    ///
+    /// ```
+    /// assert_eq!(multiproc::queues::JoinableQueue::<u8>::new(0)?.maxsize(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> usize {
+        self.inner.maxsize()
+    }
+
+    /// See [`Queue::close`].
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::<u8>::new(0)?;
+    /// q.close();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}

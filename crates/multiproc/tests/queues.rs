@@ -1,0 +1,255 @@
+//! Queues: Python's semantics, batches, large items, many processes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use multiproc::queues::{JoinableQueue, Queue, SimpleQueue};
+use multiproc::{Error, Process, StartMethod};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+#[test]
+fn fifo_nowait_and_bounds() {
+    let q = Queue::new(2).unwrap();
+    assert!(q.empty() && !q.full());
+    q.put_nowait(1u32).unwrap();
+    q.put(2, None).unwrap();
+    assert!(q.full());
+    assert!(matches!(q.put_nowait(3), Err(Error::Full)));
+    assert!(matches!(q.put(3, Some(Duration::from_millis(20))), Err(Error::Full)));
+    assert_eq!(q.qsize(), 2);
+    assert_eq!(q.get_nowait().unwrap(), 1);
+    assert_eq!(q.get(None).unwrap(), 2);
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(matches!(q.get(Some(Duration::from_millis(20))), Err(Error::Empty)));
+}
+
+#[test]
+fn the_ring_wraps_around_many_times() {
+    let q = Queue::with_capacity(0, 256).unwrap();
+    for i in 0..10_000u32 {
+        let item = vec![i as u8; (i % 40) as usize];
+        q.put((i, item.clone()), None).unwrap();
+        assert_eq!(q.get(None).unwrap(), (i, item));
+    }
+}
+
+#[test]
+fn a_byte_bound_blocks_until_a_consumer_makes_room() {
+    let q: Queue<Vec<u8>> = Queue::with_capacity(0, 1024).unwrap();
+    let mut put = 0;
+    while q.put(vec![0; 100], Some(Duration::ZERO)).is_ok() {
+        put += 1;
+    }
+    assert!(put >= 5, "only {put} items fit");
+    let consumer = multiproc::spawn(
+        |(q, n): (Queue<Vec<u8>>, usize)| (0..n).map(|_| q.get(LONG).unwrap().len()).sum::<usize>(),
+        (q.clone(), put + 20),
+    )
+    .unwrap();
+    for _ in 0..20 {
+        q.put(vec![0; 100], LONG).unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), (put + 20) * 100);
+}
+
+#[test]
+fn items_of_any_size_travel_and_large_ones_leave_nothing_behind() {
+    let q: Queue<Vec<u8>> = Queue::with_capacity(0, 4096).unwrap();
+    let sizes = [0usize, 10, 1000, 1023, 5000, 1 << 20, 64 << 20];
+    let consumer = multiproc::spawn(
+        |(q, n): (Queue<Vec<u8>>, usize)| {
+            (0..n)
+                .map(|_| {
+                    let item = q.get(LONG).unwrap();
+                    (item.len(), item.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8))
+                })
+                .collect::<Vec<_>>()
+        },
+        (q.clone(), sizes.len()),
+    )
+    .unwrap();
+    for size in sizes {
+        q.put((0..size).map(|i| (i % 251) as u8).collect(), LONG).unwrap();
+    }
+    let got = consumer.join().unwrap();
+    assert_eq!(got, sizes.iter().map(|&s| (s, true)).collect::<Vec<_>>());
+    let leftovers: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("psm_mp{}_", std::process::id())))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_large_item_does_not_block_small_ones_behind_it_forever() {
+    // A ring of 4 KiB: a 1 MiB item never enters it, so small items keep flowing.
+    let q: Queue<Vec<u8>> = Queue::with_capacity(0, 4096).unwrap();
+    q.put(vec![1; 1 << 20], None).unwrap();
+    for i in 0..100u8 {
+        q.put(vec![i], None).unwrap();
+        assert_eq!(q.qsize(), 2);
+        let first = q.get(None).unwrap();
+        // FIFO: the big one first, then the small ones one by one.
+        if i == 0 {
+            assert_eq!(first.len(), 1 << 20);
+        } else {
+            assert_eq!(first, vec![i - 1]);
+        }
+    }
+}
+
+#[test]
+fn an_unencodable_item_is_an_error_from_put() {
+    let q: Queue<multiproc::Connection> = Queue::new(0).unwrap();
+    let (a, _b) = multiproc::pipe(true).unwrap();
+    assert!(matches!(q.put(a, None), Err(Error::Codec(_))));
+    assert!(q.empty());
+}
+
+#[test]
+fn batches_keep_order() {
+    let q = Queue::new(0).unwrap();
+    q.put_many(0..1000u32, None).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 1000 {
+        got.extend(q.get_many(64, None).unwrap());
+    }
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    let bounded = Queue::new(3).unwrap();
+    assert!(matches!(bounded.put_many(0..5u8, Some(Duration::from_millis(10))), Err(Error::Full)));
+    assert_eq!(bounded.qsize(), 3);
+    assert_eq!(bounded.get_many(10, None).unwrap(), vec![0, 1, 2]);
+}
+
+#[test]
+fn close_drains_then_reports_closed() {
+    let q: Queue<String> = Queue::new(0).unwrap();
+    q.put_many(["a".to_string(), "b".to_string()], None).unwrap();
+    let waiter = multiproc::spawn(
+        |q: Queue<String>| {
+            let mut got = Vec::new();
+            loop {
+                match q.get(LONG) {
+                    Ok(item) => got.push(item),
+                    Err(Error::Closed(_)) => return got,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        },
+        q.clone(),
+    )
+    .unwrap();
+    q.close();
+    assert!(matches!(q.put("c".to_string(), None), Err(Error::Closed(_))));
+    assert_eq!(waiter.join().unwrap(), ["a", "b"]);
+}
+
+fn produce((q, id, n): (Queue<(u32, u32)>, u32, u32)) {
+    for i in 0..n {
+        q.put((id, i), None).unwrap();
+    }
+}
+
+fn consume((q, n): (Queue<(u32, u32)>, usize)) -> Vec<(u32, u32)> {
+    (0..n).map(|_| q.get(LONG).unwrap()).collect()
+}
+
+#[test]
+fn many_producers_and_consumers_deliver_everything_once_in_per_producer_order() {
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let q = Queue::with_capacity(16, 2048).unwrap();
+        let producers: Vec<Process> =
+            (0..3).map(|id| Process::new(produce, (q.clone(), id, 3000)).start_method(method)).collect();
+        for p in &producers {
+            p.start().unwrap();
+        }
+        let consumers: Vec<_> = (0..3).map(|_| multiproc::spawn(consume, (q.clone(), 3000)).unwrap()).collect();
+        let mut all = BTreeSet::new();
+        for c in consumers {
+            let got = c.join().unwrap();
+            for id in 0..3 {
+                let mine: Vec<u32> = got.iter().filter(|(p, _)| *p == id).map(|&(_, i)| i).collect();
+                assert!(mine.windows(2).all(|w| w[0] < w[1]), "producer {id}'s items out of order");
+            }
+            for item in got {
+                assert!(all.insert(item), "{item:?} delivered twice");
+            }
+        }
+        assert_eq!(all.len(), 9000);
+        for p in &producers {
+            p.join(LONG).unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+        }
+    }
+}
+
+#[test]
+fn queues_travel_through_queues() {
+    let outer: Queue<Queue<String>> = Queue::new(0).unwrap();
+    let inner: Queue<String> = Queue::new(0).unwrap();
+    let h = multiproc::spawn(
+        |outer: Queue<Queue<String>>| {
+            let inner = outer.get(LONG).unwrap();
+            inner.put("through the queue".to_string(), None).unwrap();
+        },
+        outer.clone(),
+    );
+    // A queue holds an OS handle: it can go to a child as an argument, but a queue's
+    // ring has no way to carry a descriptor.
+    assert!(matches!(outer.put(inner.clone(), None), Err(Error::Codec(_))));
+    h.unwrap().process().kill().unwrap();
+}
+
+#[test]
+fn simple_queue_and_joinable_queue() {
+    let sq = SimpleQueue::new().unwrap();
+    sq.put("x".to_string()).unwrap();
+    assert_eq!(sq.get().unwrap(), "x");
+    assert!(sq.empty());
+
+    let jq: JoinableQueue<u32> = JoinableQueue::new(0).unwrap();
+    for i in 0..10 {
+        jq.put(i, None).unwrap();
+    }
+    let worker = multiproc::spawn(
+        |jq: JoinableQueue<u32>| {
+            let mut sum = 0;
+            for _ in 0..10 {
+                sum += jq.get(LONG).unwrap();
+                jq.task_done().unwrap();
+            }
+            sum
+        },
+        jq.clone(),
+    )
+    .unwrap();
+    jq.join(LONG).unwrap();
+    assert_eq!(worker.join().unwrap(), 45);
+    assert!(matches!(jq.task_done(), Err(Error::InvalidRelease(_))));
+}
+
+/// CPU time of this process in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_consumer_uses_no_cpu() {
+    let q: Queue<u8> = Queue::new(0).unwrap();
+    let ticks = multiproc::spawn(
+        |q: Queue<u8>| {
+            let before = cpu_ticks();
+            assert!(matches!(q.get(Some(Duration::from_millis(1500))), Err(Error::Empty)));
+            cpu_ticks() - before
+        },
+        q,
+    )
+    .unwrap()
+    .join()
+    .unwrap();
+    assert!(ticks <= 3, "an idle get used {ticks} ticks of CPU in 1.5 s");
+}
