@@ -482,6 +482,24 @@ impl SharedMemory {
         self.unlink_in == Some(current_pid())
     }
 
+    /// Hands the block over: closes this handle without unlinking, so that another
+    /// process (which attaches by name and unlinks when done) decides its end. Its name
+    /// still names this process as creator, so if nobody unlinks it after this process
+    /// is gone, [`clean_orphans`] removes it.
+    ///
+    /// ```
+    /// use multiproc::shared_memory::SharedMemory;
+    /// let shm = SharedMemory::create(8)?;
+    /// let name = shm.name().to_string();
+    /// shm.disown();
+    /// let other = SharedMemory::attach(&name)?; // still there
+    /// other.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn disown(mut self) {
+        self.unlink_in = None;
+    }
+
     /// Whether this handle created the block with [`keep(true)`](SharedMemoryBuilder::keep).
     ///
     /// ```
