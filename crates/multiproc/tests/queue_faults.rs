@@ -1,0 +1,216 @@
+//! The queue under fire: producers and consumers SIGKILLed at random moments, hundreds of
+//! times, while the same queue stays in use. Checked invariants:
+//! - every delivered item is whole (its checksum matches) — consumers verify each one;
+//! - nothing is delivered twice;
+//! - each producer's items are delivered in its order, as a prefix of what it put (a killed
+//!   producer's last item may be missing), minus at most one item per killed consumer
+//!   (an item it had taken when it died);
+//! - every item of a producer that survived is delivered, under the same allowance;
+//! - no survivor blocks forever, and the queue keeps working afterwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use multiproc::connection::wait;
+use multiproc::queues::Queue;
+use multiproc::synchronize::Event;
+use multiproc::{pipe, Connection, Error, Process};
+
+const ITEMS_PER_PRODUCER: u32 = 400;
+
+/// An item: (producer, sequence number, payload, checksum of the payload).
+type Item = (u32, u32, Vec<u8>, u64);
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn payload(producer: u32, seq: u32) -> Vec<u8> {
+    // Mostly small items; every 37th is larger than a quarter of the ring and travels in
+    // a block of its own.
+    let len = if seq % 37 == 36 { 3000 } else { 8 + (seq as usize * 7 + producer as usize) % 120 };
+    (0..len).map(|i| (i as u32 ^ producer.wrapping_mul(31) ^ seq) as u8).collect()
+}
+
+fn producer((q, id): (Queue<Item>, u32)) {
+    for seq in 0..ITEMS_PER_PRODUCER {
+        let data = payload(id, seq);
+        let sum = checksum(&data);
+        q.put((id, seq, data, sum), Some(Duration::from_secs(60))).expect("put");
+    }
+}
+
+fn consumer((q, done, report): (Queue<Item>, Event, Connection)) {
+    loop {
+        match q.get(Some(Duration::from_millis(50))) {
+            Ok((id, seq, data, sum)) => {
+                assert_eq!(checksum(&data), sum, "item {id}/{seq} arrived damaged");
+                assert_eq!(data, payload(id, seq), "item {id}/{seq} arrived altered");
+                report.send(&(id, seq)).expect("report");
+            }
+            Err(Error::Empty) if done.is_set() => return,
+            Err(Error::Empty) => {}
+            Err(e) => panic!("get failed: {e}"),
+        }
+    }
+}
+
+/// A small deterministic generator for the kill schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Consumer {
+    process: Process,
+    report: Connection,
+}
+
+fn start_consumer(q: &Queue<Item>, done: &Event) -> Consumer {
+    let (report, child_end) = pipe(true).unwrap();
+    // Spawned, not forked: a forked child would inherit the other consumers' report
+    // pipes and keep them open after those consumers die. Daemons: none outlives the test.
+    let process = Process::new(consumer, (q.clone(), done.clone(), child_end)).daemon(true);
+    process.start().unwrap();
+    Consumer { process, report }
+}
+
+/// Reads every report that is ready now (or until `timeout` for the first).
+fn collect(consumers: &mut Vec<Consumer>, delivered: &mut Vec<(u32, u32)>, timeout: Duration) {
+    let objects: Vec<&dyn multiproc::connection::Waitable> =
+        consumers.iter().map(|c| &c.report as &dyn multiproc::connection::Waitable).collect();
+    let ready = wait(&objects, Some(timeout)).unwrap();
+    for i in ready {
+        while consumers[i].report.poll(Some(Duration::ZERO)).unwrap_or(false) {
+            match consumers[i].report.recv::<(u32, u32)>() {
+                Ok(item) => delivered.push(item),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+#[test]
+fn killing_producers_and_consumers_at_random_never_corrupts_the_queue() {
+    let rounds = 60;
+    let q: Queue<Item> = Queue::with_capacity(64, 4096).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut kills = 0;
+    let mut next_id = 0;
+    for _round in 0..rounds {
+        let done = Event::new().unwrap();
+        let mut producers: Vec<(u32, Process, bool)> = Vec::new();
+        for _ in 0..3 {
+            let p = Process::new(producer, (q.clone(), next_id)).daemon(true);
+            p.start().unwrap();
+            producers.push((next_id, p, false));
+            next_id += 1;
+        }
+        let mut consumers: Vec<Consumer> = (0..2).map(|_| start_consumer(&q, &done)).collect();
+        let mut finished_consumers: Vec<Consumer> = Vec::new();
+        let mut delivered = Vec::new();
+        let mut consumer_kills = 0;
+
+        // Kill someone at random moments while the round runs.
+        for _ in 0..6 {
+            let pause = Duration::from_micros(rng.below(3000));
+            let until = Instant::now() + pause;
+            while Instant::now() < until {
+                collect(&mut consumers, &mut delivered, Duration::from_micros(200));
+            }
+            if rng.below(2) == 0 {
+                let victim = rng.below(producers.len() as u64) as usize;
+                if producers[victim].1.is_alive() {
+                    producers[victim].1.kill().unwrap();
+                    producers[victim].2 = true;
+                    kills += 1;
+                }
+            } else {
+                let victim = rng.below(consumers.len() as u64) as usize;
+                let c = consumers.remove(victim);
+                c.process.kill().unwrap();
+                c.process.join(Some(Duration::from_secs(60))).unwrap();
+                finished_consumers.push(c);
+                consumer_kills += 1;
+                kills += 1;
+                consumers.push(start_consumer(&q, &done));
+            }
+        }
+
+        // Let the survivors finish; nobody may block forever.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for (_, p, _) in &producers {
+            while p.join(Some(Duration::from_millis(10))).is_err() {
+                assert!(Instant::now() < deadline, "a producer is stuck");
+                collect(&mut consumers, &mut delivered, Duration::from_millis(1));
+            }
+        }
+        done.set();
+        for i in 0..consumers.len() {
+            while consumers[i].process.join(Some(Duration::from_millis(10))).is_err() {
+                assert!(Instant::now() < deadline, "a consumer is stuck");
+                collect(&mut consumers, &mut delivered, Duration::from_millis(1));
+            }
+        }
+        for c in &consumers {
+            assert_eq!(c.process.exitcode(), Some(0), "consumer failed: {:?}", c.process.panic_message());
+        }
+        finished_consumers.append(&mut consumers);
+        // Drain every report pipe to its end.
+        for c in &finished_consumers {
+            while let Ok(item) = c.report.recv_timeout::<(u32, u32)>(Duration::from_secs(10)) {
+                delivered.push(item);
+            }
+        }
+
+        // Invariants.
+        let mut seen = BTreeSet::new();
+        for item in &delivered {
+            assert!(seen.insert(*item), "item {item:?} delivered twice");
+        }
+        let mut per_producer: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (id, seq) in delivered {
+            per_producer.entry(id).or_default().push(seq);
+        }
+        for (id, p, killed) in &producers {
+            let mut seqs = per_producer.remove(id).unwrap_or_default();
+            seqs.sort_unstable();
+            let highest = seqs.last().map_or(0, |&s| s + 1);
+            let expected = if *killed { highest } else { ITEMS_PER_PRODUCER };
+            if !killed {
+                assert_eq!(p.exitcode(), Some(0), "producer {id} failed: {:?}", p.panic_message());
+            }
+            let missing = expected as usize - seqs.len();
+            assert!(
+                missing <= consumer_kills,
+                "producer {id}: {missing} items missing below {expected}, but only {consumer_kills} consumers were killed"
+            );
+        }
+        assert!(per_producer.is_empty(), "items from unknown producers: {per_producer:?}");
+    }
+    assert!(kills >= 200, "only {kills} kills");
+    println!("{kills} kills over {rounds} rounds");
+
+    // The queue still works.
+    let data = payload(9999, 1);
+    q.put((9999, 1, data.clone(), checksum(&data)), None).unwrap();
+    while let Ok(item) = q.get(Some(Duration::from_millis(100))) {
+        if item.0 == 9999 {
+            assert_eq!(item.2, data);
+            break;
+        }
+    }
+    // Blocks of large items that killed producers never published belong to dead
+    // processes: the tracker removes them.
+    let _ = multiproc::shared_memory::clean_orphans();
+}
