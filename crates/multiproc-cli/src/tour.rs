@@ -19,6 +19,19 @@ mod pipe_ping_pong;
 #[path = "../../multiproc/examples/process_class.rs"]
 mod process_class;
 
+#[path = "../../multiproc/examples/queue_basic.rs"]
+mod queue_basic;
+#[path = "../../multiproc/examples/queue_bounded.rs"]
+mod queue_bounded;
+#[path = "../../multiproc/examples/queue_collect.rs"]
+mod queue_collect;
+#[path = "../../multiproc/examples/queue_hello.rs"]
+mod queue_hello;
+#[path = "../../multiproc/examples/queue_pipeline.rs"]
+mod queue_pipeline;
+#[path = "../../multiproc/examples/queue_workers.rs"]
+mod queue_workers;
+
 /// One stop of the tour.
 struct Stop {
     name: &'static str,
@@ -59,6 +72,32 @@ const STOPS: &[Stop] = &[
         seed: "003",
         snippet: "Low-Level Communication with Pipe",
         run: pipe_eof::main,
+    },
+    Stop { name: "queue_hello", seed: "001", snippet: "1. Queues", run: queue_hello::main },
+    Stop {
+        name: "queue_workers",
+        seed: "000",
+        snippet: "multiprocessing.Queue: Safe Task Passing",
+        run: queue_workers::main,
+    },
+    Stop {
+        name: "queue_pipeline",
+        seed: "000",
+        snippet: "Real-World Example: Producer-Consumer Pipeline",
+        run: queue_pipeline::main,
+    },
+    Stop { name: "queue_basic", seed: "002", snippet: "Basic Queue", run: queue_basic::main },
+    Stop {
+        name: "queue_collect",
+        seed: "002",
+        snippet: "Collecting Results with Queue",
+        run: queue_collect::main,
+    },
+    Stop {
+        name: "queue_bounded",
+        seed: "003",
+        snippet: "Inter-Process Communication with Queue",
+        run: queue_bounded::main,
     },
 ];
 

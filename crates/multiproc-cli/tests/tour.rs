@@ -123,3 +123,69 @@ fn tour_lists_its_stops_and_rejects_unknown_names() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no example matches"));
 }
+
+#[test]
+fn queue_hello_prints_hello_from_process() {
+    assert_eq!(tour("queue_hello"), ["Hello from Process"]);
+}
+
+#[test]
+fn queue_workers_square_every_task() {
+    let lines = tour("queue_workers");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // Four workers: results arrive in any order; the seed shows them sorted.
+    let inner = lines[0].trim_start_matches("[(").trim_end_matches(")]");
+    let mut pairs: Vec<&str> = inner.split("), (").collect();
+    pairs.sort();
+    assert_eq!(pairs, ["0, 1", "1, 4", "2, 9", "3, 16", "4, 25"]);
+}
+
+#[test]
+fn queue_pipeline_sums_squares_in_threes() {
+    assert_eq!(
+        tour("queue_pipeline"),
+        ["Final result: 5", "Final result: 50", "Final result: 149"]
+    );
+}
+
+#[test]
+fn queue_basic_consumes_what_was_produced_in_order() {
+    let lines = tour("queue_basic");
+    let produced: Vec<&String> = lines.iter().filter(|l| l.starts_with("Produced: ")).collect();
+    let consumed: Vec<&String> = lines.iter().filter(|l| l.starts_with("Consumed: ")).collect();
+    assert_eq!(
+        produced,
+        (1..=5).map(|i| format!("Produced: {i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        consumed,
+        (1..=5).map(|i| format!("Consumed: {i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>()
+    );
+    assert_eq!(lines.len(), 10);
+}
+
+#[test]
+fn queue_collect_gathers_every_square() {
+    assert_eq!(tour("queue_collect"), ["{0: 0, 1: 1, 2: 4, 3: 9, 4: 16}"]);
+}
+
+#[test]
+fn queue_bounded_produces_and_consumes_all_then_finishes() {
+    let lines = tour("queue_bounded");
+    let producing: Vec<&String> = lines.iter().filter(|l| l.starts_with("Producing ")).collect();
+    let consuming: Vec<&String> = lines.iter().filter(|l| l.starts_with("Consuming ")).collect();
+    assert_eq!(producing.len(), 5);
+    assert_eq!(
+        consuming,
+        (1..=5).map(|i| format!("Consuming {i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>()
+    );
+    for i in 1..=5 {
+        // An item is consumed only after it was produced.
+        assert!(
+            position(&lines, &format!("Producing {i}"))
+                < position(&lines, &format!("Consuming {i}"))
+        );
+    }
+    assert_eq!(lines[lines.len() - 2], "Consumer done.");
+    assert_eq!(lines[lines.len() - 1], "Producer-consumer example finished.");
+}

@@ -229,13 +229,16 @@ impl Ring {
         while taken < max && pos != pos_of(tail) {
             let mut phys = (pos % self.capacity as u64) as usize;
             let mut advance = 0usize;
-            if self.capacity - phys < RECORD_HEADER || map.read::<u32>(DATA + phys + 4) == KIND_WRAP {
+            if self.capacity - phys < RECORD_HEADER || map.read::<u32>(DATA + phys + 4) == KIND_WRAP
+            {
                 advance = self.capacity - phys;
                 phys = 0;
             }
             let len = map.read::<u32>(DATA + phys) as usize;
             let kind = map.read::<u32>(DATA + phys + 4);
-            if RECORD_HEADER + pad8(len) > self.capacity - phys || !(KIND_INLINE..=KIND_INDIRECT).contains(&kind) {
+            if RECORD_HEADER + pad8(len) > self.capacity - phys
+                || !(KIND_INLINE..=KIND_INDIRECT).contains(&kind)
+            {
                 return Err(Error::Protocol(format!(
                     "queue ring corrupted: record of {len} bytes, kind {kind} at offset {phys}"
                 )));
@@ -278,7 +281,13 @@ impl Ring {
 
     /// Sleeps on `seq` while `still_waiting()` holds, at most until `deadline` and at most
     /// [`NAP`] (so a wake-up lost to a waker killed mid-call costs one nap, not forever).
-    fn sleep(&self, seq: usize, asleep: usize, deadline: Option<Instant>, still_waiting: impl Fn() -> bool) {
+    fn sleep(
+        &self,
+        seq: usize,
+        asleep: usize,
+        deadline: Option<Instant>,
+        still_waiting: impl Fn() -> bool,
+    ) {
         let seen = self.word(seq).load(SeqCst);
         let asleep = self.word(asleep);
         asleep.fetch_add(1, SeqCst);
@@ -334,7 +343,12 @@ impl Ring {
     }
 
     /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
-    fn get_records(&self, max: usize, out: &mut Vec<Record>, deadline: Option<Instant>) -> Result<bool> {
+    fn get_records(
+        &self,
+        max: usize,
+        out: &mut Vec<Record>,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
         let mut round = 0u32;
         loop {
             if self.has_items() {
@@ -434,14 +448,15 @@ fn decode_record<T: DeserializeOwned>(record: Record) -> Result<T> {
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             let result = match block.buf().get(..len) {
                 Some(bytes) => Codec::Postcard.decode(bytes),
-                None => Err(Error::Protocol(format!("queue: large item block {name} is too short"))),
+                None => {
+                    Err(Error::Protocol(format!("queue: large item block {name} is too short")))
+                }
             };
             let _ = block.unlink();
             result
         }
     }
 }
-
 
 // --------------------------------------------------------------------------------------
 // Queue
@@ -496,7 +511,8 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let handle = u32::deserialize(d)?;
-        let segment = Segment::import(handle, "Queue", KIND_TAG, DATA + 64).map_err(D::Error::custom)?;
+        let segment =
+            Segment::import(handle, "Queue", KIND_TAG, DATA + 64).map_err(D::Error::custom)?;
         let ring = Ring::attach(segment).map_err(D::Error::custom)?;
         Ok(Queue { ring, item: PhantomData })
     }
@@ -603,7 +619,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// assert_eq!(q.get_many(10, None)?, vec![1, 2, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn put_many(&self, items: impl IntoIterator<Item = T>, timeout: Option<Duration>) -> Result<()> {
+    pub fn put_many(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         let mut records = items
             .into_iter()
             .map(|item| encode_record(&self.ring, &item))
@@ -929,7 +949,9 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout(timeout.unwrap_or_default()));
             }
-            ring.sleep(H_JOIN_SEQ, H_JOINERS_ASLEEP, deadline, || self.unfinished().load(SeqCst) != 0);
+            ring.sleep(H_JOIN_SEQ, H_JOINERS_ASLEEP, deadline, || {
+                self.unfinished().load(SeqCst) != 0
+            });
         }
     }
 

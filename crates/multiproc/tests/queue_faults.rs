@@ -22,7 +22,9 @@ const ITEMS_PER_PRODUCER: u32 = 400;
 type Item = (u32, u32, Vec<u8>, u64);
 
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 fn payload(producer: u32, seq: u32) -> Vec<u8> {
@@ -163,7 +165,12 @@ fn killing_producers_and_consumers_at_random_never_corrupts_the_queue() {
             }
         }
         for c in &consumers {
-            assert_eq!(c.process.exitcode(), Some(0), "consumer failed: {:?}", c.process.panic_message());
+            assert_eq!(
+                c.process.exitcode(),
+                Some(0),
+                "consumer failed: {:?}",
+                c.process.panic_message()
+            );
         }
         finished_consumers.append(&mut consumers);
         // Drain every report pipe to its end.

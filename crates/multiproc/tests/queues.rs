@@ -160,17 +160,20 @@ fn consume((q, n): (Queue<(u32, u32)>, usize)) -> Vec<(u32, u32)> {
 fn many_producers_and_consumers_deliver_everything_once_in_per_producer_order() {
     for method in [StartMethod::Spawn, StartMethod::Fork] {
         let q = Queue::with_capacity(16, 2048).unwrap();
-        let producers: Vec<Process> =
-            (0..3).map(|id| Process::new(produce, (q.clone(), id, 3000)).start_method(method)).collect();
+        let producers: Vec<Process> = (0..3)
+            .map(|id| Process::new(produce, (q.clone(), id, 3000)).start_method(method))
+            .collect();
         for p in &producers {
             p.start().unwrap();
         }
-        let consumers: Vec<_> = (0..3).map(|_| multiproc::spawn(consume, (q.clone(), 3000)).unwrap()).collect();
+        let consumers: Vec<_> =
+            (0..3).map(|_| multiproc::spawn(consume, (q.clone(), 3000)).unwrap()).collect();
         let mut all = BTreeSet::new();
         for c in consumers {
             let got = c.join().unwrap();
             for id in 0..3 {
-                let mine: Vec<u32> = got.iter().filter(|(p, _)| *p == id).map(|&(_, i)| i).collect();
+                let mine: Vec<u32> =
+                    got.iter().filter(|(p, _)| *p == id).map(|&(_, i)| i).collect();
                 assert!(mine.windows(2).all(|w| w[0] < w[1]), "producer {id}'s items out of order");
             }
             for item in got {

@@ -1,0 +1,42 @@
+//! Seed `000_65480d669051c820.txt`, "multiprocessing.Queue: Safe Task Passing": four
+//! workers square tasks from one queue into another; `None` is the poison pill.
+
+use std::time::Duration;
+
+use multiproc::queues::Queue;
+use multiproc::Process;
+
+fn worker((task_queue, result_queue): (Queue<Option<(u32, u64)>>, Queue<(u32, u64)>)) {
+    loop {
+        // Block until a task arrives
+        let Some((task_id, value)) = task_queue.get(None).expect("get") else {
+            break; // Sentinel: poison pill to signal worker to exit
+        };
+        result_queue.put((task_id, value * value), None).expect("put");
+    }
+}
+
+pub fn main() -> multiproc::Result<()> {
+    let task_queue = Queue::new(0)?;
+    let result_queue = Queue::new(0)?;
+    let workers: Vec<Process> =
+        (0..4).map(|_| Process::new(worker, (task_queue.clone(), result_queue.clone()))).collect();
+    for w in &workers {
+        w.start()?;
+    }
+    for (task_id, value) in [1, 2, 3, 4, 5].into_iter().enumerate() {
+        task_queue.put(Some((task_id as u32, value)), None)?;
+    }
+    let mut results = Vec::new();
+    for _ in 0..5 {
+        results.push(result_queue.get(Some(Duration::from_secs(5)))?);
+    }
+    for _ in 0..4 {
+        task_queue.put(None, None)?;
+    }
+    for w in &workers {
+        w.join(None)?;
+    }
+    println!("{results:?}"); // [(0, 1), (1, 4), (2, 9), (3, 16), (4, 25)]
+    Ok(())
+}
