@@ -151,11 +151,18 @@ impl Segment {
     }
 
     /// Maps a received descriptor, checking its size and kind tag.
-    pub(crate) fn import(handle: u32, what: &str, kind: u32, min_len: usize) -> Result<Arc<Segment>> {
+    pub(crate) fn import(
+        handle: u32,
+        what: &str,
+        kind: u32,
+        min_len: usize,
+    ) -> Result<Arc<Segment>> {
         let fd = reduction::import_fd(handle, what)?;
         let len = crate::sys::shm::size_of_fd(fd.as_fd())?;
         if len < min_len.max(4) {
-            return Err(Error::Codec(format!("{what}: shared segment of {len} bytes is too small")));
+            return Err(Error::Codec(format!(
+                "{what}: shared segment of {len} bytes is too small"
+            )));
         }
         let map = Mapping::map(fd.as_fd(), len)?;
         if map.atomic_u32(KIND).load(Acquire) != kind {
@@ -207,13 +214,18 @@ fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
 macro_rules! shared_handle {
     ($ty:ident, $kind:expr, $min_len:expr) => {
         impl Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 serialize_segment(&self.segment, stringify!($ty), (), s)
             }
         }
 
         impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
                 let (segment, ()) = deserialize_segment(d, $kind, $min_len)?;
                 Ok($ty { segment })
             }
@@ -442,7 +454,8 @@ impl RLock {
     }
 
     fn held_by_me(&self) -> bool {
-        raw::lock::owner(self.word()) == Some(my_pid()) && self.owner_tid().load(Relaxed) == my_tid()
+        raw::lock::owner(self.word()) == Some(my_pid())
+            && self.owner_tid().load(Relaxed) == my_tid()
     }
 
     /// Acquires one level, waiting at most `timeout`.
@@ -589,7 +602,8 @@ impl Semaphore {
     /// ```
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<()> {
         let s = &self.segment;
-        if raw::semaphore::acquire::<Os>(s.word(SEM_COUNT), s.word(SEM_SLEEPERS), deadline(timeout)) {
+        if raw::semaphore::acquire::<Os>(s.word(SEM_COUNT), s.word(SEM_SLEEPERS), deadline(timeout))
+        {
             Ok(())
         } else {
             Err(Error::Timeout(timeout.unwrap_or_default()))
@@ -926,7 +940,10 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_lock(lock: Lock) -> Result<Condition> {
-        Ok(Condition { lock: CondLock::Lock(lock), segment: Segment::create(Kind::Condition, COND_LEN)? })
+        Ok(Condition {
+            lock: CondLock::Lock(lock),
+            segment: Segment::create(Kind::Condition, COND_LEN)?,
+        })
     }
 
     /// A condition over an existing [`RLock`].
@@ -938,7 +955,10 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_rlock(lock: RLock) -> Result<Condition> {
-        Ok(Condition { lock: CondLock::RLock(lock), segment: Segment::create(Kind::Condition, COND_LEN)? })
+        Ok(Condition {
+            lock: CondLock::RLock(lock),
+            segment: Segment::create(Kind::Condition, COND_LEN)?,
+        })
     }
 
     fn seq(&self) -> &AtomicU32 {
@@ -1028,7 +1048,11 @@ impl ConditionGuard<'_> {
     /// assert!(g.wait_for(|| true, None)?);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_for(&mut self, mut predicate: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<bool> {
+    pub fn wait_for(
+        &mut self,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
         let deadline = deadline(timeout);
         loop {
             if predicate() {
@@ -1153,10 +1177,11 @@ impl<'de> Deserialize<'de> for Barrier {
         }
         let action = match extra.action {
             None => None,
-            Some((layout, offset)) => Some(
-                crate::sys::spawn::resolve_action(layout, offset)
-                    .ok_or_else(|| D::Error::custom("Barrier: the action comes from another executable"))?,
-            ),
+            Some((layout, offset)) => {
+                Some(crate::sys::spawn::resolve_action(layout, offset).ok_or_else(|| {
+                    D::Error::custom("Barrier: the action comes from another executable")
+                })?)
+            }
         };
         Ok(Barrier { segment, action, timeout: extra.timeout })
     }
@@ -1164,7 +1189,10 @@ impl<'de> Deserialize<'de> for Barrier {
 
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Barrier").field("parties", &self.parties()).field("n_waiting", &self.n_waiting()).finish()
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .finish()
     }
 }
 
@@ -1181,7 +1209,9 @@ impl Barrier {
     /// ```
     pub fn new(parties: u32, action: Option<fn()>, timeout: Option<Duration>) -> Result<Barrier> {
         if !(1..=1000).contains(&parties) {
-            return Err(Error::InvalidArgument(format!("a barrier needs 1 to 1000 parties, not {parties}")));
+            return Err(Error::InvalidArgument(format!(
+                "a barrier needs 1 to 1000 parties, not {parties}"
+            )));
         }
         let segment = Segment::create(Kind::Barrier, BAR_PIDS + 4 * parties as usize)?;
         segment.word(BAR_PARTIES).store(parties, SeqCst);

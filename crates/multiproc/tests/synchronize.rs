@@ -35,7 +35,8 @@ fn a_lock_excludes_other_processes() {
         let occupancy = Semaphore::new(1).unwrap();
         let workers: Vec<Process> = (0..3)
             .map(|_| {
-                Process::new(exclusive, (lock.clone(), occupancy.clone(), 20_000)).start_method(method)
+                Process::new(exclusive, (lock.clone(), occupancy.clone(), 20_000))
+                    .start_method(method)
             })
             .collect();
         run_all(&workers);
@@ -128,8 +129,9 @@ fn take_and_report((sem, report): (Semaphore, Connection)) {
 fn a_semaphore_wakes_processes_one_unit_at_a_time() {
     let sem = Semaphore::new(0).unwrap();
     let (parent, child) = pipe(true).unwrap();
-    let waiters: Vec<Process> =
-        (0..3).map(|_| Process::new(take_and_report, (sem.clone(), child.try_clone().unwrap()))).collect();
+    let waiters: Vec<Process> = (0..3)
+        .map(|_| Process::new(take_and_report, (sem.clone(), child.try_clone().unwrap())))
+        .collect();
     for w in &waiters {
         w.start().unwrap();
     }
@@ -155,8 +157,9 @@ fn wait_for_event((event, report): (Event, Connection)) {
 fn an_event_releases_every_waiting_process() {
     let event = Event::new().unwrap();
     let (parent, child) = pipe(true).unwrap();
-    let waiters: Vec<Process> =
-        (0..3).map(|_| Process::new(wait_for_event, (event.clone(), child.try_clone().unwrap()))).collect();
+    let waiters: Vec<Process> = (0..3)
+        .map(|_| Process::new(wait_for_event, (event.clone(), child.try_clone().unwrap())))
+        .collect();
     for w in &waiters {
         w.start().unwrap();
     }
@@ -183,7 +186,9 @@ fn a_condition_notifies_waiting_processes() {
         let ready = Semaphore::new(0).unwrap();
         let (parent, child) = pipe(true).unwrap();
         let waiters: Vec<Process> = (0..2)
-            .map(|_| Process::new(consume, (cond.clone(), ready.clone(), child.try_clone().unwrap())))
+            .map(|_| {
+                Process::new(consume, (cond.clone(), ready.clone(), child.try_clone().unwrap()))
+            })
             .collect();
         for w in &waiters {
             w.start().unwrap();
@@ -346,7 +351,8 @@ fn an_idle_waiter_uses_no_cpu() {
     let event = Event::new().unwrap();
     let lock = Lock::new().unwrap();
     let held = lock.acquire(None).unwrap();
-    let (event_ticks, lock_ticks) = multiproc::spawn(idle_wait, (event, lock.clone())).unwrap().join().unwrap();
+    let (event_ticks, lock_ticks) =
+        multiproc::spawn(idle_wait, (event, lock.clone())).unwrap().join().unwrap();
     drop(held);
     // A tick is 10 ms: 1.5 s of waiting may cost at most a few ticks of bookkeeping
     // (liveness checks), not a spinning core (150 ticks).

@@ -265,7 +265,8 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
-        let mut clone = Connection::with_direction(self.fd.try_clone()?, self.readable, self.writable);
+        let mut clone =
+            Connection::with_direction(self.fd.try_clone()?, self.readable, self.writable);
         clone.codec = self.codec;
         Ok(clone)
     }

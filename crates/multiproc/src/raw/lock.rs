@@ -60,7 +60,8 @@ pub(crate) fn acquire<P: Platform>(
             }
             continue;
         }
-        if v & CONTENDED == 0 && word.compare_exchange(v, v | CONTENDED, Relaxed, Relaxed).is_err() {
+        if v & CONTENDED == 0 && word.compare_exchange(v, v | CONTENDED, Relaxed, Relaxed).is_err()
+        {
             continue;
         }
         let now = Instant::now();
