@@ -12,7 +12,14 @@
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::Client::connect`] |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
+//! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`queues::Queue`] and its methods; plus `put_many` / `get_many` |
+//! | `SimpleQueue()`, `JoinableQueue()`, `task_done()`, `join()` | [`queues::SimpleQueue`], [`queues::JoinableQueue`] |
+//! | `Lock()`, `RLock()`, `Semaphore(n)`, `BoundedSemaphore(n)`, `Condition()`, `Event()`, `Barrier(n)` | [`synchronize::Lock`], [`synchronize::RLock`], [`synchronize::Semaphore`], [`synchronize::BoundedSemaphore`], [`synchronize::Condition`], [`synchronize::Event`], [`synchronize::Barrier`] |
+//! | `with lock:` | `let _guard = lock.acquire(None)?;` |
+//! | `Value('i', 0)`, `Array('d', 5)`, `RawValue`, `RawArray` | [`sharedctypes`] |
+//! | `shared_memory.SharedMemory(create=True, size=n)`, `ShareableList` | [`shared_memory::SharedMemory`], [`shared_memory::ShareableList`] |
 //! | `EOFError`, `AuthenticationError`, `BufferTooShort` | [`Error::Eof`], [`Error::Authentication`], [`Error::BufferTooShort`] |
+//! | `queue.Empty`, `queue.Full`, `BrokenBarrierError` | [`Error::Empty`], [`Error::Full`], [`Error::BrokenBarrier`] |
 //!
 //! ## A first example
 //! The seed's "Hello from Process": a child sends a string through a pipe.

@@ -24,7 +24,9 @@
 //!
 //! `<start>` is the creator's start time (field 22 of `/proc/PID/stat`, clock ticks since
 //! boot; 0 if unknown), so that a pid reused by a later process does not make an orphan
-//! look alive. A CPython name (`psm_` + hex) never starts with `psm_m`.
+//! look alive. A CPython name (`psm_` + hex) never starts with `psm_m`. Pids are those of
+//! the creator's PID namespace: list and clean from the same namespace (container) as the
+//! programs that share the blocks.
 //!
 //! # Lifetime: the creator decides
 //! The handle that created a block *owns* it: when that handle is dropped (or
@@ -46,7 +48,9 @@
 //! receives a handle attached to the same block, which never unlinks it. As in CPython, the
 //! creator must keep its own handle alive until the children have attached: pass
 //! [`try_clone()`](SharedMemory::try_clone) (a second, non-owning handle) and keep the
-//! original.
+//! original. (Moving the creator's own handle into a child's arguments drops it in the
+//! parent once the child has started, which unlinks the block.) A forked copy of an owner
+//! handle never unlinks: only the creating process does.
 //!
 //! ```
 //! use multiproc::shared_memory::SharedMemory;
@@ -67,6 +71,15 @@
 //! shm.close()?; // the creator: closes and unlinks (Python: shm.close(); shm.unlink())
 //! # Ok::<(), multiproc::Error>(())
 //! ```
+//!
+//! # Differences from CPython
+//! - The creator's handle unlinks on drop (Python needs an explicit `unlink()`); attached
+//!   handles never unlink at exit (Python's resource tracker does, bpo-38119).
+//! - A new block's pages are allocated at creation, so a full `/dev/shm` is an error from
+//!   `create` rather than a `SIGBUS` later ([`SharedMemoryBuilder::sparse`] opts out).
+//! - [`ShareableList`] sizes a `str` slot by its UTF-8 length, where CPython counts
+//!   characters and truncates non-ASCII text; [`ShareableList::index`] returns `None`
+//!   where Python raises `ValueError`.
 //!
 //! # Data races
 //! Other processes may write a block at any moment; `buf_mut` and the typed views give
@@ -618,7 +631,8 @@ struct Wire {
     name: String,
 }
 
-/// Serialized by name; see [`Deserialize`](#impl-Deserialize<'de>-for-SharedMemory).
+/// Serialized by name: deserializing attaches to the same block (see the `Deserialize`
+/// impl).
 ///
 /// ```
 /// use multiproc::shared_memory::SharedMemory;
@@ -878,12 +892,18 @@ fn proc_stat(pid: i32) -> io::Result<Option<ProcStat>> {
 }
 
 /// Whether the process `pid` that started at `start` (0: unknown) still runs. Zombies
-/// and dead processes are gone; a pid now used by a later process is gone; when `/proc`
-/// cannot tell, the answer is "alive", so that nothing is ever cleaned on a guess.
+/// and dead processes are gone; a pid now used by a later process is gone. When `/proc`
+/// cannot tell (not mounted, or hiding other users' processes), `kill(pid, 0)` decides,
+/// and a doubt means "alive", so that nothing is ever cleaned on a guess.
 fn alive(pid: i32, start: u64) -> bool {
     match proc_stat(pid) {
         Ok(Some(s)) => !matches!(s.state, 'Z' | 'X' | 'x') && (start == 0 || s.start == start),
-        Ok(None) => !std::path::Path::new("/proc/self/stat").exists(),
+        Ok(None) => match rustix::process::Pid::from_raw(pid) {
+            Some(p) => {
+                !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH))
+            }
+            None => false,
+        },
         Err(_) => true,
     }
 }
@@ -1630,12 +1650,10 @@ impl ShareableList {
         }
         // CPython keeps a slot's `Ns` format; it holds N bytes.
         match parse_format(&current) {
-            Some((Kind::Bytes, 0, n)) if len > n => {
-                return Err(Error::InvalidArgument(format!(
-                    "bytes/str item exceeds available storage: {len} bytes into item {index}, \
-                     whose format {current:?} holds {n}"
-                )))
-            }
+            Some((Kind::Bytes, 0, n)) if len > n => Err(Error::InvalidArgument(format!(
+                "bytes/str item exceeds available storage: {len} bytes into item {index}, \
+                 whose format {current:?} holds {n}"
+            ))),
             Some((Kind::Bytes, 0, _)) => Ok(current),
             _ => Err(Error::InvalidArgument(format!(
                 "item {index} has the malformed format {current:?}"

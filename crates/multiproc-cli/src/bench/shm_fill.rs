@@ -1,0 +1,55 @@
+//! The `shm_fill` row: filling a shared memory block with f64s through a typed view
+//! (`SharedMemory::as_mut_slice_of::<f64>()`), against CPython's fastest stdlib way to do
+//! the same to a `multiprocessing.shared_memory.SharedMemory`, and a private buffer.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use multiproc::shared_memory::SharedMemory;
+
+use super::ours::BoxError;
+
+/// The value written (not a repeated byte, so no memset shortcut applies).
+const FILL: f64 = 1.5;
+
+/// What the table's notes say about this row.
+pub const NOTES: &[&str] = &[
+    "shm_fill: multiproc fills a 64 MiB block through a &mut [f64] view (slice::fill); CPython (stdlib",
+    "only) assigns a prebuilt array('d') to shm.buf.cast('d')[:], its fastest way (a memcpy: it also",
+    "reads 64 MiB); floor = slice::fill of a private Vec<f64> of the same size. Page faults untimed.",
+];
+
+/// GB/s of filling a fresh `size`-byte block with f64s through a typed view, `reps` times
+/// (after one untimed fill, so that page faults are not timed).
+pub fn ours(reps: u64, size: usize) -> Result<f64, BoxError> {
+    let mut shm = SharedMemory::create(size)?;
+    let view = shm.as_mut_slice_of::<f64>()?;
+    view.fill(0.0);
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        black_box(&mut *view).fill(black_box(FILL));
+    }
+    let elapsed = t0.elapsed();
+    if view.first() != Some(&FILL) || view.last() != Some(&FILL) {
+        return Err("the block does not hold the value written".into());
+    }
+    shm.close()?;
+    Ok((reps * size as u64) as f64 / elapsed.as_secs_f64() / 1e9)
+}
+
+/// The floor: the same fill of a private buffer.
+pub fn floor(reps: u64, size: usize) -> f64 {
+    let mut buf = vec![0f64; size / 8];
+    buf.fill(0.0); // touch every page before timing
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        black_box(&mut buf[..]).fill(black_box(FILL));
+    }
+    let elapsed = t0.elapsed();
+    (reps * size as u64) as f64 / elapsed.as_secs_f64() / 1e9
+}
+
+/// The request for `cpython_side.py`'s `shm_fill`.
+pub fn cpython_request(reps: u64, size: usize) -> (&'static str, serde_json::Value) {
+    ("shm_fill", serde_json::json!({"reps": reps, "size": size}))
+}

@@ -1,0 +1,115 @@
+//! `multiproc shm list|clean`: a child creates a block and is killed; `list` shows it
+//! orphaned, `clean` removes it, and live blocks, kept blocks and foreign names survive.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use multiproc::shared_memory::SharedMemory;
+use multiproc::{pipe, Connection, Process};
+
+fn multiproc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_multiproc")).args(args).output().expect("run multiproc")
+}
+
+/// Runs `multiproc ARGS`, which must succeed, and returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let out = multiproc(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "multiproc {args:?}: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let stdout = ok(args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed {stdout:?}: {e}"))
+}
+
+/// The `list --json` entry for `name`, if listed.
+fn listed(name: &str) -> Option<serde_json::Value> {
+    let all = json(&["shm", "list", "--json"]);
+    all.as_array().expect("an array").iter().find(|b| b["name"] == name).cloned()
+}
+
+fn exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+fn create_and_hang((conn,): (Connection,)) {
+    let shm = SharedMemory::create(8192).unwrap();
+    conn.send(&shm.name().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn list_and_clean_after_a_killed_creator() {
+    let (mine, theirs) = pipe(true).unwrap();
+    let child = Process::new(create_and_hang, (theirs,));
+    child.start().unwrap();
+    let orphan: String = mine.recv_timeout(Duration::from_secs(60)).unwrap();
+    let child_pid = child.pid().unwrap();
+
+    let live = SharedMemory::create(4096).unwrap();
+    let kept = SharedMemory::builder().size(100).keep(true).create().unwrap();
+    let foreign = SharedMemory::create_named(&format!("mp_cli_foreign_{child_pid}"), 8).unwrap();
+
+    let entry = listed(&orphan).expect("the child's block is listed");
+    assert_eq!(entry["owner_pid"], child_pid);
+    assert_eq!(entry["size"], 8192);
+    assert_eq!(entry["state"], "live");
+
+    child.kill().unwrap();
+    child.join(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(child.exitcode(), Some(-9));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listed(&orphan).expect("still listed")["state"] != "orphaned" {
+        assert!(Instant::now() < deadline, "{:?}", listed(&orphan));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(listed(live.name()).unwrap()["state"], "live");
+    assert_eq!(listed(kept.name()).unwrap()["state"], "kept");
+    assert!(listed(foreign.name()).is_none(), "a name multiproc did not generate is listed");
+
+    let table = ok(&["shm", "list"]);
+    let row = table.lines().find(|l| l.starts_with(&orphan)).expect("a row for the orphan");
+    assert!(row.contains(&child_pid.to_string()) && row.ends_with("orphaned"), "{row}");
+    assert!(table.lines().next().unwrap().starts_with("NAME"), "{table}");
+
+    let dry = json(&["shm", "clean", "--dry-run", "--json"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["removed"].as_array().unwrap().iter().any(|b| b["name"] == orphan.as_str()));
+    assert!(exists(&orphan), "--dry-run removed a block");
+
+    let report = json(&["shm", "clean", "--json"]);
+    let removed: Vec<&str> =
+        report["removed"].as_array().unwrap().iter().filter_map(|b| b["name"].as_str()).collect();
+    assert!(removed.contains(&orphan.as_str()), "{report}");
+    for survivor in [live.name(), kept.name(), foreign.name()] {
+        assert!(!removed.contains(&survivor), "{survivor} removed: {report}");
+        assert!(exists(survivor), "{survivor} is gone");
+    }
+    assert!(!exists(&orphan));
+    assert!(listed(&orphan).is_none());
+
+    let text = ok(&["shm", "clean"]);
+    assert!(text.lines().last().unwrap().contains("orphaned block"), "{text}");
+    assert!(!text.contains(&orphan), "{text}");
+
+    kept.unlink().unwrap();
+}
+
+#[test]
+fn shm_needs_a_known_subcommand() {
+    for args in [&["shm"][..], &["shm", "frobnicate"], &["shm", "list", "--bogus"]] {
+        let out = multiproc(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+    let help = ok(&["shm", "--help"]);
+    assert!(help.contains("list") && help.contains("clean"), "{help}");
+}

@@ -1,0 +1,769 @@
+//! Shared memory: blocks and their lifetime, typed views, handles passed to children, the
+//! tracker that cleans up after killed creators, `ShareableList`, and interop with
+//! CPython's `multiprocessing.shared_memory` (stdlib only) in both directions.
+//!
+//! The CPython tests run for 3.11.7, 3.12.1 and 3.13.0 (`PYENV_VERSION=… python3`); a
+//! version that cannot run is skipped with a line saying so, and the test passes. The
+//! Python side is `tests/python/shm_peer.py`.
+//!
+//! Every test removes what it creates: the suite leaves nothing in `/dev/shm`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use multiproc::shared_memory::{
+    clean_orphans, list_blocks, BlockState, ListItem, ShareableList, SharedMemory,
+};
+use multiproc::{pipe, Connection, Error, Process, StartMethod};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+const PYTHONS: [&str; 3] = ["3.11.7", "3.12.1", "3.13.0"];
+
+fn exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocks
+
+#[test]
+fn create_attach_and_the_creator_unlinks() {
+    let mut shm = SharedMemory::create(100).unwrap();
+    let name = shm.name().to_string();
+    assert!(name.starts_with(&format!("psm_mp{}_", std::process::id())), "{name}");
+    assert_eq!(shm.size(), 100);
+    assert!(exists(&name));
+    shm.buf_mut()[99] = 0xab;
+
+    let other = SharedMemory::attach(&name).unwrap();
+    assert_eq!(other.size(), 100);
+    assert_eq!(other.buf()[99], 0xab);
+    assert!(!other.is_owner());
+    drop(other);
+    assert!(exists(&name), "a handle that only attached must not unlink");
+
+    // A leading slash is accepted, as CPython's names are "/psm_…" underneath.
+    drop(SharedMemory::attach(&format!("/{name}")).unwrap());
+
+    drop(shm);
+    assert!(!exists(&name), "the creator unlinks when it drops its handle");
+    assert!(SharedMemory::attach(&name).is_err());
+}
+
+#[test]
+fn bad_sizes_and_names_are_errors_not_panics() {
+    for size in [0, usize::MAX, isize::MAX as usize + 1] {
+        let e = SharedMemory::create(size).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{size}: {e}");
+    }
+    // Bigger than /dev/shm: an error at creation, not SIGBUS at the first write.
+    let e = SharedMemory::create(1 << 50).unwrap_err();
+    assert!(matches!(e, Error::Io(_)), "{e}");
+    for name in ["", "/", ".", "..", "a/b", "nul\0byte", &"n".repeat(256)] {
+        let e = SharedMemory::create_named(name, 8).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{name:?}: {e}");
+        let e = SharedMemory::attach(name).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{name:?}: {e}");
+    }
+    let e = SharedMemory::attach("psm_surely_missing_block").unwrap_err();
+    match e {
+        Error::Io(io) => {
+            assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+            assert!(io.to_string().contains("psm_surely_missing_block"), "{io}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn named_blocks_exist_once_and_attaching_an_empty_object_is_an_error() {
+    let name = format!("mp_test_named_{}", std::process::id());
+    let shm = SharedMemory::create_named(&name, 10).unwrap();
+    assert_eq!(shm.name(), name);
+    let e = SharedMemory::create_named(&name, 10).unwrap_err();
+    assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::AlreadyExists), "{e}");
+    drop(shm);
+    assert!(!exists(&name));
+
+    // An object of size 0 (made by someone else) cannot be mapped: a clear error.
+    let empty = format!("mp_test_empty_{}", std::process::id());
+    std::fs::File::create(format!("/dev/shm/{empty}")).unwrap();
+    let e = SharedMemory::attach(&empty).unwrap_err();
+    std::fs::remove_file(format!("/dev/shm/{empty}")).unwrap();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+}
+
+#[test]
+fn unlink_from_any_handle_and_never_someone_elses_block() {
+    let shm = SharedMemory::create(8).unwrap();
+    let name = shm.name().to_string();
+    let other = SharedMemory::attach(&name).unwrap();
+    other.unlink().unwrap();
+    assert!(!exists(&name));
+    other.unlink().unwrap(); // this handle did it already: not an error
+
+    // Someone creates a new block under the same name: the old owner must not remove it.
+    let mut impostor = SharedMemory::create_named(&name, 8).unwrap();
+    impostor.buf_mut()[0] = 9;
+    assert!(shm.unlink().is_err());
+    drop(shm);
+    assert!(exists(&name), "the first owner's drop removed a block that replaced its own");
+    assert_eq!(SharedMemory::attach(&name).unwrap().buf()[0], 9);
+    drop(impostor);
+    assert!(!exists(&name));
+}
+
+#[test]
+fn close_unlinks_only_as_the_creator() {
+    let shm = SharedMemory::create(8).unwrap();
+    let name = shm.name().to_string();
+    SharedMemory::attach(&name).unwrap().close().unwrap();
+    assert!(exists(&name));
+    shm.try_clone().unwrap().close().unwrap();
+    assert!(exists(&name));
+    shm.close().unwrap();
+    assert!(!exists(&name));
+
+    // An owner whose block someone else already unlinked closes without an error.
+    let shm = SharedMemory::create(8).unwrap();
+    SharedMemory::attach(shm.name()).unwrap().unlink().unwrap();
+    shm.close().unwrap();
+}
+
+#[test]
+fn kept_blocks_outlive_their_handle() {
+    let shm = SharedMemory::builder().size(64).keep(true).create().unwrap();
+    let name = shm.name().to_string();
+    assert!(name.starts_with("psm_mk"), "{name}");
+    assert!(shm.is_kept() && !shm.is_owner());
+    drop(shm);
+    assert!(exists(&name));
+    let again = SharedMemory::attach(&name).unwrap();
+    assert_eq!(again.size(), 64);
+    again.unlink().unwrap();
+    assert!(!exists(&name));
+}
+
+#[test]
+fn sparse_and_reserved_blocks_read_as_zeros() {
+    for sparse in [false, true] {
+        let shm = SharedMemory::builder().size(3 << 20).sparse(sparse).create().unwrap();
+        assert!(shm.buf().iter().all(|&b| b == 0));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Typed views
+
+#[test]
+fn typed_views_share_memory_without_copies() {
+    let mut shm = SharedMemory::create(1000 * 8).unwrap();
+    let other = SharedMemory::attach(shm.name()).unwrap();
+    let arr = shm.as_mut_slice_of::<f64>().unwrap();
+    assert_eq!(arr.len(), 1000);
+    for (i, x) in arr.iter_mut().enumerate() {
+        *x = i as f64;
+    }
+    let seen = other.as_slice_of::<f64>().unwrap();
+    assert_eq!(seen[999], 999.0);
+    assert_eq!(other.as_slice_of::<u64>().unwrap()[1], 1.0f64.to_bits());
+    assert_eq!(other.as_slice_of::<[f64; 4]>().unwrap().len(), 250);
+}
+
+#[test]
+fn typed_views_that_do_not_fit_are_invalid_arguments() {
+    let mut shm = SharedMemory::create(12).unwrap();
+    for e in [
+        shm.as_slice_of::<f64>().map(|_| ()).unwrap_err(),
+        shm.as_mut_slice_of::<u64>().map(|_| ()).unwrap_err(),
+        shm.as_slice_of::<[u8; 5]>().map(|_| ()).unwrap_err(),
+        shm.as_slice_of::<()>().map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    }
+    assert_eq!(shm.as_slice_of::<u32>().unwrap().len(), 3);
+    assert_eq!(shm.as_slice_of::<u8>().unwrap().len(), 12);
+}
+
+// ---------------------------------------------------------------------------------------
+// Handles travel
+
+fn double_all(mut shm: SharedMemory) {
+    assert!(!shm.is_owner());
+    for x in shm.as_mut_slice_of::<f64>().unwrap() {
+        *x *= 2.0;
+    }
+}
+
+#[test]
+fn a_child_receives_an_attached_handle_and_never_unlinks() {
+    // (Spawn: a forked child in this multi-threaded harness can hang on a lock that another
+    // thread held at the fork; `a_forked_copy_of_the_owner_does_not_unlink` covers fork.)
+    let mut shm = SharedMemory::create(5 * 8).unwrap();
+    shm.as_mut_slice_of::<f64>().unwrap().copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+    let p = Process::new(double_all, shm.try_clone().unwrap()).start_method(StartMethod::Spawn);
+    p.start().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
+    assert_eq!(shm.as_slice_of::<f64>().unwrap(), &[2.0, 4.0, 6.0, 8.0, 10.0]);
+    assert!(exists(shm.name()), "the child unlinked the block");
+}
+
+#[test]
+fn workers_square_their_own_chunks_in_place() {
+    fn square((mut shm, start, end): (SharedMemory, usize, usize)) {
+        for x in &mut shm.as_mut_slice_of::<f64>().unwrap()[start..end] {
+            *x = *x * *x;
+        }
+    }
+    let n = 100_003;
+    let mut shm = SharedMemory::create(n * 8).unwrap();
+    for (i, x) in shm.as_mut_slice_of::<f64>().unwrap().iter_mut().enumerate() {
+        *x = i as f64;
+    }
+    let workers = 4;
+    let chunk = n / workers;
+    let procs: Vec<Process> = (0..workers)
+        .map(|i| {
+            let end = if i < workers - 1 { (i + 1) * chunk } else { n };
+            let p = Process::new(square, (shm.try_clone().unwrap(), i * chunk, end));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    for p in &procs {
+        p.join(LONG).unwrap();
+        assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
+    }
+    let arr = shm.as_slice_of::<f64>().unwrap();
+    assert!(arr.iter().enumerate().all(|(i, &x)| x == (i * i) as f64));
+}
+
+#[test]
+fn a_handle_travels_through_a_pipe_by_name() {
+    let (a, b) = pipe(true).unwrap();
+    let mut shm = SharedMemory::create(16).unwrap();
+    shm.buf_mut()[..4].copy_from_slice(b"pipe");
+    a.send(&shm).unwrap();
+    let got: SharedMemory = b.recv().unwrap();
+    assert_eq!(got.name(), shm.name());
+    assert_eq!(&got.buf()[..4], b"pipe");
+    assert!(!got.is_owner());
+    drop(got);
+    assert!(exists(shm.name()));
+}
+
+#[test]
+fn a_child_whose_block_is_gone_fails_clearly() {
+    let shm = SharedMemory::create(8).unwrap();
+    let handle = shm.try_clone().unwrap();
+    shm.unlink().unwrap();
+    let p = Process::new(double_all, handle);
+    p.start().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(1));
+    let message = p.panic_message().unwrap_or_default();
+    assert!(message.contains("decoded"), "{message}");
+}
+
+/// An owner handle copied into a forked child (here through a static) is not the
+/// child's to unlink.
+static FORKED_OWNER: Mutex<Option<SharedMemory>> = Mutex::new(None);
+
+#[test]
+fn a_forked_copy_of_the_owner_does_not_unlink() {
+    let shm = SharedMemory::create(8).unwrap();
+    let name = shm.name().to_string();
+    *FORKED_OWNER.lock().unwrap() = Some(shm);
+    // A bare fork whose child only drops its copy of the handle and exits at once: the
+    // test harness's other threads may hold locks (stdout) that a fuller child would need.
+    // SAFETY: the child touches only the static (whose lock no other thread takes), the
+    // handle's drop (getpid, munmap, close, free) and `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let copy = FORKED_OWNER.lock().map(|mut g| g.take()).ok().flatten();
+        let code = match copy {
+            Some(copy) if !copy.is_owner() => {
+                drop(copy);
+                0
+            }
+            _ => 1,
+        };
+        // SAFETY: ends the forked child without running anything of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    assert!(exists(&name), "a forked child unlinked its parent's block");
+    let shm = FORKED_OWNER.lock().unwrap().take().unwrap();
+    assert!(shm.is_owner());
+    drop(shm);
+    assert!(!exists(&name));
+}
+
+// ---------------------------------------------------------------------------------------
+// The tracker
+
+fn create_and_hang((conn, keep): (Connection, bool)) {
+    let shm = SharedMemory::builder().size(4096).keep(keep).create().unwrap();
+    conn.send(&shm.name().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+fn state_of(name: &str) -> Option<BlockState> {
+    list_blocks().unwrap().into_iter().find(|b| b.name == name).map(|b| b.state)
+}
+
+/// Waits until `name`'s state is `want` (a killed process takes a moment to die).
+fn wait_for_state(name: &str, want: Option<BlockState>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_of(name) != want {
+        assert!(Instant::now() < deadline, "{name}: {:?}, not {want:?}", state_of(name));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The one test that kills creators and cleans (tests in this binary run concurrently,
+/// and the others' blocks are live, which clean leaves alone).
+#[test]
+fn clean_removes_the_blocks_of_killed_creators_only() {
+    let start = |keep: bool| {
+        let (mine, theirs) = pipe(true).unwrap();
+        let p = Process::new(create_and_hang, (theirs, keep));
+        p.start().unwrap();
+        let name: String = mine.recv_timeout(Duration::from_secs(60)).unwrap();
+        (p, name)
+    };
+    let (owner, orphan) = start(false);
+    let (keeper, kept) = start(true);
+
+    let info = list_blocks().unwrap().into_iter().find(|b| b.name == orphan).unwrap();
+    assert_eq!(info.owner_pid, owner.pid().unwrap());
+    assert_eq!(info.size, 4096);
+    assert_eq!(info.state, BlockState::Live);
+    assert!(info.owner_alive);
+    assert_eq!(state_of(&kept), Some(BlockState::Kept));
+
+    // Neighbours that must survive: a live block, CPython-style and foreign names.
+    let live = SharedMemory::create(64).unwrap();
+    let cpython_like =
+        SharedMemory::create_named(&format!("psm_{:08x}", owner.pid().unwrap()), 8).unwrap();
+    let lookalike =
+        SharedMemory::create_named(&format!("psm_mp{}_x", owner.pid().unwrap()), 8).unwrap();
+
+    owner.kill().unwrap();
+    keeper.kill().unwrap();
+    // Killed but not reaped yet: a zombie counts as dead.
+    wait_for_state(&orphan, Some(BlockState::Orphaned));
+    owner.join(LONG).unwrap();
+    keeper.join(LONG).unwrap();
+    assert_eq!(owner.exitcode(), Some(-9));
+    assert_eq!(state_of(&orphan), Some(BlockState::Orphaned));
+    let kept_info = list_blocks().unwrap().into_iter().find(|b| b.name == kept).unwrap();
+    assert_eq!(kept_info.state, BlockState::Kept);
+    assert!(!kept_info.owner_alive);
+
+    let report = clean_orphans().unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(report.removed.iter().any(|b| b.name == orphan), "{report:?}");
+    for untouched in [live.name(), cpython_like.name(), lookalike.name(), kept.as_str()] {
+        assert!(report.removed.iter().all(|b| b.name != untouched), "{untouched}");
+        assert!(exists(untouched), "clean removed {untouched}");
+    }
+    assert!(!exists(&orphan));
+    assert_eq!(state_of(&orphan), None);
+    assert_eq!(state_of(live.name()), Some(BlockState::Live));
+    assert_eq!(state_of(cpython_like.name()), None, "not this library's name");
+
+    SharedMemory::attach(&kept).unwrap().unlink().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// ShareableList
+
+fn sample() -> Vec<ListItem> {
+    vec![
+        ListItem::Int(7),
+        ListItem::Int(i64::MIN),
+        ListItem::Float(2.5),
+        ListItem::Float(f64::INFINITY),
+        ListItem::Bool(true),
+        ListItem::Bool(false),
+        ListItem::None,
+        ListItem::Str(String::new()),
+        ListItem::Str("hello".into()),
+        ListItem::Str("h\u{e9}llo w\u{f6}rld".into()),
+        ListItem::Str("exactly8".into()),
+        ListItem::Bytes(Vec::new()),
+        ListItem::Bytes(b"\x00\x01bin".to_vec()),
+        ListItem::Bytes(b"exactly8".to_vec()),
+        ListItem::Str("a".repeat(20)),
+    ]
+}
+
+/// The format CPython gives `sample()`.
+const SAMPLE_FORMAT: &str = "qqddxxxxxxx?xxxxxxx?xxxxxx?x8s8s16s16s8s8s16s24s";
+
+#[test]
+fn shareable_list_round_trips_every_type() {
+    let sl = ShareableList::create(&sample()).unwrap();
+    assert_eq!(sl.len(), 15);
+    assert_eq!(sl.to_vec().unwrap(), sample());
+    assert_eq!(sl.format().unwrap(), SAMPLE_FORMAT);
+    let other = ShareableList::attach(sl.name()).unwrap();
+    assert_eq!(other.to_vec().unwrap(), sample());
+    assert_eq!(other.count(&ListItem::Int(1)).unwrap(), 1); // True
+    assert_eq!(other.count(&ListItem::Float(0.0)).unwrap(), 1); // False
+    assert_eq!(other.index(&ListItem::Str("hello".into())).unwrap(), Some(8));
+    assert_eq!(other.index(&ListItem::Bytes(b"hello".to_vec())).unwrap(), None);
+    assert_eq!(other.index(&ListItem::None).unwrap(), Some(6));
+}
+
+#[test]
+fn shareable_list_set_follows_cpython() {
+    let mut sl = ShareableList::create(&sample()).unwrap();
+    sl.set(0, ListItem::Str("txt".into())).unwrap(); // an int's slot takes 8 bytes
+    sl.set(8, ListItem::Int(42)).unwrap();
+    sl.set(9, ListItem::Str("\u{fc}".repeat(8))).unwrap(); // 16 bytes in 16
+    sl.set(2, ListItem::None).unwrap();
+    sl.set(4, ListItem::Float(-1.5)).unwrap();
+    let too_long = sl.set(10, ListItem::Bytes(vec![b'x'; 17])).unwrap_err();
+    assert!(too_long.to_string().contains("exceeds available storage"), "{too_long}");
+    assert!(sl.set(0, ListItem::Str("nine char".into())).is_err());
+    assert!(matches!(sl.set(15, ListItem::None), Err(Error::InvalidArgument(_))));
+    assert!(matches!(sl.get(15), Err(Error::InvalidArgument(_))));
+    let got = ShareableList::attach(sl.name()).unwrap().to_vec().unwrap();
+    assert_eq!(got[0], ListItem::Str("txt".into()));
+    assert_eq!(got[8], ListItem::Int(42));
+    assert_eq!(got[9], ListItem::Str("\u{fc}".repeat(8)));
+    assert_eq!(got[2], ListItem::None);
+    assert_eq!(got[4], ListItem::Float(-1.5));
+    assert_eq!(got[10], ListItem::Str("exactly8".into()));
+    // Formats follow CPython: "8s" for text in a number's slot, the slot's own "Ns" kept.
+    assert_eq!(sl.format().unwrap(), "8sqxxxxxx?xddxxxxxxx?xxxxxx?x8sq16s16s8s8s16s24s");
+}
+
+#[test]
+fn shareable_list_sizes_slots_by_utf8_length() {
+    // CPython would give 5 characters 8 bytes and truncate their 10 bytes of UTF-8.
+    let text = "\u{e9}".repeat(5);
+    let sl = ShareableList::create(&[ListItem::Str(text.clone())]).unwrap();
+    assert_eq!(sl.format().unwrap(), "16s");
+    assert_eq!(sl.get(0).unwrap(), ListItem::Str(text));
+}
+
+#[test]
+fn a_block_that_is_not_a_list_is_an_error() {
+    let mut shm = SharedMemory::create(64).unwrap();
+    shm.buf_mut()[..8].copy_from_slice(&1000i64.to_ne_bytes());
+    assert!(matches!(ShareableList::attach(shm.name()), Err(Error::InvalidArgument(_))));
+    shm.buf_mut()[..8].copy_from_slice(&(-1i64).to_ne_bytes());
+    assert!(matches!(ShareableList::attach(shm.name()), Err(Error::InvalidArgument(_))));
+
+    // A list whose format bytes were scribbled over: get fails, nothing panics.
+    let sl = ShareableList::create(&[ListItem::Int(1), ListItem::Str("ab".into())]).unwrap();
+    let mut raw = SharedMemory::attach(sl.name()).unwrap();
+    let formats = (2 + 2) * 8 + 16;
+    raw.buf_mut()[formats..formats + 8].copy_from_slice(b"zzzzzzzz");
+    raw.buf_mut()[formats + 8..formats + 16].copy_from_slice(b"999999s\0");
+    raw.buf_mut()[formats + 16 + 1] = 1;
+    assert!(matches!(sl.get(0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(sl.get(1), Err(Error::InvalidArgument(_))));
+    assert!(sl.to_vec().is_err());
+    assert!(sl.format().is_ok());
+}
+
+#[test]
+fn a_shareable_list_travels_to_a_child() {
+    fn child(mut sl: ShareableList) {
+        let n = match sl.get(0).unwrap() {
+            ListItem::Int(n) => n,
+            other => panic!("{other:?}"),
+        };
+        sl.set(0, ListItem::Int(n + 1)).unwrap();
+        sl.set(1, ListItem::Str("from child".into())).unwrap();
+    }
+    let sl = ShareableList::create(&[ListItem::Int(41), ListItem::Str("x".repeat(10))]).unwrap();
+    let p = Process::new(child, ShareableList::attach(sl.name()).unwrap());
+    p.start().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
+    assert_eq!(sl.to_vec().unwrap(), [ListItem::Int(42), ListItem::Str("from child".into())]);
+}
+
+// ---------------------------------------------------------------------------------------
+// CPython interop
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/shm_peer.py")
+}
+
+/// Whether `python3` runs CPython `version` under pyenv; prints why not otherwise.
+fn have_python(version: &str, test: &str) -> bool {
+    let output = Command::new("python3")
+        .env("PYENV_VERSION", version)
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .stdin(Stdio::null())
+        .output();
+    let why = match output {
+        Err(e) => format!("cannot run python3 ({e})"),
+        Ok(o) if !o.status.success() => {
+            format!("python3 failed: {}", String::from_utf8_lossy(&o.stderr).trim())
+        }
+        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() != version => {
+            format!("python3 is {}", String::from_utf8_lossy(&o.stdout).trim())
+        }
+        Ok(_) => return true,
+    };
+    println!("skipped {test} for CPython {version}: {why}");
+    false
+}
+
+/// A running `shm_peer.py`, killed when dropped if it still runs.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    version: String,
+}
+
+impl Peer {
+    fn start(version: &str, args: &[&str]) -> Peer {
+        let mut child = Command::new("python3")
+            .env("PYENV_VERSION", version)
+            .arg(script())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { stdin: child.stdin.take(), child, lines, version: version.to_string() }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("CPython {}: no line ({e})", self.version))
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).unwrap();
+    }
+
+    fn items(&self) -> Vec<ListItem> {
+        let mut items = Vec::new();
+        loop {
+            let line = self.line();
+            if line == "end" {
+                return items;
+            }
+            items.push(decode(&line));
+        }
+    }
+
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "CPython {}: {status}", self.version);
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+fn encode(item: &ListItem) -> String {
+    match item {
+        ListItem::Int(i) => format!("int {i}"),
+        ListItem::Float(f) => format!("float {}", item_repr(*f)),
+        ListItem::Bool(b) => format!("bool {}", if *b { "True" } else { "False" }),
+        ListItem::Str(s) => format!("str {}", hex(s.as_bytes())),
+        ListItem::Bytes(b) => format!("bytes {}", hex(b)),
+        ListItem::None => "none".into(),
+    }
+}
+
+fn item_repr(f: f64) -> String {
+    if f.is_infinite() {
+        if f > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+fn decode(line: &str) -> ListItem {
+    let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match tag {
+        "int" => ListItem::Int(rest.parse().unwrap()),
+        "float" => ListItem::Float(rest.parse().unwrap()),
+        "bool" => ListItem::Bool(rest == "True"),
+        "str" => ListItem::Str(String::from_utf8(unhex(rest)).unwrap()),
+        "bytes" => ListItem::Bytes(unhex(rest)),
+        "none" => ListItem::None,
+        _ => panic!("bad line from CPython: {line:?}"),
+    }
+}
+
+#[test]
+fn cpython_creates_a_block_and_rust_attaches() {
+    for version in PYTHONS {
+        if !have_python(version, "cpython_creates_a_block_and_rust_attaches") {
+            continue;
+        }
+        let mut py = Peer::start(version, &["create-shm", "100"]);
+        let line = py.line();
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words[0], "name", "{line}");
+        let name = words[1];
+        assert!(name.starts_with("psm_") && !name.starts_with('/'), "{name}");
+        assert_eq!(words[2], "100");
+        let mut shm = SharedMemory::attach(name).unwrap();
+        assert_eq!(shm.size(), 100, "CPython {version}");
+        assert!(shm.buf().iter().enumerate().all(|(i, &b)| b as usize == i % 251));
+        shm.buf_mut()[..4].copy_from_slice(b"rust");
+        drop(shm);
+        assert!(exists(name), "dropping an attached handle unlinked CPython's block");
+        py.send("check");
+        assert_eq!(py.line(), "ok", "CPython {version}");
+        assert_eq!(py.line(), "done");
+        py.finish();
+        assert!(!exists(name));
+    }
+}
+
+#[test]
+fn rust_creates_a_block_and_cpython_attaches() {
+    for version in PYTHONS {
+        if !have_python(version, "rust_creates_a_block_and_cpython_attaches") {
+            continue;
+        }
+        let mut shm = SharedMemory::create(4099).unwrap();
+        for (i, b) in shm.buf_mut().iter_mut().enumerate() {
+            *b = (i * 7 % 256) as u8;
+        }
+        let py = Peer::start(version, &["attach-shm", shm.name()]);
+        assert_eq!(py.line(), "size 4099 ok", "CPython {version}");
+        py.finish();
+        assert_eq!(&shm.buf()[..6], b"python");
+        assert!(exists(shm.name()), "CPython {version} unlinked a block it only attached to");
+    }
+}
+
+#[test]
+fn cpython_creates_a_shareable_list_and_rust_reads_and_writes_it() {
+    for version in PYTHONS {
+        if !have_python(version, "cpython_creates_a_shareable_list") {
+            continue;
+        }
+        let mut py = Peer::start(version, &["create-list"]);
+        let line = py.line();
+        let name = line.strip_prefix("name ").unwrap().to_string();
+        let mut sl = ShareableList::attach(&name).unwrap();
+        assert_eq!(sl.to_vec().unwrap(), sample(), "CPython {version}");
+        assert_eq!(sl.format().unwrap(), SAMPLE_FORMAT);
+        assert_eq!(sl.shm().size(), (15 + 2) * 8 + (11 * 8 + 3 * 16 + 24) + 15 * 9);
+
+        sl.set(0, ListItem::Str("txt".into())).unwrap();
+        sl.set(8, ListItem::Int(-42)).unwrap();
+        sl.set(9, ListItem::Str("\u{fc}".repeat(8))).unwrap();
+        sl.set(2, ListItem::None).unwrap();
+        sl.set(5, ListItem::Float(0.1)).unwrap();
+        sl.set(12, ListItem::Bool(true)).unwrap();
+        assert!(sl.set(10, ListItem::Bytes(vec![0; 17])).is_err());
+        let mut expected = sample();
+        expected[0] = ListItem::Str("txt".into());
+        expected[8] = ListItem::Int(-42);
+        expected[9] = ListItem::Str("\u{fc}".repeat(8));
+        expected[2] = ListItem::None;
+        expected[5] = ListItem::Float(0.1);
+        expected[12] = ListItem::Bool(true);
+
+        py.send("dump");
+        assert_eq!(py.items(), expected, "CPython {version} reads what Rust wrote");
+        assert_eq!(py.line(), format!("format {}", sl.format().unwrap()));
+        // CPython's own set, read back by Rust.
+        py.send(&format!("set 3 {}", encode(&ListItem::Str("py".into()))));
+        assert_eq!(py.line(), "ok");
+        py.send(&format!("set 14 {}", encode(&ListItem::Bytes(vec![b'z'; 25]))));
+        assert_eq!(py.line(), "error ValueError", "CPython refuses too long, as we do");
+        assert_eq!(sl.get(3).unwrap(), ListItem::Str("py".into()));
+        py.send(&format!("count {}", encode(&ListItem::Int(1))));
+        assert_eq!(py.line(), sl.count(&ListItem::Int(1)).unwrap().to_string());
+        py.send("quit");
+        assert_eq!(py.line(), "done");
+        py.finish();
+        drop(sl);
+        assert!(!exists(&name));
+    }
+}
+
+#[test]
+fn rust_creates_a_shareable_list_and_cpython_reads_and_writes_it() {
+    for version in PYTHONS {
+        if !have_python(version, "rust_creates_a_shareable_list") {
+            continue;
+        }
+        let mut items = sample();
+        items.push(ListItem::Str("\u{e9}".repeat(5))); // sized by UTF-8 length here
+        let sl = ShareableList::create(&items).unwrap();
+        let mut py = Peer::start(version, &["attach-list", sl.name()]);
+        assert_eq!(py.line(), format!("attached {}", items.len()));
+        py.send("dump");
+        assert_eq!(py.items(), items, "CPython {version} reads Rust's list");
+        assert_eq!(py.line(), format!("format {}", sl.format().unwrap()));
+
+        let writes = [
+            (0, ListItem::Str("from py".into())),
+            (1, ListItem::Float(-0.25)),
+            (6, ListItem::Int(99)),
+            (8, ListItem::Bytes(b"\x01\x02".to_vec())),
+            (15, ListItem::Str("\u{e8}".repeat(8))),
+        ];
+        for (i, item) in &writes {
+            py.send(&format!("set {i} {}", encode(item)));
+            assert_eq!(py.line(), "ok", "CPython {version} set {i}");
+            items[*i] = item.clone();
+        }
+        assert_eq!(sl.to_vec().unwrap(), items, "Rust reads what CPython {version} wrote");
+        py.send(&format!("index {}", encode(&ListItem::Float(99.0))));
+        assert_eq!(py.line(), "6");
+        assert_eq!(sl.index(&ListItem::Float(99.0)).unwrap(), Some(6));
+        py.send("quit");
+        assert_eq!(py.line(), "done");
+        py.finish();
+        assert!(exists(sl.name()), "CPython {version} unlinked a list it only attached to");
+    }
+}
