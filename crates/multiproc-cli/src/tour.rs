@@ -32,6 +32,11 @@ mod queue_pipeline;
 #[path = "../../multiproc/examples/queue_workers.rs"]
 mod queue_workers;
 
+#[path = "../../multiproc/examples/shm_basic.rs"]
+mod shm_basic;
+#[path = "../../multiproc/examples/shm_numpy_chunks.rs"]
+mod shm_numpy_chunks;
+
 /// One stop of the tour.
 struct Stop {
     name: &'static str,
@@ -98,6 +103,13 @@ const STOPS: &[Stop] = &[
         seed: "003",
         snippet: "Inter-Process Communication with Queue",
         run: queue_bounded::main,
+    },
+    Stop { name: "shm_basic", seed: "002", snippet: "Basic SharedMemory", run: shm_basic::main },
+    Stop {
+        name: "shm_numpy_chunks",
+        seed: "002",
+        snippet: "SharedMemory with NumPy",
+        run: shm_numpy_chunks::main,
     },
 ];
 

@@ -189,3 +189,13 @@ fn queue_bounded_produces_and_consumes_all_then_finishes() {
     assert_eq!(lines[lines.len() - 2], "Consumer done.");
     assert_eq!(lines[lines.len() - 1], "Producer-consumer example finished.");
 }
+
+#[test]
+fn shm_basic_doubles_the_array_in_a_child() {
+    assert_eq!(tour("shm_basic"), ["Before: [1. 2. 3. 4. 5.]", "After: [ 2.  4.  6.  8. 10.]"]);
+}
+
+#[test]
+fn shm_numpy_chunks_squares_every_chunk_in_place() {
+    assert_eq!(tour("shm_numpy_chunks"), ["First 10: [ 0.  1.  4.  9. 16. 25. 36. 49. 64. 81.]"]);
+}

@@ -6,12 +6,12 @@ use std::time::Duration;
 use multiproc::queues::Queue;
 use multiproc::Process;
 
-fn worker((task_queue, result_queue): (Queue<Option<(u32, u64)>>, Queue<(u32, u64)>)) {
-    loop {
-        // Block until a task arrives
-        let Some((task_id, value)) = task_queue.get(None).expect("get") else {
-            break; // Sentinel: poison pill to signal worker to exit
-        };
+/// A task: (task id, value); `None` is the poison pill.
+type Task = Option<(u32, u64)>;
+
+fn worker((task_queue, result_queue): (Queue<Task>, Queue<(u32, u64)>)) {
+    // Block until a task arrives; the sentinel (None) tells the worker to exit.
+    while let Some((task_id, value)) = task_queue.get(None).expect("get") {
         result_queue.put((task_id, value * value), None).expect("put");
     }
 }

@@ -796,7 +796,9 @@ where
             let code = outcome.exit_code();
             let channel = Connection::from_fd(child_end);
             let _ = channel.send(&outcome);
-            flush_std();
+            // No flush of stdout here: if another thread of the parent held stdout's lock
+            // at the fork, it stays locked in this child forever. Complete lines are
+            // written as they are printed; a trailing partial line is lost.
             sys::spawn::exit_now(code)
         }
         sys::spawn::Forked::Parent(pid) => {

@@ -88,7 +88,7 @@ fn start_consumer(q: &Queue<Item>, done: &Event) -> Consumer {
 }
 
 /// Reads every report that is ready now (or until `timeout` for the first).
-fn collect(consumers: &mut Vec<Consumer>, delivered: &mut Vec<(u32, u32)>, timeout: Duration) {
+fn collect(consumers: &mut [Consumer], delivered: &mut Vec<(u32, u32)>, timeout: Duration) {
     let objects: Vec<&dyn multiproc::connection::Waitable> =
         consumers.iter().map(|c| &c.report as &dyn multiproc::connection::Waitable).collect();
     let ready = wait(&objects, Some(timeout)).unwrap();

@@ -108,7 +108,7 @@ fn release_rules_follow_python() {
     let rlock = RLock::new().unwrap();
     let other_thread = {
         let rlock = rlock.clone();
-        std::thread::spawn(move || rlock.acquire(None).map(|g| std::mem::forget(g)))
+        std::thread::spawn(move || rlock.acquire(None).map(std::mem::forget))
     };
     other_thread.join().unwrap().unwrap();
     // Held by another thread: this thread may neither release nor take it.

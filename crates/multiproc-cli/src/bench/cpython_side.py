@@ -54,6 +54,16 @@ def _noop():
     pass
 
 
+def _incr_locked(v, go, conn, n, cpu):
+    pin(cpu)
+    conn.send_bytes(b"r")
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    conn.send_bytes(b"k")
+
+
 # --------------------------------------------------------------------------------------
 # Workloads
 
@@ -146,11 +156,95 @@ def start_join(k, method):
     return (time.perf_counter() - t0) / k * 1e3
 
 
+def value_incr_2proc(n, cpus, method):
+    """Increments/s of `with v.get_lock(): v.value += 1` on Value('i') by two processes,
+    each pinned to one of `cpus`, timed from a common start Event to the last one done."""
+    ctx = mp.get_context(method)
+    v = ctx.Value("i", 0)
+    go = ctx.Event()
+    conns, procs = [], []
+    try:
+        for cpu in cpus:
+            parent, child = ctx.Pipe(True)
+            p = ctx.Process(target=_incr_locked, args=(v, go, child, n, cpu))
+            p.start()
+            child.close()
+            conns.append(parent)
+            procs.append(p)
+        for c in conns:
+            if c.recv_bytes() != b"r":
+                raise RuntimeError("unexpected ready message")
+        t0 = time.perf_counter()
+        go.set()
+        for c in conns:
+            if c.recv_bytes() != b"k":
+                raise RuntimeError("unexpected done message")
+        elapsed = time.perf_counter() - t0
+        for p in procs:
+            p.join(60)
+            if p.exitcode != 0:
+                raise RuntimeError("child exited with %r" % (p.exitcode,))
+        if v.value != 2 * n:
+            raise RuntimeError("lost updates: %d, not %d" % (v.value, 2 * n))
+        return 2 * n / elapsed
+    finally:
+        for c in conns:
+            c.close()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join()
+
+
+def lock_uncontended(n):
+    """ns per acquire + release of an uncontended multiprocessing.Lock."""
+    lock = mp.Lock()
+    acquire, release = lock.acquire, lock.release
+    for _ in range(min(n, 10000)):
+        acquire()
+        release()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        acquire()
+        release()
+    return (time.perf_counter() - t0) / n * 1e9
+
+
+def shm_fill(reps, size):
+    """GB/s of setting every double of a fresh SharedMemory block to 1.5, reps times. The
+    fastest stdlib way: slice assignment of a prebuilt array('d') to a 'd' cast of
+    shm.buf (a memcpy; without NumPy there is no fill for doubles)."""
+    from array import array
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(create=True, size=size)
+    try:
+        view = shm.buf.cast("d")
+        try:
+            src = array("d", [1.5]) * (size // 8)
+            view[:] = array("d", bytes(size))  # touch every page before timing
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                view[:] = src
+            elapsed = time.perf_counter() - t0
+            if view[0] != 1.5 or view[-1] != 1.5:
+                raise RuntimeError("the block does not hold the value written")
+        finally:
+            view.release()
+    finally:
+        shm.close()
+        shm.unlink()
+    return reps * size / elapsed / 1e9
+
+
 OPS = {
     "pingpong": pingpong,
     "tput": tput,
     "send_bytes": send_bytes,
     "start_join": start_join,
+    "value_incr_2proc": value_incr_2proc,
+    "lock_uncontended": lock_uncontended,
+    "shm_fill": shm_fill,
 }
 
 

@@ -17,6 +17,8 @@ use serde::Serialize;
 
 mod cpython;
 mod ours;
+mod shared_state;
+mod shm_fill;
 
 use cpython::CPython;
 use ours::{Api, BoxError, Placement};
@@ -84,6 +86,17 @@ enum Work {
         py_k: u64,
         method: StartMethod,
         py_method: Option<&'static str>,
+    },
+    /// A shared-state row: `n` operations per worker (CPython: `py_n`).
+    SharedState {
+        op: shared_state::Op,
+        n: u64,
+        py_n: u64,
+    },
+    /// Filling a `size`-byte shared memory block with f64s, `reps` times.
+    ShmFill {
+        reps: u64,
+        size: usize,
     },
 }
 
@@ -164,6 +177,42 @@ fn specs() -> Vec<Spec> {
                 py_method: Some("fork"),
             },
         },
+        Spec {
+            name: "value_incr_locked_2proc",
+            unit: "incr/s",
+            better: Higher,
+            work: Work::SharedState {
+                op: shared_state::Op::ValueIncrLocked,
+                n: 2_000_000,
+                py_n: 200_000,
+            },
+        },
+        Spec {
+            name: "lock_uncontended",
+            unit: "ns",
+            better: Lower,
+            work: Work::SharedState {
+                op: shared_state::Op::LockUncontended,
+                n: 20_000_000,
+                py_n: 2_000_000,
+            },
+        },
+        Spec {
+            name: "atomic_add_2proc",
+            unit: "adds/s",
+            better: Higher,
+            work: Work::SharedState {
+                op: shared_state::Op::AtomicAdd,
+                n: 10_000_000,
+                py_n: 200_000,
+            },
+        },
+        Spec {
+            name: "shm_fill",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::ShmFill { reps: 40, size: 64 * MIB },
+        },
     ]
 }
 
@@ -203,6 +252,8 @@ impl Runner {
             Work::Tput { n, size, api } => ours::tput(scaled(n, q), size, api, self.pipes),
             Work::SendBytes { count, size } => ours::send_bytes(scaled(count, q), size, self.pipes),
             Work::StartJoin { k, method, .. } => ours::start_join(scaled(k, q), method),
+            Work::SharedState { op, n, .. } => shared_state::ours(op, scaled(n, q), self.pipes),
+            Work::ShmFill { reps, size } => shm_fill::ours(scaled(reps, q), size),
         }
     }
 
@@ -222,6 +273,10 @@ impl Runner {
                 Some(ours::exec_self(scaled(k, q))?)
             }
             Work::StartJoin { .. } => None,
+            Work::SharedState { op, n, .. } => {
+                Some(shared_state::floor(op, scaled(n, q), self.pipes)?)
+            }
+            Work::ShmFill { reps, size } => Some(shm_fill::floor(scaled(reps, q), size)),
         })
     }
 
@@ -248,6 +303,10 @@ impl Runner {
             Work::StartJoin { py_k, py_method, .. } => {
                 ("start_join", serde_json::json!({"k": scaled(py_k, q), "method": py_method}))
             }
+            Work::SharedState { op, py_n, .. } => {
+                shared_state::cpython_request(op, scaled(py_n, q), self.pipes)
+            }
+            Work::ShmFill { reps, size } => shm_fill::cpython_request(scaled(reps, q), size),
         };
         let py = self.python.as_mut()?;
         match py.call(op, args) {
@@ -347,6 +406,12 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         format!("pipe benchmarks: {where_}; start-up benchmarks unpinned"),
         format!("{reps} repetition(s), medians; each repetition runs multiproc, CPython, then the floor"),
     ];
+    if selected.iter().any(|s| matches!(s.work, Work::SharedState { .. })) {
+        notes.extend(shared_state::NOTES.iter().map(|n| n.to_string()));
+    }
+    if selected.iter().any(|s| matches!(s.work, Work::ShmFill { .. })) {
+        notes.extend(shm_fill::NOTES.iter().map(|n| n.to_string()));
+    }
     match &python {
         Some(py) => {
             eprintln!(
@@ -563,5 +628,6 @@ fn targets(rows: &[Row]) -> Vec<String> {
             r.multiproc
         ));
     }
+    out.extend(shared_state::targets(rows));
     out
 }
