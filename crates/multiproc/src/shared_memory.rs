@@ -674,7 +674,7 @@ impl Serialize for SharedMemory {
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let wire = Wire::deserialize(deserializer)?;
-        SharedMemory::attach(&wire.name).map_err(serde::de::Error::custom)
+        SharedMemory::attach(&wire.name).map_err(crate::codec::de_error)
     }
 }
 
@@ -1748,7 +1748,7 @@ impl Serialize for ShareableList {
 impl<'de> Deserialize<'de> for ShareableList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let shm = SharedMemory::deserialize(deserializer)?;
-        ShareableList::from_shared_memory(shm).map_err(serde::de::Error::custom)
+        ShareableList::from_shared_memory(shm).map_err(crate::codec::de_error)
     }
 }
 

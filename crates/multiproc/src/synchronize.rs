@@ -205,9 +205,8 @@ fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
     kind: Kind,
     min_len: usize,
 ) -> std::result::Result<(Arc<Segment>, E), D::Error> {
-    use serde::de::Error as _;
     let sent = Sent::<E>::deserialize(deserializer)?;
-    let segment = Segment::import_kind(sent.handle, kind, min_len).map_err(D::Error::custom)?;
+    let segment = Segment::import_kind(sent.handle, kind, min_len).map_err(crate::codec::de_error)?;
     Ok((segment, sent.extra))
 }
 
@@ -1169,17 +1168,16 @@ impl Serialize for Barrier {
 
 impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (segment, extra): (_, BarrierExtra) = deserialize_segment(d, Kind::Barrier, BAR_PIDS)?;
         let parties = segment.word(BAR_PARTIES).load(Relaxed) as usize;
         if segment.mapping().len() < BAR_PIDS + 4 * parties {
-            return Err(D::Error::custom("Barrier: shared segment too small for its parties"));
+            return Err(crate::codec::de_error("Barrier: shared segment too small for its parties"));
         }
         let action = match extra.action {
             None => None,
             Some((layout, offset)) => {
                 Some(crate::sys::spawn::resolve_action(layout, offset).ok_or_else(|| {
-                    D::Error::custom("Barrier: the action comes from another executable")
+                    crate::codec::de_error("Barrier: the action comes from another executable")
                 })?)
             }
         };

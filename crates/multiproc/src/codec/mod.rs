@@ -18,6 +18,20 @@ use crate::error::{Error, Result};
 
 pub(crate) mod pickle;
 
+thread_local! {
+    /// The message of the last custom decoding error on this thread. Some formats
+    /// (postcard) replace custom messages with a generic one; `decode` restores it.
+    static DECODE_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A custom deserialization error whose message survives any format: use it in
+/// `Deserialize` impls instead of `E::custom`.
+pub(crate) fn de_error<E: serde::de::Error>(message: impl std::fmt::Display) -> E {
+    let message = message.to_string();
+    DECODE_ERROR.with(|e| *e.borrow_mut() = Some(message.clone()));
+    E::custom(message)
+}
+
 /// The encoding used by [`Connection::send`](crate::Connection::send) and
 /// [`Connection::recv`](crate::Connection::recv).
 ///
@@ -81,8 +95,10 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
         match self {
             Codec::Postcard => {
-                let (value, rest) =
-                    postcard::take_from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
+                DECODE_ERROR.with(|e| e.borrow_mut().take());
+                let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| {
+                    Error::Codec(DECODE_ERROR.with(|m| m.borrow_mut().take()).unwrap_or_else(|| e.to_string()))
+                })?;
                 if !rest.is_empty() {
                     return Err(Error::Codec(format!(
                         "{} trailing bytes after the value",

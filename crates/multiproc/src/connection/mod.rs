@@ -1029,9 +1029,8 @@ impl<'de> serde::Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let sent = SentConnection::deserialize(deserializer)?;
-        let fd = reduction::import_fd(sent.handle, "Connection").map_err(D::Error::custom)?;
+        let fd = reduction::import_fd(sent.handle, "Connection").map_err(crate::codec::de_error)?;
         let mut conn = Connection::with_direction(fd, sent.readable, sent.writable);
         conn.codec = sent.codec;
         if !sent.pending.is_empty() {
