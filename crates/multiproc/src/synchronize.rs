@@ -206,7 +206,8 @@ fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
     min_len: usize,
 ) -> std::result::Result<(Arc<Segment>, E), D::Error> {
     let sent = Sent::<E>::deserialize(deserializer)?;
-    let segment = Segment::import_kind(sent.handle, kind, min_len).map_err(crate::codec::de_error)?;
+    let segment =
+        Segment::import_kind(sent.handle, kind, min_len).map_err(crate::codec::de_error)?;
     Ok((segment, sent.extra))
 }
 
@@ -1171,7 +1172,9 @@ impl<'de> Deserialize<'de> for Barrier {
         let (segment, extra): (_, BarrierExtra) = deserialize_segment(d, Kind::Barrier, BAR_PIDS)?;
         let parties = segment.word(BAR_PARTIES).load(Relaxed) as usize;
         if segment.mapping().len() < BAR_PIDS + 4 * parties {
-            return Err(crate::codec::de_error("Barrier: shared segment too small for its parties"));
+            return Err(crate::codec::de_error(
+                "Barrier: shared segment too small for its parties",
+            ));
         }
         let action = match extra.action {
             None => None,

@@ -97,7 +97,11 @@ impl Codec {
             Codec::Postcard => {
                 DECODE_ERROR.with(|e| e.borrow_mut().take());
                 let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| {
-                    Error::Codec(DECODE_ERROR.with(|m| m.borrow_mut().take()).unwrap_or_else(|| e.to_string()))
+                    Error::Codec(
+                        DECODE_ERROR
+                            .with(|m| m.borrow_mut().take())
+                            .unwrap_or_else(|| e.to_string()),
+                    )
                 })?;
                 if !rest.is_empty() {
                     return Err(Error::Codec(format!(
