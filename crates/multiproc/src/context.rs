@@ -1,8 +1,7 @@
 //! Start methods and facts about the current process: Python's `multiprocessing.context`
 //! and the module-level functions `current_process`, `parent_process`, `cpu_count`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 /// How a child process is created.
 ///
@@ -81,25 +80,30 @@ pub(crate) struct Lineage {
     pub(crate) parent: Option<(i32, String)>,
 }
 
-static LINEAGE: Mutex<Option<Lineage>> = Mutex::new(None);
+/// The lineage of this process, once it is a child; null in a program started from outside.
+///
+/// An atomic pointer rather than a mutex: a forked child sets it while other threads of
+/// its parent may have held any lock at the moment of the fork. Each set leaks one small
+/// allocation (once per process start), so readers never race with a free.
+static LINEAGE: AtomicPtr<Lineage> = AtomicPtr::new(std::ptr::null_mut());
 
 pub(crate) fn set_lineage(lineage: Lineage) {
-    *LINEAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(lineage);
+    LINEAGE.store(Box::into_raw(Box::new(lineage)), Ordering::Release);
 }
 
 fn lineage() -> Lineage {
-    let guard = LINEAGE.lock().unwrap_or_else(|p| p.into_inner());
-    match &*guard {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    match crate::sys::pid::leaked_ref(LINEAGE.load(Ordering::Acquire)) {
         Some(l) => {
             let mut l = l.clone();
             // After a fork the recorded pid may be the parent's.
-            l.me.pid = rustix::process::getpid().as_raw_nonzero().get();
+            l.me.pid = pid;
             l
         }
         None => Lineage {
             me: ProcessInfo {
                 name: "MainProcess".to_string(),
-                pid: rustix::process::getpid().as_raw_nonzero().get(),
+                pid,
                 daemon: false,
                 identity: Vec::new(),
             },

@@ -786,7 +786,13 @@ where
         None,
     )?;
     let me = context::current_process();
-    match sys::spawn::fork(info.daemon)? {
+    // Hold the locks the child will need across the fork, so that no other thread holds
+    // them at that instant (a lock held by a thread that does not exist in the child stays
+    // locked there forever). Both sides release their copy after the fork.
+    let held = ForkLocks::take();
+    let forked = sys::spawn::fork(info.daemon);
+    drop(held);
+    match forked? {
         sys::spawn::Forked::Child => {
             drop(parent_end);
             set_child_lineage(&info.name, &info.identity, info.daemon, me.pid, me.name);
@@ -796,9 +802,7 @@ where
             let code = outcome.exit_code();
             let channel = Connection::from_fd(child_end);
             let _ = channel.send(&outcome);
-            // No flush of stdout here: if another thread of the parent held stdout's lock
-            // at the fork, it stays locked in this child forever. Complete lines are
-            // written as they are printed; a trailing partial line is lost.
+            flush_std();
             sys::spawn::exit_now(code)
         }
         sys::spawn::Forked::Parent(pid) => {
@@ -812,6 +816,28 @@ where
                 outcome: None,
                 exitcode: None,
             })
+        }
+    }
+}
+
+/// The process-wide locks a forked child may take: held across `fork` by the forking
+/// thread. Order: the daemon spawner, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
+struct ForkLocks {
+    _spawner: std::sync::MutexGuard<'static, sys::spawn::Spawner>,
+    _stdout: std::io::StdoutLock<'static>,
+    _stderr: std::io::StderrLock<'static>,
+    _dropped: std::sync::MutexGuard<'static, Vec<(Pid, OwnedFd)>>,
+    _children: std::sync::MutexGuard<'static, Vec<ActiveChild>>,
+}
+
+impl ForkLocks {
+    fn take() -> ForkLocks {
+        ForkLocks {
+            _spawner: sys::spawn::lock_spawner(),
+            _stdout: std::io::stdout().lock(),
+            _stderr: std::io::stderr().lock(),
+            _dropped: DROPPED.lock().unwrap_or_else(|p| p.into_inner()),
+            _children: CHILDREN.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
 }

@@ -828,7 +828,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
 ///
 /// ```
 /// let q = multiproc::queues::JoinableQueue::new(0)?;
-/// q.put("job", None)?;
+/// q.put("job".to_string(), None)?;
 /// let _job: String = q.get(None)?;
 /// q.task_done()?;
 /// q.join(None)?;

@@ -300,9 +300,8 @@ impl<T: CType> Shared<T> {
         kind: u32,
         what: &str,
     ) -> std::result::Result<Shared<T>, D::Error> {
-        use serde::de::Error as _;
         let sent = SentSegment::deserialize(d)?;
-        Shared::import(sent.handle, kind, what).map_err(D::Error::custom)
+        Shared::import(sent.handle, kind, what).map_err(crate::codec::de_error)
     }
 
     fn check(&self, i: usize) -> Result<usize> {
@@ -658,10 +657,11 @@ impl<T: CType> Serialize for RawValue<T> {
 
 impl<'de, T: CType> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let shared = Shared::deserialize(d, VALUE_KIND, "Value")?;
         if shared.len != 1 {
-            return Err(D::Error::custom("Value: the shared segment does not hold one value"));
+            return Err(crate::codec::de_error(
+                "Value: the shared segment does not hold one value",
+            ));
         }
         Ok(RawValue { shared })
     }

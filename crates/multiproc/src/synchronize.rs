@@ -504,7 +504,10 @@ impl RLock {
         if !self.held_by_me() {
             return Err(Error::InvalidRelease("cannot release an RLock this thread does not hold"));
         }
-        if self.count_word().fetch_sub(1, Relaxed) == 1 {
+        // Only the holding thread changes the count: no read-modify-write needed.
+        let count = self.count_word().load(Relaxed);
+        self.count_word().store(count.saturating_sub(1), Relaxed);
+        if count <= 1 {
             self.owner_tid().store(0, Relaxed);
             raw::lock::release::<Os>(self.word());
         }

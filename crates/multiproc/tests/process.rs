@@ -145,3 +145,60 @@ fn active_children_lists_running_children_only() {
     p.join(LONG).unwrap();
     assert!(!multiproc::active_children().iter().any(|c| c.pid == pid));
 }
+
+#[test]
+fn forking_while_other_threads_print_never_deadlocks_the_child() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let printer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "");
+                let _ = out.flush();
+            }
+        })
+    };
+    for _ in 0..50 {
+        let p = Process::new(|_: ()| println!("forked child speaking"), ())
+            .start_method(StartMethod::Fork);
+        p.start().unwrap();
+        p.join(LONG).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    printer.join().unwrap();
+}
+
+#[test]
+fn a_forked_child_can_start_daemons_of_its_own() {
+    // The parent's daemon-spawner thread does not exist in a forked child.
+    let _warm = Process::new(|_: ()| {}, ()).daemon(true);
+    _warm.start().unwrap();
+    _warm.join(LONG).unwrap();
+    let h = spawn(
+        |_: ()| {
+            let d = Process::new(|_: ()| {}, ()).daemon(true);
+            d.start().unwrap();
+            d.join(Some(Duration::from_secs(60))).unwrap();
+            d.exitcode()
+        },
+        (),
+    )
+    .unwrap();
+    assert_eq!(h.join().unwrap(), Some(0));
+    let p = Process::new(
+        |_: ()| {
+            let d = Process::new(|_: ()| {}, ()).daemon(true);
+            d.start().unwrap();
+            d.join(Some(Duration::from_secs(60))).unwrap();
+            assert_eq!(d.exitcode(), Some(0));
+        },
+        (),
+    )
+    .start_method(StartMethod::Fork);
+    p.start().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
+}

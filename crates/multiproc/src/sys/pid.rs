@@ -53,3 +53,11 @@ pub(crate) fn tid() -> u32 {
         tid
     })
 }
+
+/// The value behind a pointer that was leaked with `Box::into_raw` and is never freed, or
+/// `None` for null.
+pub(crate) fn leaked_ref<T>(ptr: *mut T) -> Option<&'static T> {
+    // SAFETY: by this function's contract, a non-null `ptr` comes from `Box::into_raw` and
+    // is never freed or written through, so it is valid for reads forever.
+    unsafe { ptr.as_ref() }
+}

@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{mpsc, Mutex};
 
 use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
@@ -72,31 +72,42 @@ pub(crate) fn exec_self(socket: BorrowedFd<'_>, daemon: bool) -> io::Result<Pid>
     }
     let (reply_to, reply) = mpsc::channel();
     let gone = || io::Error::other("the daemon spawner thread could not be started");
-    spawner()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .ok_or_else(gone)?
-        .send((fd, reply_to))
-        .map_err(|_| gone())?;
+    {
+        let mut spawner = lock_spawner();
+        let me = super::pid::pid();
+        // A forked child inherits the sender but not the thread behind it: start its own.
+        if !matches!(&*spawner, Some((pid, _)) if *pid == me) {
+            *spawner = start_spawner().map(|sender| (me, sender));
+        }
+        let (_, sender) = spawner.as_ref().ok_or_else(gone)?;
+        sender.send((fd, reply_to)).map_err(|_| gone())?;
+    }
     // `socket` stays borrowed (so open) until the spawner answers.
     reply.recv().map_err(|_| gone())?
 }
 
 type SpawnRequest = (RawFd, mpsc::Sender<io::Result<Pid>>);
+pub(crate) type Spawner = Option<(u32, mpsc::Sender<SpawnRequest>)>;
 
-fn spawner() -> &'static Mutex<Option<mpsc::Sender<SpawnRequest>>> {
-    static SPAWNER: OnceLock<Mutex<Option<mpsc::Sender<SpawnRequest>>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
-        let started =
-            std::thread::Builder::new().name("multiproc-daemon-spawner".into()).spawn(move || {
-                for (fd, reply_to) in incoming {
-                    let _ = reply_to.send(exec_self_now(fd, true));
-                }
-            });
-        Mutex::new(started.ok().map(|_| requests))
-    })
+static SPAWNER: Mutex<Spawner> = Mutex::new(None);
+
+/// The daemon spawner's slot: (the pid that started it, its request channel). Also taken
+/// around `fork` so no other thread holds it at that instant.
+pub(crate) fn lock_spawner() -> std::sync::MutexGuard<'static, Spawner> {
+    SPAWNER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn start_spawner() -> Option<mpsc::Sender<SpawnRequest>> {
+    let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+    std::thread::Builder::new()
+        .name("multiproc-daemon-spawner".into())
+        .spawn(move || {
+            for (fd, reply_to) in incoming {
+                let _ = reply_to.send(exec_self_now(fd, true));
+            }
+        })
+        .ok()
+        .map(|_| requests)
 }
 
 fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
