@@ -37,6 +37,25 @@ mod shm_basic;
 #[path = "../../multiproc/examples/shm_numpy_chunks.rs"]
 mod shm_numpy_chunks;
 
+#[path = "../../multiproc/examples/array_concurrent.rs"]
+mod array_concurrent;
+#[path = "../../multiproc/examples/array_fill.rs"]
+mod array_fill;
+#[path = "../../multiproc/examples/array_init.rs"]
+mod array_init;
+#[path = "../../multiproc/examples/locked_counter_2m.rs"]
+mod locked_counter_2m;
+#[path = "../../multiproc/examples/value_array_double.rs"]
+mod value_array_double;
+#[path = "../../multiproc/examples/value_builtin_lock.rs"]
+mod value_builtin_lock;
+#[path = "../../multiproc/examples/value_pi_array_squares.rs"]
+mod value_pi_array_squares;
+#[path = "../../multiproc/examples/value_race.rs"]
+mod value_race;
+#[path = "../../multiproc/examples/value_with_lock.rs"]
+mod value_with_lock;
+
 /// One stop of the tour.
 struct Stop {
     name: &'static str,
@@ -110,6 +129,60 @@ const STOPS: &[Stop] = &[
         seed: "002",
         snippet: "SharedMemory with NumPy",
         run: shm_numpy_chunks::main,
+    },
+    Stop {
+        name: "value_array_double",
+        seed: "000",
+        snippet: "Shared Memory: Ctypes Arrays and Values",
+        run: value_array_double::main,
+    },
+    Stop {
+        name: "locked_counter_2m",
+        seed: "000",
+        snippet: "safe_increment with a Lock",
+        run: locked_counter_2m::main,
+    },
+    Stop {
+        name: "value_pi_array_squares",
+        seed: "001",
+        snippet: "3. Shared Memory",
+        run: value_pi_array_squares::main,
+    },
+    Stop {
+        name: "value_race",
+        seed: "002",
+        snippet: "Shared Value: Basic Usage",
+        run: value_race::main,
+    },
+    Stop {
+        name: "value_with_lock",
+        seed: "002",
+        snippet: "Shared Value: With Lock",
+        run: value_with_lock::main,
+    },
+    Stop {
+        name: "value_builtin_lock",
+        seed: "002",
+        snippet: "Shared Value: Value with Built-in Lock",
+        run: value_builtin_lock::main,
+    },
+    Stop {
+        name: "array_fill",
+        seed: "002",
+        snippet: "Shared Array: Basic Array",
+        run: array_fill::main,
+    },
+    Stop {
+        name: "array_init",
+        seed: "002",
+        snippet: "Shared Array: Initialize with Values",
+        run: array_init::main,
+    },
+    Stop {
+        name: "array_concurrent",
+        seed: "002",
+        snippet: "Shared Array: Concurrent Array Access",
+        run: array_concurrent::main,
     },
 ];
 

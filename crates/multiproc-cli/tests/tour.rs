@@ -199,3 +199,45 @@ fn shm_basic_doubles_the_array_in_a_child() {
 fn shm_numpy_chunks_squares_every_chunk_in_place() {
     assert_eq!(tour("shm_numpy_chunks"), ["First 10: [ 0.  1.  4.  9. 16. 25. 36. 49. 64. 81.]"]);
 }
+
+#[test]
+fn value_array_double_doubles_the_array_and_adds_ten() {
+    assert_eq!(
+        tour("value_array_double"),
+        ["Before: array=[1, 2, 3, 4, 5], counter=0", "After: array=[2, 4, 6, 8, 10], counter=10"]
+    );
+}
+
+#[test]
+fn locked_counter_2m_counts_two_million() {
+    assert_eq!(tour("locked_counter_2m"), ["Final counter: 2000000"]);
+}
+
+#[test]
+fn value_pi_array_squares_sets_pi_and_squares() {
+    assert_eq!(tour("value_pi_array_squares"), ["3.14159", "[0, 1, 4, 9, 16]"]);
+}
+
+#[test]
+fn value_race_may_lose_increments_but_never_invents_them() {
+    let lines = tour("value_race");
+    assert_eq!(lines.len(), 1);
+    let n: u64 = lines[0].strip_prefix("Counter: ").and_then(|n| n.parse().ok()).expect("a count");
+    assert!((1..=200_000).contains(&n), "{n}");
+}
+
+#[test]
+fn value_with_lock_and_builtin_lock_count_exactly() {
+    assert_eq!(tour("value_with_lock"), ["Counter: 200000"]);
+    assert_eq!(tour("value_builtin_lock"), ["Counter: 200000"]);
+}
+
+#[test]
+fn array_examples_print_what_python_prints() {
+    assert_eq!(tour("array_fill"), ["[10.0, 11.0, 12.0, 13.0, 14.0]"]);
+    assert_eq!(
+        tour("array_init"),
+        ["[1, 2, 3, 4, 5]", "[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]"]
+    );
+    assert_eq!(tour("array_concurrent"), ["[10, 10, 10, 10, 10]"]);
+}
