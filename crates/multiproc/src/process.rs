@@ -821,9 +821,10 @@ where
 }
 
 /// The process-wide locks a forked child may take: held across `fork` by the forking
-/// thread. Order: the daemon spawner, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
+/// thread. Order: the daemon spawner, lent handles, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
 struct ForkLocks {
     _spawner: std::sync::MutexGuard<'static, sys::spawn::Spawner>,
+    _lent: std::sync::MutexGuard<'static, Vec<(u64, u64, OwnedFd)>>,
     _stdout: std::io::StdoutLock<'static>,
     _stderr: std::io::StderrLock<'static>,
     _dropped: std::sync::MutexGuard<'static, Vec<(Pid, OwnedFd)>>,
@@ -834,6 +835,7 @@ impl ForkLocks {
     fn take() -> ForkLocks {
         ForkLocks {
             _spawner: sys::spawn::lock_spawner(),
+            _lent: reduction::lock_lent(),
             _stdout: std::io::stdout().lock(),
             _stderr: std::io::stderr().lock(),
             _dropped: DROPPED.lock().unwrap_or_else(|p| p.into_inner()),

@@ -509,7 +509,7 @@ impl<T> Serialize for Queue<T> {
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let handle = u32::deserialize(d)?;
+        let handle = crate::reduction::Handle::deserialize(d)?;
         let segment = Segment::import(handle, "Queue", KIND_TAG, DATA + 64)
             .map_err(crate::codec::de_error)?;
         let ring = Ring::attach(segment).map_err(crate::codec::de_error)?;

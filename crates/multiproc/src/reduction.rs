@@ -7,12 +7,13 @@
 //! `SCM_RIGHTS` over a Unix socket) and deserializing *imports* the descriptor by index.
 //!
 //! The table exists only inside [`export_handles`] / [`import_handles`], which the crate
-//! calls where a transport for descriptors exists: process arguments and results.
-//! Serializing a handle-owning value anywhere else is a clear error, never a silently
-//! dangling descriptor number.
+//! calls where a transport for descriptors exists: process arguments. Elsewhere, a value
+//! backed by shared memory is *lent* instead (see [`Handle`]), and a value whose handle
+//! cannot be reopened by path (a [`Connection`](crate::Connection)'s socket) is a clear
+//! error, never a silently dangling descriptor number.
 
 use std::cell::RefCell;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::error::{Error, Result};
 
@@ -80,4 +81,79 @@ pub(crate) fn import_fd(index: u32, what: &str) -> Result<OwnedFd> {
             .and_then(Option::take)
             .ok_or_else(|| Error::Codec(format!("{what}: handle #{index} is missing or reused")))
     })
+}
+
+/// How a reopenable handle (a shared memory segment) travels in a message.
+///
+/// Inside an export context (process arguments) the descriptor itself is passed. Anywhere
+/// else (a queue, a pipe) the sender *lends* it: it keeps a duplicate open for the rest of
+/// its life and writes `(its pid, the duplicate's number)`; the receiver reopens the same
+/// memory through `/proc/PID/fd/N`. That works between processes of the same user while
+/// the sender lives; after the sender has exited, receiving reports so.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Handle {
+    /// An index into the export table that travels with the message.
+    Passed(u32),
+    /// A descriptor kept open by process `pid`.
+    Lent {
+        /// The lender.
+        pid: u32,
+        /// The descriptor's number in the lender.
+        fd: i32,
+    },
+}
+
+/// Descriptors this process lends, by (device, inode) of what they refer to.
+static LENT: std::sync::Mutex<Vec<(u64, u64, OwnedFd)>> = std::sync::Mutex::new(Vec::new());
+
+/// The table of lent descriptors; also taken around `fork`.
+pub(crate) fn lock_lent() -> std::sync::MutexGuard<'static, Vec<(u64, u64, OwnedFd)>> {
+    LENT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Exports a descriptor that can be reopened by path: passed when a transport for
+/// descriptors exists, lent otherwise.
+pub(crate) fn export_reopenable(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
+    let in_context = OUTGOING.with(|t| t.borrow().is_some());
+    if in_context {
+        return export_fd(fd, what).map(Handle::Passed);
+    }
+    let stat = rustix::fs::fstat(fd)?;
+    let (dev, ino) = (stat.st_dev, stat.st_ino);
+    let mut lent = lock_lent();
+    if let Some((_, _, kept)) = lent.iter().find(|(d, i, _)| *d == dev && *i == ino) {
+        return Ok(Handle::Lent { pid: crate::sys::pid::pid(), fd: kept.as_raw_fd() });
+    }
+    let kept = fd.try_clone_to_owned()?;
+    let raw = kept.as_raw_fd();
+    lent.push((dev, ino, kept));
+    Ok(Handle::Lent { pid: crate::sys::pid::pid(), fd: raw })
+}
+
+/// Imports what [`export_reopenable`] exported.
+pub(crate) fn import_reopenable(handle: Handle, what: &str) -> Result<OwnedFd> {
+    match handle {
+        Handle::Passed(index) => import_fd(index, what),
+        Handle::Lent { pid, fd } if pid == crate::sys::pid::pid() => {
+            let lent = lock_lent();
+            let kept =
+                lent.iter().find(|(_, _, kept)| kept.as_raw_fd() == fd).ok_or_else(|| {
+                    Error::Codec(format!("{what}: this process lent no handle #{fd}"))
+                })?;
+            Ok(kept.2.try_clone()?)
+        }
+        Handle::Lent { pid, fd } => {
+            let path = format!("/proc/{pid}/fd/{fd}");
+            rustix::fs::open(
+                path.as_str(),
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| {
+                Error::Codec(format!(
+                    "{what}: cannot reopen the handle lent by process {pid} (has it exited?): {e}"
+                ))
+            })
+        }
+    }
 }

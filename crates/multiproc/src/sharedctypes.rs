@@ -237,7 +237,7 @@ fn segment_len(len: usize, size: usize) -> Option<usize> {
 
 #[derive(Serialize, Deserialize)]
 struct SentSegment {
-    handle: u32,
+    handle: crate::reduction::Handle,
 }
 
 impl<T: CType> Shared<T> {
@@ -261,7 +261,7 @@ impl<T: CType> Shared<T> {
         Ok(shared)
     }
 
-    fn import(handle: u32, kind: u32, what: &str) -> Result<Shared<T>> {
+    fn import(handle: crate::reduction::Handle, kind: u32, what: &str) -> Result<Shared<T>> {
         let segment = Segment::import(handle, what, kind, DATA)?;
         let code = segment.word(TYPECODE).load(Acquire);
         if code != T::TYPECODE as u32 {

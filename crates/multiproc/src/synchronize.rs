@@ -146,18 +146,18 @@ impl Segment {
         &self.map
     }
 
-    pub(crate) fn export(&self, what: &str) -> Result<u32> {
-        reduction::export_fd(self.fd.as_fd(), what)
+    pub(crate) fn export(&self, what: &str) -> Result<reduction::Handle> {
+        reduction::export_reopenable(self.fd.as_fd(), what)
     }
 
     /// Maps a received descriptor, checking its size and kind tag.
     pub(crate) fn import(
-        handle: u32,
+        handle: reduction::Handle,
         what: &str,
         kind: u32,
         min_len: usize,
     ) -> Result<Arc<Segment>> {
-        let fd = reduction::import_fd(handle, what)?;
+        let fd = reduction::import_reopenable(handle, what)?;
         let len = crate::sys::shm::size_of_fd(fd.as_fd())?;
         if len < min_len.max(4) {
             return Err(Error::Codec(format!(
@@ -171,7 +171,7 @@ impl Segment {
         Ok(Arc::new(Segment { fd, map }))
     }
 
-    fn import_kind(handle: u32, kind: Kind, min_len: usize) -> Result<Arc<Segment>> {
+    fn import_kind(handle: reduction::Handle, kind: Kind, min_len: usize) -> Result<Arc<Segment>> {
         Segment::import(handle, &format!("{kind:?}"), kind as u32, min_len)
     }
 }
@@ -185,7 +185,7 @@ impl fmt::Debug for Segment {
 /// The serialized form of a primitive: its segment's handle and kind-specific constants.
 #[derive(Serialize, Deserialize)]
 struct Sent<E> {
-    handle: u32,
+    handle: reduction::Handle,
     extra: E,
 }
 

@@ -189,20 +189,54 @@ fn many_producers_and_consumers_deliver_everything_once_in_per_producer_order() 
 }
 
 #[test]
-fn queues_travel_through_queues() {
-    let outer: Queue<Queue<String>> = Queue::new(0).unwrap();
+fn queues_and_locks_travel_through_queues_and_pipes() {
+    use multiproc::synchronize::Lock;
+    let outer: Queue<(Queue<String>, Lock)> = Queue::new(0).unwrap();
     let inner: Queue<String> = Queue::new(0).unwrap();
-    let h = multiproc::spawn(
-        |outer: Queue<Queue<String>>| {
-            let inner = outer.get(LONG).unwrap();
+    let lock = Lock::new().unwrap();
+    let child = multiproc::spawn(
+        |outer: Queue<(Queue<String>, Lock)>| {
+            let (inner, lock) = outer.get(LONG).unwrap();
+            let _guard = lock.acquire(None).unwrap();
             inner.put("through the queue".to_string(), None).unwrap();
         },
         outer.clone(),
-    );
-    // A queue holds an OS handle: it can go to a child as an argument, but a queue's
-    // ring has no way to carry a descriptor.
-    assert!(matches!(outer.put(inner.clone(), None), Err(Error::Codec(_))));
-    h.unwrap().process().kill().unwrap();
+    )
+    .unwrap();
+    outer.put((inner.clone(), lock.clone()), None).unwrap();
+    assert_eq!(inner.get(LONG).unwrap(), "through the queue");
+    child.join().unwrap();
+
+    // And through a pipe.
+    let (a, b) = multiproc::pipe(true).unwrap();
+    let child = multiproc::spawn(
+        |b: multiproc::Connection| {
+            let q: Queue<u32> = b.recv().unwrap();
+            q.put(42, None).unwrap();
+        },
+        b,
+    )
+    .unwrap();
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    a.send(&q).unwrap();
+    assert_eq!(q.get(LONG).unwrap(), 42);
+    child.join().unwrap();
+}
+
+#[test]
+fn a_queue_lent_by_a_process_that_exited_cannot_be_received() {
+    let carrier: Queue<Queue<u8>> = Queue::new(0).unwrap();
+    multiproc::spawn(
+        |carrier: Queue<Queue<u8>>| carrier.put(Queue::new(0).unwrap(), None).unwrap(),
+        carrier.clone(),
+    )
+    .unwrap()
+    .join()
+    .unwrap();
+    match carrier.get(LONG) {
+        Err(Error::Codec(why)) => assert!(why.contains("has it exited"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -412,10 +412,21 @@ fn out_of_range_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn a_value_cannot_travel_through_a_pipe() {
-    // Only process arguments carry the segment's descriptor.
-    let (a, _b) = pipe(true).unwrap();
-    assert!(a.send(&Value::new(1_i32).unwrap()).is_err());
+fn a_value_travels_through_a_pipe_to_a_running_child() {
+    // Not an argument: the segment is lent and the child reopens it.
+    let (a, b) = pipe(true).unwrap();
+    let child = multiproc::spawn(
+        |b: multiproc::Connection| {
+            let v: Value<i32> = b.recv().unwrap();
+            *v.lock(None).unwrap() += 41;
+        },
+        b,
+    )
+    .unwrap();
+    let v = Value::new(1_i32).unwrap();
+    a.send(&v).unwrap();
+    child.join().unwrap();
+    assert_eq!(v.get(), 42);
 }
 
 #[test]
