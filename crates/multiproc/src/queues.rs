@@ -660,7 +660,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(0)?;
-    /// q.put("x", None)?;
+    /// q.put("x".to_string(), None)?;
     /// assert_eq!(q.qsize(), 1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -739,7 +739,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 ///
 /// ```
 /// let q = multiproc::queues::SimpleQueue::new()?;
-/// q.put("a")?;
+/// q.put("a".to_string())?;
 /// assert!(!q.empty());
 /// assert_eq!(q.get()?, "a");
 /// # Ok::<(), multiproc::Error>(())
