@@ -290,3 +290,29 @@ fn an_idle_consumer_uses_no_cpu() {
     .unwrap();
     assert!(ticks <= 3, "an idle get used {ticks} ticks of CPU in 1.5 s");
 }
+
+#[test]
+fn a_one_gib_item_travels_through_a_small_ring() {
+    use serde_bytes::ByteBuf;
+    const GIB: usize = 1 << 30;
+    let q: Queue<ByteBuf> = Queue::with_capacity(0, 64 * 1024).unwrap();
+    let consumer = multiproc::spawn(
+        |q: Queue<ByteBuf>| {
+            let item = q.get(LONG).unwrap();
+            let sample: Vec<u8> = (0..item.len()).step_by(4093).map(|i| item[i]).collect();
+            (item.len(), sample)
+        },
+        q.clone(),
+    )
+    .unwrap();
+    // A sparse pattern (every 4093rd byte) keeps the debug build fast.
+    let mut item = vec![7u8; GIB];
+    for i in (0..GIB).step_by(4093) {
+        item[i] = (i % 251) as u8;
+    }
+    let expected: Vec<u8> = (0..GIB).step_by(4093).map(|i| item[i]).collect();
+    q.put(ByteBuf::from(item), LONG).unwrap();
+    let (len, sample) = consumer.join().unwrap();
+    assert_eq!(len, GIB);
+    assert!(sample == expected, "the 1 GiB item arrived altered");
+}
