@@ -51,21 +51,25 @@ use crate::synchronize::{Os, Segment};
 
 // Header layout (byte offsets in the segment).
 const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
-const H_CAPACITY: usize = 8; // u64: data region size
-const H_MAXSIZE: usize = 16; // u32: item bound, 0 = none
+                                   // Words written by different parties live on different cache lines (128 bytes apart, so
+                                   // that adjacent-line prefetching does not pair them either).
+const H_CAPACITY: usize = 8; // u64: data region size (read-only)
+const H_MAXSIZE: usize = 16; // u32: item bound, 0 = none (read-only)
 const H_CLOSED: usize = 20; // u32: 1 once closed
-const H_PUT_LOCK: usize = 24; // u32 lock word
-const H_GET_LOCK: usize = 28; // u32 lock word
-const H_ITEMS_SEQ: usize = 32; // u32 futex: bumped after publishing
-const H_ROOM_SEQ: usize = 36; // u32 futex: bumped after retiring
-const H_GETTERS_ASLEEP: usize = 40; // u32
-const H_PUTTERS_ASLEEP: usize = 44; // u32
-const H_UNFINISHED: usize = 48; // u32: JoinableQueue's unfinished tasks
-const H_JOIN_SEQ: usize = 52; // u32 futex: bumped when unfinished reaches 0
-const H_JOINERS_ASLEEP: usize = 56; // u32
-const H_TAIL: usize = 64; // u64, own cache line
-const H_HEAD: usize = 128; // u64, own cache line
-const DATA: usize = 192;
+const H_PUT_LOCK: usize = 128; // u32 lock word: producers
+const H_CACHED_HEAD: usize = 136; // u64: producers' last view of `head` (under the lock)
+const H_TAIL: usize = 256; // u64: written by producers, read by consumers
+const H_GET_LOCK: usize = 384; // u32 lock word: consumers
+const H_CACHED_TAIL: usize = 392; // u64: consumers' last view of `tail` (under the lock)
+const H_HEAD: usize = 512; // u64: written by consumers, read by producers
+const H_ITEMS_SEQ: usize = 640; // u32 futex: bumped after publishing, if getters sleep
+const H_GETTERS_ASLEEP: usize = 644; // u32
+const H_ROOM_SEQ: usize = 768; // u32 futex: bumped after retiring, if putters sleep
+const H_PUTTERS_ASLEEP: usize = 772; // u32
+const H_UNFINISHED: usize = 896; // u32: JoinableQueue's unfinished tasks
+const H_JOIN_SEQ: usize = 900; // u32 futex: bumped when unfinished reaches 0
+const H_JOINERS_ASLEEP: usize = 904; // u32
+const DATA: usize = 1024;
 
 const POS_BITS: u32 = 40;
 const POS_MASK: u64 = (1 << POS_BITS) - 1;
@@ -176,8 +180,15 @@ impl Ring {
     /// With the producer lock held: appends as many of `records` as fit (in order) and
     /// publishes them with one store. Returns how many were appended.
     fn push_locked(&self, records: &[Record]) -> usize {
-        let head = self.head().load(Acquire);
+        // `head` only moves forward, so a stale view of it is a safe underestimate of the
+        // room; re-read the consumers' line only when the stale view says "full".
+        let cached_head = self.segment.word64(H_CACHED_HEAD);
+        let mut head = cached_head.load(Relaxed);
         let tail = self.tail().load(Relaxed);
+        if !self.has_room(head, tail, records.first()) {
+            head = self.head().load(Acquire);
+            cached_head.store(head, Relaxed);
+        }
         let maxsize = self.maxsize();
         let mut pos = pos_of(tail);
         let mut count = count_of(tail);
@@ -217,11 +228,33 @@ impl Ring {
         pushed
     }
 
+    /// Whether `record` fits after `tail` as seen with `head` (both packed words).
+    fn has_room(&self, head: u64, tail: u64, record: Option<&Record>) -> bool {
+        let Some(record) = record else { return true };
+        let maxsize = self.maxsize();
+        let items = count_of(tail).wrapping_sub(count_of(head)) & COUNT_MASK;
+        if maxsize != 0 && items >= maxsize {
+            return false;
+        }
+        let need = RECORD_HEADER + pad8(record.payload.len());
+        let phys = (pos_of(tail) % self.capacity as u64) as usize;
+        let waste = if phys + need > self.capacity { self.capacity - phys } else { 0 };
+        let used = pos_of(tail).wrapping_sub(pos_of(head)) & POS_MASK;
+        (waste + need) as u64 <= self.capacity as u64 - used
+    }
+
     /// With the consumer lock held: takes up to `max` records and retires them with one
     /// store.
-    fn pop_locked(&self, max: usize, out: &mut Vec<Record>) -> Result<()> {
-        let tail = self.tail().load(Acquire);
+    fn pop_locked(&self, max: usize, out: &mut Popped) -> Result<()> {
+        // `tail` only moves forward: re-read the producers' line only when the last view
+        // of it says "empty".
+        let cached_tail = self.segment.word64(H_CACHED_TAIL);
         let head = self.head().load(Relaxed);
+        let mut tail = cached_tail.load(Acquire);
+        if pos_of(tail) == pos_of(head) {
+            tail = self.tail().load(Acquire);
+            cached_tail.store(tail, Release);
+        }
         let mut pos = pos_of(head);
         let mut count = count_of(head);
         let map = self.segment.mapping();
@@ -243,9 +276,10 @@ impl Ring {
                     "queue ring corrupted: record of {len} bytes, kind {kind} at offset {phys}"
                 )));
             }
-            let mut payload = vec![0u8; len];
-            map.copy_out(DATA + phys + RECORD_HEADER, &mut payload);
-            out.push(Record { kind, payload, block: None });
+            let start = out.bytes.len();
+            out.bytes.resize(start + len, 0);
+            map.copy_out(DATA + phys + RECORD_HEADER, &mut out.bytes[start..]);
+            out.records.push((kind, start..start + len));
             advance += RECORD_HEADER + pad8(len);
             pos = pos.wrapping_add(advance as u64) & POS_MASK;
             count = count.wrapping_add(1) & COUNT_MASK;
@@ -343,16 +377,11 @@ impl Ring {
     }
 
     /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
-    fn get_records(
-        &self,
-        max: usize,
-        out: &mut Vec<Record>,
-        deadline: Option<Instant>,
-    ) -> Result<bool> {
+    fn get_records(&self, max: usize, out: &mut Popped, deadline: Option<Instant>) -> Result<bool> {
         let mut round = 0u32;
         loop {
-            if self.has_items() {
-                let before = out.len();
+            if round == 0 || self.has_items() {
+                let before = out.records.len();
                 {
                     let _guard = match self.lock(H_GET_LOCK, deadline) {
                         Ok(guard) => guard,
@@ -361,7 +390,7 @@ impl Ring {
                     };
                     self.pop_locked(max, out)?;
                 }
-                if out.len() > before {
+                if out.records.len() > before {
                     self.signal_room();
                     return Ok(true);
                 }
@@ -405,7 +434,23 @@ impl Drop for RingLock<'_> {
     }
 }
 
-/// An encoded item on its way into or out of the ring.
+/// Records taken from the ring: their kinds and where their payloads are in `bytes`.
+#[derive(Default)]
+struct Popped {
+    records: Vec<(u32, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    /// Reused buffers, so that a put or a get allocates nothing of its own.
+    static ENCODE_SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static POP_SCRATCH: std::cell::Cell<Popped> = std::cell::Cell::new(Popped::default());
+}
+
+/// Keeps scratch buffers from growing without bound after one huge item.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// An encoded item on its way into the ring.
 struct Record {
     kind: u32,
     payload: Vec<u8>,
@@ -425,7 +470,12 @@ fn disown_blocks(records: &mut [Record]) {
 
 /// Encodes `item`; an item too large for the ring goes into a block of its own.
 fn encode_record<T: Serialize>(ring: &Ring, item: &T) -> Result<Record> {
-    let mut payload = Vec::new();
+    encode_record_into(ring, item, Vec::new())
+}
+
+/// Encodes `item` into `payload` (cleared first; its allocation is reused).
+fn encode_record_into<T: Serialize>(ring: &Ring, item: &T, mut payload: Vec<u8>) -> Result<Record> {
+    payload.clear();
     Codec::Postcard.encode_into(item, &mut payload)?;
     if payload.len() <= ring.inline_limit() {
         return Ok(Record { kind: KIND_INLINE, payload, block: None });
@@ -439,11 +489,11 @@ fn encode_record<T: Serialize>(ring: &Ring, item: &T) -> Result<Record> {
     Ok(Record { kind: KIND_INDIRECT, payload: indirect, block: Some(block) })
 }
 
-fn decode_record<T: DeserializeOwned>(record: Record) -> Result<T> {
-    match record.kind {
-        KIND_INLINE => Codec::Postcard.decode(&record.payload),
+fn decode_record<T: DeserializeOwned>(kind: u32, payload: &[u8]) -> Result<T> {
+    match kind {
+        KIND_INLINE => Codec::Postcard.decode(payload),
         _ => {
-            let (name, len): (String, u64) = Codec::Postcard.decode(&record.payload)?;
+            let (name, len): (String, u64) = Codec::Postcard.decode(payload)?;
             let block = crate::shared_memory::SharedMemory::attach(&name)?;
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             let result = match block.buf().get(..len) {
@@ -555,10 +605,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
-        let mut records = [encode_record(&self.ring, &item)?];
-        let done = self.ring.put_records(&records, timeout.map(|t| Instant::now() + t))?;
-        disown_blocks(&mut records[..done]);
-        if done == 0 {
+        let scratch = ENCODE_SCRATCH.take();
+        let mut records = [encode_record_into(&self.ring, &item, scratch)?];
+        let done = self.ring.put_records(&records, timeout.map(|t| Instant::now() + t));
+        if let Ok(done) = done {
+            disown_blocks(&mut records[..done]);
+        }
+        let [record] = records;
+        if record.payload.capacity() <= SCRATCH_KEEP {
+            ENCODE_SCRATCH.set(record.payload);
+        }
+        if done? == 0 {
             return Err(Error::Full);
         }
         Ok(())
@@ -587,11 +644,29 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
-        let mut out = Vec::with_capacity(1);
-        if !self.ring.get_records(1, &mut out, timeout.map(|t| Instant::now() + t))? {
-            return Err(Error::Empty);
+        let mut items = self.take(1, timeout)?;
+        items.pop().ok_or(Error::Empty)
+    }
+
+    /// Takes up to `max` records and decodes them (with a reused buffer).
+    fn take(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>> {
+        let mut popped = POP_SCRATCH.take();
+        popped.records.clear();
+        popped.bytes.clear();
+        let result = self.ring.get_records(max, &mut popped, timeout.map(|t| Instant::now() + t));
+        let items = match result {
+            Ok(true) => popped
+                .records
+                .iter()
+                .map(|(kind, range)| decode_record(*kind, &popped.bytes[range.clone()]))
+                .collect(),
+            Ok(false) => Err(Error::Empty),
+            Err(e) => Err(e),
+        };
+        if popped.bytes.capacity() <= SCRATCH_KEEP {
+            POP_SCRATCH.set(popped);
         }
-        decode_record(out.pop().ok_or(Error::Empty)?)
+        items
     }
 
     /// Takes the oldest item if there is one now (Python's `get_nowait`).
@@ -646,14 +721,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get_many(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>> {
-        let mut out = Vec::with_capacity(max.min(1024));
         if max == 0 {
             return Ok(Vec::new());
         }
-        if !self.ring.get_records(max, &mut out, timeout.map(|t| Instant::now() + t))? {
-            return Err(Error::Empty);
-        }
-        out.into_iter().map(decode_record).collect()
+        self.take(max, timeout)
     }
 
     /// The number of items queued (Python's `qsize()`; exact at the instant it is read).
