@@ -229,3 +229,45 @@ fn a_connection_without_a_transport_for_its_handle_cannot_be_serialized() {
     a.send(&7u8).unwrap();
     assert_eq!(b.recv::<u8>().unwrap(), 7);
 }
+
+/// A small deterministic generator for random inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn random_byte_streams_give_errors_or_messages_never_panics() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..3000 {
+        let (conn, mut raw) = raw_peer();
+        let len = (rng.next() % 64) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // Half the inputs start with a plausible small header so payloads get decoded.
+        if round % 2 == 0 && bytes.len() >= 4 {
+            let n = (rng.next() % 60) as i32;
+            bytes[..4].copy_from_slice(&n.to_be_bytes());
+        }
+        raw.write_all(&bytes).unwrap();
+        drop(raw);
+        for _ in 0..8 {
+            let outcome = match round % 3 {
+                0 => conn.recv::<(u32, String, Vec<i64>)>().map(|_| ()),
+                1 => conn.recv_bytes(Some(40)).map(|_| ()),
+                _ => conn.recv_bytes_into(&mut [0u8; 16]).map(|_| ()),
+            };
+            if matches!(
+                outcome,
+                Err(Error::Eof | Error::Protocol(_) | Error::MessageTooLong { .. })
+            ) {
+                break;
+            }
+        }
+    }
+}
