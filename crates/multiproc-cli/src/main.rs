@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod serve;
 mod shm;
 mod tour;
 
@@ -22,6 +23,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List or clean the shared memory blocks this library created.
     Shm(shm::ShmArgs),
+    /// Run a manager server for clients on this or other machines.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -30,6 +33,7 @@ fn main() {
         Command::Tour(args) => tour::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Shm(args) => shm::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("multiproc: {e}");

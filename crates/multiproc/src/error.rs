@@ -98,6 +98,11 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// An error raised by a manager's server (a `KeyError`, an unknown object or method, …),
+    /// or a manager server that cannot be reached any more.
+    #[error("manager: {0}")]
+    Remote(String),
+
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),

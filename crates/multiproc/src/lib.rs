@@ -61,8 +61,10 @@ mod codec;
 pub mod connection;
 mod context;
 mod error;
+pub mod managers;
 mod process;
 pub mod queues;
+pub mod pool;
 mod raw;
 mod reduction;
 pub mod shared_memory;
@@ -77,5 +79,6 @@ pub use context::{
     set_start_method, ParentProcess, ProcessInfo, StartMethod,
 };
 pub use error::{Error, Result};
+pub use managers::Manager;
 pub use process::{active_children, spawn, ActiveChild, JoinHandle, Process};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};

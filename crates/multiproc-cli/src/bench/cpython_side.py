@@ -237,6 +237,157 @@ def shm_fill(reps, size):
     return reps * size / elapsed / 1e9
 
 
+# --------------------------------------------------------------------------------------
+# Queues: every producer and consumer in a process of its own, timed from a common start
+# Event to the last one done (process start-up untimed)
+
+
+def _q_ready(go, conn, cpu):
+    pin(cpu)
+    conn.send_bytes(b"r")
+    go.wait()
+
+
+def _q_put(go, conn, cpu, q, n, item):
+    _q_ready(go, conn, cpu)
+    put = q.put
+    for _ in range(n):
+        put(item)
+    conn.send(0.0)
+
+
+def _q_get(go, conn, cpu, q, n, item):
+    _q_ready(go, conn, cpu)
+    get = q.get
+    got = None
+    for _ in range(n):
+        got = get()
+    if got != item:
+        raise SystemExit(3)
+    conn.send(0.0)
+
+
+def _q_echo(go, conn, cpu, out, back, n):
+    _q_ready(go, conn, cpu)
+    get, put = out.get, back.put
+    for _ in range(n):
+        put(get())
+    conn.send(0.0)
+
+
+def _q_ping(go, conn, cpu, out, back, n, warm, item):
+    _q_ready(go, conn, cpu)
+    get, put = back.get, out.put
+    for _ in range(warm):
+        put(item)
+        get()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        put(item)
+        get()
+    conn.send(time.perf_counter() - t0)
+
+
+def _q_team(ctx, workers):
+    """Starts target(go, conn, cpu, *args) for each (target, cpu, args), waits until all
+    are ready, sets go, and returns (seconds until the last one is done, what each sent)."""
+    go = ctx.Event()
+    conns, procs = [], []
+    try:
+        for target, cpu, args in workers:
+            parent, child = ctx.Pipe(True)
+            p = ctx.Process(target=target, args=(go, child, cpu) + tuple(args))
+            p.start()
+            child.close()
+            conns.append(parent)
+            procs.append(p)
+        for c in conns:
+            if c.recv_bytes() != b"r":
+                raise RuntimeError("unexpected ready message")
+        t0 = time.perf_counter()
+        go.set()
+        reported = [c.recv() for c in conns]
+        elapsed = time.perf_counter() - t0
+        for p in procs:
+            p.join(60)
+            if p.exitcode != 0:
+                raise RuntimeError("child exited with %r" % (p.exitcode,))
+        return elapsed, reported
+    finally:
+        for c in conns:
+            c.close()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join()
+
+
+def queue_tput(n, item, size, queue, pcpus, ccpus, gbps, method):
+    """Items/s (GB/s with gbps) of n items through multiprocessing.Queue or SimpleQueue,
+    len(pcpus) producers and as many consumers, each moving n // k items."""
+    ctx = mp.get_context(method)
+    q = ctx.Queue() if queue == "Queue" else ctx.SimpleQueue()
+    obj = b"\x5a" * size if item == "bytes" else (1, "abc", 2.5)
+    k = len(pcpus)
+    n = n // k * k
+    try:
+        workers = [(_q_get, cpu, (q, n // k, obj)) for cpu in ccpus]
+        workers += [(_q_put, cpu, (q, n // k, obj)) for cpu in pcpus]
+        elapsed, _ = _q_team(ctx, workers)
+    finally:
+        q.close()
+    return n * size / elapsed / 1e9 if gbps else n / elapsed
+
+
+def queue_pingpong(n, warm, size, pcpu, ccpu, method):
+    """µs per round trip of a size-byte item out on one Queue and back on another."""
+    ctx = mp.get_context(method)
+    out, back = ctx.Queue(), ctx.Queue()
+    try:
+        workers = [
+            (_q_echo, ccpu, (out, back, n + warm)),
+            (_q_ping, pcpu, (out, back, n, warm, b"\x5a" * size)),
+        ]
+        _, reported = _q_team(ctx, workers)
+    finally:
+        out.close()
+        back.close()
+    return reported[1] / n * 1e6
+
+
+def _pool_inc(x):
+    return x + 1
+
+
+def pool_tasks(n, chunksize, processes):
+    """us per task of Pool(processes).map(_pool_inc, range(n), chunksize) (None: CPython's
+    default chunk size), the pool started and warmed up untimed."""
+    with mp.Pool(processes) as pool:
+        pool.map(_pool_inc, range(1000), chunksize)
+        t0 = time.perf_counter()
+        out = pool.map(_pool_inc, range(n), chunksize)
+        elapsed = time.perf_counter() - t0
+    if len(out) != n or (n and out[-1] != n):
+        raise RuntimeError("pool.map gave wrong results")
+    return elapsed / n * 1e6
+
+
+def pool_startup(k, processes):
+    """ms from Pool(processes) to its first apply() returning; teardown untimed."""
+    total = 0.0
+    for _ in range(k):
+        t0 = time.perf_counter()
+        pool = mp.Pool(processes)
+        try:
+            if pool.apply(_pool_inc, (41,)) != 42:
+                raise RuntimeError("apply gave a wrong result")
+            total += time.perf_counter() - t0
+        finally:
+            pool.terminate()
+            pool.join()
+    return total / k * 1e3
+
+
 OPS = {
     "pingpong": pingpong,
     "tput": tput,
@@ -245,6 +396,10 @@ OPS = {
     "value_incr_2proc": value_incr_2proc,
     "lock_uncontended": lock_uncontended,
     "shm_fill": shm_fill,
+    "queue_tput": queue_tput,
+    "queue_pingpong": queue_pingpong,
+    "pool_tasks": pool_tasks,
+    "pool_startup": pool_startup,
 }
 
 

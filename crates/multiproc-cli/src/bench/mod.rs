@@ -16,7 +16,10 @@ use multiproc::StartMethod;
 use serde::Serialize;
 
 mod cpython;
+mod managers;
 mod ours;
+mod pool;
+mod queues;
 mod shared_state;
 mod shm_fill;
 
@@ -97,6 +100,26 @@ enum Work {
     ShmFill {
         reps: u64,
         size: usize,
+    },
+    /// A queue row: `n` items (round trips for ping-pong) for us, `py_n` for CPython,
+    /// `floor_n` for the floor.
+    Queue {
+        op: queues::Op,
+        n: u64,
+        py_n: u64,
+        floor_n: u64,
+    },
+    /// A manager row: `n` operations for us, `py_n` for CPython.
+    Manager {
+        op: managers::Op,
+        n: u64,
+        py_n: u64,
+    },
+    /// A pool row: `n` tasks (pool starts) for us, `py_n` for CPython.
+    Pool {
+        op: pool::Op,
+        n: u64,
+        py_n: u64,
     },
 }
 
@@ -213,6 +236,109 @@ fn specs() -> Vec<Spec> {
             better: Higher,
             work: Work::ShmFill { reps: 40, size: 64 * MIB },
         },
+        Spec {
+            name: "queue_tput_1p1c_64B",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Queue {
+                op: queues::Op::Tput1p1c64,
+                n: 250_000,
+                py_n: 15_000,
+                floor_n: 30_000,
+            },
+        },
+        Spec {
+            name: "queue_tput_2p2c_64B",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Queue {
+                op: queues::Op::Tput2p2c64,
+                n: 250_000,
+                py_n: 15_000,
+                floor_n: 30_000,
+            },
+        },
+        Spec {
+            name: "queue_tput_1p1c_tuple",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Queue {
+                op: queues::Op::TputTuple,
+                n: 250_000,
+                py_n: 15_000,
+                floor_n: 30_000,
+            },
+        },
+        Spec {
+            name: "queue_pingpong",
+            unit: "µs",
+            better: Lower,
+            work: Work::Queue { op: queues::Op::PingPong, n: 20_000, py_n: 2_000, floor_n: 5_000 },
+        },
+        Spec {
+            name: "queue_64MiB",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::Queue { op: queues::Op::Big, n: 2, py_n: 1, floor_n: 8 },
+        },
+        Spec {
+            name: "queue_get_many_64B",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Queue {
+                op: queues::Op::GetMany64,
+                n: 500_000,
+                py_n: 15_000,
+                floor_n: 30_000,
+            },
+        },
+        Spec {
+            name: "simplequeue_tput_1p1c_64B",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Queue {
+                op: queues::Op::SimpleTput64,
+                n: 250_000,
+                py_n: 15_000,
+                floor_n: 30_000,
+            },
+        },
+        Spec {
+            name: "manager_dict_op_local",
+            unit: "µs",
+            better: Lower,
+            work: Work::Manager { op: managers::Op::DictOpLocal, n: 20_000, py_n: 5_000 },
+        },
+        Spec {
+            name: "manager_dict_op_tcp",
+            unit: "µs",
+            better: Lower,
+            work: Work::Manager { op: managers::Op::DictOpTcp, n: 20_000, py_n: 5_000 },
+        },
+        Spec {
+            name: "manager_startup",
+            unit: "ms",
+            better: Lower,
+            work: Work::Manager { op: managers::Op::Startup, n: 10, py_n: 5 },
+        },
+        Spec {
+            name: "pool_task_chunk1",
+            unit: "µs",
+            better: Lower,
+            work: Work::Pool { op: pool::Op::TaskChunk1, n: 200_000, py_n: 20_000 },
+        },
+        Spec {
+            name: "pool_task_default_chunk",
+            unit: "µs",
+            better: Lower,
+            work: Work::Pool { op: pool::Op::TaskDefaultChunk, n: 1_000_000, py_n: 1_000_000 },
+        },
+        Spec {
+            name: "pool_startup",
+            unit: "ms",
+            better: Lower,
+            work: Work::Pool { op: pool::Op::Startup, n: 10, py_n: 10 },
+        },
     ]
 }
 
@@ -254,6 +380,9 @@ impl Runner {
             Work::StartJoin { k, method, .. } => ours::start_join(scaled(k, q), method),
             Work::SharedState { op, n, .. } => shared_state::ours(op, scaled(n, q), self.pipes),
             Work::ShmFill { reps, size } => shm_fill::ours(scaled(reps, q), size),
+            Work::Queue { op, n, .. } => queues::ours(op, scaled(n, q), self.pipes),
+            Work::Manager { op, n, .. } => managers::ours(op, scaled(n, q)),
+            Work::Pool { op, n, .. } => pool::ours(op, scaled(n, q)),
         }
     }
 
@@ -277,11 +406,21 @@ impl Runner {
                 Some(shared_state::floor(op, scaled(n, q), self.pipes)?)
             }
             Work::ShmFill { reps, size } => Some(shm_fill::floor(scaled(reps, q), size)),
+            Work::Queue { op, floor_n, .. } => queues::floor(op, scaled(floor_n, q), self.pipes)?,
+            Work::Manager { .. } => None,
+            Work::Pool { .. } => None,
         })
     }
 
     fn cpython(&mut self, work: Work) -> Option<f64> {
         let q = self.quick;
+        if let Work::Manager { op, py_n, .. } = work {
+            // Its own python3 per sample (see managers.rs), only when CPython is in use.
+            self.python.as_ref()?;
+            return managers::cpython(op, scaled(py_n, q))
+                .map_err(|e| eprintln!("\nmultiproc bench: CPython's manager row failed: {e}"))
+                .ok();
+        }
         let (pcpu, ccpu) = (self.pipes.parent, self.pipes.child);
         let (op, args) = match work {
             Work::PingPong { n, size } => (
@@ -307,6 +446,11 @@ impl Runner {
                 shared_state::cpython_request(op, scaled(py_n, q), self.pipes)
             }
             Work::ShmFill { reps, size } => shm_fill::cpython_request(scaled(reps, q), size),
+            Work::Queue { op, py_n, .. } => {
+                queues::cpython_request(op, scaled(py_n, q), self.pipes)
+            }
+            Work::Manager { .. } => return None, // answered above
+            Work::Pool { op, py_n, .. } => pool::cpython_request(op, scaled(py_n, q)),
         };
         let py = self.python.as_mut()?;
         match py.call(op, args) {
@@ -329,6 +473,13 @@ impl Runner {
             ours::start_join(1, method)?;
             if let Some(py) = self.python.as_mut() {
                 let _ = py.call("start_join", serde_json::json!({"k": 1, "method": py_method}));
+            }
+        }
+        if let Work::Pool { op: op @ pool::Op::Startup, .. } = work {
+            pool::ours(op, 1)?;
+            if let Some(py) = self.python.as_mut() {
+                let (name, args) = pool::cpython_request(op, 1);
+                let _ = py.call(name, args);
             }
         }
         Ok(())
@@ -411,6 +562,15 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if selected.iter().any(|s| matches!(s.work, Work::ShmFill { .. })) {
         notes.extend(shm_fill::NOTES.iter().map(|n| n.to_string()));
+    }
+    if selected.iter().any(|s| matches!(s.work, Work::Queue { .. })) {
+        notes.extend(queues::NOTES.iter().map(|n| n.to_string()));
+    }
+    if selected.iter().any(|s| matches!(s.work, Work::Manager { .. })) {
+        notes.extend(managers::NOTES.iter().map(|n| n.to_string()));
+    }
+    if selected.iter().any(|s| matches!(s.work, Work::Pool { .. })) {
+        notes.extend(pool::NOTES.iter().map(|n| n.to_string()));
     }
     match &python {
         Some(py) => {
@@ -629,5 +789,7 @@ fn targets(rows: &[Row]) -> Vec<String> {
         ));
     }
     out.extend(shared_state::targets(rows));
+    out.extend(queues::targets(rows));
+    out.extend(pool::targets(rows));
     out
 }

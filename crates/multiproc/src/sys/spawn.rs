@@ -245,3 +245,42 @@ pub(crate) fn resolve_action(layout: isize, offset: isize) -> Option<fn()> {
     // taken from a `fn()` by `action_offsets`.
     Some(unsafe { fnptr::resolve::<fn()>(offset) })
 }
+
+/// The signature of a pool worker's trampoline: target offset, the batch of items to run.
+pub(crate) type BatchTrampoline = fn(isize, &mut crate::pool::Batch<'_, '_>);
+
+/// Runs in a pool worker: resolves `target` as `fn(A) -> R` and lets the safe code in
+/// `pool` run a batch of items through it (one resolution per batch, no per-item
+/// allocation: what makes microsecond tasks cheap).
+pub(crate) fn batch_trampoline<A, R>(target: isize, batch: &mut crate::pool::Batch<'_, '_>)
+where
+    A: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+{
+    // SAFETY: as for `trampoline`: `target` was produced by `fnptr::offset_of::<fn(A) -> R>`
+    // together with this very monomorphisation (`batch_offsets_for`), and
+    // `resolve_batch_trampoline` checked that this process runs the same image.
+    let f: fn(A) -> R = unsafe { fnptr::resolve(target) };
+    crate::pool::run_batch(f, batch)
+}
+
+/// The offsets a pool sends so that a worker can run batches of `f`.
+pub(crate) fn batch_offsets_for<A, R>(f: fn(A) -> R) -> (isize, isize, isize)
+where
+    A: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+{
+    let tramp: BatchTrampoline = batch_trampoline::<A, R>;
+    (fnptr::layout_check(), fnptr::offset_of(tramp), fnptr::offset_of(f))
+}
+
+/// The batch trampoline named by a pool's task, or `None` when it comes from a different
+/// executable image.
+pub(crate) fn resolve_batch_trampoline(layout: isize, offset: isize) -> Option<BatchTrampoline> {
+    if layout != fnptr::layout_check() {
+        return None;
+    }
+    // SAFETY: the layout check proves this process runs the image the parent ran, where
+    // `offset` was taken from a `BatchTrampoline` by `batch_offsets_for`.
+    Some(unsafe { fnptr::resolve::<BatchTrampoline>(offset) })
+}

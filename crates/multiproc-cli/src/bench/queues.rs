@@ -1,0 +1,571 @@
+//! Queue rows: [`Queue`] and [`SimpleQueue`] between processes (throughput with one or
+//! two producers and consumers, a ping-pong over two queues, 64 MiB items, batches), their
+//! CPython counterparts (`multiprocessing.Queue` / `SimpleQueue`) and floors.
+//!
+//! Every producer and consumer is a child process of its own, pinned to its CPU; each
+//! reports ready, waits for a shared start `Event`, works, and reports done, so process
+//! start-up is never timed: a row's time runs from the start to the last one done. The
+//! parent only waits.
+
+use std::hint::black_box;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use multiproc::queues::{Queue, SimpleQueue};
+use multiproc::synchronize::Event;
+use multiproc::{Connection, Process};
+use rustix::io::Errno;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::ours::{pin, BoxError, Placement};
+use super::{Row, MIB, WARM_ROUND_TRIPS};
+
+/// Which queue workload a row runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    /// `queue_tput_1p1c_64B`: `Queue<Vec<u8>>`, 64-byte items, 1 producer → 1 consumer.
+    Tput1p1c64,
+    /// `queue_tput_2p2c_64B`: the same with 2 producers → 2 consumers.
+    Tput2p2c64,
+    /// `queue_tput_1p1c_tuple`: `(u32, String, f64)` items, 1 → 1.
+    TputTuple,
+    /// `queue_pingpong`: a 64-byte item out on one queue and back on another.
+    PingPong,
+    /// `queue_64MiB`: 64 MiB `Vec<u8>` items, 1 → 1 (each in a block of its own).
+    Big,
+    /// `queue_get_many_64B`: 64-byte items, `put_many` batches → `get_many(1024)`.
+    GetMany64,
+    /// `simplequeue_tput_1p1c_64B`: `SimpleQueue<Vec<u8>>`, 64-byte items, 1 → 1.
+    SimpleTput64,
+}
+
+/// Items of a 64-byte row.
+const SIZE: usize = 64;
+/// Items of the 64 MiB row.
+const BIG: usize = 64 * MIB;
+/// `put_many` batch and `get_many` maximum of `queue_get_many_64B`.
+const BATCH: usize = 1024;
+
+/// The notes printed under the table when any of these rows ran.
+pub const NOTES: &[&str] = &[
+    "queue rows: each producer and consumer is a process of its own (started untimed), timed from a",
+    "common start Event to the last one done; producers on the pipe benchmarks' parent CPU, consumers on",
+    "the child CPU (2p2c: four distinct CPUs when there are 4+). CPython: multiprocessing.Queue /",
+    "SimpleQueue the same way, 'fork' start method (its Queue pickles and writes in a feeder thread).",
+    "queue floors: the same bytes, one write() per item, into a raw socketpair drained in big reads",
+    "(2p2c: two writers, two readers); queue_pingpong: a raw socketpair round trip of 64 bytes;",
+    "queue_64MiB: in-process memcpy. queue_tput_1p1c_tuple: (1u32, \"abc\".to_string(), 2.5f64) vs",
+    "(1, \"abc\", 2.5); its floor writes the 13 bytes of the postcard encoding. queue_64MiB: Vec<u8>s",
+    "built untimed (put takes them by value), each in a shared memory block of its own.",
+    "queue_get_many_64B: put_many batches of 1024, get_many(1024); CPython has no batch API, so its",
+    "column is its plain Queue, one item per put/get (the queue_tput_1p1c_64B workload).",
+];
+
+// --------------------------------------------------------------------------------------
+// Items
+
+/// An item type of a throughput row.
+trait Item: Serialize + DeserializeOwned + 'static {
+    fn make(size: usize) -> Self;
+    fn is_ok(&self, size: usize) -> bool;
+}
+
+impl Item for Vec<u8> {
+    fn make(size: usize) -> Self {
+        vec![0x5a; size]
+    }
+    fn is_ok(&self, size: usize) -> bool {
+        self.len() == size
+    }
+}
+
+type Tuple = (u32, String, f64);
+
+impl Item for Tuple {
+    fn make(_: usize) -> Self {
+        (1, "abc".to_string(), 2.5)
+    }
+    fn is_ok(&self, _: usize) -> bool {
+        self.0 == 1 && self.1 == "abc" && self.2 == 2.5
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Workers: started, ready, go, done
+
+/// A worker's control: the start event, its pipe to the parent, its CPU.
+type Ctl = (Event, Connection, Option<usize>);
+
+/// Pins the worker, reports ready and waits for the start.
+fn ready(ctl: &Ctl) {
+    pin(ctl.2).unwrap();
+    ctl.1.send_bytes(b"r").unwrap();
+    ctl.0.wait(None);
+}
+
+/// Reports done, with a number (a worker's own timing, or 0).
+fn done(ctl: &Ctl, secs: f64) {
+    ctl.1.send(&secs).unwrap();
+}
+
+/// Workers started but not yet run; killed and reaped if the run fails half-way.
+struct Team {
+    go: Event,
+    procs: Vec<Process>,
+    conns: Vec<Connection>,
+}
+
+impl Team {
+    fn new() -> Result<Team, BoxError> {
+        Ok(Team { go: Event::new()?, procs: Vec::new(), conns: Vec::new() })
+    }
+
+    fn start<A>(
+        &mut self,
+        target: fn((Ctl, A)),
+        cpu: Option<usize>,
+        args: A,
+    ) -> Result<(), BoxError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (ours, theirs) = multiproc::pipe(true)?;
+        let p = Process::new(target, ((self.go.clone(), theirs, cpu), args));
+        p.start()?;
+        self.procs.push(p);
+        self.conns.push(ours);
+        Ok(())
+    }
+
+    /// Waits until every worker is ready, starts them, and waits until each is done.
+    /// Returns the seconds from the start to the last done, and each worker's number.
+    fn run(mut self) -> Result<(f64, Vec<f64>), BoxError> {
+        for c in &self.conns {
+            let got = c.recv_bytes(None)?;
+            if got != b"r" {
+                return Err(format!("benchmark child sent {got:?} instead of ready").into());
+            }
+        }
+        let t0 = Instant::now();
+        self.go.set();
+        let mut reported = Vec::with_capacity(self.conns.len());
+        for c in &self.conns {
+            reported.push(c.recv::<f64>()?);
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        for p in std::mem::take(&mut self.procs) {
+            p.join(None)?;
+            if p.exitcode() != Some(0) {
+                return Err(format!(
+                    "benchmark child failed (exit code {:?}){}",
+                    p.exitcode(),
+                    p.panic_message().map(|m| format!(": {m}")).unwrap_or_default()
+                )
+                .into());
+            }
+        }
+        Ok((elapsed, reported))
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        for p in &self.procs {
+            if p.is_alive() {
+                let _ = p.kill();
+            }
+            let _ = p.join(None);
+        }
+    }
+}
+
+/// The CPUs of `k` producers and `k` consumers: producers where the pipe benchmarks put
+/// the parent, consumers where they put the child; with two distinct CPUs pinned and at
+/// least `2k` allowed, every worker gets a CPU of its own.
+fn cpus(place: Placement, k: usize) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    if let (Some(a), Some(b)) = (place.parent, place.child) {
+        let allowed = super::allowed_cpus();
+        if a != b && k > 1 && allowed.len() >= 2 * k {
+            let mut order = vec![a, b];
+            order.extend(allowed.iter().copied().filter(|&c| c != a && c != b));
+            let producers = (0..k).map(|i| Some(order[2 * i])).collect();
+            let consumers = (0..k).map(|i| Some(order[2 * i + 1])).collect();
+            return (producers, consumers);
+        }
+    }
+    (vec![place.parent; k], vec![place.child; k])
+}
+
+// --------------------------------------------------------------------------------------
+// multiproc's workers
+
+fn producer<T: Item>((ctl, (q, n, size)): (Ctl, (Queue<T>, u64, usize))) {
+    ready(&ctl);
+    for _ in 0..n {
+        // A fresh item per put, as a real producer makes (put takes it by value).
+        q.put(T::make(size), None).unwrap();
+    }
+    done(&ctl, 0.0);
+}
+
+fn consumer<T: Item>((ctl, (q, n, size)): (Ctl, (Queue<T>, u64, usize))) {
+    ready(&ctl);
+    for _ in 0..n {
+        let item = q.get(None).unwrap();
+        assert!(item.is_ok(size), "the queue delivered a wrong item");
+        black_box(item);
+    }
+    done(&ctl, 0.0);
+}
+
+fn batch_producer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
+    ready(&ctl);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH as u64);
+        q.put_many((0..k).map(|_| vec![0x5a; SIZE]), None).unwrap();
+        left -= k;
+    }
+    done(&ctl, 0.0);
+}
+
+fn batch_consumer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
+    ready(&ctl);
+    let mut got = 0;
+    while got < n {
+        let items = q.get_many(BATCH, None).unwrap();
+        assert!(items.iter().all(|m| m.len() == SIZE), "the queue delivered a wrong item");
+        got += items.len() as u64;
+        black_box(items);
+    }
+    assert_eq!(got, n, "the queue delivered too many items");
+    done(&ctl, 0.0);
+}
+
+fn simple_producer((ctl, (q, n)): (Ctl, (SimpleQueue<Vec<u8>>, u64))) {
+    ready(&ctl);
+    for _ in 0..n {
+        q.put(vec![0x5a; SIZE]).unwrap();
+    }
+    done(&ctl, 0.0);
+}
+
+fn simple_consumer((ctl, (q, n)): (Ctl, (SimpleQueue<Vec<u8>>, u64))) {
+    ready(&ctl);
+    for _ in 0..n {
+        let item = q.get().unwrap();
+        assert_eq!(item.len(), SIZE, "the queue delivered a wrong item");
+        black_box(item);
+    }
+    done(&ctl, 0.0);
+}
+
+fn big_producer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
+    // Built (and every page touched) before the clock: put takes its item by value.
+    let items: Vec<Vec<u8>> = (0..n).map(|_| vec![0x5a; BIG]).collect();
+    ready(&ctl);
+    for item in items {
+        q.put(item, None).unwrap();
+    }
+    done(&ctl, 0.0);
+}
+
+fn big_consumer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
+    ready(&ctl);
+    for _ in 0..n {
+        let item = q.get(None).unwrap();
+        assert!(item.len() == BIG && item[BIG - 1] == 0x5a, "the queue delivered a wrong item");
+        drop(black_box(item));
+    }
+    done(&ctl, 0.0);
+}
+
+type PingArgs = (Queue<Vec<u8>>, Queue<Vec<u8>>, u64);
+
+fn echo((ctl, (out, back, n)): (Ctl, PingArgs)) {
+    ready(&ctl);
+    for _ in 0..n + WARM_ROUND_TRIPS {
+        back.put(out.get(None).unwrap(), None).unwrap();
+    }
+    done(&ctl, 0.0);
+}
+
+/// Reports its own time for the `n` round trips after the warm-up.
+fn pinger((ctl, (out, back, n)): (Ctl, PingArgs)) {
+    let msg = vec![0x5au8; SIZE];
+    ready(&ctl);
+    for _ in 0..WARM_ROUND_TRIPS {
+        out.put(msg.clone(), None).unwrap();
+        black_box(back.get(None).unwrap());
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        out.put(msg.clone(), None).unwrap();
+        let m = back.get(None).unwrap();
+        assert_eq!(m.len(), SIZE, "the queue delivered a wrong item");
+        black_box(m);
+    }
+    done(&ctl, t0.elapsed().as_secs_f64());
+}
+
+// --------------------------------------------------------------------------------------
+// Raw socketpair workers, for the floors
+
+fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `n` items of `size` bytes, one `write` each.
+fn raw_writer((ctl, (conn, n, size)): (Ctl, (Connection, u64, usize))) {
+    let msg = vec![0x5au8; size];
+    ready(&ctl);
+    for _ in 0..n {
+        write_all(conn.as_fd(), &msg).unwrap();
+    }
+    done(&ctl, 0.0);
+}
+
+/// Reads and discards exactly `total` bytes, in big reads.
+fn raw_reader((ctl, (conn, total)): (Ctl, (Connection, u64))) {
+    let mut buf = vec![0u8; 64 * 1024];
+    ready(&ctl);
+    let mut left = total;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        match rustix::io::read(conn.as_fd(), &mut buf[..want]) {
+            Ok(0) => panic!("the socket closed early"),
+            Ok(n) => left -= n as u64,
+            Err(Errno::INTR) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    done(&ctl, 0.0);
+}
+
+fn raw_echo((ctl, (conn, n)): (Ctl, (Connection, u64))) {
+    let mut buf = [0u8; SIZE];
+    ready(&ctl);
+    for _ in 0..n + WARM_ROUND_TRIPS {
+        read_exact(conn.as_fd(), &mut buf).unwrap();
+        write_all(conn.as_fd(), &buf).unwrap();
+    }
+    done(&ctl, 0.0);
+}
+
+fn raw_pinger((ctl, (conn, n)): (Ctl, (Connection, u64))) {
+    let msg = [0x5au8; SIZE];
+    let mut back = [0u8; SIZE];
+    ready(&ctl);
+    for _ in 0..WARM_ROUND_TRIPS {
+        write_all(conn.as_fd(), &msg).unwrap();
+        read_exact(conn.as_fd(), &mut back).unwrap();
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        write_all(conn.as_fd(), &msg).unwrap();
+        read_exact(conn.as_fd(), &mut back).unwrap();
+    }
+    done(&ctl, t0.elapsed().as_secs_f64());
+}
+
+// --------------------------------------------------------------------------------------
+// Workloads
+
+/// Items per second of `n` items through `k` producers and `k` consumers (each moving
+/// `n / k`).
+fn tput<T: Item>(n: u64, k: usize, size: usize, place: Placement) -> Result<f64, BoxError> {
+    let n = n / k as u64 * k as u64;
+    let q = Queue::<T>::new(0)?;
+    let (pcpus, ccpus) = cpus(place, k);
+    let mut team = Team::new()?;
+    for cpu in ccpus {
+        team.start(consumer::<T>, cpu, (q.clone(), n / k as u64, size))?;
+    }
+    for cpu in pcpus {
+        team.start(producer::<T>, cpu, (q.clone(), n / k as u64, size))?;
+    }
+    let (secs, _) = team.run()?;
+    Ok(n as f64 / secs)
+}
+
+/// Seconds of a one producer → one consumer run of `producer` and `consumer` on `args`.
+fn one_to_one<A>(
+    producer: fn((Ctl, A)),
+    consumer: fn((Ctl, A)),
+    args: A,
+    place: Placement,
+) -> Result<f64, BoxError>
+where
+    A: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    let mut team = Team::new()?;
+    team.start(consumer, place.child, args.clone())?;
+    team.start(producer, place.parent, args)?;
+    Ok(team.run()?.0)
+}
+
+/// multiproc's side of `op`: `n` items (round trips for `PingPong`).
+pub fn ours(op: Op, n: u64, place: Placement) -> Result<f64, BoxError> {
+    match op {
+        Op::Tput1p1c64 => tput::<Vec<u8>>(n, 1, SIZE, place),
+        Op::Tput2p2c64 => tput::<Vec<u8>>(n, 2, SIZE, place),
+        Op::TputTuple => tput::<Tuple>(n, 1, 0, place),
+        Op::PingPong => {
+            let (out, back) = (Queue::new(0)?, Queue::new(0)?);
+            let mut team = Team::new()?;
+            team.start(echo, place.child, (out.clone(), back.clone(), n))?;
+            team.start(pinger, place.parent, (out, back, n))?;
+            let (_, reported) = team.run()?;
+            Ok(reported[1] * 1e6 / n as f64)
+        }
+        Op::Big => {
+            let secs = one_to_one(big_producer, big_consumer, (Queue::new(0)?, n), place)?;
+            Ok((n * BIG as u64) as f64 / secs / 1e9)
+        }
+        Op::GetMany64 => {
+            let secs = one_to_one(batch_producer, batch_consumer, (Queue::new(0)?, n), place)?;
+            Ok(n as f64 / secs)
+        }
+        Op::SimpleTput64 => {
+            let q = SimpleQueue::new()?;
+            let secs = one_to_one(simple_producer, simple_consumer, (q, n), place)?;
+            Ok(n as f64 / secs)
+        }
+    }
+}
+
+/// The bytes of one item of a raw-socketpair floor.
+fn raw_size(op: Op) -> Result<usize, BoxError> {
+    Ok(match op {
+        Op::TputTuple => {
+            let mut out = Vec::new();
+            multiproc::Codec::Postcard.encode_into(&Tuple::make(0), &mut out)?;
+            out.len()
+        }
+        _ => SIZE,
+    })
+}
+
+/// Items per second of `n` items of `size` bytes written by `k` writers into one raw
+/// socketpair and drained by `k` readers.
+fn raw_tput(n: u64, k: usize, size: usize, place: Placement) -> Result<f64, BoxError> {
+    let n = n / k as u64 * k as u64;
+    let (w, r) = multiproc::pipe(true)?;
+    let (pcpus, ccpus) = cpus(place, k);
+    let mut team = Team::new()?;
+    for cpu in ccpus {
+        team.start(raw_reader, cpu, (r.try_clone()?, n / k as u64 * size as u64))?;
+    }
+    for cpu in pcpus {
+        team.start(raw_writer, cpu, (w.try_clone()?, n / k as u64, size))?;
+    }
+    drop((w, r));
+    let (secs, _) = team.run()?;
+    Ok(n as f64 / secs)
+}
+
+/// The floor of `op` (`n`: its own count), or `None`.
+pub fn floor(op: Op, n: u64, place: Placement) -> Result<Option<f64>, BoxError> {
+    Ok(Some(match op {
+        Op::Tput1p1c64 | Op::TputTuple | Op::GetMany64 | Op::SimpleTput64 => {
+            raw_tput(n, 1, raw_size(op)?, place)?
+        }
+        Op::Tput2p2c64 => raw_tput(n, 2, SIZE, place)?,
+        Op::PingPong => {
+            let (a, b) = multiproc::pipe(true)?;
+            let mut team = Team::new()?;
+            team.start(raw_echo, place.child, (b, n))?;
+            team.start(raw_pinger, place.parent, (a, n))?;
+            let (_, reported) = team.run()?;
+            reported[1] * 1e6 / n as f64
+        }
+        Op::Big => super::ours::memcpy(n, BIG),
+    }))
+}
+
+/// CPython's request for `op` (`n`: its own count): its operation name and arguments.
+pub fn cpython_request(op: Op, n: u64, place: Placement) -> (&'static str, serde_json::Value) {
+    let bytes = |k: usize, queue: &str| {
+        let (pcpus, ccpus) = cpus(place, k);
+        serde_json::json!({"n": n, "item": "bytes", "size": SIZE, "queue": queue,
+            "pcpus": pcpus, "ccpus": ccpus, "gbps": false, "method": "fork"})
+    };
+    match op {
+        // No batch API in CPython: get_many compares with its plain Queue.
+        Op::Tput1p1c64 | Op::GetMany64 => ("queue_tput", bytes(1, "Queue")),
+        Op::Tput2p2c64 => ("queue_tput", bytes(2, "Queue")),
+        Op::SimpleTput64 => ("queue_tput", bytes(1, "SimpleQueue")),
+        Op::TputTuple => (
+            "queue_tput",
+            serde_json::json!({"n": n, "item": "tuple", "size": 0, "queue": "Queue",
+                "pcpus": [place.parent], "ccpus": [place.child], "gbps": false, "method": "fork"}),
+        ),
+        Op::Big => (
+            "queue_tput",
+            serde_json::json!({"n": n, "item": "bytes", "size": BIG, "queue": "Queue",
+                "pcpus": [place.parent], "ccpus": [place.child], "gbps": true, "method": "fork"}),
+        ),
+        Op::PingPong => (
+            "queue_pingpong",
+            serde_json::json!({"n": n, "warm": WARM_ROUND_TRIPS, "size": SIZE,
+                "pcpu": place.parent, "ccpu": place.child, "method": "fork"}),
+        ),
+    }
+}
+
+/// The queue targets, checked against this run.
+pub fn targets(rows: &[Row]) -> Vec<String> {
+    let find = |name: &str| rows.iter().find(|r| r.bench == name);
+    let mark = |ok: bool| if ok { "met " } else { "MISS" };
+    let mut out = Vec::new();
+    if let Some(r) = find("queue_tput_1p1c_64B") {
+        out.push(format!(
+            "[{}] Queue 1 -> 1, 64 B items >= 5M msg/s: {:.2}M msg/s",
+            mark(r.multiproc >= 5e6),
+            r.multiproc / 1e6
+        ));
+    }
+    if let Some(r) = find("queue_tput_2p2c_64B") {
+        out.push(format!(
+            "[{}] Queue 2 -> 2, 64 B items >= 3M msg/s: {:.2}M msg/s",
+            mark(r.multiproc >= 3e6),
+            r.multiproc / 1e6
+        ));
+    }
+    if let Some(r) = find("queue_pingpong") {
+        out.push(format!(
+            "[{}] Queue ping-pong <= 2 µs per round trip: {:.2} µs",
+            mark(r.multiproc <= 2.0),
+            r.multiproc
+        ));
+    }
+    if let Some(r) = find("queue_64MiB") {
+        out.push(format!(
+            "[{}] Queue 64 MiB items >= 3 GB/s: {:.2} GB/s",
+            mark(r.multiproc >= 3.0),
+            r.multiproc
+        ));
+    }
+    out
+}

@@ -1,0 +1,747 @@
+//! Managers: objects that live in a server process and are used from any process through
+//! proxies (Python's `multiprocessing.Manager`).
+//!
+//! [`Manager::start`] starts a server in a child process, listening on a Linux abstract
+//! Unix socket with a random authkey; [`Manager::serve`] does the same on any address
+//! (TCP for other machines); [`Manager::connect`] reaches a running server; `multiproc
+//! serve --bind ADDR --authkey-file F` runs one in the foreground.
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `with Manager() as m:` | `let m = Manager::start()?;` (shut down on drop) |
+//! | `m.dict()`, `m.list()`, `m.Namespace()` | [`Manager::dict`], [`Manager::list`], [`Manager::namespace`] |
+//! | `m.Value('i', 0)` | [`Manager::value`] |
+//! | `m.Queue()`, `m.JoinableQueue()` | [`Manager::queue`] |
+//! | `m.Array('d', items)` | [`Manager::array`] (a [`ListProxy`]) |
+//! | `m.Lock()`, `m.RLock()`, `m.Event()`, `m.Condition()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::event`], [`Manager::condition`] |
+//! | `m.Semaphore(n)`, `m.BoundedSemaphore(n)`, `m.Barrier(n)` | [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::barrier`] |
+//! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] |
+//! | `m.get_server().serve_forever()` | [`Server::serve_forever`], `multiproc serve` |
+//!
+//! # How it works
+//! The server is type-agnostic: it stores every value as its serde (postcard) encoding,
+//! dicts in insertion order; keys compare by their encoding. A proxy is a token (address,
+//! authkey, object id) with no OS handle, so it travels to child processes, through
+//! queues and pipes, and inside other managed objects. Each process opens its own
+//! connections to the server on first use (a small pool, so threads do not wait for each
+//! other; reopened after a fork), and the server serves each connection on its own thread.
+//!
+//! A server that dies makes every later call fail with [`Error::Remote`] (the connection is
+//! closed, so nothing hangs). Errors the server raises (an `IndexError`, an unknown object
+//! id) arrive as [`Error::Remote`] too; an empty or full queue as [`Error::Empty`] /
+//! [`Error::Full`].
+//!
+//! Objects live as long as the server: they are not reference-counted.
+//!
+//! A serialized proxy carries the server's authkey (as Python's does when it pickles a
+//! proxy for a child): send proxies only to processes you would give the key.
+//!
+//! Locks held in the server ([`Manager::lock`], [`Manager::rlock`], …) stay held if the
+//! process holding them dies, as in Python; the shared-memory locks of
+//! [`synchronize`](crate::synchronize) detect a dead owner instead.
+//!
+//! The seed's "Hello from Process", through a managed dict:
+//!
+//! ```
+//! use multiproc::managers::{DictProxy, Manager};
+//! use multiproc::Process;
+//!
+//! fn f((d, key): (DictProxy<String, String>, String)) {
+//!     d.set(&key, "Hello from Process").unwrap();
+//! }
+//!
+//! let manager = Manager::start()?;
+//! let d = manager.dict()?;
+//! let p = Process::new(f, (d.clone(), "greeting".to_string()));
+//! p.start()?;
+//! p.join(None)?;
+//! assert_eq!(d.get("greeting")?.as_deref(), Some("Hello from Process"));
+//! manager.shutdown()?;
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::process::Process;
+
+mod proxy;
+mod remote;
+mod server;
+
+pub use proxy::{
+    BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Namespace,
+    ObjectProxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
+};
+pub use server::{
+    decode, encode, Register, Registry, Server, SharedObject, DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_MESSAGE,
+};
+
+use remote::{enc, Handle, Remote};
+
+/// How long [`Manager::start`] waits for its server to report its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutting down waits for the server to exit before killing it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The server process a manager started, and the pipe whose closing stops it.
+struct Owned {
+    process: Process,
+    control: Connection,
+}
+
+/// A handle on a manager server (Python's `multiprocessing.Manager()` /
+/// `BaseManager`): creates shared objects and returns proxies to them.
+///
+/// A manager made by [`start`](Self::start) or [`serve`](Self::serve) owns its server
+/// process: [`shutdown`](Self::shutdown), or dropping the manager, stops it; so does the
+/// death of this process, even by `SIGKILL` (the server watches a pipe from its parent).
+/// Proxies outlive neither: calls on them then fail with [`Error::Remote`].
+///
+/// ```
+/// use multiproc::Manager;
+///
+/// let manager = Manager::start()?;
+/// let shared_list = manager.list::<u32>()?;
+/// let handles: Vec<_> = (0..3)
+///     .map(|i| multiproc::spawn(|(l, i): (multiproc::managers::ListProxy<u32>, u32)| l.append(&i).unwrap(), (shared_list.clone(), i)))
+///     .collect::<Result<_, _>>()?;
+/// for h in handles {
+///     h.join()?;
+/// }
+/// let mut items = shared_list.to_vec()?;
+/// items.sort();
+/// assert_eq!(items, [0, 1, 2]);
+/// manager.shutdown()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Manager {
+    remote: Arc<Remote>,
+    owned: Mutex<Option<Owned>>,
+}
+
+/// The server's side of [`Manager::start`]: bind, report the address, serve until the
+/// parent closes the control pipe (or dies).
+fn server_main<R: Register>(
+    (control, bind, authkey, max_message): (Connection, String, Vec<u8>, u64),
+) {
+    let server = match Server::bind(&bind, &authkey) {
+        Ok(mut s) => {
+            R::register(&mut s.registry);
+            s.max_message(usize::try_from(max_message).unwrap_or(usize::MAX))
+        }
+        Err(e) => {
+            let _ = control.send(&Err::<String, String>(e.to_string()));
+            return;
+        }
+    };
+    let socket_file = match server.address() {
+        crate::connection::Address::Unix(path) => Some(path.clone()),
+        _ => None,
+    };
+    if control.send(&Ok::<String, String>(server.address().to_string())).is_err() {
+        return;
+    }
+    let watchdog = std::thread::Builder::new().name("manager-watchdog".into()).spawn(move || {
+        // Any message, EOF or error: the parent wants us gone (or is gone).
+        let _ = control.recv_bytes(Some(16));
+        if let Some(path) = socket_file {
+            let _ = std::fs::remove_file(path);
+        }
+        std::process::exit(0);
+    });
+    if watchdog.is_err() {
+        return;
+    }
+    if server.serve_forever().is_err() {
+        std::process::exit(1);
+    }
+}
+
+impl Manager {
+    /// Starts a server in a child process on a kernel-chosen abstract Unix socket with a
+    /// random 32-byte authkey, and returns the manager that owns it (Python's
+    /// `Manager()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert!(manager.address().starts_with('@'));
+    /// assert_eq!(manager.authkey().len(), 32);
+    /// manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn start() -> Result<Manager> {
+        let mut authkey = vec![0u8; 32];
+        getrandom::fill(&mut authkey)
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        Manager::spawn_server::<()>("@", &authkey)
+    }
+
+    /// Starts a server in a child process listening on `bind_addr` (e.g. `0.0.0.0:50000`
+    /// to serve other machines, `127.0.0.1:0` for a free port, a socket path) with
+    /// `authkey`; the manager owns it. Other processes reach it with
+    /// [`Manager::connect`]`(manager.address(), authkey)` and share objects by name
+    /// ([`dict_named`](Self::dict_named), [`queue_named`](Self::queue_named), …).
+    ///
+    /// ```
+    /// use multiproc::Manager;
+    /// let server = Manager::serve("127.0.0.1:0", b"secret")?;
+    /// let client = Manager::connect(server.address(), b"secret")?;
+    /// client.dict_named::<String, u8>("results")?.set("a", &1)?;
+    /// assert_eq!(server.dict_named::<String, u8>("results")?.get("a")?, Some(1));
+    /// server.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn serve(bind_addr: &str, authkey: &[u8]) -> Result<Manager> {
+        Manager::spawn_server::<()>(bind_addr, authkey)
+    }
+
+    /// Like [`start`](Self::start), with a server that can also create the user types `R`
+    /// registers (see [`Register`], [`SharedObject`], [`Manager::create`]).
+    ///
+    /// ```
+    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Counter(i64);
+    /// # impl SharedObject for Counter {
+    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
+    /// # }
+    /// struct Types;
+    /// impl Register for Types {
+    ///     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
+    /// }
+    /// let manager = multiproc::Manager::start_with::<Types>()?;
+    /// assert_eq!(manager.create("Counter", &Counter(7))?.call::<_, i64>("get", &())?, 7);
+    /// assert!(manager.create("Nope", &()).is_err());
+    /// manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn start_with<R: Register>() -> Result<Manager> {
+        let mut authkey = vec![0u8; 32];
+        getrandom::fill(&mut authkey)
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        Manager::spawn_server::<R>("@", &authkey)
+    }
+
+    /// Like [`serve`](Self::serve), with the user types `R` registers.
+    ///
+    /// ```
+    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Counter(i64);
+    /// # impl SharedObject for Counter {
+    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
+    /// # }
+    /// # struct Types;
+    /// # impl Register for Types {
+    /// #     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
+    /// # }
+    /// let server = multiproc::Manager::serve_with::<Types>("127.0.0.1:0", b"k")?;
+    /// let client = multiproc::Manager::connect(server.address(), b"k")?;
+    /// client.create_named("Counter", "hits", &Counter(0))?;
+    /// # server.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn serve_with<R: Register>(bind_addr: &str, authkey: &[u8]) -> Result<Manager> {
+        Manager::spawn_server::<R>(bind_addr, authkey)
+    }
+
+    /// A new object of the user type registered as `type_name`, starting as `initial`.
+    ///
+    /// ```
+    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Counter(i64);
+    /// # impl SharedObject for Counter {
+    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
+    /// # }
+    /// # struct Types;
+    /// # impl Register for Types {
+    /// #     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
+    /// # }
+    /// let manager = multiproc::Manager::start_with::<Types>()?;
+    /// let a = manager.create("Counter", &Counter(1))?;
+    /// let b = manager.create("Counter", &Counter(2))?;
+    /// assert_ne!(a.id(), b.id());
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn create<T: Serialize + ?Sized>(
+        &self,
+        type_name: &str,
+        initial: &T,
+    ) -> Result<ObjectProxy> {
+        self.make(type_name, enc(initial)?, ObjectProxy::from_handle)
+    }
+
+    /// The object of user type `type_name` called `name`, created as `initial` on first use.
+    ///
+    /// ```
+    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Counter(i64);
+    /// # impl SharedObject for Counter {
+    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
+    /// # }
+    /// # struct Types;
+    /// # impl Register for Types {
+    /// #     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
+    /// # }
+    /// let manager = multiproc::Manager::start_with::<Types>()?;
+    /// let a = manager.create_named("Counter", "hits", &Counter(1))?;
+    /// let b = manager.create_named("Counter", "hits", &Counter(99))?;
+    /// assert_eq!(a.id(), b.id());
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn create_named<T: Serialize + ?Sized>(
+        &self,
+        type_name: &str,
+        name: &str,
+        initial: &T,
+    ) -> Result<ObjectProxy> {
+        self.make_named(type_name, name, enc(initial)?, ObjectProxy::from_handle)
+    }
+
+    fn spawn_server<R: Register>(bind: &str, authkey: &[u8]) -> Result<Manager> {
+        let (control, child_end) = crate::connection::pipe(true)?;
+        let process = Process::new(
+            server_main::<R>,
+            (child_end, bind.to_string(), authkey.to_vec(), DEFAULT_MAX_MESSAGE as u64),
+        )
+        .name("Manager-server");
+        process.start()?;
+        let stop = |process: &Process| {
+            let _ = process.kill();
+            let _ = process.join(Some(STOP_TIMEOUT));
+        };
+        let address =
+            match control.recv_timeout::<std::result::Result<String, String>>(START_TIMEOUT) {
+                Ok(Ok(address)) => address,
+                Ok(Err(message)) => {
+                    stop(&process);
+                    return Err(Error::Remote(format!(
+                        "the manager server could not start: {message}"
+                    )));
+                }
+                Err(e) => {
+                    stop(&process);
+                    return Err(Error::Remote(format!("the manager server did not start: {e}")));
+                }
+            };
+        Ok(Manager {
+            remote: Remote::get(&address, authkey),
+            owned: Mutex::new(Some(Owned { process, control })),
+        })
+    }
+
+    /// Connects to a running server (one started by [`serve`](Self::serve), by `multiproc
+    /// serve`, or the address of any manager) and checks that it answers. The manager does
+    /// not own the server: [`shutdown`](Self::shutdown) only disconnects.
+    ///
+    /// ```
+    /// use multiproc::{Error, Manager};
+    /// let owner = Manager::start()?;
+    /// let other = Manager::connect(owner.address(), owner.authkey())?;
+    /// other.namespace_named("config")?.set("debug", &true)?;
+    /// assert!(owner.namespace_named("config")?.get::<bool>("debug")?);
+    /// assert!(matches!(Manager::connect(owner.address(), b"wrong"), Err(Error::Authentication(_))));
+    /// owner.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn connect(addr: &str, authkey: &[u8]) -> Result<Manager> {
+        let manager = Manager { remote: Remote::get(addr, authkey), owned: Mutex::new(None) };
+        manager.server_pid()?;
+        Ok(manager)
+    }
+
+    /// The server's address, as [`Manager::connect`] takes it (`@name` for an abstract
+    /// socket, `host:port` for TCP).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::serve("127.0.0.1:0", b"k")?;
+    /// assert!(manager.address().starts_with("127.0.0.1:"));
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn address(&self) -> &str {
+        &self.remote.address
+    }
+
+    /// The authkey clients must present.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::serve("@", b"my key")?;
+    /// assert_eq!(manager.authkey(), b"my key");
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn authkey(&self) -> &[u8] {
+        &self.remote.authkey
+    }
+
+    /// The server process's pid (a round trip: also checks that it answers).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert_ne!(manager.server_pid()?, std::process::id());
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn server_pid(&self) -> Result<u32> {
+        self.remote.call(0, "ping", &())
+    }
+
+    /// Stops the server this manager owns and waits for it to exit (killing it if it does
+    /// not within 5 seconds); for a [`connect`](Self::connect)ed manager, only closes this
+    /// process's idle connections. Idempotent; dropping the manager does the same.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let d = manager.dict::<u8, u8>()?;
+    /// manager.shutdown()?;
+    /// assert!(matches!(d.len(), Err(multiproc::Error::Remote(_))));
+    /// manager.shutdown()?; // again: nothing to do
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn shutdown(&self) -> Result<()> {
+        self.remote.disconnect();
+        let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Owned { process, control }) = owned {
+            // Say it, rather than only closing our end: a child forked from this process
+            // holds a copy of that end, which would keep the server waiting.
+            let _ = control.send_bytes(b"stop");
+            drop(control);
+            if process.join(Some(STOP_TIMEOUT)).is_err() {
+                process.kill()?;
+                process.join(Some(STOP_TIMEOUT))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn make<P>(&self, kind: &str, init: Vec<u8>, wrap: fn(Handle) -> P) -> Result<P> {
+        let id: u64 = self.remote.call(0, "create", &(kind, init))?;
+        Ok(wrap(Handle { remote: Arc::clone(&self.remote), id }))
+    }
+
+    fn make_named<P>(
+        &self,
+        kind: &str,
+        name: &str,
+        init: Vec<u8>,
+        wrap: fn(Handle) -> P,
+    ) -> Result<P> {
+        let id: u64 = self.remote.call(0, "named", &(kind, name, init))?;
+        Ok(wrap(Handle { remote: Arc::clone(&self.remote), id }))
+    }
+
+    /// A new empty dict (Python's `manager.dict()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let d = manager.dict::<String, Vec<u8>>()?;
+    /// d.set("k", &vec![1, 2])?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &self,
+    ) -> Result<DictProxy<K, V>> {
+        self.make("dict", enc(&Vec::<(Vec<u8>, Vec<u8>)>::new())?, DictProxy::from_handle)
+    }
+
+    /// The dict called `name` on the server, created empty on first use; every client
+    /// that asks for the same name gets the same dict. Asking for a name that holds another
+    /// kind of object is an error.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let a = manager.dict_named::<String, u8>("results")?;
+    /// let b = manager.dict_named::<String, u8>("results")?;
+    /// assert_eq!(a.id(), b.id());
+    /// assert!(manager.list_named::<u8>("results").is_err());
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn dict_named<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<DictProxy<K, V>> {
+        self.make_named(
+            "dict",
+            name,
+            enc(&Vec::<(Vec<u8>, Vec<u8>)>::new())?,
+            DictProxy::from_handle,
+        )
+    }
+
+    /// A new empty list (Python's `manager.list()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let l = manager.list::<f64>()?;
+    /// l.append(&1.5)?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
+        self.make("list", enc(&Vec::<Vec<u8>>::new())?, ListProxy::from_handle)
+    }
+
+    /// The list called `name`, created empty on first use.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// manager.list_named::<u8>("log")?.append(&1)?;
+    /// assert_eq!(manager.list_named::<u8>("log")?.len()?, 1);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn list_named<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<ListProxy<T>> {
+        self.make_named("list", name, enc(&Vec::<Vec<u8>>::new())?, ListProxy::from_handle)
+    }
+
+    /// A new empty namespace (Python's `manager.Namespace()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let ns = manager.namespace()?;
+    /// ns.set("x", &0)?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn namespace(&self) -> Result<Namespace> {
+        self.make("namespace", Vec::new(), Namespace::from_handle)
+    }
+
+    /// The namespace called `name`, created empty on first use.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// manager.namespace_named("cfg")?.set("n", &3u8)?;
+    /// assert_eq!(manager.namespace_named("cfg")?.get::<u8>("n")?, 3);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn namespace_named(&self, name: &str) -> Result<Namespace> {
+        self.make_named("namespace", name, Vec::new(), Namespace::from_handle)
+    }
+
+    /// A new value holding `initial` (Python's `manager.Value(typecode, initial)`; the
+    /// type replaces the type code).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let counter = manager.value(0i32)?;
+    /// assert_eq!(counter.get()?, 0);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn value<T: Serialize + DeserializeOwned>(&self, initial: T) -> Result<ValueProxy<T>> {
+        self.make("value", enc(&enc(&initial)?)?, ValueProxy::from_handle)
+    }
+
+    /// The value called `name`, created holding `initial` on first use (later calls ignore
+    /// `initial`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// manager.value_named("n", 1u8)?.set(&5)?;
+    /// assert_eq!(manager.value_named("n", 1u8)?.get()?, 5);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn value_named<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        initial: T,
+    ) -> Result<ValueProxy<T>> {
+        self.make_named("value", name, enc(&enc(&initial)?)?, ValueProxy::from_handle)
+    }
+
+    /// A new queue holding at most `maxsize` items (`0`: unbounded); Python's
+    /// `manager.Queue(maxsize)` and `manager.JoinableQueue(maxsize)` in one.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue::<String>(0)?;
+    /// q.put("x", None)?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        self.make("queue", enc(&(maxsize as u64))?, QueueProxy::from_handle)
+    }
+
+    /// The unbounded queue called `name`, created on first use: the meeting point of a
+    /// distributed work queue (see the `manager_work_queue` example).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// manager.queue_named::<u32>("jobs")?.put(&7, None)?;
+    /// assert_eq!(manager.queue_named::<u32>("jobs")?.get(None)?, 7);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn queue_named<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<QueueProxy<T>> {
+        self.make_named("queue", name, enc(&0u64)?, QueueProxy::from_handle)
+    }
+
+    /// A new lock held in the server (Python's `manager.Lock()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let lock = manager.lock()?;
+    /// assert!(lock.acquire(None)?);
+    /// lock.release()?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> Result<LockProxy> {
+        self.make("lock", Vec::new(), LockProxy::from_handle)
+    }
+
+    /// A new event held in the server (Python's `manager.Event()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert!(!manager.event()?.is_set()?);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn event(&self) -> Result<EventProxy> {
+        self.make("event", Vec::new(), EventProxy::from_handle)
+    }
+
+    /// A new semaphore with `value` units, held in the server (Python's
+    /// `manager.Semaphore(value)`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert!(manager.semaphore(1)?.try_acquire()?);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy> {
+        self.make("semaphore", enc(&(value, false))?, SemaphoreProxy::from_handle)
+    }
+
+    /// A new bounded semaphore (Python's `manager.BoundedSemaphore(value)`): releasing it
+    /// beyond `value` is an error.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let sem = manager.bounded_semaphore(1)?;
+    /// assert!(sem.release().is_err());
+    /// assert!(sem.try_acquire()?);
+    /// sem.release()?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn bounded_semaphore(&self, value: u64) -> Result<SemaphoreProxy> {
+        self.make("semaphore", enc(&(value, true))?, SemaphoreProxy::from_handle)
+    }
+
+    /// A new recursive lock held in the server (Python's `manager.RLock()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let lock = manager.rlock()?;
+    /// assert!(lock.acquire(None)?);
+    /// lock.release()?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        self.make("rlock", Vec::new(), RLockProxy::from_handle)
+    }
+
+    /// A new condition variable with its own recursive lock, held in the server (Python's
+    /// `manager.Condition()`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let cond = manager.condition()?;
+    /// assert!(cond.acquire(None)?);
+    /// cond.release()?;
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        self.make("condition", Vec::new(), ConditionProxy::from_handle)
+    }
+
+    /// A new list holding `items` (Python's `manager.Array(typecode, items)`: the element
+    /// type replaces the type code; the result is a [`ListProxy`], indexable, settable, of
+    /// fixed length unless you append). For numbers shared on one machine, the
+    /// shared-memory [`Array`](crate::Array) is far faster.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let arr = manager.array([0.0f64; 4])?;
+    /// arr.set(2, &1.5)?;
+    /// assert_eq!(arr.to_vec()?, [0.0, 0.0, 1.5, 0.0]);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn array<T: Serialize + DeserializeOwned>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListProxy<T>> {
+        let items = items.into_iter().map(|i| enc(&i)).collect::<Result<Vec<_>>>()?;
+        self.make("list", enc(&items)?, ListProxy::from_handle)
+    }
+
+    /// A new barrier for `parties` processes, held in the server (Python's
+    /// `manager.Barrier(parties)`).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// assert_eq!(manager.barrier(1)?.wait(None)?, 0);
+    /// assert!(manager.barrier(0).is_err());
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn barrier(&self, parties: u64) -> Result<BarrierProxy> {
+        self.make("barrier", enc(&parties)?, BarrierProxy::from_handle)
+    }
+
+    /// The named objects on the server: (name, kind) pairs, sorted by name.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// manager.list_named::<u8>("log")?;
+    /// assert_eq!(manager.names()?, [("log".to_string(), "list".to_string())]);
+    /// # manager.shutdown()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn names(&self) -> Result<Vec<(String, String)>> {
+        self.remote.call(0, "names", &())
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let owned = self.owned.lock().map(|o| o.is_some()).unwrap_or(false);
+        f.debug_struct("Manager")
+            .field("address", &self.remote.address)
+            .field("owns_server", &owned)
+            .finish()
+    }
+}
