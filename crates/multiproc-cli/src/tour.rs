@@ -56,6 +56,19 @@ mod value_race;
 #[path = "../../multiproc/examples/value_with_lock.rs"]
 mod value_with_lock;
 
+#[path = "../../multiproc/examples/manager_dict.rs"]
+mod manager_dict;
+#[path = "../../multiproc/examples/manager_list.rs"]
+mod manager_list;
+#[path = "../../multiproc/examples/manager_namespace.rs"]
+mod manager_namespace;
+#[path = "../../multiproc/examples/manager_shared_dict.rs"]
+mod manager_shared_dict;
+#[path = "../../multiproc/examples/manager_value.rs"]
+mod manager_value;
+#[path = "../../multiproc/examples/manager_work_queue.rs"]
+mod manager_work_queue;
+
 /// One stop of the tour.
 struct Stop {
     name: &'static str,
@@ -183,6 +196,37 @@ const STOPS: &[Stop] = &[
         seed: "002",
         snippet: "Shared Array: Concurrent Array Access",
         run: array_concurrent::main,
+    },
+    Stop { name: "manager_dict", seed: "001", snippet: "4. Managers", run: manager_dict::main },
+    Stop {
+        name: "manager_list",
+        seed: "002",
+        snippet: "Manager: Shared List",
+        run: manager_list::main,
+    },
+    Stop {
+        name: "manager_shared_dict",
+        seed: "002",
+        snippet: "Manager: Shared Dictionary",
+        run: manager_shared_dict::main,
+    },
+    Stop {
+        name: "manager_namespace",
+        seed: "002",
+        snippet: "Manager: Shared Namespace",
+        run: manager_namespace::main,
+    },
+    Stop {
+        name: "manager_value",
+        seed: "002",
+        snippet: "Manager Performance Warning: manager.Value",
+        run: manager_value::main,
+    },
+    Stop {
+        name: "manager_work_queue",
+        seed: "000",
+        snippet: "Manager: works across network sockets (a distributed work queue)",
+        run: manager_work_queue::main,
     },
 ];
 

@@ -241,3 +241,63 @@ fn array_examples_print_what_python_prints() {
     );
     assert_eq!(tour("array_concurrent"), ["[10, 10, 10, 10, 10]"]);
 }
+
+/// The items of a printed Python list or dict, sorted.
+fn sorted_items(line: &str) -> Vec<String> {
+    let inner = line.trim_start_matches(['[', '{']).trim_end_matches([']', '}']);
+    let mut items: Vec<String> = inner.split(", ").map(str::to_string).collect();
+    items.sort();
+    items
+}
+
+#[test]
+fn manager_dict_is_written_by_a_child() {
+    assert_eq!(tour("manager_dict"), ["Hello from Process"]);
+}
+
+#[test]
+fn manager_list_gets_every_item_in_some_order() {
+    let lines = tour("manager_list");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(sorted_items(&lines[0]), ["0", "1", "2", "3", "4"]);
+}
+
+#[test]
+fn manager_shared_dict_gets_every_square() {
+    let lines = tour("manager_shared_dict");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        sorted_items(&lines[0]),
+        ["'key_0': 0", "'key_1': 1", "'key_2': 4", "'key_3': 9", "'key_4': 16"]
+    );
+}
+
+#[test]
+fn manager_namespace_holds_a_counter_and_a_managed_list() {
+    // `ns.x += 1` from five processes is a read-modify-write race (in Python too): x is
+    // between 1 and 5, and each of the five appends saw one of those values.
+    let lines = tour("manager_namespace");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let x: u32 = lines[0].strip_prefix("x = ").and_then(|x| x.parse().ok()).expect("x");
+    assert!((1..=5).contains(&x));
+    let items = sorted_items(lines[1].strip_prefix("items = ").expect("items"));
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|i| i.parse::<u32>().is_ok_and(|v| (1..=5).contains(&v))));
+}
+
+#[test]
+fn manager_value_is_updated_by_a_child() {
+    assert_eq!(tour("manager_value"), ["0", "1"]);
+}
+
+#[test]
+fn manager_work_queue_runs_jobs_over_tcp() {
+    assert_eq!(
+        tour("manager_work_queue"),
+        [
+            "20 results from 3 workers (20 jobs done)",
+            "first: (1, 1), last: (20, 400)",
+            "sum of squares 1..=20 = 2870",
+        ]
+    );
+}
