@@ -34,6 +34,7 @@
 //! putters waiting for room do the same on a futex that consumers bump. Idle waiters use
 //! no CPU.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
@@ -122,7 +123,8 @@ impl Ring {
                 "maxsize {maxsize} is above the largest bound, {MAX_MAXSIZE}"
             )));
         }
-        let capacity = pad8(capacity);
+        // A power of two, so that positions map into the ring with a mask.
+        let capacity = capacity.next_power_of_two();
         let segment = Segment::new("queue", KIND_TAG, DATA + capacity)?;
         segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
         segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
@@ -131,7 +133,8 @@ impl Ring {
 
     fn attach(segment: Arc<Segment>) -> Result<Ring> {
         let capacity = segment.word64(H_CAPACITY).load(SeqCst) as usize;
-        if capacity < 64 || capacity % 8 != 0 || DATA + capacity > segment.mapping().len() {
+        if capacity < 64 || !capacity.is_power_of_two() || DATA + capacity > segment.mapping().len()
+        {
             return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
         }
         Ok(Ring { segment, capacity })
@@ -201,7 +204,7 @@ impl Ring {
                 break;
             }
             let need = RECORD_HEADER + pad8(record.payload.len());
-            let phys = (pos % self.capacity as u64) as usize;
+            let phys = (pos & (self.capacity as u64 - 1)) as usize;
             let waste = if phys + need > self.capacity { self.capacity - phys } else { 0 };
             let used = pos.wrapping_sub(used_start) & POS_MASK;
             let free = self.capacity as u64 - used;
@@ -237,7 +240,7 @@ impl Ring {
             return false;
         }
         let need = RECORD_HEADER + pad8(record.payload.len());
-        let phys = (pos_of(tail) % self.capacity as u64) as usize;
+        let phys = (pos_of(tail) & (self.capacity as u64 - 1)) as usize;
         let waste = if phys + need > self.capacity { self.capacity - phys } else { 0 };
         let used = pos_of(tail).wrapping_sub(pos_of(head)) & POS_MASK;
         (waste + need) as u64 <= self.capacity as u64 - used
@@ -260,7 +263,7 @@ impl Ring {
         let map = self.segment.mapping();
         let mut taken = 0;
         while taken < max && pos != pos_of(tail) {
-            let mut phys = (pos % self.capacity as u64) as usize;
+            let mut phys = (pos & (self.capacity as u64 - 1)) as usize;
             let mut advance = 0usize;
             if self.capacity - phys < RECORD_HEADER || map.read::<u32>(DATA + phys + 4) == KIND_WRAP
             {
@@ -469,35 +472,123 @@ fn disown_blocks(records: &mut [Record]) {
 }
 
 /// Encodes `item`; an item too large for the ring goes into a block of its own.
-fn encode_record<T: Serialize>(ring: &Ring, item: &T) -> Result<Record> {
+fn encode_record<T: Serialize + 'static>(ring: &Ring, item: &T) -> Result<Record> {
     encode_record_into(ring, item, Vec::new())
 }
 
 /// Encodes `item` into `payload` (cleared first; its allocation is reused).
-fn encode_record_into<T: Serialize>(ring: &Ring, item: &T, mut payload: Vec<u8>) -> Result<Record> {
+fn encode_record_into<T: Serialize + 'static>(
+    ring: &Ring,
+    item: &T,
+    mut payload: Vec<u8>,
+) -> Result<Record> {
     payload.clear();
+    if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
+        // Byte vectors: postcard's own encoding (a varint length, then the bytes), written
+        // with one copy instead of one serializer call per byte.
+        let mut prefix = [0u8; 10];
+        let prefix = varint(bytes.len(), &mut prefix);
+        let total = prefix.len() + bytes.len();
+        if total <= ring.inline_limit() {
+            payload.extend_from_slice(prefix);
+            payload.extend_from_slice(bytes);
+            return Ok(Record { kind: KIND_INLINE, payload, block: None });
+        }
+        // Large: straight into a block of its own, without an intermediate copy.
+        let mut block = large_block(total)?;
+        let buf = block.buf_mut();
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()..total].copy_from_slice(bytes);
+        return indirect_record(block, total, payload);
+    }
     Codec::Postcard.encode_into(item, &mut payload)?;
     if payload.len() <= ring.inline_limit() {
         return Ok(Record { kind: KIND_INLINE, payload, block: None });
     }
-    // Owned by this process until it is published, so that `multiproc shm clean` removes
-    // it if this process dies first; after publishing, the consumer unlinks it.
-    let mut block = crate::shared_memory::SharedMemory::create(payload.len())?;
+    let mut block = large_block(payload.len())?;
     block.buf_mut()[..payload.len()].copy_from_slice(&payload);
-    let mut indirect = Vec::new();
-    Codec::Postcard.encode_into(&(block.name(), payload.len() as u64), &mut indirect)?;
-    Ok(Record { kind: KIND_INDIRECT, payload: indirect, block: Some(block) })
+    let total = payload.len();
+    indirect_record(block, total, Vec::new())
 }
 
-fn decode_record<T: DeserializeOwned>(kind: u32, payload: &[u8]) -> Result<T> {
+/// A block for one large item: owned by this process until its record is published, so
+/// that `multiproc shm clean` removes it if this process dies first; after publishing, the
+/// consumer unlinks it. Sparse: its pages are allocated as the item is copied in.
+fn large_block(len: usize) -> Result<crate::shared_memory::SharedMemory> {
+    crate::shared_memory::SharedMemory::builder().size(len).sparse(true).create()
+}
+
+fn indirect_record(
+    block: crate::shared_memory::SharedMemory,
+    len: usize,
+    mut payload: Vec<u8>,
+) -> Result<Record> {
+    payload.clear();
+    Codec::Postcard.encode_into(&(block.name(), len as u64), &mut payload)?;
+    Ok(Record { kind: KIND_INDIRECT, payload, block: Some(block) })
+}
+
+/// Writes `n` as postcard's varint (LEB128) and returns the used part of `buf`.
+fn varint(mut n: usize, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = 0;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            buf[i] = byte;
+            return &buf[..=i];
+        }
+        buf[i] = byte | 0x80;
+        i += 1;
+    }
+}
+
+/// Reads a postcard varint length from the front of `bytes`.
+fn read_varint(bytes: &[u8]) -> Result<(usize, &[u8])> {
+    let mut n: u64 = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        n |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let n = usize::try_from(n).map_err(|_| Error::Codec("length out of range".into()))?;
+            return Ok((n, &bytes[i + 1..]));
+        }
+    }
+    Err(Error::Codec("malformed length prefix".into()))
+}
+
+/// Decodes one item; byte vectors take the one-copy path that matches `encode_record_into`.
+fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
+    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        let (len, rest) = read_varint(bytes)?;
+        if rest.len() != len {
+            return Err(Error::Codec(format!(
+                "a byte vector of {len} bytes in a record of {} bytes",
+                rest.len()
+            )));
+        }
+        let mut vec = Vec::with_capacity(len);
+        if len >= 4 << 20 {
+            crate::sys::mem::advise_huge_pages(&mut vec);
+        }
+        vec.extend_from_slice(rest);
+        let mut slot = Some(vec);
+        return (&mut slot as &mut dyn Any)
+            .downcast_mut::<Option<T>>()
+            .and_then(Option::take)
+            .ok_or_else(|| Error::Codec("byte vector type mismatch".into()));
+    }
+    Codec::Postcard.decode(bytes)
+}
+
+fn decode_record<T: DeserializeOwned + 'static>(kind: u32, payload: &[u8]) -> Result<T> {
     match kind {
-        KIND_INLINE => Codec::Postcard.decode(payload),
+        KIND_INLINE => decode_item(payload),
         _ => {
             let (name, len): (String, u64) = Codec::Postcard.decode(payload)?;
             let block = crate::shared_memory::SharedMemory::attach(&name)?;
             let len = usize::try_from(len).unwrap_or(usize::MAX);
             let result = match block.buf().get(..len) {
-                Some(bytes) => Codec::Postcard.decode(bytes),
+                Some(bytes) => decode_item(bytes),
                 None => {
                     Err(Error::Protocol(format!("queue: large item block {name} is too short")))
                 }
@@ -567,7 +658,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// A queue holding at most `maxsize` items (`0`: bounded only by its ring of
     /// [`DEFAULT_CAPACITY`] bytes).
     ///
@@ -580,8 +671,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Queue::with_capacity(maxsize, DEFAULT_CAPACITY)
     }
 
-    /// A queue with a ring of `capacity` bytes (items larger than a quarter of it travel
-    /// in blocks of their own), holding at most `maxsize` items (`0`: no item bound).
+    /// A queue with a ring of `capacity` bytes, rounded up to a power of two (items larger
+    /// than a quarter of it travel in blocks of their own), holding at most `maxsize` items
+    /// (`0`: no item bound).
     ///
     /// ```
     /// let q = multiproc::queues::Queue::<Vec<u8>>::with_capacity(0, 4096)?;
@@ -833,7 +925,7 @@ impl<T> fmt::Debug for SimpleQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// A new, empty queue.
     ///
     /// ```
@@ -924,7 +1016,7 @@ impl<T> fmt::Debug for JoinableQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// A joinable queue holding at most `maxsize` items (0: no item bound).
     ///
     /// ```
