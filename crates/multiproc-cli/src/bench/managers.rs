@@ -25,6 +25,8 @@ pub const NOTES: &[&str] = &[
     "manager rows: dict_op = one d[k] = v plus one d[k] (two round trips to the server process), after",
     "200 warm-up pairs; _local on the default transport (ours: abstract Unix socket; CPython:",
     "Manager(), a Unix socket), _tcp on 127.0.0.1; startup = Manager() + dict() + shutdown().",
+    "manager floors: two raw 32-byte round trips with a child process per operation (_local: Unix",
+    "socket, _tcp: TCP loopback). Ours locally uses shared-memory queues, so it can beat that floor.",
 ];
 
 const WARM: u64 = 200;
@@ -129,3 +131,74 @@ pub fn cpython(op: Op, n: u64) -> Result<f64, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim().parse::<f64>().map_err(|e| format!("python3 printed {text:?}: {e}"))
 }
+
+/// Echoes `n` messages of `size` bytes on a raw stream (the floor's server side).
+fn echo<S: std::io::Read + std::io::Write>(
+    mut stream: S,
+    n: u64,
+    size: usize,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; size];
+    for _ in 0..n {
+        stream.read_exact(&mut buf)?;
+        stream.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+fn tcp_echo_child((port, n): (u16, u64)) {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    echo(stream, n, 32).expect("echo");
+}
+
+fn unix_echo_child((conn, n): (multiproc::Connection, u64)) {
+    let fd: std::os::fd::OwnedFd =
+        std::os::fd::AsFd::as_fd(&conn).try_clone_to_owned().expect("dup");
+    echo(std::os::unix::net::UnixStream::from(fd), n, 32).expect("echo");
+}
+
+/// Two raw round trips of 32 bytes per operation (what a set + get costs at the very
+/// least): over TCP loopback for the TCP row, over a Unix socket for the local row. The
+/// peer is a child process, as a manager's server is.
+pub fn floor(op: Op, n: u64) -> Result<Option<f64>, BoxError> {
+    let trips = 2 * (n + WARM);
+    let mut buf = [0u8; 32];
+    let mut measure = |stream: &mut dyn ReadWrite| -> Result<f64, BoxError> {
+        let mut start = Instant::now();
+        for i in 0..trips {
+            if i == 2 * WARM {
+                start = Instant::now();
+            }
+            stream.write_all(&buf)?;
+            stream.read_exact(&mut buf)?;
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+    };
+    match op {
+        Op::DictOpTcp => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let port = listener.local_addr()?.port();
+            let child = multiproc::spawn(tcp_echo_child, (port, trips))?;
+            let (mut stream, _) = listener.accept()?;
+            stream.set_nodelay(true)?;
+            let result = measure(&mut stream);
+            child.join()?;
+            result.map(Some)
+        }
+        Op::DictOpLocal => {
+            let (ours, theirs) = multiproc::pipe(true)?;
+            let child = multiproc::spawn(unix_echo_child, (theirs, trips))?;
+            let fd: std::os::fd::OwnedFd = std::os::fd::AsFd::as_fd(&ours).try_clone_to_owned()?;
+            let mut stream = std::os::unix::net::UnixStream::from(fd);
+            let result = measure(&mut stream);
+            child.join()?;
+            result.map(Some)
+        }
+        Op::Startup => Ok(None),
+    }
+}
+
+/// A stream to measure on.
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

@@ -407,7 +407,7 @@ impl Runner {
             }
             Work::ShmFill { reps, size } => Some(shm_fill::floor(scaled(reps, q), size)),
             Work::Queue { op, floor_n, .. } => queues::floor(op, scaled(floor_n, q), self.pipes)?,
-            Work::Manager { .. } => None,
+            Work::Manager { op, n, .. } => managers::floor(op, scaled(n, q))?,
             Work::Pool { .. } => None,
         })
     }
