@@ -30,18 +30,21 @@
 //! ```
 //!
 //! # How it works
-//! Each worker is a child process (started like [`Process`], as a daemon) that owns one
-//! end of a socket pair. A dispatcher thread in the parent owns the other ends. Work is cut
-//! into *chunks* (`chunksize` items of one call); the dispatcher keeps a few chunks in
-//! flight per worker, written as one message, so a worker never waits for a round trip
-//! between two tasks. The number in flight adapts to how long a chunk takes: many for
-//! microsecond tasks, one or two for long ones. A worker runs its chunks in order and
-//! sends their results back in batches. The dispatcher waits on the sockets, the workers'
-//! pidfds and a wake-up descriptor, all in one `poll`.
+//! Each worker is a child process (started like [`Process`], as a daemon) with two pipes
+//! to the parent: tasks in, results out. A dispatcher thread in the parent owns the other
+//! ends. Work is cut into *chunks* (`chunksize` items of one call); the dispatcher keeps a
+//! few chunks in flight per worker, written as one message, so a worker never waits for a
+//! round trip between two tasks. The number in flight adapts to how long a chunk takes:
+//! many for microsecond tasks, one or two for long ones. A worker runs its chunks in order
+//! and sends their results back in batches (at the latest 50 µs after the oldest one was
+//! ready). The dispatcher waits on the pipes, the workers' pidfds and a wake-up
+//! descriptor, all in one `poll`. A worker's whole chunk is decoded, run and encoded by one
+//! monomorphised function (no allocation per item), so a task costs tens of nanoseconds
+//! plus the function itself.
 //!
 //! Results are delivered in the parent: [`AsyncResult`]s are completed, callbacks run on
 //! the dispatcher thread (they must not block), and [`IMapIterator`]s are fed.
-//! [`Pool::imap`] pulls its input lazily as results are consumed: at most a bounded window
+//! [`Pool::imap`] takes its input lazily as results are consumed: at most a bounded window
 //! of items is ever in flight, so an endless iterator works.
 //!
 //! # When a task fails
@@ -70,9 +73,10 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,12 +90,15 @@ use crate::connection::{poll_until, Connection};
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
 use crate::process::{ChildOutcome, Process};
-use crate::sharedctypes::RawValue;
+use crate::synchronize::Segment;
 use crate::{reduction, sys};
 
 // --------------------------------------------------------------------------------------
 // Tuning
 
+/// The capacity asked for each pipe between the pool and a worker (Linux's default limit
+/// for unprivileged processes).
+const PIPE_BYTES: usize = 1 << 20;
 /// Chunks in flight per worker, at most.
 const WINDOW_MAX: usize = 256;
 /// How much work (in time) the dispatcher tries to keep queued at each worker, so that a
@@ -175,8 +182,8 @@ impl Pool {
     /// A pool of `processes` workers (`None`: one per CPU this process may use,
     /// [`process_cpu_count`](crate::process_cpu_count)).
     ///
-    /// Returns once the workers are started (not necessarily ready); tasks submitted
-    /// meanwhile wait for them.
+    /// Returns once the first worker is started (an error if it cannot be); the others
+    /// start in the background while the first already takes tasks.
     ///
     /// ```
     /// let pool = multiproc::pool::Pool::new(None)?;
@@ -212,13 +219,14 @@ impl Pool {
         self.inner.processes
     }
 
-    /// The pids of the current workers. Workers that die or reach `maxtasksperchild` are
-    /// replaced, so the list changes over time.
+    /// The pids of the workers started so far. Workers start in the background after the
+    /// first, and those that die or reach `maxtasksperchild` are replaced, so the list
+    /// changes over time.
     ///
     /// ```
     /// let pool = multiproc::pool::Pool::new(Some(2))?;
     /// let pids = pool.pids();
-    /// assert_eq!(pids.len(), 2);
+    /// assert!((1..=2).contains(&pids.len()));
     /// assert!(pids.iter().all(|&p| p > 0 && p != std::process::id() as i32));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -227,6 +235,10 @@ impl Pool {
     }
 
     /// Runs `f(args)` in a worker and waits for its value (Python's `apply`).
+    ///
+    /// It waits as long as the task takes (a worker that dies gives an error, never a
+    /// hang); for a deadline, use [`apply_async`](Self::apply_async) and
+    /// [`AsyncResult::get`] with a timeout.
     ///
     /// ```
     /// let pool = multiproc::pool::Pool::new(Some(1))?;
@@ -264,7 +276,9 @@ impl Pool {
     /// [`apply_async`](Self::apply_async) with Python's `callback` and `error_callback`:
     /// one of them runs in the parent, on the pool's dispatcher thread, when the task ends
     /// (before [`AsyncResult::get`] returns). They must not block: the pool delivers no
-    /// other result while they run. A callback that panics is ignored.
+    /// other result while they run (waiting there for another result of the same pool
+    /// returns [`Error::ProcessState`] at once instead of hanging). A callback that panics
+    /// is ignored.
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -302,6 +316,10 @@ impl Pool {
     /// The items are cut into chunks of `chunksize` (`None`: Python's rule,
     /// `ceil(len / (4 × processes))`); a chunk is what a worker receives at once. If a task
     /// fails, `map` returns the first error that arrives.
+    ///
+    /// It waits as long as the tasks take (a worker that dies gives an error, never a
+    /// hang); for a deadline, use [`map_async`](Self::map_async) and [`AsyncResult::get`]
+    /// with a timeout.
     ///
     /// ```
     /// let pool = multiproc::pool::Pool::new(Some(2))?;
@@ -427,9 +445,10 @@ impl Pool {
     /// A lazy [`map`](Self::map): an iterator of each item's result, in input order
     /// (Python's `imap`). Each item yields `Ok(value)` or that task's own error.
     ///
-    /// The input is pulled as results are consumed, so only a bounded window of items is
-    /// ever in flight: the input may be endless. `chunksize` items travel together (Python's
-    /// default is 1; larger chunks cut overhead for tiny tasks).
+    /// A first window of input is taken at once (the work starts), more as results are
+    /// consumed: only a bounded window of items is ever in flight, so the input may be
+    /// endless. `chunksize` items travel together (Python's default is 1; larger chunks cut
+    /// overhead for tiny tasks).
     ///
     /// ```
     /// let pool = multiproc::pool::Pool::new(Some(2))?;
@@ -618,10 +637,11 @@ impl Pool {
         let chunksize = chunksize
             .unwrap_or_else(|| len.div_ceil(4 * self.inner.processes))
             .clamp(1, u32::MAX as usize);
-        let cell = Arc::new(Cell::new());
+        let cell = Arc::new(Cell::new(pool_id(&self.inner)));
         let sink = CollectSink {
             cell: cell.clone(),
             submitted: 0,
+            in_order: Vec::new(),
             parts: BTreeMap::new(),
             finish,
             callbacks,
@@ -630,29 +650,26 @@ impl Pool {
         let job = self.inner.new_job(Box::new(sink))?;
         // If encoding fails or the input iterator panics, the job must not stay open.
         let mut guard = CancelOnDrop { inner: &self.inner, job: Some(job) };
-        let mut encoder = ChunkEncoder::new(job, FnRef::task(f));
-        let mut group: Vec<Chunk> = Vec::new();
-        let mut group_bytes = 0usize;
+        let mut encoder = ChunkEncoder::new(job, FnRef::task(f), 0);
         let mut group_limit = 1usize;
         let mut items = items.peekable();
         while items.peek().is_some() {
             for item in items.by_ref().take(chunksize) {
                 encoder.push(&item)?;
             }
-            let chunk = encoder.finish();
-            group_bytes += chunk.items.len();
-            group.push(chunk);
+            encoder.end_chunk();
             // The first chunk goes at once, so the workers start; later ones in growing
             // groups, so that a million tiny chunks do not wake the dispatcher a million
             // times.
-            if group.len() >= group_limit || group_bytes >= 1 << 20 {
-                self.inner.submit(vec![Submission::Chunks(std::mem::take(&mut group))]);
-                group_bytes = 0;
+            if encoder.chunk_count() >= group_limit || encoder.bytes() >= 1 << 20 {
+                if let Some(group) = encoder.take_group() {
+                    self.inner.submit(vec![Submission::Chunks(group)]);
+                }
                 group_limit = (group_limit * 4).min(1024);
             }
         }
         let mut last = Vec::with_capacity(2);
-        if !group.is_empty() {
+        if let Some(group) = encoder.take_group() {
             last.push(Submission::Chunks(group));
         }
         last.push(Submission::InputDone { job });
@@ -788,18 +805,14 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
             Some(0) => {
-                return Err(Error::InvalidArgument(
-                    "a pool needs at least one process".into(),
-                ))
+                return Err(Error::InvalidArgument("a pool needs at least one process".into()))
             }
             Some(n) => n,
             None => context::process_cpu_count().max(1),
         };
         let maxtasks = match self.maxtasks {
             Some(0) => {
-                return Err(Error::InvalidArgument(
-                    "maxtasksperchild must be at least 1".into(),
-                ))
+                return Err(Error::InvalidArgument("maxtasksperchild must be at least 1".into()))
             }
             other => other.map(|n| n as u64),
         };
@@ -828,6 +841,7 @@ impl PoolBuilder {
             changed: Condvar::new(),
             wake,
             processes,
+            owner: sys::pid::pid(),
         });
         let (started_tx, started_rx) = mpsc::channel();
         let for_thread = inner.clone();
@@ -898,6 +912,9 @@ impl<T> AsyncResult<T> {
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
         let mut state = self.cell.wait(timeout);
         if !state.ready {
+            if on_dispatcher_of(self.cell.pool) {
+                return Err(Error::ProcessState(CALLBACK_WAIT));
+            }
             return Err(Error::Timeout(timeout.unwrap_or_default()));
         }
         state
@@ -968,6 +985,8 @@ impl<T> fmt::Debug for AsyncResult<T> {
 struct Cell<T> {
     state: Mutex<CellState<T>>,
     cond: Condvar,
+    /// The pool (see [`pool_id`]), so that its own thread never waits for it.
+    pool: usize,
 }
 
 struct CellState<T> {
@@ -977,10 +996,11 @@ struct CellState<T> {
 }
 
 impl<T> Cell<T> {
-    fn new() -> Cell<T> {
+    fn new(pool: usize) -> Cell<T> {
         Cell {
             state: Mutex::new(CellState { ready: false, success: false, outcome: None }),
             cond: Condvar::new(),
+            pool,
         }
     }
 
@@ -999,7 +1019,7 @@ impl<T> Cell<T> {
     fn wait(&self, timeout: Option<Duration>) -> MutexGuard<'_, CellState<T>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = lock(&self.state);
-        while !state.ready {
+        while !state.ready && !on_dispatcher_of(self.pool) {
             state = match deadline {
                 None => self.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
@@ -1043,7 +1063,8 @@ impl<T> Callbacks<T> {
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`] (Python's `IMapIterator`
 /// and `IMapUnorderedIterator`): one `Result` per input item.
 ///
-/// It pulls its input while it is consumed, keeping a bounded window of items in flight.
+/// It takes a first window of input when it is created (the work starts at once) and more
+/// as results are consumed, so a bounded window of items is in flight.
 /// [`next`](Iterator::next) waits as long as the next result takes (a dead worker gives
 /// an error, never a hang); [`next_timeout`](Self::next_timeout) gives up after a while.
 /// Dropping it abandons the items not yet delivered.
@@ -1101,6 +1122,7 @@ where
                 waiting: false,
             }),
             cond: Condvar::new(),
+            pool: pool_id(&pool.inner),
         });
         let sink = StreamSink { stream: stream.clone(), ordered, _r: PhantomData };
         let job = pool.inner.new_job(Box::new(sink))?;
@@ -1112,7 +1134,7 @@ where
             .saturating_mul(chunksize)
             .min(IMAP_ITEMS_MAX)
             .max(processes.saturating_mul(2).saturating_mul(chunksize));
-        Ok(IMapIterator {
+        let mut it = IMapIterator {
             inner: pool.inner.clone(),
             stream,
             job,
@@ -1125,7 +1147,10 @@ where
             window_items,
             ordered,
             finished: false,
-        })
+        };
+        // The work starts now, as in Python, not at the first `next`.
+        it.top_up();
+        Ok(it)
     }
 
     /// Takes more input while the items in flight are below the window (with some
@@ -1138,12 +1163,10 @@ where
         if self.taken - self.yielded > window / 2 {
             return;
         }
-        let mut chunks = Vec::new();
         let mut failures = Vec::new();
-        let mut encoder = ChunkEncoder::new(self.job, self.func);
+        let mut encoder = ChunkEncoder::new(self.job, self.func, self.taken);
         let mut exhausted = false;
         while self.taken - self.yielded < window && !exhausted {
-            encoder.begin(self.taken);
             while (encoder.count as usize) < self.chunksize {
                 let Some(item) = input.next() else {
                     exhausted = true;
@@ -1153,17 +1176,13 @@ where
                 if let Err(e) = encoder.push(&item) {
                     // This item fails alone: the chunk so far goes, a new one starts after it.
                     failures.push((self.taken - 1, e));
-                    if encoder.count > 0 {
-                        chunks.push(encoder.finish());
-                    }
-                    encoder.begin(self.taken);
+                    encoder.skip();
                 }
             }
-            if encoder.count > 0 {
-                chunks.push(encoder.finish());
-            }
+            encoder.end_chunk();
         }
-        self.encoded_bytes += chunks.iter().map(|c| c.items.len()).sum::<usize>();
+        let group = encoder.take_group();
+        self.encoded_bytes += group.as_ref().map_or(0, |g| g.data.len());
         if !failures.is_empty() {
             let mut state = lock(&self.stream.state);
             for (index, e) in failures {
@@ -1175,8 +1194,8 @@ where
             }
         }
         let mut subs = Vec::with_capacity(2);
-        if !chunks.is_empty() {
-            subs.push(Submission::Chunks(chunks));
+        if let Some(group) = group {
+            subs.push(Submission::Chunks(group));
         }
         if exhausted {
             self.input = None;
@@ -1231,6 +1250,9 @@ where
                 self.finished = true;
                 return Some(Err(e));
             }
+            if on_dispatcher_of(self.stream.pool) {
+                return Some(Err(Error::ProcessState(CALLBACK_WAIT)));
+            }
             state.waiting = true;
             state = match deadline {
                 None => self.stream.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
@@ -1283,6 +1305,8 @@ impl<R, I: Iterator> fmt::Debug for IMapIterator<R, I> {
 struct Stream<R> {
     state: Mutex<StreamState<R>>,
     cond: Condvar,
+    /// The pool (see [`pool_id`]), so that its own thread never waits for it.
+    pool: usize,
 }
 
 struct StreamState<R> {
@@ -1316,25 +1340,17 @@ impl Outcome<'_> {
     }
 }
 
-/// The outcomes of consecutive items, decoded lazily from a RESULT record (checked by
-/// [`Outcomes::scan`]), or one error.
+/// The outcomes of consecutive items, decoded lazily from a RESULT record, or one error.
 enum Outcomes<'a> {
     Encoded { rd: Rd<'a>, left: u32, pid: i32 },
     One(Option<Error>),
 }
 
 impl<'a> Outcomes<'a> {
-    /// Checks the `count` items at `rd` and moves past them.
-    fn scan(rd: &mut Rd<'a>, count: u32, pid: i32) -> Option<Outcomes<'a>> {
-        let start = rd.pos;
-        for _ in 0..count {
-            let status = rd.u8()?;
-            if !matches!(status, ST_OK | ST_PANICKED | ST_FAILED) {
-                return None;
-            }
-            rd.blob()?;
-        }
-        let items = Rd::new(rd.buf.get(start..rd.pos)?);
+    /// The `count` items in the `bytes` that follow at `rd`; moves past them.
+    fn take(rd: &mut Rd<'a>, count: u32, pid: i32) -> Option<Outcomes<'a>> {
+        let bytes = rd.u64().and_then(|n| usize::try_from(n).ok())?;
+        let items = Rd::new(rd.take(bytes)?);
         Some(Outcomes::Encoded { rd: items, left: count, pid })
     }
 
@@ -1357,7 +1373,12 @@ impl<'a> Iterator for Outcomes<'a> {
                     return None;
                 }
                 *left -= 1;
-                let (status, bytes) = (rd.u8()?, rd.blob()?);
+                let Some((status, bytes)) = rd.u8().zip(rd.blob()) else {
+                    // Cannot happen with our own worker; never a panic or a short count.
+                    return Some(Outcome::Error(Error::Protocol(
+                        "a pool worker sent a malformed result".into(),
+                    )));
+                };
                 Some(match status {
                     ST_OK => Outcome::Value(bytes),
                     ST_PANICKED => Outcome::Error(Error::ProcessFailed {
@@ -1399,7 +1420,9 @@ struct CollectSink<R, T> {
     cell: Arc<Cell<T>>,
     /// Items submitted (counted by the dispatcher as chunks arrive).
     submitted: usize,
-    /// Values by the index of their first item (chunks arrive in any order).
+    /// The values of items `0..in_order.len()`.
+    in_order: Vec<R>,
+    /// Values that arrived ahead of a gap, by the index of their first item.
     parts: BTreeMap<usize, Vec<R>>,
     finish: fn(Vec<R>) -> T,
     callbacks: Callbacks<T>,
@@ -1429,7 +1452,12 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
         if self.done {
             return false;
         }
-        let mut values = Vec::with_capacity(items.len());
+        // Results that continue the ones in order go straight to the end of `in_order`
+        // (chunks mostly arrive in order); others wait in `parts`.
+        let in_order = start == self.in_order.len();
+        let mut parked = Vec::new();
+        let values = if in_order { &mut self.in_order } else { &mut parked };
+        values.reserve(items.len());
         for item in items {
             match item.decode::<R>() {
                 Ok(v) => values.push(v),
@@ -1439,7 +1467,13 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
                 }
             }
         }
-        self.parts.insert(start, values);
+        if in_order {
+            while let Some(part) = self.parts.remove(&self.in_order.len()) {
+                self.in_order.extend(part);
+            }
+        } else {
+            self.parts.insert(start, parked);
+        }
         true
     }
 
@@ -1447,18 +1481,14 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
         if self.done {
             return;
         }
-        let parts = std::mem::take(&mut self.parts);
-        let total: usize = parts.values().map(Vec::len).sum();
-        let mut expected = 0;
-        let mut all = Vec::with_capacity(total);
-        for (start, part) in parts {
-            if start != expected {
-                self.fail(Error::Protocol(format!("pool results for item {expected} are missing")));
-                return;
-            }
-            expected += part.len();
-            all.extend(part);
+        if let Some(&start) = self.parts.keys().next() {
+            let missing = self.in_order.len();
+            self.fail(Error::Protocol(format!(
+                "pool results for items {missing}..{start} are missing"
+            )));
+            return;
         }
+        let all = std::mem::take(&mut self.in_order);
         if all.len() != self.submitted {
             self.fail(Error::Protocol(format!(
                 "{} results for {} pool tasks",
@@ -1577,15 +1607,21 @@ struct Chunk {
     start: usize,
     count: u32,
     func: FnRef,
-    /// `count` items, each `[len: u32 LE][postcard bytes]`.
-    items: Vec<u8>,
+    /// The buffer the items were encoded into, shared with the chunks encoded with them.
+    data: Arc<Vec<u8>>,
+    /// Where the `count` items, each `[len: u32 LE][postcard bytes]`, are in `data`.
+    range: Range<usize>,
 }
 
 impl Chunk {
-    /// The byte ranges of the items.
-    fn item_ranges(&self) -> Vec<std::ops::Range<usize>> {
+    fn items(&self) -> &[u8] {
+        self.data.get(self.range.clone()).unwrap_or_default()
+    }
+
+    /// The byte ranges of the items' encodings within [`items`](Self::items).
+    fn item_ranges(&self) -> Vec<Range<usize>> {
         let mut ranges = Vec::with_capacity(self.count as usize);
-        let mut rd = Rd::new(&self.items);
+        let mut rd = Rd::new(self.items());
         while !rd.done() {
             let Some(len) = rd.u32() else { break };
             let start = rd.pos;
@@ -1597,46 +1633,93 @@ impl Chunk {
         ranges
     }
 
-    /// The items `range` (indices within the chunk) as a chunk of their own.
-    fn slice(&self, ranges: &[std::ops::Range<usize>], from: usize, to: usize) -> Option<Chunk> {
+    /// Items `from..to` (indices within the chunk) as a chunk of their own, sharing the
+    /// buffer.
+    fn slice(&self, ranges: &[Range<usize>], from: usize, to: usize) -> Option<Chunk> {
         if from >= to {
             return None;
         }
-        let begin = ranges[from].start - 4;
-        let end = ranges[to - 1].end;
+        let begin = self.range.start + ranges[from].start - 4;
+        let end = self.range.start + ranges[to - 1].end;
         Some(Chunk {
             job: self.job,
             start: self.start + from,
             count: (to - from) as u32,
             func: self.func,
-            items: self.items[begin..end].to_vec(),
+            data: self.data.clone(),
+            range: begin..end,
         })
     }
 }
 
-/// Builds chunks item by item.
+/// Chunks encoded together into one buffer and submitted together: what the dispatcher
+/// queues. (A million one-item chunks are a thousand groups, not a million allocations.)
+struct Group {
+    job: u64,
+    func: FnRef,
+    data: Arc<Vec<u8>>,
+    /// (first item's index, item count, byte range in `data`) of each chunk, in order.
+    chunks: Vec<(usize, u32, Range<usize>)>,
+    /// The first chunk not yet taken.
+    next: usize,
+}
+
+impl Group {
+    /// A group of one (a chunk going back to the queue).
+    fn single(chunk: Chunk) -> Group {
+        Group {
+            job: chunk.job,
+            func: chunk.func,
+            data: chunk.data,
+            chunks: vec![(chunk.start, chunk.count, chunk.range)],
+            next: 0,
+        }
+    }
+
+    /// Takes the next chunk.
+    fn pop(&mut self) -> Option<Chunk> {
+        let (start, count, range) = self.chunks.get(self.next)?.clone();
+        self.next += 1;
+        Some(Chunk { job: self.job, start, count, func: self.func, data: self.data.clone(), range })
+    }
+
+    /// The items of the chunks not yet taken.
+    fn items(&self) -> usize {
+        self.chunks[self.next..].iter().map(|&(_, count, _)| count as usize).sum()
+    }
+}
+
+/// Encodes items into chunks, and chunks into groups.
 struct ChunkEncoder {
     job: u64,
     func: FnRef,
+    buf: Vec<u8>,
+    chunks: Vec<(usize, u32, Range<usize>)>,
+    /// The index of the current chunk's first item.
     start: usize,
+    /// Where the current chunk starts in `buf`.
+    chunk_at: usize,
+    /// Items in the current chunk.
     count: u32,
-    items: Vec<u8>,
 }
 
 impl ChunkEncoder {
-    fn new(job: u64, func: FnRef) -> ChunkEncoder {
-        ChunkEncoder { job, func, start: 0, count: 0, items: Vec::new() }
+    /// An encoder whose first item has index `start`.
+    fn new(job: u64, func: FnRef, start: usize) -> ChunkEncoder {
+        ChunkEncoder {
+            job,
+            func,
+            buf: Vec::new(),
+            chunks: Vec::new(),
+            start,
+            chunk_at: 0,
+            count: 0,
+        }
     }
 
-    /// Starts a chunk whose first item has index `start`.
-    fn begin(&mut self, start: usize) {
-        self.start = start;
-        self.count = 0;
-        self.items.clear();
-    }
-
+    /// Adds an item to the current chunk.
     fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
-        encode_item(item, &mut self.items).map_err(|e| match e {
+        encode_item(item, &mut self.buf).map_err(|e| match e {
             Error::MessageTooLong { len, .. } => Error::InvalidArgument(format!(
                 "a task argument of {len} bytes is too large for a pool (at most 4 GiB)"
             )),
@@ -1646,19 +1729,46 @@ impl ChunkEncoder {
         Ok(())
     }
 
-    fn finish(&mut self) -> Chunk {
-        // The next chunk is likely about as big as this one.
-        let next = Vec::with_capacity(self.items.len() + self.items.len() / 8);
-        let chunk = Chunk {
+    /// Ends the current chunk (if it has items).
+    fn end_chunk(&mut self) {
+        if self.count > 0 {
+            self.chunks.push((self.start, self.count, self.chunk_at..self.buf.len()));
+            self.start += self.count as usize;
+            self.count = 0;
+            self.chunk_at = self.buf.len();
+        }
+    }
+
+    /// Ends the current chunk and leaves the next index out (an item that failed).
+    fn skip(&mut self) {
+        self.end_chunk();
+        self.start += 1;
+    }
+
+    fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The chunks ended so far, as a group (`None` if there are none).
+    fn take_group(&mut self) -> Option<Group> {
+        self.end_chunk();
+        if self.chunks.is_empty() {
+            return None;
+        }
+        // The next group is likely about as big as this one.
+        let next = Vec::with_capacity(self.buf.len() + self.buf.len() / 8);
+        self.chunk_at = 0;
+        Some(Group {
             job: self.job,
-            start: self.start,
-            count: self.count,
             func: self.func,
-            items: std::mem::replace(&mut self.items, next),
-        };
-        self.start += self.count as usize;
-        self.count = 0;
-        chunk
+            data: Arc::new(std::mem::replace(&mut self.buf, next)),
+            chunks: std::mem::take(&mut self.chunks),
+            next: 0,
+        })
     }
 }
 
@@ -1672,6 +1782,8 @@ struct Inner {
     /// An eventfd that wakes the dispatcher.
     wake: OwnedFd,
     processes: usize,
+    /// The pid of the process that made the pool.
+    owner: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1706,22 +1818,37 @@ struct Broken {
 
 impl Broken {
     fn error(&self) -> Error {
-        Error::ProcessFailed { pid: self.pid, exitcode: self.exitcode, message: self.message.clone() }
+        Error::ProcessFailed {
+            pid: self.pid,
+            exitcode: self.exitcode,
+            message: self.message.clone(),
+        }
     }
 }
 
 enum Submission {
-    NewJob { job: u64, sink: Box<dyn Sink> },
-    Chunks(Vec<Chunk>),
+    NewJob {
+        job: u64,
+        sink: Box<dyn Sink>,
+    },
+    Chunks(Group),
     /// No more chunks will come for this job.
-    InputDone { job: u64 },
+    InputDone {
+        job: u64,
+    },
     /// Abandon this job.
-    Cancel { job: u64 },
+    Cancel {
+        job: u64,
+    },
 }
 
 impl Inner {
     /// Registers a job; fails unless the pool accepts work.
     fn new_job(&self, sink: Box<dyn Sink>) -> Result<u64> {
+        if sys::pid::pid() != self.owner {
+            // A forked child holds a copy of the pool, but not its thread or workers.
+            return Err(Error::ProcessState("a pool can only be used by the process that made it"));
+        }
         let mut shared = lock(&self.shared);
         if let Some(broken) = &shared.broken {
             return Err(broken.error());
@@ -1731,8 +1858,9 @@ impl Inner {
         }
         let job = shared.next_job;
         shared.next_job += 1;
+        // No wake-up: the job's first chunks (or its end) follow at once and wake the
+        // dispatcher; one wake-up per `apply` instead of two.
         shared.inbox.push(Submission::NewJob { job, sink });
-        self.wake_locked(&mut shared);
         Ok(job)
     }
 
@@ -1757,6 +1885,26 @@ impl Inner {
 
 // --------------------------------------------------------------------------------------
 // The dispatcher
+
+thread_local! {
+    /// On a pool's dispatcher thread: that pool's id (0 elsewhere).
+    static DISPATCHER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Identifies a pool (the address of its shared state).
+fn pool_id(inner: &Arc<Inner>) -> usize {
+    Arc::as_ptr(inner) as usize
+}
+
+/// Whether this thread is the dispatcher of pool `pool`: waiting there for one of the
+/// pool's results (from a callback) could never end.
+fn on_dispatcher_of(pool: usize) -> bool {
+    DISPATCHER_OF.with(|d| d.get() == pool)
+}
+
+const CALLBACK_WAIT: &str =
+    "a pool callback cannot wait for a result of its own pool (it runs on the thread that \
+     delivers them)";
 
 struct Config {
     processes: usize,
@@ -1812,12 +1960,51 @@ impl<'de> Deserialize<'de> for Fds {
     }
 }
 
+/// A worker's progress word in shared memory: `(chunk sequence number << 32) | item
+/// index` of what it is running, so that the parent knows which task a dead worker was
+/// running.
+#[derive(Clone)]
+struct Progress(Arc<Segment>);
+
+/// Tags the progress segment ("MPPW").
+const PROGRESS_KIND: u32 = 0x4d50_5057;
+/// Offset of the word in its segment (after the kind tag).
+const PROGRESS_WORD: usize = 8;
+
+impl Progress {
+    fn new() -> Result<Progress> {
+        Ok(Progress(Segment::new("pool-progress", PROGRESS_KIND, 64)?))
+    }
+
+    fn word(&self) -> &AtomicU64 {
+        self.0.word64(PROGRESS_WORD)
+    }
+}
+
+impl Serialize for Progress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        self.0.export("pool progress").map_err(S::Error::custom)?.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Progress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let handle = reduction::Handle::deserialize(d)?;
+        Segment::import(handle, "pool progress", PROGRESS_KIND, 64)
+            .map(Progress)
+            .map_err(crate::codec::de_error)
+    }
+}
+
 /// What a worker process is started with.
 #[derive(Serialize, Deserialize)]
 struct WorkerBoot {
-    conn: Connection,
-    /// `(chunk sequence number << 32) | item index`: what the worker is running.
-    progress: RawValue<u64>,
+    /// The read end of the task pipe.
+    tasks: Connection,
+    /// The write end of the result pipe.
+    results: Connection,
+    progress: Progress,
     init: Option<(FnRef, Vec<u8>, Fds)>,
     /// Chunks after which the worker exits; 0 for no limit.
     maxtasks: u64,
@@ -1827,12 +2014,15 @@ struct WorkerBoot {
 struct Worker {
     process: Process,
     pid: i32,
-    sock: OwnedFd,
+    /// The parent's end of the task pipe (non-blocking).
+    tx: OwnedFd,
+    /// The parent's end of the result pipe (non-blocking).
+    rx: OwnedFd,
     /// Whether reading may still give data (no end of stream yet).
     readable: bool,
     /// Whether writing may still work (no broken pipe yet).
     writable: bool,
-    progress: RawValue<u64>,
+    progress: Progress,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     out_pos: usize,
@@ -1863,7 +2053,8 @@ struct Dispatcher {
     config: Config,
     workers: Vec<Worker>,
     jobs: HashMap<u64, JobEntry>,
-    pending: VecDeque<Chunk>,
+    /// Chunks waiting for a worker, in groups.
+    pending: VecDeque<Group>,
     /// Average time a worker spends on a chunk (exponentially weighted), once known.
     chunk_ns: Option<f64>,
     /// Workers that died before they were ready, in a row.
@@ -1878,8 +2069,8 @@ static WORKER_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Dispatcher {
     fn thread_main(inner: Arc<Inner>, config: Config, started: mpsc::Sender<Result<()>>) {
-        eprintln!("TRACE {:?} thread_main", Instant::now());
         lock(&inner.shared).dispatcher = std::thread::current().id();
+        DISPATCHER_OF.with(|d| d.set(pool_id(&inner)));
         let mut d = Dispatcher {
             inner,
             config,
@@ -1892,18 +2083,15 @@ impl Dispatcher {
             broken: None,
             inbox: Vec::new(),
         };
-        for _ in 0..d.config.processes {
-            let t = Instant::now();
-            let r = d.start_worker();
-            eprintln!("TRACE {:?} worker started in {:?}", Instant::now(), t.elapsed());
-            match r {
-                Ok(w) => d.workers.push(w),
-                Err(e) => {
-                    d.kill_all();
-                    d.finish(Error::Closed("pool"));
-                    let _ = started.send(Err(e));
-                    return;
-                }
+        // The first worker starts before `Pool::new` returns (so that a pool that cannot
+        // start a process says so); the others start in the background, while the first
+        // already runs tasks.
+        match d.start_worker() {
+            Ok(w) => d.workers.push(w),
+            Err(e) => {
+                d.finish(Error::Closed("pool"));
+                let _ = started.send(Err(e));
+                return;
             }
         }
         d.publish_pids();
@@ -1923,10 +2111,18 @@ impl Dispatcher {
                 self.kill_all();
                 return;
             }
-            self.keep_workers(phase);
+            // Work goes out first, then a missing worker (if any) is started: starting one
+            // takes a millisecond or so, during which the others already work.
             self.assign();
             for i in 0..self.workers.len() {
                 self.write_some(i);
+            }
+            let more_wanted = self.keep_workers(phase);
+            if !self.pending.is_empty() {
+                self.assign();
+                for i in 0..self.workers.len() {
+                    self.write_some(i);
+                }
             }
             if phase == Phase::Closed && self.jobs.is_empty() {
                 self.pending.clear();
@@ -1939,7 +2135,7 @@ impl Dispatcher {
                     }
                 }
             }
-            self.wait();
+            self.wait(more_wanted);
         }
     }
 
@@ -1960,13 +2156,12 @@ impl Dispatcher {
                         self.jobs.insert(job, JobEntry { sink, open: true, outstanding: 0 });
                     }
                 }
-                Submission::Chunks(chunks) => {
-                    for chunk in chunks {
-                        if let Some(entry) = self.jobs.get_mut(&chunk.job) {
-                            entry.outstanding += chunk.count as usize;
-                            entry.sink.add_items(chunk.count as usize);
-                            self.pending.push_back(chunk);
-                        }
+                Submission::Chunks(group) => {
+                    if let Some(entry) = self.jobs.get_mut(&group.job) {
+                        let items = group.items();
+                        entry.outstanding += items;
+                        entry.sink.add_items(items);
+                        self.pending.push_back(group);
                     }
                 }
                 Submission::InputDone { job } => {
@@ -1984,10 +2179,12 @@ impl Dispatcher {
         phase
     }
 
-    /// Keeps the pool at its size while there is (or may be) work; starts replacements.
-    fn keep_workers(&mut self, phase: Phase) {
+    /// Keeps the pool at its size while there is (or may be) work: starts one missing
+    /// worker per call (so that results are handled between two starts). Returns whether
+    /// more are missing and can be started at once.
+    fn keep_workers(&mut self, phase: Phase) -> bool {
         if self.broken.is_some() {
-            return;
+            return false;
         }
         let wanted = match phase {
             Phase::Running => self.config.processes,
@@ -1996,51 +2193,52 @@ impl Dispatcher {
         };
         let active = self.workers.iter().filter(|w| !w.retiring).count();
         if active >= wanted {
-            return;
+            return false;
         }
         if self.retry_start_at.is_some_and(|t| Instant::now() < t) {
-            return;
+            return false;
         }
-        for _ in active..wanted {
-            match self.start_worker() {
-                Ok(w) => {
-                    self.workers.push(w);
-                    self.retry_start_at = None;
-                }
-                Err(e) => {
-                    self.retry_start_at = Some(Instant::now() + Duration::from_millis(100));
-                    if self.workers.is_empty() {
-                        self.start_failures += 1;
-                        if self.start_failures >= START_FAILURES_MAX {
-                            self.break_pool(Broken {
-                                pid: 0,
-                                exitcode: 1,
-                                message: format!("the pool cannot start a worker: {e}"),
-                            });
-                        }
+        match self.start_worker() {
+            Ok(w) => {
+                self.workers.push(w);
+                self.retry_start_at = None;
+                self.publish_pids();
+                active + 1 < wanted
+            }
+            Err(e) => {
+                self.retry_start_at = Some(Instant::now() + Duration::from_millis(100));
+                if self.workers.is_empty() {
+                    self.start_failures += 1;
+                    if self.start_failures >= START_FAILURES_MAX {
+                        self.break_pool(Broken {
+                            pid: 0,
+                            exitcode: 1,
+                            message: format!("the pool cannot start a worker: {e}"),
+                        });
                     }
-                    break;
                 }
+                false
             }
         }
-        self.publish_pids();
     }
 
     fn start_worker(&mut self) -> Result<Worker> {
-        let (parent_end, child_end) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )?;
-        // Room for a few large chunks in the kernel: fewer wake-ups for either side.
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&parent_end, 1 << 20);
-        let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&parent_end, 1 << 20);
-        eprintln!("TRACE {:?} start_worker", Instant::now());
-        let progress = RawValue::new(0u64)?;
-        eprintln!("TRACE {:?} rawvalue", Instant::now());
+        // Two pipes rather than a socket pair: a pipe can hold 1 MiB (a socket's buffer is
+        // capped lower), so a large chunk or batch of results crosses in one piece instead
+        // of in several hand-offs between two busy processes.
+        let (task_rx, task_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (result_rx, result_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        for end in [&task_tx, &result_tx] {
+            // The system may refuse (per-user pipe memory): then only speed suffers.
+            let _ = rustix::pipe::fcntl_setpipe_size(end, PIPE_BYTES);
+        }
+        // The parent's ends never block: the dispatcher polls them.
+        rustix::fs::fcntl_setfl(&task_tx, rustix::fs::OFlags::NONBLOCK)?;
+        rustix::fs::fcntl_setfl(&result_rx, rustix::fs::OFlags::NONBLOCK)?;
+        let progress = Progress::new()?;
         let boot = WorkerBoot {
-            conn: Connection::from_fd(child_end),
+            tasks: Connection::from_fd(task_rx),
+            results: Connection::from_fd(result_tx),
             progress: progress.clone(),
             init: self.config.init.as_ref().map(|i| (i.func, i.args.clone(), i.fds.clone())),
             maxtasks: self.config.maxtasks.unwrap_or(0),
@@ -2054,14 +2252,13 @@ impl Dispatcher {
             .name(format!("{kind}PoolWorker-{n}"))
             .daemon(true)
             .start_method(self.config.method);
-        eprintln!("TRACE {:?} process.start", Instant::now());
         process.start()?;
-        eprintln!("TRACE {:?} process.started", Instant::now());
         let pid = process.pid().unwrap_or(0);
         Ok(Worker {
             process,
             pid,
-            sock: parent_end,
+            tx: task_tx,
+            rx: result_rx,
             readable: true,
             writable: true,
             progress,
@@ -2119,11 +2316,14 @@ impl Dispatcher {
             }
             let Some(i) = best else { break };
             let chunk = loop {
-                match self.pending.pop_front() {
-                    Some(c) if self.jobs.contains_key(&c.job) => break Some(c),
-                    Some(_) => continue,
-                    None => break None,
+                let Some(front) = self.pending.front_mut() else { break None };
+                if self.jobs.contains_key(&front.job) {
+                    if let Some(chunk) = front.pop() {
+                        break Some(chunk);
+                    }
                 }
+                // Exhausted, or its job is gone.
+                self.pending.pop_front();
             };
             let Some(chunk) = chunk else { break };
             let w = &mut self.workers[i];
@@ -2132,7 +2332,7 @@ impl Dispatcher {
             let seq = w.next_seq;
             w.next_seq = w.next_seq.wrapping_add(1).max(1);
             encode_task(&mut w.outbuf, seq, &chunk);
-            w.in_flight_bytes += chunk.items.len();
+            w.in_flight_bytes += chunk.range.len();
             w.in_flight.push_back((seq, chunk));
             w.assigned += 1;
             if maxtasks.is_some_and(|m| w.assigned >= m) {
@@ -2165,15 +2365,13 @@ impl Dispatcher {
         self.write_some(i);
     }
 
-    /// Writes as much of worker `i`'s output buffer as the socket takes.
+    /// Writes as much of worker `i`'s output buffer as its task pipe takes.
     fn write_some(&mut self, i: usize) {
         let w = &mut self.workers[i];
         while w.out_pos < w.outbuf.len() && w.writable {
-            match rustix::net::send(
-                &w.sock,
-                &w.outbuf[w.out_pos..],
-                rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
-            ) {
+            // A dead worker gives EPIPE (SIGPIPE is ignored, as in every Rust program and
+            // in CPython).
+            match rustix::io::write(&w.tx, &w.outbuf[w.out_pos..]) {
                 Ok(n) => w.out_pos += n,
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break,
@@ -2196,8 +2394,13 @@ impl Dispatcher {
 
     /// Sleeps in `poll` until a worker sends, dies or can take more bytes, or a
     /// submission arrives; then handles what happened.
-    fn wait(&mut self) {
+    ///
+    /// With `hurry`, only looks (a worker is still to be started).
+    fn wait(&mut self, hurry: bool) {
         let mut timeout = self.retry_start_at.map(|t| t.saturating_duration_since(Instant::now()));
+        if hurry {
+            timeout = Some(Duration::ZERO);
+        }
         {
             let mut shared = lock(&self.inner.shared);
             if !shared.inbox.is_empty() || shared.phase == Phase::Terminated {
@@ -2212,16 +2415,13 @@ impl Dispatcher {
             let mut fds = Vec::with_capacity(1 + self.workers.len() * 2);
             fds.push(PollFd::new(&self.inner.wake, PollFlags::IN));
             for (i, w) in self.workers.iter().enumerate() {
-                let mut flags = PollFlags::empty();
                 if w.readable {
-                    flags |= PollFlags::IN;
+                    fds.push(PollFd::new(&w.rx, PollFlags::IN));
+                    slots.push((i, SLOT_RESULTS));
                 }
                 if w.writable && w.out_pos < w.outbuf.len() {
-                    flags |= PollFlags::OUT;
-                }
-                if !flags.is_empty() {
-                    fds.push(PollFd::new(&w.sock, flags));
-                    slots.push((i, SLOT_SOCKET));
+                    fds.push(PollFd::new(&w.tx, PollFlags::OUT));
+                    slots.push((i, SLOT_TASKS));
                 }
                 if let Some(sentinel) = w.process.sentinel() {
                     fds.push(PollFd::from_borrowed_fd(sentinel, PollFlags::IN));
@@ -2236,17 +2436,14 @@ impl Dispatcher {
                 .filter(|(fd, _)| !fd.revents().is_empty())
                 .map(|(fd, &(i, what))| {
                     let r = fd.revents();
-                    let mut bits = 0u8;
-                    if what == SLOT_SENTINEL {
-                        bits |= EV_EXITED;
-                    } else {
-                        if r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
-                            bits |= EV_READ;
+                    let bits = match what {
+                        SLOT_SENTINEL => EV_EXITED,
+                        SLOT_RESULTS if !r.is_empty() => EV_READ,
+                        _ if r.intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP) => {
+                            EV_WRITE
                         }
-                        if r.intersects(PollFlags::OUT | PollFlags::ERR) {
-                            bits |= EV_WRITE;
-                        }
-                    }
+                        _ => 0,
+                    };
                     (i, bits)
                 })
                 .collect()
@@ -2296,12 +2493,8 @@ impl Dispatcher {
             if inbuf.capacity() - inbuf.len() < want {
                 inbuf.reserve(want.max(256 * 1024));
             }
-            match rustix::net::recv(
-                &w.sock,
-                rustix::buffer::spare_capacity(&mut inbuf),
-                rustix::net::RecvFlags::DONTWAIT,
-            ) {
-                Ok((0, _)) => w.readable = false,
+            match rustix::io::read(&w.rx, rustix::buffer::spare_capacity(&mut inbuf)) {
+                Ok(0) => w.readable = false,
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break,
@@ -2333,7 +2526,10 @@ impl Dispatcher {
             };
             if !ok {
                 // Garbage from our own worker: stop trusting it.
-                eprintln!("multiproc: pool worker {} sent a malformed message", self.workers[i].pid);
+                eprintln!(
+                    "multiproc: pool worker {} sent a malformed message",
+                    self.workers[i].pid
+                );
                 let _ = self.workers[i].process.kill();
                 self.workers[i].readable = false;
                 return buf.len();
@@ -2347,7 +2543,6 @@ impl Dispatcher {
         while !rd.done() {
             match rd.u8() {
                 Some(TAG_READY) => {
-                    eprintln!("TRACE {:?} READY {}", Instant::now(), i);
                     self.workers[i].ready = true;
                     self.start_failures = 0;
                 }
@@ -2383,9 +2578,8 @@ impl Dispatcher {
             _ => return false,
         }
         let Some((_, chunk)) = w.in_flight.pop_front() else { return false };
-        w.in_flight_bytes -= chunk.items.len();
-        let Some(items) = Outcomes::scan(rd, count, pid) else { return false };
-        eprintln!("TRACE {:?} RESULT {}", Instant::now(), i);
+        w.in_flight_bytes -= chunk.range.len();
+        let Some(items) = Outcomes::take(rd, count, pid) else { return false };
         let elapsed = elapsed as f64;
         self.chunk_ns = Some(match self.chunk_ns {
             None => elapsed,
@@ -2399,8 +2593,8 @@ impl Dispatcher {
     fn deliver(&mut self, job: u64, start: usize, items: Outcomes<'_>) {
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         entry.outstanding = entry.outstanding.saturating_sub(items.len());
-        let keep = catch_unwind(AssertUnwindSafe(|| entry.sink.deliver(start, items)))
-            .unwrap_or(false);
+        let keep =
+            catch_unwind(AssertUnwindSafe(|| entry.sink.deliver(start, items))).unwrap_or(false);
         if !keep {
             self.jobs.remove(&job);
         } else {
@@ -2419,7 +2613,7 @@ impl Dispatcher {
     /// Worker `i` has exited: collects what it sent, fails the task it was running,
     /// gives its other chunks to the pending queue, and reaps it.
     fn on_exit(&mut self, i: usize) {
-        // Everything the worker wrote before it died is in the socket by now.
+        // Everything the worker wrote before it died is in the pipe by now.
         self.read_worker(i);
         let w = &mut self.workers[i];
         w.exited = true;
@@ -2427,7 +2621,7 @@ impl Dispatcher {
         let exitcode = w.process.exitcode().unwrap_or(-(libc::SIGKILL));
         let pid = w.pid;
         let ready = w.ready;
-        let progress = w.progress.get();
+        let progress = w.progress.word().load(Ordering::Acquire);
         let in_flight = std::mem::take(&mut w.in_flight);
         w.in_flight_bytes = 0;
         let (running_seq, running_item) = ((progress >> 32) as u32, progress as u32);
@@ -2449,7 +2643,7 @@ impl Dispatcher {
             requeue.extend(chunk.slice(&ranges, k + 1, ranges.len()));
         }
         for chunk in requeue.into_iter().rev() {
-            self.pending.push_front(chunk);
+            self.pending.push_front(Group::single(chunk));
         }
         if let Some((job, index)) = guilty {
             let message = format!("the worker {}", describe_exit(exitcode));
@@ -2531,8 +2725,9 @@ impl Dispatcher {
     }
 }
 
-const SLOT_SOCKET: u8 = 0;
-const SLOT_SENTINEL: u8 = 1;
+const SLOT_RESULTS: u8 = 0;
+const SLOT_TASKS: u8 = 1;
+const SLOT_SENTINEL: u8 = 2;
 const EV_READ: u8 = 1;
 const EV_WRITE: u8 = 2;
 const EV_EXITED: u8 = 4;
@@ -2592,7 +2787,8 @@ fn signal_name(signal: i32) -> String {
 //                  EXIT
 // worker → parent: READY
 //                  INIT_FAILED [len u32][message]
-//                  RESULT [seq u32][elapsed ns u64][count u32] count × [status u8][len u32][bytes]
+//                  RESULT [seq u32][elapsed ns u64][count u32][items' bytes u64]
+//                         count × [status u8][len u32][bytes]
 //
 // Integers in records are little-endian.
 
@@ -2659,7 +2855,7 @@ fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
     out.extend_from_slice(&(chunk.func.trampoline as i64).to_le_bytes());
     out.extend_from_slice(&(chunk.func.target as i64).to_le_bytes());
     out.extend_from_slice(&chunk.count.to_le_bytes());
-    out.extend_from_slice(&chunk.items);
+    out.extend_from_slice(chunk.items());
 }
 
 /// Reads little-endian integers and length-prefixed blobs; `None` past the end.
@@ -2710,7 +2906,7 @@ impl<'a> Rd<'a> {
 // The worker process
 
 fn worker_main(boot: WorkerBoot) {
-    let WorkerBoot { conn, progress, init, maxtasks } = boot;
+    let WorkerBoot { tasks, results: conn, progress, init, maxtasks } = boot;
     let mut out = Vec::with_capacity(64 * 1024);
     if let Some((func, args, fds)) = init {
         if let Err(message) = run_initializer(func, &args, &fds) {
@@ -2726,7 +2922,7 @@ fn worker_main(boot: WorkerBoot) {
     let mut done: u64 = 0;
     let mut resolved: Option<(isize, isize, sys::spawn::BatchTrampoline)> = None;
     loop {
-        let Ok(frame) = conn.recv_bytes(None) else { return };
+        let Ok(frame) = tasks.recv_bytes(None) else { return };
         let mut rd = Rd::new(&frame);
         // When the oldest result not yet sent was ready.
         let mut held_since: Option<Instant> = None;
@@ -2797,7 +2993,7 @@ fn run_initializer(func: FnRef, args: &[u8], fds: &Fds) -> std::result::Result<(
 fn run_chunk(
     rd: &mut Rd<'_>,
     out: &mut Vec<u8>,
-    progress: &RawValue<u64>,
+    progress: &Progress,
     resolved: &mut Option<(isize, isize, sys::spawn::BatchTrampoline)>,
 ) -> Option<Instant> {
     let seq = rd.u32()?;
@@ -2820,9 +3016,12 @@ fn run_chunk(
     let elapsed_at = out.len();
     out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
+    let bytes_at = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
     let started = Instant::now();
     let tag = u64::from(seq) << 32;
-    let mut batch = Batch { rd, count, tag, progress, out: &mut *out, malformed: false };
+    let word = progress.word();
+    let mut batch = Batch { rd, count, tag, progress: word, out: &mut *out, malformed: false };
     match tramp {
         Some(f) => f(target, &mut batch),
         None => {
@@ -2835,11 +3034,12 @@ fn run_chunk(
     if batch.malformed {
         return None;
     }
-    drop(batch);
-    progress.set(tag | u64::from(count));
+    word.store(tag | u64::from(count), Ordering::Relaxed);
     let ended = Instant::now();
     let elapsed = ended.duration_since(started).as_nanos().min(u64::MAX as u128) as u64;
     out[elapsed_at..elapsed_at + 8].copy_from_slice(&elapsed.to_le_bytes());
+    let bytes = (out.len() - bytes_at - 8) as u64;
+    out[bytes_at..bytes_at + 8].copy_from_slice(&bytes.to_le_bytes());
     Some(ended)
 }
 
@@ -2850,7 +3050,7 @@ pub(crate) struct Batch<'a, 'b> {
     count: u32,
     /// The chunk's sequence number, shifted: `tag | i` says "running item i".
     tag: u64,
-    progress: &'a RawValue<u64>,
+    progress: &'a AtomicU64,
     /// Where each item's `[status][len][bytes]` goes.
     out: &'a mut Vec<u8>,
     malformed: bool,
@@ -2864,7 +3064,8 @@ where
     R: Serialize,
 {
     for i in 0..batch.count {
-        batch.progress.set(batch.tag | u64::from(i));
+        // Relaxed is enough: the parent reads the word only after this process has died.
+        batch.progress.store(batch.tag | u64::from(i), Ordering::Relaxed);
         let Some(bytes) = batch.rd.blob() else {
             batch.malformed = true;
             return;

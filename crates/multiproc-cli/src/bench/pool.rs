@@ -85,10 +85,9 @@ pub fn cpython_request(op: Op, n: u64) -> (&'static str, serde_json::Value) {
         Op::TaskChunk1 => {
             ("pool_tasks", serde_json::json!({"n": n, "chunksize": 1, "processes": WORKERS}))
         }
-        Op::TaskDefaultChunk => (
-            "pool_tasks",
-            serde_json::json!({"n": n, "chunksize": null, "processes": WORKERS}),
-        ),
+        Op::TaskDefaultChunk => {
+            ("pool_tasks", serde_json::json!({"n": n, "chunksize": null, "processes": WORKERS}))
+        }
         Op::Startup => ("pool_startup", serde_json::json!({"k": n, "processes": WORKERS})),
     }
 }
@@ -104,11 +103,7 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
     ] {
         if let Some(r) = rows.iter().find(|r| r.bench == name) {
             let unit = if name == "pool_startup" { "ms" } else { "µs" };
-            out.push(format!(
-                "[{}] {what}: {:.3} {unit}",
-                mark(r.multiproc <= limit),
-                r.multiproc
-            ));
+            out.push(format!("[{}] {what}: {:.3} {unit}", mark(r.multiproc <= limit), r.multiproc));
         }
     }
     out
