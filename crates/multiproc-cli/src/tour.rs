@@ -69,6 +69,11 @@ mod manager_value;
 #[path = "../../multiproc/examples/manager_work_queue.rs"]
 mod manager_work_queue;
 
+#[path = "../../multiproc/examples/pool_map_squares.rs"]
+mod pool_map_squares;
+#[path = "../../multiproc/examples/pool_squares_tasks.rs"]
+mod pool_squares_tasks;
+
 /// One stop of the tour.
 struct Stop {
     name: &'static str,
@@ -227,6 +232,18 @@ const STOPS: &[Stop] = &[
         seed: "000",
         snippet: "Manager: works across network sockets (a distributed work queue)",
         run: manager_work_queue::main,
+    },
+    Stop {
+        name: "pool_squares_tasks",
+        seed: "000",
+        snippet: "multiprocessing.Queue: Safe Task Passing, with a Pool",
+        run: pool_squares_tasks::main,
+    },
+    Stop {
+        name: "pool_map_squares",
+        seed: "002",
+        snippet: "Collecting Results with Queue, with Pool.map",
+        run: pool_map_squares::main,
     },
 ];
 

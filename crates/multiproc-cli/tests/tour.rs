@@ -301,3 +301,13 @@ fn manager_work_queue_runs_jobs_over_tcp() {
         ]
     );
 }
+
+#[test]
+fn pool_squares_tasks_keeps_the_task_order() {
+    assert_eq!(tour("pool_squares_tasks"), ["[(0, 1), (1, 4), (2, 9), (3, 16), (4, 25)]"]);
+}
+
+#[test]
+fn pool_map_squares_maps_in_order() {
+    assert_eq!(tour("pool_map_squares"), ["[0, 1, 4, 9, 16]", "{0: 0, 1: 1, 2: 4, 3: 9, 4: 16}"]);
+}
