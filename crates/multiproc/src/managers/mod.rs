@@ -126,6 +126,13 @@ pub struct Manager {
     owned: Mutex<Option<Owned>>,
 }
 
+/// A fresh abstract socket name for a local server. Not the kernel's autobind (`@`): its
+/// five hex digits are soon reused, and a proxy that outlived its server could then reach
+/// a stranger at the same address.
+fn local_address() -> String {
+    format!("@multiproc-manager-{}-{:016x}", std::process::id(), getrandom::u64().unwrap_or(0))
+}
+
 /// The server's side of [`Manager::start`]: bind, report the address, serve until the
 /// parent closes the control pipe (or dies).
 fn server_main<R: Register>(
@@ -180,7 +187,7 @@ impl Manager {
         let mut authkey = vec![0u8; 32];
         getrandom::fill(&mut authkey)
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-        Manager::spawn_server::<()>("@", &authkey)
+        Manager::spawn_server::<()>(&local_address(), &authkey)
     }
 
     /// Starts a server in a child process listening on `bind_addr` (e.g. `0.0.0.0:50000`
@@ -226,7 +233,7 @@ impl Manager {
         let mut authkey = vec![0u8; 32];
         getrandom::fill(&mut authkey)
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-        Manager::spawn_server::<R>("@", &authkey)
+        Manager::spawn_server::<R>(&local_address(), &authkey)
     }
 
     /// Like [`serve`](Self::serve), with the user types `R` registers.

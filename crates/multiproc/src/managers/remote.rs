@@ -61,6 +61,9 @@ pub(crate) struct Remote {
     pub(crate) authkey: Vec<u8>,
     /// (pid that opened them, idle conversations).
     pool: Mutex<(u32, Vec<Lane>)>,
+    /// Set once a handshake with this server succeeded: a later authentication failure
+    /// then means the server is gone and something else answers at its address.
+    reached: std::sync::atomic::AtomicBool,
 }
 
 type Registry = Mutex<HashMap<(String, Vec<u8>), Weak<Remote>>>;
@@ -83,6 +86,7 @@ impl Remote {
             address: address.to_string(),
             authkey: authkey.to_vec(),
             pool: Mutex::new((std::process::id(), Vec::new())),
+            reached: std::sync::atomic::AtomicBool::new(false),
         });
         map.insert(key, Arc::downgrade(&remote));
         remote
@@ -100,8 +104,20 @@ impl Remote {
                 return Ok(conn);
             }
         }
+        let reached = &self.reached;
         let conn = Client::connect_timeout(&self.address, Some(&self.authkey), CONNECT_TIMEOUT)
-            .map_err(|e| self.lost(e))?;
+            .map_err(|e| match e {
+                Error::Authentication(why)
+                    if reached.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    Error::Remote(format!(
+                        "the manager at {} is gone (its address now fails the handshake: {why})",
+                        self.address
+                    ))
+                }
+                e => self.lost(e),
+            })?;
+        reached.store(true, std::sync::atomic::Ordering::Relaxed);
         let fast = if self.is_local() { self.open_fast_lane(&conn) } else { None };
         Ok(Lane { conn, fast })
     }
