@@ -95,7 +95,7 @@ impl Drop for Reaped {
 // --------------------------------------------------------------------------------------
 // Raw I/O for the floors
 
-fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+pub(super) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match rustix::io::write(fd, buf) {
             Ok(n) => buf = &buf[n..],
@@ -106,7 +106,7 @@ fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
+pub(super) fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match rustix::io::read(fd, &mut *buf) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),

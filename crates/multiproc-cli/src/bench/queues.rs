@@ -8,8 +8,7 @@
 //! parent only waits.
 
 use std::hint::black_box;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use multiproc::queues::{Queue, SimpleQueue};
@@ -313,28 +312,7 @@ fn pinger((ctl, (out, back, n)): (Ctl, PingArgs)) {
 // --------------------------------------------------------------------------------------
 // Raw socketpair workers, for the floors
 
-fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::read(fd, &mut *buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
+use super::ours::{read_exact, write_all};
 
 /// Writes `n` items of `size` bytes, one `write` each.
 fn raw_writer((ctl, (conn, n, size)): (Ctl, (Connection, u64, usize))) {
