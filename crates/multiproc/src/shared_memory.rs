@@ -597,6 +597,11 @@ impl SharedMemory {
             Err(e) => Err(io_context(e, format!("unlinking shared memory block {:?}", self.name))),
         }
     }
+
+    /// The 32-bit word at `offset` of the block, for the crate's own shared headers.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        self.map.atomic_u32(offset)
+    }
 }
 
 impl Drop for SharedMemory {
@@ -905,6 +910,15 @@ fn alive(pid: i32, start: u64) -> bool {
             None => false,
         },
         Err(_) => true,
+    }
+}
+
+/// Whether the process that created the block `name` is gone. Only a generated owned
+/// name can tell; for any other name (or a doubt), `false`.
+pub(crate) fn creator_is_gone(name: &str) -> bool {
+    match parse_generated(name) {
+        Some(g) if !g.kept => !alive(g.pid, g.start),
+        _ => false,
     }
 }
 

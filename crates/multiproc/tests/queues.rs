@@ -74,12 +74,128 @@ fn items_of_any_size_travel_and_large_ones_leave_nothing_behind() {
     }
     let got = consumer.join().unwrap();
     assert_eq!(got, sizes.iter().map(|&s| (s, true)).collect::<Vec<_>>());
-    let leftovers: Vec<String> = std::fs::read_dir("/dev/shm")
+}
+
+/// The large-item blocks in `/dev/shm` created by process `pid`.
+fn blocks_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&format!("psm_mp{}_", std::process::id())))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+        .filter(|n| n.starts_with(&format!("psm_mp{pid}_")))
+        .collect()
+}
+
+/// Item `i` of `len` bytes: a pattern that differs between items, so that a block reused
+/// before its reader finished, or read twice, shows.
+fn large_item(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (j as u32).wrapping_mul(7).wrapping_add(i.wrapping_mul(131)) as u8).collect()
+}
+
+/// Runs in a process of its own, so that only its own blocks count: large items go one
+/// at a time (each acknowledged before the next), then as a stream. Returns the most
+/// blocks that existed at once in lock-step with equal sizes, in lock-step with changing
+/// sizes, the blocks kept once the stream was read, and the blocks left after the queue
+/// was dropped.
+fn large_items_reuse_blocks(_: ()) -> (usize, usize, usize, usize) {
+    let me = std::process::id();
+    let q: Queue<Vec<u8>> = Queue::with_capacity(0, 4096).unwrap();
+    let acks: Queue<bool> = Queue::new(0).unwrap();
+    let reader = multiproc::spawn(
+        |(q, acks, n): (Queue<Vec<u8>>, Queue<bool>, u32)| {
+            for i in 0..n {
+                let item = q.get(LONG).unwrap();
+                let ok = item == large_item(i, item.len());
+                acks.put(ok, LONG).unwrap();
+            }
+        },
+        (q.clone(), acks.clone(), 60),
+    )
+    .unwrap();
+    let sizes = |i: u32| [100_000, 30_000, 250_000, 1 << 20, 5000, 700_000][i as usize % 6];
+    let (mut equal, mut changing) = (0, 0);
+    for i in 0..60u32 {
+        let len = if i < 20 { 200_000 } else { sizes(i) };
+        q.put(large_item(i, len), LONG).unwrap();
+        assert!(acks.get(LONG).unwrap(), "item {i} arrived altered");
+        let now = blocks_of(me).len();
+        if i < 20 {
+            equal = equal.max(now);
+        } else {
+            changing = changing.max(now);
+        }
+    }
+    reader.join().unwrap();
+    let reader = multiproc::spawn(
+        |(q, n): (Queue<Vec<u8>>, u32)| {
+            (0..n).all(|i| q.get(LONG).unwrap() == large_item(i, 50_000 + 1000 * i as usize))
+        },
+        (q.clone(), 100),
+    )
+    .unwrap();
+    for i in 0..100u32 {
+        q.put(large_item(i, 50_000 + 1000 * i as usize), LONG).unwrap();
+    }
+    assert!(reader.join().unwrap(), "a streamed item arrived altered");
+    let kept = blocks_of(me).len();
+    drop(q);
+    (equal, changing, kept, blocks_of(me).len())
+}
+
+#[test]
+fn large_items_reuse_a_few_blocks_and_leave_nothing_behind() {
+    let child = multiproc::spawn(large_items_reuse_blocks, ()).unwrap();
+    let pid = child.process().pid().unwrap() as u32;
+    let (equal, changing, kept, left) = child.join().unwrap();
+    assert_eq!(equal, 1, "equal items one at a time should share one block");
+    assert!((1..=4).contains(&changing), "{changing} blocks for items of changing sizes");
+    assert!((1..=4).contains(&kept), "{kept} blocks kept");
+    assert_eq!(left, 0, "blocks left after the queue was dropped");
+    assert_eq!(blocks_of(pid), Vec::<String>::new());
+}
+
+fn put_large_items_then((q, ready, die): (Queue<Vec<u8>>, multiproc::synchronize::Event, bool)) {
+    for i in 0..3 {
+        q.put(large_item(i, 300_000), LONG).unwrap();
+    }
+    ready.set();
+    if die {
+        std::thread::sleep(Duration::from_secs(600)); // killed by the test
+    }
+}
+
+#[test]
+fn large_items_outlive_their_producer_whether_it_exits_or_is_killed() {
+    for die in [false, true] {
+        let q: Queue<Vec<u8>> = Queue::with_capacity(0, 4096).unwrap();
+        let ready = multiproc::synchronize::Event::new().unwrap();
+        let p = Process::new(put_large_items_then, (q.clone(), ready.clone(), die));
+        p.start().unwrap();
+        assert!(ready.wait(LONG));
+        let pid = p.pid().unwrap() as u32;
+        if die {
+            p.kill().unwrap();
+        }
+        p.join(LONG).unwrap();
+        assert_eq!(p.exitcode(), Some(if die { -9 } else { 0 }));
+        for i in 0..3 {
+            assert!(q.get(LONG).unwrap() == large_item(i, 300_000), "item {i} altered");
+        }
+        assert_eq!(blocks_of(pid), Vec::<String>::new(), "blocks left by the producer");
+    }
+}
+
+#[test]
+fn a_large_item_whose_put_timed_out_leaves_its_block_reusable() {
+    let q: Queue<Vec<u8>> = Queue::with_capacity(1, 4096).unwrap();
+    q.put(large_item(0, 100_000), None).unwrap();
+    for i in 1..5 {
+        assert!(matches!(q.put(large_item(i, 100_000), Some(Duration::ZERO)), Err(Error::Full)));
+    }
+    assert!(q.get(None).unwrap() == large_item(0, 100_000));
+    for i in 5..10 {
+        q.put(large_item(i, 100_000), None).unwrap();
+        assert!(q.get(None).unwrap() == large_item(i, 100_000), "item {i} altered");
+    }
 }
 
 #[test]

@@ -248,7 +248,9 @@ def _q_ready(go, conn, cpu):
     go.wait()
 
 
-def _q_put(go, conn, cpu, q, n, item):
+def _q_put(go, conn, cpu, q, n, item, warm=0):
+    for _ in range(warm):
+        q.put(item)
     _q_ready(go, conn, cpu)
     put = q.put
     for _ in range(n):
@@ -256,7 +258,9 @@ def _q_put(go, conn, cpu, q, n, item):
     conn.send(0.0)
 
 
-def _q_get(go, conn, cpu, q, n, item):
+def _q_get(go, conn, cpu, q, n, item, warm=0):
+    for _ in range(warm):
+        q.get()
     _q_ready(go, conn, cpu)
     get = q.get
     got = None
@@ -322,17 +326,18 @@ def _q_team(ctx, workers):
             p.join()
 
 
-def queue_tput(n, item, size, queue, pcpus, ccpus, gbps, method):
+def queue_tput(n, item, size, queue, pcpus, ccpus, gbps, method, warm=0):
     """Items/s (GB/s with gbps) of n items through multiprocessing.Queue or SimpleQueue,
-    len(pcpus) producers and as many consumers, each moving n // k items."""
+    len(pcpus) producers and as many consumers, each moving n // k items (after `warm`
+    untimed ones)."""
     ctx = mp.get_context(method)
     q = ctx.Queue() if queue == "Queue" else ctx.SimpleQueue()
     obj = b"\x5a" * size if item == "bytes" else (1, "abc", 2.5)
     k = len(pcpus)
     n = n // k * k
     try:
-        workers = [(_q_get, cpu, (q, n // k, obj)) for cpu in ccpus]
-        workers += [(_q_put, cpu, (q, n // k, obj)) for cpu in pcpus]
+        workers = [(_q_get, cpu, (q, n // k, obj, warm)) for cpu in ccpus]
+        workers += [(_q_put, cpu, (q, n // k, obj, warm)) for cpu in pcpus]
         elapsed, _ = _q_team(ctx, workers)
     finally:
         q.close()

@@ -279,7 +279,7 @@ fn specs() -> Vec<Spec> {
             name: "queue_64MiB",
             unit: "GB/s",
             better: Higher,
-            work: Work::Queue { op: queues::Op::Big, n: 2, py_n: 1, floor_n: 8 },
+            work: Work::Queue { op: queues::Op::Big, n: 16, py_n: 1, floor_n: 8 },
         },
         Spec {
             name: "queue_get_many_64B",

@@ -26,8 +26,13 @@
 //! that consumer, as with any queue.)
 //!
 //! # Large items
-//! An item too large for the ring travels in a shared memory block of its own; the ring
-//! carries its name. The consumer that retires the record unlinks the block.
+//! An item too large for the ring (more than a quarter of it) travels in a shared memory
+//! block; the ring carries the block's name. A producer keeps a few blocks per queue (at
+//! most 4, 512 MiB in all) and writes later large items into those its consumers have
+//! finished reading, because fresh shared memory costs a page fault and a zeroed page
+//! per 4 KiB; consumers keep their mappings of them too. Kept blocks are released when
+//! the last handle on the queue in that process is dropped. See `blocks.rs` for the
+//! protocol and what happens when either side dies.
 //!
 //! # Waiting
 //! A getter spins briefly, then sleeps on a futex that producers bump after publishing;
@@ -49,6 +54,9 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::raw::{self, Platform};
 use crate::synchronize::{Os, Segment};
+
+mod blocks;
+use blocks::{Blocks, Outgoing};
 
 // Header layout (byte offsets in the segment).
 const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
@@ -109,6 +117,8 @@ fn pad8(n: usize) -> usize {
 struct Ring {
     segment: Arc<Segment>,
     capacity: usize,
+    /// This process's large-item blocks of this queue.
+    blocks: Arc<Blocks>,
 }
 
 impl Ring {
@@ -128,7 +138,7 @@ impl Ring {
         let segment = Segment::new("queue", KIND_TAG, DATA + capacity)?;
         segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
         segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
-        Ok(Ring { segment, capacity })
+        Ok(Ring { segment, capacity, blocks: Arc::new(Blocks::new()) })
     }
 
     fn attach(segment: Arc<Segment>) -> Result<Ring> {
@@ -137,7 +147,7 @@ impl Ring {
         {
             return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
         }
-        Ok(Ring { segment, capacity })
+        Ok(Ring { segment, capacity, blocks: Arc::new(Blocks::new()) })
     }
 
     fn word(&self, offset: usize) -> &AtomicU32 {
@@ -340,11 +350,21 @@ impl Ring {
     }
 
     /// Puts records (in order), waiting for room until `deadline`. Returns how many were
-    /// put before the deadline (all, unless it passed).
-    fn put_records(&self, records: &[Record], deadline: Option<Instant>) -> Result<usize> {
+    /// put (all, unless the deadline passed or an error came), and the error.
+    fn put_records(&self, records: &[Record], deadline: Option<Instant>) -> (usize, Result<()>) {
         let mut done = 0;
+        let result = self.put_records_from(records, deadline, &mut done);
+        (done, result)
+    }
+
+    fn put_records_from(
+        &self,
+        records: &[Record],
+        deadline: Option<Instant>,
+        done: &mut usize,
+    ) -> Result<()> {
         let mut round = 0u32;
-        while done < records.len() {
+        while *done < records.len() {
             if self.closed() {
                 return Err(Error::Closed("queue"));
             }
@@ -355,10 +375,10 @@ impl Ring {
                     Err(Error::Timeout(_)) => break,
                     Err(e) => return Err(e),
                 };
-                self.push_locked(&records[done..])
+                self.push_locked(&records[*done..])
             };
             if pushed > 0 {
-                done += pushed;
+                *done += pushed;
                 self.signal_items(pushed as u32);
                 round = 0;
                 continue;
@@ -376,7 +396,7 @@ impl Ring {
                 });
             }
         }
-        Ok(done)
+        Ok(())
     }
 
     /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
@@ -457,23 +477,31 @@ const SCRATCH_KEEP: usize = 1 << 20;
 struct Record {
     kind: u32,
     payload: Vec<u8>,
-    /// A large item's block, held (and owned) by the producer until the record is
-    /// published.
-    block: Option<crate::shared_memory::SharedMemory>,
+    /// A large item's block, held by the producer until the record is published.
+    block: Option<Outgoing>,
 }
 
-/// After publishing: the blocks of the published records now belong to their consumers.
-fn disown_blocks(records: &mut [Record]) {
-    for record in records {
+/// After a put: the blocks of the first `published` records are handed to their
+/// consumers, those of the rest held nothing after all.
+fn settle_blocks(ring: &Ring, records: &mut [Record], published: usize) {
+    for (i, record) in records.iter_mut().enumerate() {
         if let Some(block) = record.block.take() {
-            block.disown();
+            if i < published {
+                ring.blocks.sent(block);
+            } else {
+                ring.blocks.unsent(block);
+            }
         }
     }
 }
 
 /// Encodes `item`; an item too large for the ring goes into a block of its own.
-fn encode_record<T: Serialize + 'static>(ring: &Ring, item: &T) -> Result<Record> {
-    encode_record_into(ring, item, Vec::new())
+fn encode_record<T: Serialize + 'static>(
+    ring: &Ring,
+    item: &T,
+    deadline: Option<Instant>,
+) -> Result<Record> {
+    encode_record_into(ring, item, Vec::new(), deadline)
 }
 
 /// Encodes `item` into `payload` (cleared first; its allocation is reused).
@@ -481,6 +509,7 @@ fn encode_record_into<T: Serialize + 'static>(
     ring: &Ring,
     item: &T,
     mut payload: Vec<u8>,
+    deadline: Option<Instant>,
 ) -> Result<Record> {
     payload.clear();
     if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
@@ -494,35 +523,25 @@ fn encode_record_into<T: Serialize + 'static>(
             payload.extend_from_slice(bytes);
             return Ok(Record { kind: KIND_INLINE, payload, block: None });
         }
-        // Large: straight into a block of its own, without an intermediate copy.
-        let mut block = large_block(total)?;
-        let buf = block.buf_mut();
+        // Large: straight into a block, without an intermediate copy.
+        let mut block = ring.blocks.take(total, deadline)?;
+        let buf = block.data_mut(total);
         buf[..prefix.len()].copy_from_slice(prefix);
-        buf[prefix.len()..total].copy_from_slice(bytes);
+        buf[prefix.len()..].copy_from_slice(bytes);
         return indirect_record(block, total, payload);
     }
     Codec::Postcard.encode_into(item, &mut payload)?;
     if payload.len() <= ring.inline_limit() {
         return Ok(Record { kind: KIND_INLINE, payload, block: None });
     }
-    let mut block = large_block(payload.len())?;
-    block.buf_mut()[..payload.len()].copy_from_slice(&payload);
     let total = payload.len();
+    let mut block = ring.blocks.take(total, deadline)?;
+    block.data_mut(total).copy_from_slice(&payload);
     indirect_record(block, total, Vec::new())
 }
 
-/// A block for one large item: owned by this process until its record is published, so
-/// that `multiproc shm clean` removes it if this process dies first; after publishing, the
-/// consumer unlinks it. Sparse: its pages are allocated as the item is copied in.
-fn large_block(len: usize) -> Result<crate::shared_memory::SharedMemory> {
-    crate::shared_memory::SharedMemory::builder().size(len).sparse(true).create()
-}
-
-fn indirect_record(
-    block: crate::shared_memory::SharedMemory,
-    len: usize,
-    mut payload: Vec<u8>,
-) -> Result<Record> {
+/// The ring record of an item in `block`: the block's name and the item's length.
+fn indirect_record(block: Outgoing, len: usize, mut payload: Vec<u8>) -> Result<Record> {
     payload.clear();
     Codec::Postcard.encode_into(&(block.name(), len as u64), &mut payload)?;
     Ok(Record { kind: KIND_INDIRECT, payload, block: Some(block) })
@@ -580,21 +599,17 @@ fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
     Codec::Postcard.decode(bytes)
 }
 
-fn decode_record<T: DeserializeOwned + 'static>(kind: u32, payload: &[u8]) -> Result<T> {
+fn decode_record<T: DeserializeOwned + 'static>(
+    ring: &Ring,
+    kind: u32,
+    payload: &[u8],
+) -> Result<T> {
     match kind {
         KIND_INLINE => decode_item(payload),
         _ => {
             let (name, len): (String, u64) = Codec::Postcard.decode(payload)?;
-            let block = crate::shared_memory::SharedMemory::attach(&name)?;
             let len = usize::try_from(len).unwrap_or(usize::MAX);
-            let result = match block.buf().get(..len) {
-                Some(bytes) => decode_item(bytes),
-                None => {
-                    Err(Error::Protocol(format!("queue: large item block {name} is too short")))
-                }
-            };
-            let _ = block.unlink();
-            result
+            ring.blocks.read(&name, len, decode_item)?
         }
     }
 }
@@ -697,17 +712,17 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let scratch = ENCODE_SCRATCH.take();
-        let mut records = [encode_record_into(&self.ring, &item, scratch)?];
-        let done = self.ring.put_records(&records, timeout.map(|t| Instant::now() + t));
-        if let Ok(done) = done {
-            disown_blocks(&mut records[..done]);
-        }
+        let mut records = [encode_record_into(&self.ring, &item, scratch, deadline)?];
+        let (done, result) = self.ring.put_records(&records, deadline);
+        settle_blocks(&self.ring, &mut records, done);
         let [record] = records;
         if record.payload.capacity() <= SCRATCH_KEEP {
             ENCODE_SCRATCH.set(record.payload);
         }
-        if done? == 0 {
+        result?;
+        if done == 0 {
             return Err(Error::Full);
         }
         Ok(())
@@ -750,7 +765,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
             Ok(true) => popped
                 .records
                 .iter()
-                .map(|(kind, range)| decode_record(*kind, &popped.bytes[range.clone()]))
+                .map(|(kind, range)| decode_record(&self.ring, *kind, &popped.bytes[range.clone()]))
                 .collect(),
             Ok(false) => Err(Error::Empty),
             Err(e) => Err(e),
@@ -790,12 +805,14 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         items: impl IntoIterator<Item = T>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut records = items
             .into_iter()
-            .map(|item| encode_record(&self.ring, &item))
+            .map(|item| encode_record(&self.ring, &item, deadline))
             .collect::<Result<Vec<_>>>()?;
-        let done = self.ring.put_records(&records, timeout.map(|t| Instant::now() + t))?;
-        disown_blocks(&mut records[..done]);
+        let (done, result) = self.ring.put_records(&records, deadline);
+        settle_blocks(&self.ring, &mut records, done);
+        result?;
         if done < records.len() {
             return Err(Error::Full);
         }
