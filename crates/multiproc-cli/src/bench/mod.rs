@@ -276,10 +276,22 @@ fn specs() -> Vec<Spec> {
             work: Work::Queue { op: queues::Op::PingPong, n: 20_000, py_n: 2_000, floor_n: 5_000 },
         },
         Spec {
+            name: "queue_1MiB",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::Queue { op: queues::Op::Big(1), n: 1000, py_n: 100, floor_n: 500 },
+        },
+        Spec {
+            name: "queue_16MiB",
+            unit: "GB/s",
+            better: Higher,
+            work: Work::Queue { op: queues::Op::Big(16), n: 64, py_n: 8, floor_n: 32 },
+        },
+        Spec {
             name: "queue_64MiB",
             unit: "GB/s",
             better: Higher,
-            work: Work::Queue { op: queues::Op::Big, n: 16, py_n: 1, floor_n: 8 },
+            work: Work::Queue { op: queues::Op::Big(64), n: 16, py_n: 3, floor_n: 8 },
         },
         Spec {
             name: "queue_get_many_64B",

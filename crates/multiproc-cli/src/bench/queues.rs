@@ -1,5 +1,5 @@
 //! Queue rows: [`Queue`] and [`SimpleQueue`] between processes (throughput with one or
-//! two producers and consumers, a ping-pong over two queues, 64 MiB items, batches), their
+//! two producers and consumers, a ping-pong over two queues, 1/16/64 MiB items, batches), their
 //! CPython counterparts (`multiprocessing.Queue` / `SimpleQueue`) and floors.
 //!
 //! Every producer and consumer is a child process of its own, pinned to its CPU; each
@@ -32,8 +32,9 @@ pub enum Op {
     TputTuple,
     /// `queue_pingpong`: a 64-byte item out on one queue and back on another.
     PingPong,
-    /// `queue_64MiB`: 64 MiB `Vec<u8>` items, 1 → 1 (each in a block of its own).
-    Big,
+    /// `queue_1MiB`, `queue_16MiB`, `queue_64MiB`: `Vec<u8>` items of this many MiB, 1 → 1
+    /// (each in a shared memory block, not in the ring).
+    Big(usize),
     /// `queue_get_many_64B`: 64-byte items, `put_many` batches → `get_many(1024)`.
     GetMany64,
     /// `simplequeue_tput_1p1c_64B`: `SimpleQueue<Vec<u8>>`, 64-byte items, 1 → 1.
@@ -42,9 +43,7 @@ pub enum Op {
 
 /// Items of a 64-byte row.
 const SIZE: usize = 64;
-/// Items of the 64 MiB row.
-const BIG: usize = 64 * MIB;
-/// 64 MiB items that pass untimed before the clock starts (both sides, CPython too): a
+/// Large items that pass untimed before the clock starts (both sides, CPython too): a
 /// stream's first items pay for fresh shared memory, the rows measure the steady stream.
 const WARM_BIG: u64 = 2;
 /// `put_many` batch and `get_many` maximum of `queue_get_many_64B`.
@@ -58,8 +57,8 @@ pub const NOTES: &[&str] = &[
     "SimpleQueue the same way, 'fork' start method (its Queue pickles and writes in a feeder thread).",
     "queue floors: the same bytes, one write() per item, into a raw socketpair drained in big reads",
     "(2p2c: two writers, two readers); queue_pingpong: a raw socketpair round trip of 64 bytes;",
-    "queue_64MiB: in-process memcpy. queue_tput_1p1c_tuple: (1u32, \"abc\".to_string(), 2.5f64) vs",
-    "(1, \"abc\", 2.5); its floor writes the 13 bytes of the postcard encoding. queue_64MiB: a stream",
+    "queue_*MiB: in-process memcpy. queue_tput_1p1c_tuple: (1u32, \"abc\".to_string(), 2.5f64) vs",
+    "(1, \"abc\", 2.5); its floor writes the 13 bytes of the postcard encoding. queue_*MiB: a stream",
     "of Vec<u8>s built untimed (put takes them by value), timed after 2 untimed items on both sides",
     "(CPython too): a stream's first large items pay for fresh shared memory blocks, later ones reuse them.",
     "queue_get_many_64B: put_many batches of 1024, get_many(1024); CPython has no batch API, so its",
@@ -265,9 +264,9 @@ fn simple_consumer((ctl, (q, n)): (Ctl, (SimpleQueue<Vec<u8>>, u64))) {
     done(&ctl, 0.0);
 }
 
-fn big_producer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
+fn big_producer((ctl, (q, n, size)): (Ctl, (Queue<Vec<u8>>, u64, usize))) {
     // Built (and every page touched) before the clock: put takes its item by value.
-    let mut items = (0..n + WARM_BIG).map(|_| vec![0x5a; BIG]);
+    let mut items = (0..n + WARM_BIG).map(|_| vec![0x5a; size]);
     pin(ctl.2).unwrap();
     for item in items.by_ref().take(WARM_BIG as usize) {
         q.put(item, None).unwrap();
@@ -280,14 +279,14 @@ fn big_producer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
     done(&ctl, 0.0);
 }
 
-fn big_consumer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
+fn big_consumer((ctl, (q, n, size)): (Ctl, (Queue<Vec<u8>>, u64, usize))) {
     pin(ctl.2).unwrap();
     for i in 0..n + WARM_BIG {
         if i == WARM_BIG {
             ready(&ctl);
         }
         let item = q.get(None).unwrap();
-        assert!(item.len() == BIG && item[BIG - 1] == 0x5a, "the queue delivered a wrong item");
+        assert!(item.len() == size && item[size - 1] == 0x5a, "the queue delivered a wrong item");
         drop(black_box(item));
     }
     done(&ctl, 0.0);
@@ -429,9 +428,10 @@ pub fn ours(op: Op, n: u64, place: Placement) -> Result<f64, BoxError> {
             let (_, reported) = team.run()?;
             Ok(reported[1] * 1e6 / n as f64)
         }
-        Op::Big => {
-            let secs = one_to_one(big_producer, big_consumer, (Queue::new(0)?, n), place)?;
-            Ok((n * BIG as u64) as f64 / secs / 1e9)
+        Op::Big(mib) => {
+            let size = mib * MIB;
+            let secs = one_to_one(big_producer, big_consumer, (Queue::new(0)?, n, size), place)?;
+            Ok((n * size as u64) as f64 / secs / 1e9)
         }
         Op::GetMany64 => {
             let secs = one_to_one(batch_producer, batch_consumer, (Queue::new(0)?, n), place)?;
@@ -490,7 +490,7 @@ pub fn floor(op: Op, n: u64, place: Placement) -> Result<Option<f64>, BoxError> 
             let (_, reported) = team.run()?;
             reported[1] * 1e6 / n as f64
         }
-        Op::Big => super::ours::memcpy(n, BIG),
+        Op::Big(mib) => super::ours::memcpy(n, mib * MIB),
     }))
 }
 
@@ -511,9 +511,9 @@ pub fn cpython_request(op: Op, n: u64, place: Placement) -> (&'static str, serde
             serde_json::json!({"n": n, "item": "tuple", "size": 0, "queue": "Queue",
                 "pcpus": [place.parent], "ccpus": [place.child], "gbps": false, "method": "fork"}),
         ),
-        Op::Big => (
+        Op::Big(mib) => (
             "queue_tput",
-            serde_json::json!({"n": n, "item": "bytes", "size": BIG, "queue": "Queue",
+            serde_json::json!({"n": n, "item": "bytes", "size": mib * MIB, "queue": "Queue",
                 "pcpus": [place.parent], "ccpus": [place.child], "gbps": true, "method": "fork",
                 "warm": WARM_BIG}),
         ),
