@@ -185,8 +185,14 @@ impl Python {
     /// Waits for the process to end successfully and returns its `RESULT` line.
     fn success(mut self) -> String {
         let (status, stderr) = self.finish_inner();
-        let rest: Vec<String> = self.lines.try_iter().collect();
-        self.seen.extend(rest);
+        // The reader thread may still hold the last lines: read until it ends (at the end
+        // of the process's stdout).
+        let deadline = Instant::now() + LONG;
+        while let Ok(line) =
+            self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
         let result = self
             .seen
             .iter()
