@@ -763,7 +763,8 @@ where
     let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
     let channel = Connection::from_fd(parent_end);
     let mut running = Running { pid, pidfd, channel: None, outcome: None, exitcode: None };
-    let sent = send_handles(channel.as_fd(), &handles).and_then(|()| channel.send_bytes(&message));
+    let sent = reduction::send_handles(channel.as_fd(), &handles)
+        .and_then(|()| channel.send_bytes(&message));
     drop(handles);
     running.channel = Some(channel);
     if let Err(e) = sent {
@@ -821,10 +822,11 @@ where
 }
 
 /// The process-wide locks a forked child may take: held across `fork` by the forking
-/// thread. Order: the daemon spawner, lent handles, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
+/// thread. Order: the daemon spawner, lent handles, shared sockets, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
 struct ForkLocks {
     _spawner: std::sync::MutexGuard<'static, sys::spawn::Spawner>,
     _lent: std::sync::MutexGuard<'static, Vec<(u64, u64, OwnedFd)>>,
+    _sharer: std::sync::MutexGuard<'static, Option<reduction::Sharer>>,
     _stdout: std::io::StdoutLock<'static>,
     _stderr: std::io::StderrLock<'static>,
     _dropped: std::sync::MutexGuard<'static, Vec<(Pid, OwnedFd)>>,
@@ -836,85 +838,13 @@ impl ForkLocks {
         ForkLocks {
             _spawner: sys::spawn::lock_spawner(),
             _lent: reduction::lock_lent(),
+            _sharer: reduction::lock_sharer(),
             _stdout: std::io::stdout().lock(),
             _stderr: std::io::stderr().lock(),
             _dropped: DROPPED.lock().unwrap_or_else(|p| p.into_inner()),
             _children: CHILDREN.lock().unwrap_or_else(|p| p.into_inner()),
         }
     }
-}
-
-/// Sends the handles of a bootstrap message: a 4-byte count with the descriptors attached.
-fn send_handles(socket: BorrowedFd<'_>, handles: &[OwnedFd]) -> Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    if handles.len() > MAX_HANDLES {
-        return Err(Error::InvalidArgument(format!(
-            "{} handles in one set of arguments; at most {MAX_HANDLES} can be passed",
-            handles.len()
-        )));
-    }
-    let count = (handles.len() as u32).to_be_bytes();
-    let borrowed: Vec<BorrowedFd<'_>> = handles.iter().map(|h| h.as_fd()).collect();
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
-        return Err(Error::InvalidArgument("too many handles".into()));
-    }
-    let sent = loop {
-        match rustix::net::sendmsg(
-            socket,
-            &[std::io::IoSlice::new(&count)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
-            Err(Errno::INTR) => continue,
-            other => break other?,
-        }
-    };
-    if sent != count.len() {
-        return Err(Error::Protocol("short write of the handle count".into()));
-    }
-    Ok(())
-}
-
-/// Linux's limit on descriptors in one `SCM_RIGHTS` message.
-const MAX_HANDLES: usize = 253;
-
-/// Receives what [`send_handles`] sent.
-fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut count = [0u8; 4];
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut got = 0;
-    let mut fds = Vec::new();
-    while got < 4 {
-        let mut iov = [std::io::IoSliceMut::new(&mut count[got..])];
-        let received =
-            match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
-                Err(Errno::INTR) => continue,
-                other => other?,
-            };
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = message {
-                fds.extend(rights);
-            }
-        }
-        if received.bytes == 0 {
-            return Err(Error::Eof);
-        }
-        got += received.bytes;
-    }
-    let expected = u32::from_be_bytes(count) as usize;
-    if fds.len() != expected {
-        return Err(Error::Protocol(format!(
-            "expected {expected} handles with the bootstrap message, got {}",
-            fds.len()
-        )));
-    }
-    Ok(fds)
 }
 
 // --------------------------------------------------------------------------------------
@@ -933,7 +863,7 @@ pub(crate) fn spawned_child_main(socket: OwnedFd) -> i32 {
 }
 
 fn spawned_child(socket: OwnedFd) -> Result<i32> {
-    let handles = recv_handles(socket.as_fd())?;
+    let handles = reduction::recv_handles(socket.as_fd())?;
     let channel = Connection::from_fd(socket);
     let bootstrap: Bootstrap = Codec::Postcard.decode(&channel.recv_bytes(None)?)?;
     set_child_lineage(

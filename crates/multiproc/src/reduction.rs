@@ -7,13 +7,21 @@
 //! `SCM_RIGHTS` over a Unix socket) and deserializing *imports* the descriptor by index.
 //!
 //! The table exists only inside [`export_handles`] / [`import_handles`], which the crate
-//! calls where a transport for descriptors exists: process arguments. Elsewhere, a value
-//! backed by shared memory is *lent* instead (see [`Handle`]), and a value whose handle
-//! cannot be reopened by path (a [`Connection`](crate::Connection)'s socket) is a clear
-//! error, never a silently dangling descriptor number.
+//! calls where a transport for descriptors exists: process arguments. Elsewhere (a queue,
+//! a pipe), a value backed by shared memory is *lent* (see [`Handle`]), and a socket (a
+//! [`Connection`](crate::Connection)) is *shared*: as CPython's `resource_sharer` does,
+//! the sender keeps a duplicate and hands it out once, over a Unix socket, to the first
+//! process of the same user that asks with the message's one-time id.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::time::Duration;
+
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
@@ -101,6 +109,15 @@ pub(crate) enum Handle {
         /// The descriptor's number in the lender.
         fd: i32,
     },
+    /// A socket process `pid` hands out once to whoever asks its sharer with `id`.
+    Shared {
+        /// The sender.
+        pid: u32,
+        /// Names the sender's sharer socket (with `pid`).
+        nonce: u64,
+        /// The one-time id of this descriptor.
+        id: u64,
+    },
 }
 
 /// Descriptors this process lends, by (device, inode) of what they refer to.
@@ -142,6 +159,9 @@ pub(crate) fn import_reopenable(handle: Handle, what: &str) -> Result<OwnedFd> {
                 })?;
             Ok(kept.2.try_clone()?)
         }
+        Handle::Shared { .. } => {
+            Err(Error::Codec(format!("{what}: a shared socket where a reopenable handle belongs")))
+        }
         Handle::Lent { pid, fd } => {
             let path = format!("/proc/{pid}/fd/{fd}");
             rustix::fs::open(
@@ -156,4 +176,187 @@ pub(crate) fn import_reopenable(handle: Handle, what: &str) -> Result<OwnedFd> {
             })
         }
     }
+}
+
+// --------------------------------------------------------------------------------------
+// Sharing sockets
+
+/// How long a receiver waits for a sharer's answer.
+const SHARE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This process's shared descriptors, by one-time id, and the name of the abstract Unix
+/// socket on which a thread hands them out.
+pub(crate) struct Sharer {
+    pid: u32,
+    nonce: u64,
+    table: HashMap<u64, OwnedFd>,
+}
+
+static SHARER: std::sync::Mutex<Option<Sharer>> = std::sync::Mutex::new(None);
+
+/// The shared descriptors; also taken around `fork`.
+pub(crate) fn lock_sharer() -> std::sync::MutexGuard<'static, Option<Sharer>> {
+    SHARER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn random() -> Result<u64> {
+    getrandom::u64().map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+}
+
+fn sharer_address(pid: u32, nonce: u64) -> std::io::Result<SocketAddr> {
+    SocketAddr::from_abstract_name(format!("multiproc-fd-{pid}-{nonce:016x}"))
+}
+
+/// Exports a socket: passed when a transport for descriptors exists, shared otherwise.
+pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
+    if OUTGOING.with(|t| t.borrow().is_some()) {
+        return export_fd(fd, what).map(Handle::Passed);
+    }
+    let me = crate::sys::pid::pid();
+    let mut sharer = lock_sharer();
+    if sharer.as_ref().is_none_or(|s| s.pid != me) {
+        // First use here (or in a forked child, whose copy of the parent's table only
+        // holds duplicates nobody will ask this process for): start a sharer.
+        *sharer = None;
+        let nonce = random()?;
+        let listener = UnixListener::bind_addr(&sharer_address(me, nonce)?)?;
+        std::thread::Builder::new()
+            .name("multiproc-sharer".into())
+            .spawn(move || serve_shared(listener))?;
+        *sharer = Some(Sharer { pid: me, nonce, table: HashMap::new() });
+    }
+    let Some(state) = sharer.as_mut() else { unreachable!("set above") };
+    let id = loop {
+        let id = random()?;
+        if !state.table.contains_key(&id) {
+            break id;
+        }
+    };
+    state.table.insert(id, fd.try_clone_to_owned()?);
+    Ok(Handle::Shared { pid: me, nonce: state.nonce, id })
+}
+
+/// The sharer's thread: answers each request (an 8-byte id, from a process of this user)
+/// with the descriptor, once, or with none.
+fn serve_shared(listener: UnixListener) {
+    let uid = rustix::process::getuid();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(SHARE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(SHARE_TIMEOUT));
+        let same_user = rustix::net::sockopt::socket_peercred(&stream).is_ok_and(|c| c.uid == uid);
+        let mut id = [0u8; 8];
+        if !same_user || stream.read_exact(&mut id).is_err() {
+            continue;
+        }
+        let fd = lock_sharer().as_mut().and_then(|s| s.table.remove(&u64::from_be_bytes(id)));
+        let _ = send_handles(stream.as_fd(), fd.as_slice());
+    }
+}
+
+/// Imports what [`export_socket`] exported.
+pub(crate) fn import_socket(handle: Handle, what: &str) -> Result<OwnedFd> {
+    let (pid, nonce, id) = match handle {
+        Handle::Passed(index) => return import_fd(index, what),
+        Handle::Lent { .. } => {
+            return Err(Error::Codec(format!("{what}: a lent handle where a socket belongs")))
+        }
+        Handle::Shared { pid, nonce, id } => (pid, nonce, id),
+    };
+    let gone = || Error::Codec(format!("{what} already received, or never sent by process {pid}"));
+    if pid == crate::sys::pid::pid() {
+        let mut sharer = lock_sharer();
+        let state = sharer.as_mut().filter(|s| s.nonce == nonce).ok_or_else(gone)?;
+        return state.table.remove(&id).ok_or_else(gone);
+    }
+    let mut stream = UnixStream::connect_addr(&sharer_address(pid, nonce)?).map_err(|e| {
+        Error::Codec(format!(
+            "{what}: cannot reach process {pid}, which sent it (has it exited?): {e}"
+        ))
+    })?;
+    stream.set_read_timeout(Some(SHARE_TIMEOUT))?;
+    stream.set_write_timeout(Some(SHARE_TIMEOUT))?;
+    stream.write_all(&id.to_be_bytes())?;
+    let mut fds = recv_handles(stream.as_fd()).map_err(|e| match e {
+        Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock => Error::Timeout(SHARE_TIMEOUT),
+        other => other,
+    })?;
+    match (fds.pop(), fds.is_empty()) {
+        (Some(fd), true) => Ok(fd),
+        (None, _) => Err(gone()),
+        (Some(_), false) => Err(Error::Protocol(format!("{what}: several handles for one"))),
+    }
+}
+
+/// Sends handles over a Unix socket: a 4-byte count with the descriptors attached.
+pub(crate) fn send_handles(socket: BorrowedFd<'_>, handles: &[OwnedFd]) -> Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    if handles.len() > MAX_HANDLES {
+        return Err(Error::InvalidArgument(format!(
+            "{} handles in one set of arguments; at most {MAX_HANDLES} can be passed",
+            handles.len()
+        )));
+    }
+    let count = (handles.len() as u32).to_be_bytes();
+    let borrowed: Vec<BorrowedFd<'_>> = handles.iter().map(|h| h.as_fd()).collect();
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(Error::InvalidArgument("too many handles".into()));
+    }
+    let sent = loop {
+        match rustix::net::sendmsg(
+            socket,
+            &[std::io::IoSlice::new(&count)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    if sent != count.len() {
+        return Err(Error::Protocol("short write of the handle count".into()));
+    }
+    Ok(())
+}
+
+/// Linux's limit on descriptors in one `SCM_RIGHTS` message.
+const MAX_HANDLES: usize = 253;
+
+/// Receives what [`send_handles`] sent.
+pub(crate) fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut count = [0u8; 4];
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < 4 {
+        let mut iov = [std::io::IoSliceMut::new(&mut count[got..])];
+        let received =
+            match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+                Err(Errno::INTR) => continue,
+                other => other?,
+            };
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                fds.extend(rights);
+            }
+        }
+        if received.bytes == 0 {
+            return Err(Error::Eof);
+        }
+        got += received.bytes;
+    }
+    let expected = u32::from_be_bytes(count) as usize;
+    if fds.len() != expected {
+        return Err(Error::Protocol(format!(
+            "expected {expected} handles with the bootstrap message, got {}",
+            fds.len()
+        )));
+    }
+    Ok(fds)
 }

@@ -217,17 +217,102 @@ fn wait_covers_connections_and_process_sentinels() {
     assert!(wait(&[&never_started], Some(Duration::from_millis(10))).unwrap().is_empty());
 }
 
+/// Talks over a connection that arrived through `channel`: says hello, returns what the
+/// other end answers.
+fn use_received_connection(channel: Connection) -> u32 {
+    let conn: Connection = channel.recv().unwrap();
+    conn.send(&"hello over a sent connection".to_string()).unwrap();
+    conn.recv().unwrap()
+}
+
+fn use_queued_connection(q: multiproc::queues::Queue<Connection>) -> u32 {
+    let conn = q.get(Some(Duration::from_secs(60))).unwrap();
+    conn.send(&"hello over a queued connection".to_string()).unwrap();
+    conn.recv().unwrap()
+}
+
 #[test]
-fn a_connection_without_a_transport_for_its_handle_cannot_be_serialized() {
+fn connections_travel_through_pipes_and_queues() {
+    // Through a pipe: the sender closes its copy at once, as CPython allows.
+    let (mine, theirs) = pipe(true).unwrap();
+    let (channel, child_channel) = pipe(true).unwrap();
+    let child = spawn(use_received_connection, child_channel).unwrap();
+    channel.send(&theirs).unwrap();
+    drop(theirs);
+    assert_eq!(mine.recv::<String>().unwrap(), "hello over a sent connection");
+    mine.send(&42u32).unwrap();
+    assert_eq!(child.join().unwrap(), 42);
+    // The receiver's end closed with it, and no copy stayed open anywhere: end of file.
+    assert!(matches!(mine.recv::<String>(), Err(Error::Eof)));
+
+    // Through a queue.
+    let (mine, theirs) = pipe(true).unwrap();
+    let q = multiproc::queues::Queue::new(0).unwrap();
+    let child = spawn(use_queued_connection, q.clone()).unwrap();
+    q.put(theirs, None).unwrap();
+    assert_eq!(mine.recv::<String>().unwrap(), "hello over a queued connection");
+    mine.send(&7u32).unwrap();
+    assert_eq!(child.join().unwrap(), 7);
+    assert!(matches!(mine.recv::<String>(), Err(Error::Eof)));
+}
+
+#[test]
+fn a_sent_connection_is_handed_out_once() {
     let (a, b) = pipe(true).unwrap();
-    let (c, _d) = pipe(true).unwrap();
-    match a.send(&c) {
-        Err(Error::Codec(why)) => assert!(why.contains("OS handle"), "{why}"),
+    let (c, d) = pipe(true).unwrap();
+    a.send(&c).unwrap();
+    drop(c);
+    let bytes = b.recv_bytes(None).unwrap();
+    let c2: Connection = multiproc::Codec::Postcard.decode(&bytes).unwrap();
+    match multiproc::Codec::Postcard.decode::<Connection>(&bytes) {
+        Err(Error::Codec(why)) => assert!(why.contains("already received"), "{why}"),
         other => panic!("{other:?}"),
     }
-    // Nothing was written: the stream is still in sync.
-    a.send(&7u8).unwrap();
-    assert_eq!(b.recv::<u8>().unwrap(), 7);
+    c2.send(&1u8).unwrap();
+    assert_eq!(d.recv::<u8>().unwrap(), 1);
+}
+
+fn send_a_connection_back((channel, n): (Connection, u8)) {
+    let (c, d) = pipe(true).unwrap();
+    channel.send(&c).unwrap();
+    d.send(&n).unwrap();
+    // Stay until the parent has taken it: the sender hands its connections out.
+    let _ = channel.recv::<u8>();
+}
+
+#[test]
+fn a_forked_child_shares_connections_of_its_own() {
+    // The parent shares first, so the forked child inherits a sharer that is not its own.
+    let (a, b) = pipe(true).unwrap();
+    let (c, _d) = pipe(true).unwrap();
+    a.send(&c).unwrap();
+    let _c2: Connection = b.recv().unwrap();
+    for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::Spawn] {
+        let (channel, child_channel) = pipe(true).unwrap();
+        let p = Process::new(send_a_connection_back, (child_channel, 5)).start_method(method);
+        p.start().unwrap();
+        let got: Connection = channel.recv().unwrap();
+        assert_eq!(got.recv::<u8>().unwrap(), 5, "{method:?}");
+        channel.send(&0u8).unwrap();
+        p.join(Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    }
+}
+
+fn send_a_connection_and_exit(channel: Connection) {
+    let (c, _d) = pipe(true).unwrap();
+    channel.send(&c).unwrap();
+}
+
+#[test]
+fn a_connection_sent_by_a_process_that_exited_cannot_be_received() {
+    let (channel, child_channel) = pipe(true).unwrap();
+    let child = spawn(send_a_connection_and_exit, child_channel).unwrap();
+    child.join().unwrap();
+    match channel.recv::<Connection>() {
+        Err(Error::Codec(why)) => assert!(why.contains("has it exited"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A small deterministic generator for random inputs.

@@ -79,6 +79,30 @@ const PROTOCOL_MAX: u64 = i64::MAX as u64;
 /// p.join(None)?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// It can also be sent through another connection or a [`Queue`](crate::queues::Queue),
+/// as in CPython: the sender keeps a duplicate of the descriptor and hands it out once, to
+/// the first process (of the same user) that decodes the message; the sender may close its
+/// own end right away. Received after the sender has exited, or a second time, it is an
+/// [`Error::Codec`].
+///
+/// ```
+/// use multiproc::{pipe, spawn, Connection};
+///
+/// fn child(channel: Connection) -> u32 {
+///     let conn: Connection = channel.recv().unwrap(); // a connection inside a message
+///     conn.recv::<u32>().unwrap() + 1
+/// }
+///
+/// let (channel, child_channel) = pipe(true)?;
+/// let worker = spawn(child, child_channel)?;
+/// let (mine, theirs) = pipe(true)?;
+/// channel.send(&theirs)?;
+/// drop(theirs);
+/// mine.send(&41u32)?;
+/// assert_eq!(worker.join()?, 42);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub struct Connection {
     fd: OwnedFd,
     readable: bool,
@@ -992,7 +1016,7 @@ impl fmt::Debug for Connection {
 
 #[derive(Serialize, serde::Deserialize)]
 struct SentConnection {
-    handle: u32,
+    handle: reduction::Handle,
     readable: bool,
     writable: bool,
     codec: Codec,
@@ -1013,7 +1037,7 @@ impl Serialize for Connection {
             ));
         }
         let handle =
-            reduction::export_fd(self.fd.as_fd(), "Connection").map_err(S::Error::custom)?;
+            reduction::export_socket(self.fd.as_fd(), "Connection").map_err(S::Error::custom)?;
         SentConnection {
             handle,
             readable: self.readable,
@@ -1030,7 +1054,8 @@ impl<'de> serde::Deserialize<'de> for Connection {
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
         let sent = SentConnection::deserialize(deserializer)?;
-        let fd = reduction::import_fd(sent.handle, "Connection").map_err(crate::codec::de_error)?;
+        let fd =
+            reduction::import_socket(sent.handle, "Connection").map_err(crate::codec::de_error)?;
         let mut conn = Connection::with_direction(fd, sent.readable, sent.writable);
         conn.codec = sent.codec;
         if !sent.pending.is_empty() {
