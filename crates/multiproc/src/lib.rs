@@ -46,7 +46,8 @@
 //! serialized with serde. A closure that captures nothing is such a function. Under the
 //! default [`StartMethod::Spawn`] the child executes this same program again and calls the
 //! function before `main` would run, so a program needs no setup: no `if __name__ ==
-//! '__main__'` and no registration. [`Connection`]s travel inside the arguments.
+//! '__main__'` and no registration. [`Connection`]s, queues, locks and shared memory travel
+//! inside the arguments, and through pipes and queues as well.
 //!
 //! ## Values back from a child
 //! [`spawn`] works like `std::thread::spawn`, across a process boundary:
