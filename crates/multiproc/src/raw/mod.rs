@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 pub(crate) mod lock;
 pub(crate) mod semaphore;
 
+/// The atomics the algorithms use: std's here; the loom model checker's when
+/// `tests/loom_raw.rs` compiles these files under `--cfg loom`.
+pub(crate) mod atomic {
+    pub(crate) use std::sync::atomic::{fence, AtomicU32};
+}
+
 /// What the algorithms need from the operating system.
 pub(crate) trait Platform {
     /// Sleeps while `*word == expected`, at most `timeout`; may return early for any

@@ -4,8 +4,8 @@
 //! sleeper and sleeps on the count word while it is zero. `release(n)` adds `n` and wakes
 //! up to `n` sleepers if there are any.
 
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use super::atomic::{fence, AtomicU32};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::Instant;
 
 use super::{remaining, spin_pause, Platform, SPIN_ROUNDS};
@@ -42,13 +42,15 @@ pub(crate) fn acquire<P: Platform>(
         if left.is_some_and(|l| l.is_zero()) {
             return false;
         }
-        // Register, then re-check (both sequentially consistent, pairing with `release`):
-        // a release that missed the registration made its increment visible to this load.
-        sleepers.fetch_add(1, SeqCst);
-        if count.load(SeqCst) == 0 {
+        // Register, fence, re-check; `release` adds, fences, looks for sleepers. Between
+        // the two fences one side sees the other: a release that missed the registration
+        // made its increment visible to this load.
+        sleepers.fetch_add(1, Relaxed);
+        fence(SeqCst);
+        if count.load(Relaxed) == 0 {
             P::wait(count, 0, left);
         }
-        sleepers.fetch_sub(1, SeqCst);
+        sleepers.fetch_sub(1, Relaxed);
     }
 }
 
@@ -64,12 +66,13 @@ pub(crate) fn release<P: Platform>(
         let Some(next) = c.checked_add(n).filter(|&next| next <= max) else {
             return false;
         };
-        match count.compare_exchange_weak(c, next, SeqCst, Relaxed) {
+        match count.compare_exchange_weak(c, next, Release, Relaxed) {
             Ok(_) => break,
             Err(now) => c = now,
         }
     }
-    if sleepers.load(SeqCst) > 0 {
+    fence(SeqCst);
+    if sleepers.load(Relaxed) > 0 {
         P::wake(count, n);
     }
     true
