@@ -202,3 +202,17 @@ fn a_forked_child_can_start_daemons_of_its_own() {
     p.join(LONG).unwrap();
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
 }
+
+fn stdin_and_socket_count(_: ()) -> (usize, bool) {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::io::stdin().read_to_string(&mut text).unwrap();
+    // Descriptor 0 is /dev/null, not the bootstrap socket the child was started with.
+    let target = std::fs::read_link("/proc/self/fd/0").unwrap();
+    (read, target == std::path::Path::new("/dev/null"))
+}
+
+#[test]
+fn a_spawned_child_reads_end_of_file_from_stdin() {
+    assert_eq!(spawn(stdin_and_socket_count, ()).unwrap().join().unwrap(), (0, true));
+}

@@ -1,12 +1,18 @@
 //! Starting children: the `spawn` re-execution, its entry point before `main`, and `fork`.
 //!
-//! **Spawn.** The parent executes `/proc/self/exe` with the environment variable
-//! [`SPAWN_FD_VAR`] naming an inherited Unix socket. In the child, a constructor (an
-//! `.init_array` entry, run by the dynamic loader before `main`) sees the variable, removes
-//! it, and hands the socket to [`crate::process::spawned_child_main`], which receives the
-//! bootstrap message, runs the target and exits: `main` never runs in a spawned child. This
-//! is why spawning needs no ceremony in binaries, examples, unit tests, integration tests,
+//! **Spawn.** The parent executes `/proc/self/exe` with the bootstrap Unix socket as the
+//! child's standard input and the environment variable [`SPAWN_FD_VAR`] set. In the child,
+//! a constructor (an `.init_array` entry, run by the dynamic loader before `main`) sees the
+//! variable, removes it, moves the socket off descriptor 0 (which becomes `/dev/null`) and
+//! hands it to [`crate::process::spawned_child_main`], which receives the bootstrap
+//! message, runs the target and exits: `main` never runs in a spawned child. This is why
+//! spawning needs no ceremony in binaries, examples, unit tests, integration tests,
 //! doc-tests or under nextest: the same constructor is linked into all of them.
+//!
+//! Nothing runs in the child between fork and exec, so the standard library starts it with
+//! `posix_spawn` (a `vfork`-style clone): the cost of starting a child does not grow with
+//! the parent's memory. A daemon child arms its parent-death signal itself, first thing,
+//! and then checks that its parent is still the one that started it.
 //!
 //! **Fork.** [`fork`] wraps `fork(2)`; the child runs the target and leaves through
 //! [`exit_now`], never returning into the caller's stack.
@@ -18,13 +24,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 
-use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 
 use super::fnptr;
 
 /// Names the bootstrap socket's descriptor in a spawned child's environment.
 pub(crate) const SPAWN_FD_VAR: &str = "MULTIPROC_SPAWN_FD";
+
+/// In a daemon child's environment: the pid of the parent it must die with.
+const DAEMON_PARENT_VAR: &str = "MULTIPROC_DAEMON_PARENT";
 
 /// Argument given to a spawned child, so it is recognisable in `ps` and so a program that
 /// somehow ran `main` anyway sees an argument it does not know instead of running normally.
@@ -38,16 +46,57 @@ fn spawned_child_entry() {
     // SAFETY: the constructor runs before `main`, on the only thread of the process, so no
     // other thread reads the environment while it changes.
     unsafe { std::env::remove_var(SPAWN_FD_VAR) };
+    let daemon_parent = std::env::var_os(DAEMON_PARENT_VAR);
+    if daemon_parent.is_some() {
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(DAEMON_PARENT_VAR) };
+    }
+    if let Some(parent) = daemon_parent {
+        let parent = parent.to_str().and_then(|s| s.parse::<i32>().ok()).and_then(Pid::from_raw);
+        // Armed first, then checked: a parent that died before the signal was armed is
+        // no longer this process's parent.
+        if set_parent_process_death_signal(Some(Signal::KILL)).is_err()
+            || parent.is_none()
+            || getppid() != parent
+        {
+            exit_now(1);
+        }
+    }
     let Some(fd) = value.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
         eprintln!("multiproc: malformed {SPAWN_FD_VAR}={value:?}");
         exit_now(70);
     };
-    // SAFETY: `SPAWN_FD_VAR` is set only by `exec_self`, which makes `fd` an open,
-    // inherited socket that nothing else in this fresh process owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `SPAWN_FD_VAR` is set only by `exec_self`, which makes `fd` (standard input)
+    // the inherited bootstrap socket, which nothing else in this fresh process owns.
+    let inherited = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = match move_off_stdin(inherited) {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!("multiproc: spawned child could not set up its bootstrap socket: {e}");
+            exit_now(70);
+        }
+    };
     ignore_sigpipe();
     let code = crate::process::spawned_child_main(socket);
     std::process::exit(code);
+}
+
+/// Moves the bootstrap socket from standard input to a descriptor of its own (close-on-exec)
+/// and gives standard input `/dev/null`, as a child started with `Stdio::null()` has.
+fn move_off_stdin(inherited: OwnedFd) -> io::Result<OwnedFd> {
+    let socket = rustix::io::fcntl_dupfd_cloexec(&inherited, 3)?;
+    if inherited.as_raw_fd() == 0 {
+        let null = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let mut stdin = inherited;
+        // dup2 onto 0 replaces the socket there; the new descriptor 0 is not close-on-exec.
+        rustix::io::dup2(&null, &mut stdin)?;
+        std::mem::forget(stdin); // descriptor 0 stays open, now on /dev/null
+    }
+    Ok(socket)
 }
 
 /// Rust's runtime ignores SIGPIPE before `main`; a spawned child never reaches `main`, so it
@@ -111,26 +160,13 @@ fn start_spawner() -> Option<mpsc::Sender<SpawnRequest>> {
 }
 
 fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
-    let parent = rustix::process::getpid();
     let arg0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
+    // SAFETY: `exec_self`'s caller keeps the socket open until this returns.
+    let socket = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
     let mut command = Command::new("/proc/self/exe");
-    command.arg0(arg0).arg(CHILD_ARG).env(SPAWN_FD_VAR, fd.to_string()).stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe system calls (fcntl, prctl, getppid, _exit) through rustix/libc;
-    // it allocates nothing and takes no lock.
-    unsafe {
-        command.pre_exec(move || {
-            let inherited = BorrowedFd::borrow_raw(fd);
-            fcntl_setfd(inherited, FdFlags::empty())?;
-            if daemon {
-                set_parent_process_death_signal(Some(Signal::KILL))?;
-                if getppid() != Some(parent) {
-                    // The parent died before the death signal was armed.
-                    libc::_exit(1);
-                }
-            }
-            Ok(())
-        });
+    command.arg0(arg0).arg(CHILD_ARG).env(SPAWN_FD_VAR, "0").stdin(Stdio::from(socket));
+    if daemon {
+        command.env(DAEMON_PARENT_VAR, rustix::process::getpid().as_raw_nonzero().to_string());
     }
     let child = command.spawn()?;
     let pid = Pid::from_raw(child.id() as i32)
