@@ -144,8 +144,9 @@ def send_bytes(count, size, pcpu, ccpu, method):
     return _with_child(method, _sink_bytes, (count, size), pcpu, ccpu, body)
 
 
-def start_join(k, method):
+def start_join(k, method, ballast_mib=0):
     ctx = mp.get_context(method)
+    ballast = b"\x01" * (ballast_mib << 20)  # touched memory in the parent
     t0 = time.perf_counter()
     for _ in range(k):
         p = ctx.Process(target=_noop)
@@ -153,7 +154,9 @@ def start_join(k, method):
         p.join()
         if p.exitcode != 0:
             raise RuntimeError("child exited with %r" % (p.exitcode,))
-    return (time.perf_counter() - t0) / k * 1e3
+    elapsed = time.perf_counter() - t0
+    del ballast
+    return elapsed / k * 1e3
 
 
 def value_incr_2proc(n, cpus, method):

@@ -83,12 +83,14 @@ enum Work {
         count: u64,
         size: usize,
     },
-    /// Our `method` against CPython's `py_method` (`None`: its default).
+    /// Our `method` against CPython's `py_method` (`None`: its default), the parent holding
+    /// `ballast_mib` MiB of touched memory.
     StartJoin {
         k: u64,
         py_k: u64,
         method: StartMethod,
         py_method: Option<&'static str>,
+        ballast_mib: usize,
     },
     /// A shared-state row: `n` operations per worker (CPython: `py_n`).
     SharedState {
@@ -176,7 +178,25 @@ fn specs() -> Vec<Spec> {
             name: "spawn_join",
             unit: "ms",
             better: Lower,
-            work: Work::StartJoin { k: 20, py_k: 20, method: StartMethod::Spawn, py_method: None },
+            work: Work::StartJoin {
+                k: 20,
+                py_k: 20,
+                method: StartMethod::Spawn,
+                py_method: None,
+                ballast_mib: 0,
+            },
+        },
+        Spec {
+            name: "spawn_join_1GiB_parent",
+            unit: "ms",
+            better: Lower,
+            work: Work::StartJoin {
+                k: 10,
+                py_k: 4,
+                method: StartMethod::Spawn,
+                py_method: None,
+                ballast_mib: 1024,
+            },
         },
         Spec {
             name: "spawn_join_py_spawn",
@@ -187,6 +207,7 @@ fn specs() -> Vec<Spec> {
                 py_k: 4,
                 method: StartMethod::Spawn,
                 py_method: Some("spawn"),
+                ballast_mib: 0,
             },
         },
         Spec {
@@ -198,6 +219,7 @@ fn specs() -> Vec<Spec> {
                 py_k: 20,
                 method: StartMethod::Fork,
                 py_method: Some("fork"),
+                ballast_mib: 0,
             },
         },
         Spec {
@@ -389,7 +411,9 @@ impl Runner {
             }
             Work::Tput { n, size, api } => ours::tput(scaled(n, q), size, api, self.pipes),
             Work::SendBytes { count, size } => ours::send_bytes(scaled(count, q), size, self.pipes),
-            Work::StartJoin { k, method, .. } => ours::start_join(scaled(k, q), method),
+            Work::StartJoin { k, method, ballast_mib, .. } => {
+                ours::start_join(scaled(k, q), method, ballast_mib)
+            }
             Work::SharedState { op, n, .. } => shared_state::ours(op, scaled(n, q), self.pipes),
             Work::ShmFill { reps, size } => shm_fill::ours(scaled(reps, q), size),
             Work::Queue { op, n, .. } => queues::ours(op, scaled(n, q), self.pipes),
@@ -451,9 +475,11 @@ impl Runner {
                 serde_json::json!({"count": scaled(count, q), "size": size,
                     "pcpu": pcpu, "ccpu": ccpu, "method": "fork"}),
             ),
-            Work::StartJoin { py_k, py_method, .. } => {
-                ("start_join", serde_json::json!({"k": scaled(py_k, q), "method": py_method}))
-            }
+            Work::StartJoin { py_k, py_method, ballast_mib, .. } => (
+                "start_join",
+                serde_json::json!({"k": scaled(py_k, q), "method": py_method,
+                    "ballast_mib": ballast_mib}),
+            ),
             Work::SharedState { op, py_n, .. } => {
                 shared_state::cpython_request(op, scaled(py_n, q), self.pipes)
             }
@@ -482,7 +508,7 @@ impl Runner {
     /// cold caches (or CPython's forkserver start).
     fn warm_up(&mut self, work: Work) -> Result<(), BoxError> {
         if let Work::StartJoin { method, py_method, .. } = work {
-            ours::start_join(1, method)?;
+            ours::start_join(1, method, 0)?;
             if let Some(py) = self.python.as_mut() {
                 let _ = py.call("start_join", serde_json::json!({"k": 1, "method": py_method}));
             }
@@ -759,6 +785,8 @@ fn print_table(rows: &[Row], notes: &[String]) {
     println!("vs cpython: cpython/multiproc when lower is better (µs, ms), multiproc/cpython when higher is better.");
     println!("floors: pingpong/tput = plain write/read of the same bytes on the same socketpair; send_bytes = in-process");
     println!("memcpy of the same size; spawn_join = exec of this binary (`multiproc --version`) and wait.");
+    println!("spawn_join_1GiB_parent: the same with 1 GiB of touched memory in the parent (CPython's default start");
+    println!("method, fork, copies its page tables; multiproc's spawn starts the child with posix_spawn).");
     for note in notes {
         println!("{note}");
     }

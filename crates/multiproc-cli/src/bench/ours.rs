@@ -333,12 +333,16 @@ pub fn memcpy(count: u64, size: usize) -> f64 {
 }
 
 /// ms per start + join of a child that does nothing.
-pub fn start_join(k: u64, method: StartMethod) -> Result<f64, BoxError> {
+pub fn start_join(k: u64, method: StartMethod, ballast_mib: usize) -> Result<f64, BoxError> {
+    // Memory the parent has touched: what a fork has to copy the page tables of.
+    let ballast = vec![1u8; ballast_mib * super::MIB];
     let t0 = Instant::now();
     for _ in 0..k {
         Reaped::start(noop_child, (), Some(method))?.finish()?;
     }
-    Ok(t0.elapsed().as_secs_f64() * 1e3 / k as f64)
+    let elapsed = t0.elapsed();
+    std::hint::black_box(&ballast);
+    Ok(elapsed.as_secs_f64() * 1e3 / k as f64)
 }
 
 /// The floor of a spawn: executing this same binary (`multiproc --version`) and waiting
