@@ -641,6 +641,7 @@ impl Pool {
         let sink = CollectSink {
             cell: cell.clone(),
             submitted: 0,
+            expected: len,
             in_order: Vec::new(),
             parts: BTreeMap::new(),
             finish,
@@ -1373,7 +1374,7 @@ impl<'a> Iterator for Outcomes<'a> {
                     return None;
                 }
                 *left -= 1;
-                let Some((status, bytes)) = rd.u8().zip(rd.blob()) else {
+                let Some((status, bytes)) = rd.item() else {
                     // Cannot happen with our own worker; never a panic or a short count.
                     return Some(Outcome::Error(Error::Protocol(
                         "a pool worker sent a malformed result".into(),
@@ -1394,12 +1395,19 @@ impl<'a> Iterator for Outcomes<'a> {
 }
 
 /// Decodes one value that fills `bytes` (postcard, as `Codec::Postcard`).
+#[inline]
 fn decode_item<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    match T::deserialize(&mut de) {
+        Ok(value) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(value),
         // The slow path gives the precise message (custom errors, trailing bytes).
-        _ => Codec::Postcard.decode(bytes),
+        _ => decode_slow(bytes),
     }
+}
+
+#[cold]
+fn decode_slow<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Codec::Postcard.decode(bytes)
 }
 
 /// Where the dispatcher delivers a job's results (type-erased over the value type).
@@ -1420,6 +1428,8 @@ struct CollectSink<R, T> {
     cell: Arc<Cell<T>>,
     /// Items submitted (counted by the dispatcher as chunks arrive).
     submitted: usize,
+    /// The number of items the input said it has: the capacity of `in_order`.
+    expected: usize,
     /// The values of items `0..in_order.len()`.
     in_order: Vec<R>,
     /// Values that arrived ahead of a gap, by the index of their first item.
@@ -1456,8 +1466,31 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
         // (chunks mostly arrive in order); others wait in `parts`.
         let in_order = start == self.in_order.len();
         let mut parked = Vec::new();
+        if in_order && self.in_order.capacity() == 0 {
+            // All the values end up here: one allocation, no copies as it grows.
+            self.in_order.reserve_exact(self.expected);
+        }
         let values = if in_order { &mut self.in_order } else { &mut parked };
         values.reserve(items.len());
+        let mut items = items;
+        if let Outcomes::Encoded { rd, left, .. } = &mut items {
+            // Values, as long as they come (the other outcomes go the general way below).
+            while *left > 0 {
+                let at = rd.pos;
+                let Some((ST_OK, bytes)) = rd.item() else {
+                    rd.pos = at;
+                    break;
+                };
+                *left -= 1;
+                match decode_item::<R>(bytes) {
+                    Ok(v) => values.push(v),
+                    Err(e) => {
+                        self.fail(e);
+                        return false;
+                    }
+                }
+            }
+        }
         for item in items {
             match item.decode::<R>() {
                 Ok(v) => values.push(v),
@@ -1609,7 +1642,7 @@ struct Chunk {
     func: FnRef,
     /// The buffer the items were encoded into, shared with the chunks encoded with them.
     data: Arc<Vec<u8>>,
-    /// Where the `count` items, each `[len: u32 LE][postcard bytes]`, are in `data`.
+    /// Where the `count` items (each a header and postcard bytes) are in `data`.
     range: Range<usize>,
 }
 
@@ -1618,14 +1651,13 @@ impl Chunk {
         self.data.get(self.range.clone()).unwrap_or_default()
     }
 
-    /// The byte ranges of the items' encodings within [`items`](Self::items).
+    /// The byte ranges of the items (headers included) within [`items`](Self::items).
     fn item_ranges(&self) -> Vec<Range<usize>> {
         let mut ranges = Vec::with_capacity(self.count as usize);
         let mut rd = Rd::new(self.items());
         while !rd.done() {
-            let Some(len) = rd.u32() else { break };
             let start = rd.pos;
-            if rd.take(len as usize).is_none() {
+            if rd.item().is_none() {
                 break;
             }
             ranges.push(start..rd.pos);
@@ -1639,7 +1671,7 @@ impl Chunk {
         if from >= to {
             return None;
         }
-        let begin = self.range.start + ranges[from].start - 4;
+        let begin = self.range.start + ranges[from].start;
         let end = self.range.start + ranges[to - 1].end;
         Some(Chunk {
             job: self.job,
@@ -1701,6 +1733,8 @@ struct ChunkEncoder {
     chunk_at: usize,
     /// Items in the current chunk.
     count: u32,
+    /// Whether the last item needed a long header.
+    wide: bool,
 }
 
 impl ChunkEncoder {
@@ -1714,12 +1748,14 @@ impl ChunkEncoder {
             start,
             chunk_at: 0,
             count: 0,
+            wide: false,
         }
     }
 
     /// Adds an item to the current chunk.
+    #[inline]
     fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
-        encode_item(item, &mut self.buf).map_err(|e| match e {
+        encode_item(item, &mut self.buf, &mut self.wide).map_err(|e| match e {
             Error::MessageTooLong { len, .. } => Error::InvalidArgument(format!(
                 "a task argument of {len} bytes is too large for a pool (at most 4 GiB)"
             )),
@@ -2783,12 +2819,16 @@ fn signal_name(signal: i32) -> String {
 // -1 and an 8-byte length. A frame holds records:
 //
 // parent → worker: TASK [seq u32][layout i64][trampoline i64][target i64][count u32]
-//                       count × [len u32][arguments]
+//                       count × item (the arguments)
 //                  EXIT
 // worker → parent: READY
 //                  INIT_FAILED [len u32][message]
 //                  RESULT [seq u32][elapsed ns u64][count u32][items' bytes u64]
-//                         count × [status u8][len u32][bytes]
+//                         count × item (the outcomes)
+//
+// An item is a header and bytes. A header byte below ITEM_LONG is the length of a value
+// (most values are short: one byte of overhead per item); `ITEM_LONG | status` is
+// followed by [len u32] and the bytes: a value (ST_OK) or a message.
 //
 // Integers in records are little-endian.
 
@@ -2800,6 +2840,8 @@ const TAG_RESULT: u8 = 3;
 const ST_OK: u8 = 0;
 const ST_PANICKED: u8 = 1;
 const ST_FAILED: u8 = 2;
+/// An item header at or above this is `ITEM_LONG | status` and a 4-byte length.
+const ITEM_LONG: u8 = 0x80;
 
 fn begin_frame(out: &mut Vec<u8>) -> usize {
     let at = out.len();
@@ -2869,10 +2911,12 @@ impl<'a> Rd<'a> {
         Rd { buf, pos: 0 }
     }
 
+    #[inline]
     fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let bytes = self.buf.get(self.pos..end)?;
@@ -2880,10 +2924,12 @@ impl<'a> Rd<'a> {
         Some(bytes)
     }
 
+    #[inline]
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
 
+    #[inline]
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
@@ -2896,9 +2942,20 @@ impl<'a> Rd<'a> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
+    #[inline]
     fn blob(&mut self) -> Option<&'a [u8]> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+
+    /// One item (see the message formats): its status and bytes.
+    #[inline]
+    fn item(&mut self) -> Option<(u8, &'a [u8])> {
+        let header = self.u8()?;
+        if header < ITEM_LONG {
+            return Some((ST_OK, self.take(usize::from(header))?));
+        }
+        Some((header & !ITEM_LONG, self.blob()?))
     }
 }
 
@@ -2911,7 +2968,8 @@ fn worker_main(boot: WorkerBoot) {
     if let Some((func, args, fds)) = init {
         if let Err(message) = run_initializer(func, &args, &fds) {
             let mut record = Vec::new();
-            push_status(&mut record, TAG_INIT_FAILED, message.as_bytes());
+            record.push(TAG_INIT_FAILED);
+            push_blob(&mut record, message.as_bytes());
             let _ = conn.send_bytes(&record);
             return;
         }
@@ -2921,9 +2979,10 @@ fn worker_main(boot: WorkerBoot) {
     }
     let mut done: u64 = 0;
     let mut resolved: Option<(isize, isize, sys::spawn::BatchTrampoline)> = None;
+    let mut inbuf = Vec::new();
     loop {
-        let Ok(frame) = tasks.recv_bytes(None) else { return };
-        let mut rd = Rd::new(&frame);
+        let Some(len) = recv_frame(&tasks, &mut inbuf) else { return };
+        let mut rd = Rd::new(&inbuf[..len]);
         // When the oldest result not yet sent was ready.
         let mut held_since: Option<Instant> = None;
         while !rd.done() {
@@ -2955,6 +3014,27 @@ fn worker_main(boot: WorkerBoot) {
         if !flush(&conn, &mut out) {
             return;
         }
+    }
+}
+
+/// Receives the next frame into `buf` (kept from frame to frame, so that its memory is
+/// not mapped anew for each), returns its length; `None` once the pool is gone.
+fn recv_frame(conn: &Connection, buf: &mut Vec<u8>) -> Option<usize> {
+    if buf.len() > WORKER_BYTES_MAX + (1 << 20) {
+        *buf = Vec::new();
+    }
+    if buf.is_empty() {
+        buf.resize(64 * 1024, 0);
+    }
+    match conn.recv_bytes_into(buf) {
+        Ok(len) => Some(len),
+        Err(Error::BufferTooShort(message)) => {
+            // The message, read whole, becomes the buffer.
+            let len = message.len();
+            *buf = message;
+            Some(len)
+        }
+        Err(_) => None,
     }
 }
 
@@ -3026,7 +3106,7 @@ fn run_chunk(
         Some(f) => f(target, &mut batch),
         None => {
             for _ in 0..count {
-                batch.rd.blob()?;
+                batch.rd.item()?;
                 push_status(batch.out, ST_FAILED, b"the task comes from a different executable");
             }
         }
@@ -3063,10 +3143,11 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
+    let mut wide = false;
     for i in 0..batch.count {
         // Relaxed is enough: the parent reads the word only after this process has died.
         batch.progress.store(batch.tag | u64::from(i), Ordering::Relaxed);
-        let Some(bytes) = batch.rd.blob() else {
+        let Some((ST_OK, bytes)) = batch.rd.item() else {
             batch.malformed = true;
             return;
         };
@@ -3080,10 +3161,7 @@ where
         };
         match catch_unwind(AssertUnwindSafe(|| f(args))) {
             Ok(value) => {
-                let at = batch.out.len();
-                batch.out.push(ST_OK);
-                if let Err(e) = encode_item(&value, batch.out) {
-                    batch.out.truncate(at);
+                if let Err(e) = encode_item(&value, batch.out, &mut wide) {
                     let message = format!("the result could not be encoded: {e}");
                     push_status(batch.out, ST_FAILED, message.as_bytes());
                 }
@@ -3106,51 +3184,90 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Appends `[len u32 LE][postcard encoding of value]` to `out`, encoding in place.
-/// On error `out` is left as it was.
-fn encode_item<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+/// Appends one item, `[header][postcard encoding of value]` (see [`ITEM_LONG`]), to `out`,
+/// encoding in place. `wide` says whether the previous item needed the long header; it
+/// is updated for the next one, so that a run of large items is never moved to make room
+/// for its header. On error `out` is left as it was.
+#[inline(always)]
+fn encode_item<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>, wide: &mut bool) -> Result<()> {
     /// A postcard output that appends to a borrowed vector.
     struct Append<'a>(&'a mut Vec<u8>);
     impl postcard::ser_flavors::Flavor for Append<'_> {
         type Output = ();
+        #[inline]
         fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
             self.0.push(byte);
             Ok(())
         }
+        #[inline]
         fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
             if bytes.len() <= 16 {
-                // Varints and small fields: byte pushes beat a call to memcpy.
-                self.0.reserve(bytes.len());
-                for &b in bytes {
-                    self.0.push(b);
-                }
+                // Varints and small fields: a byte loop (one capacity check, as the
+                // iterator knows its length) beats a call to memcpy.
+                self.0.extend(bytes.iter().copied());
             } else {
                 self.0.extend_from_slice(bytes);
             }
             Ok(())
         }
+        #[inline]
         fn finalize(self) -> postcard::Result<()> {
             Ok(())
         }
     }
     let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    if let Err(e) = postcard::serialize_with_flavor(value, Append(out)) {
+    let header = if *wide {
+        out.extend_from_slice(&[0; 5]);
+        5
+    } else {
+        out.push(0);
+        1
+    };
+    if let Err(e) = value.serialize(&mut postcard::Serializer { output: Append(out) }) {
         out.truncate(at);
-        return Err(Error::Codec(reduction::take_export_error().unwrap_or_else(|| e.to_string())));
+        return Err(encode_error(e));
     }
-    let len = out.len() - at - 4;
+    let len = out.len() - at - header;
     let Ok(len32) = u32::try_from(len) else {
         out.truncate(at);
-        return Err(Error::MessageTooLong { len: len as u64, limit: u32::MAX.into() });
+        return Err(too_long(len));
     };
-    out[at..at + 4].copy_from_slice(&len32.to_le_bytes());
+    *wide = len >= usize::from(ITEM_LONG);
+    if header == 1 && len < usize::from(ITEM_LONG) {
+        out[at] = len as u8;
+        return Ok(());
+    }
+    let mut long = [0u8; 5];
+    long[0] = ITEM_LONG | ST_OK;
+    long[1..].copy_from_slice(&len32.to_le_bytes());
+    if header == 1 {
+        // A large item after small ones: make room for the long header.
+        out.splice(at..at + 1, long);
+    } else {
+        out[at..at + 5].copy_from_slice(&long);
+    }
     Ok(())
 }
 
-/// Appends one item's `[status u8][len u32][bytes]` (a message, cut at 4 GiB).
+#[cold]
+fn encode_error(e: postcard::Error) -> Error {
+    Error::Codec(reduction::take_export_error().unwrap_or_else(|| e.to_string()))
+}
+
+#[cold]
+fn too_long(len: usize) -> Error {
+    Error::MessageTooLong { len: len as u64, limit: u32::MAX.into() }
+}
+
+/// Appends one item's outcome other than a value, `[ITEM_LONG | status][len u32][bytes]`
+/// (a message, cut at 4 GiB).
 fn push_status(out: &mut Vec<u8>, status: u8, bytes: &[u8]) {
-    out.push(status);
+    out.push(ITEM_LONG | status);
+    push_blob(out, bytes);
+}
+
+/// Appends `[len u32][bytes]` (cut at 4 GiB).
+fn push_blob(out: &mut Vec<u8>, bytes: &[u8]) {
     let bytes = &bytes[..bytes.len().min(u32::MAX as usize)];
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
