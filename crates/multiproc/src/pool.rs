@@ -644,6 +644,7 @@ impl Pool {
             expected: len,
             in_order: Vec::new(),
             parts: BTreeMap::new(),
+            spare: Vec::new(),
             finish,
             callbacks,
             done: false,
@@ -1434,6 +1435,8 @@ struct CollectSink<R, T> {
     in_order: Vec<R>,
     /// Values that arrived ahead of a gap, by the index of their first item.
     parts: BTreeMap<usize, Vec<R>>,
+    /// The buffer of a part already moved to `in_order`, for the next part.
+    spare: Vec<R>,
     finish: fn(Vec<R>) -> T,
     callbacks: Callbacks<T>,
     done: bool,
@@ -1465,7 +1468,7 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
         // Results that continue the ones in order go straight to the end of `in_order`
         // (chunks mostly arrive in order); others wait in `parts`.
         let in_order = start == self.in_order.len();
-        let mut parked = Vec::new();
+        let mut parked = if in_order { Vec::new() } else { std::mem::take(&mut self.spare) };
         if in_order && self.in_order.capacity() == 0 {
             // All the values end up here: one allocation, no copies as it grows.
             self.in_order.reserve_exact(self.expected);
@@ -1501,8 +1504,11 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
             }
         }
         if in_order {
-            while let Some(part) = self.parts.remove(&self.in_order.len()) {
-                self.in_order.extend(part);
+            while let Some(mut part) = self.parts.remove(&self.in_order.len()) {
+                self.in_order.append(&mut part);
+                if part.capacity() > self.spare.capacity() {
+                    self.spare = part;
+                }
             }
         } else {
             self.parts.insert(start, parked);
@@ -2060,8 +2066,14 @@ struct Worker {
     writable: bool,
     progress: Progress,
     inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
+    /// What is queued for the task pipe, in order.
+    out: VecDeque<Piece>,
+    /// Bytes of `out`'s first piece already written.
     out_pos: usize,
+    /// Bytes being added to `out` (sealed into a piece before anything else is queued).
+    cur: Vec<u8>,
+    /// An emptied piece's buffer, for the next one.
+    spare: Vec<u8>,
     /// Chunks sent (or about to be) whose results have not arrived, in order.
     in_flight: VecDeque<(u32, Chunk)>,
     in_flight_bytes: usize,
@@ -2074,6 +2086,94 @@ struct Worker {
     /// An EXIT message was queued for it.
     told_to_exit: bool,
     exited: bool,
+}
+
+/// Bytes queued for a worker's task pipe.
+enum Piece {
+    /// A frame header: its bytes and how many of them are used.
+    Header([u8; 12], u8),
+    /// Records and small chunks, copied.
+    Own(Vec<u8>),
+    /// A large chunk's items, written straight from the buffer they were encoded into.
+    Shared(Arc<Vec<u8>>, Range<usize>),
+}
+
+/// Chunks at least this big are not copied into the task queue.
+const SHARE_BYTES: usize = 16 * 1024;
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Header(h, n) => &h[..usize::from(*n)],
+            Piece::Own(v) => v,
+            Piece::Shared(data, range) => data.get(range.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Worker {
+    /// Queues the bytes gathered in `cur` as a piece.
+    fn seal(&mut self) {
+        if !self.cur.is_empty() {
+            let next = std::mem::take(&mut self.spare);
+            self.out.push_back(Piece::Own(std::mem::replace(&mut self.cur, next)));
+        }
+    }
+
+    /// Starts a frame: returns where its header is in `out`.
+    fn begin_frame(&mut self) -> usize {
+        self.seal();
+        self.out.push_back(Piece::Header([0; 12], 0));
+        self.out.len() - 1
+    }
+
+    /// Ends the frame whose header is at `at`: fills in its length.
+    fn end_frame(&mut self, at: usize) {
+        self.seal();
+        let len: usize = self.out.iter().skip(at + 1).map(|p| p.bytes().len()).sum();
+        let mut header = [0u8; 12];
+        let used = if len <= i32::MAX as usize {
+            header[..4].copy_from_slice(&(len as i32).to_be_bytes());
+            4
+        } else {
+            header[..4].copy_from_slice(&(-1i32).to_be_bytes());
+            header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+            12
+        };
+        if let Some(piece) = self.out.get_mut(at) {
+            *piece = Piece::Header(header, used);
+        }
+    }
+
+    /// Queues a TASK record for `chunk`.
+    fn push_task(&mut self, seq: u32, chunk: &Chunk) {
+        encode_task(&mut self.cur, seq, chunk);
+        if chunk.range.len() >= SHARE_BYTES {
+            self.seal();
+            self.out.push_back(Piece::Shared(chunk.data.clone(), chunk.range.clone()));
+        } else {
+            self.cur.extend_from_slice(chunk.items());
+        }
+    }
+
+    /// Drops the first `n` bytes of `out` (written).
+    fn advance(&mut self, mut n: usize) {
+        while let Some(piece) = self.out.front() {
+            let left = piece.bytes().len() - self.out_pos;
+            if n < left {
+                self.out_pos += n;
+                return;
+            }
+            n -= left;
+            self.out_pos = 0;
+            if let Some(Piece::Own(mut v)) = self.out.pop_front() {
+                if self.spare.capacity() == 0 && v.capacity() <= FLUSH_BYTES {
+                    v.clear();
+                    self.spare = v;
+                }
+            }
+        }
+    }
 }
 
 struct JobEntry {
@@ -2299,8 +2399,10 @@ impl Dispatcher {
             writable: true,
             progress,
             inbuf: Vec::new(),
-            outbuf: Vec::new(),
+            out: VecDeque::new(),
             out_pos: 0,
+            cur: Vec::new(),
+            spare: Vec::new(),
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             next_seq: 1,
@@ -2334,7 +2436,7 @@ impl Dispatcher {
         }
         let window = self.window();
         let maxtasks = self.config.maxtasks;
-        // Per worker: where the frame being built starts in its output buffer.
+        // Per worker: the index in its output queue of the header of the frame being built.
         let mut frames: Vec<Option<usize>> = vec![None; self.workers.len()];
         let mut retired = false;
         loop {
@@ -2363,11 +2465,10 @@ impl Dispatcher {
             };
             let Some(chunk) = chunk else { break };
             let w = &mut self.workers[i];
-            let frame = *frames[i].get_or_insert_with(|| begin_frame(&mut w.outbuf));
-            let _ = frame;
+            frames[i].get_or_insert_with(|| w.begin_frame());
             let seq = w.next_seq;
             w.next_seq = w.next_seq.wrapping_add(1).max(1);
-            encode_task(&mut w.outbuf, seq, &chunk);
+            w.push_task(seq, &chunk);
             w.in_flight_bytes += chunk.range.len();
             w.in_flight.push_back((seq, chunk));
             w.assigned += 1;
@@ -2382,7 +2483,7 @@ impl Dispatcher {
         }
         for (i, frame) in frames.into_iter().enumerate() {
             if let Some(at) = frame {
-                end_frame(&mut self.workers[i].outbuf, at);
+                self.workers[i].end_frame(at);
             }
         }
     }
@@ -2393,37 +2494,37 @@ impl Dispatcher {
         if w.told_to_exit || w.exited {
             return;
         }
-        let at = begin_frame(&mut w.outbuf);
-        w.outbuf.push(TAG_EXIT);
-        end_frame(&mut w.outbuf, at);
+        let at = w.begin_frame();
+        w.cur.push(TAG_EXIT);
+        w.end_frame(at);
         w.retiring = true;
         w.told_to_exit = true;
         self.write_some(i);
     }
 
-    /// Writes as much of worker `i`'s output buffer as its task pipe takes.
+    /// Writes as much of worker `i`'s output queue as its task pipe takes.
     fn write_some(&mut self, i: usize) {
         let w = &mut self.workers[i];
-        while w.out_pos < w.outbuf.len() && w.writable {
+        while !w.out.is_empty() && w.writable {
+            let mut slices = [std::io::IoSlice::new(&[]); 32];
+            let mut n = 0;
+            for (k, piece) in w.out.iter().take(slices.len()).enumerate() {
+                let bytes = piece.bytes();
+                slices[k] = std::io::IoSlice::new(if k == 0 { &bytes[w.out_pos..] } else { bytes });
+                n = k + 1;
+            }
             // A dead worker gives EPIPE (SIGPIPE is ignored, as in every Rust program and
             // in CPython).
-            match rustix::io::write(&w.tx, &w.outbuf[w.out_pos..]) {
-                Ok(n) => w.out_pos += n,
+            match rustix::io::writev(&w.tx, &slices[..n]) {
+                Ok(written) => w.advance(written),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break,
                 Err(_) => {
                     // The worker is gone; its pidfd will say so.
                     w.writable = false;
-                    w.outbuf.clear();
+                    w.out.clear();
                     w.out_pos = 0;
                 }
-            }
-        }
-        if w.out_pos == w.outbuf.len() {
-            w.outbuf.clear();
-            w.out_pos = 0;
-            if w.outbuf.capacity() > 4 * FLUSH_BYTES {
-                w.outbuf = Vec::new();
             }
         }
     }
@@ -2455,7 +2556,7 @@ impl Dispatcher {
                     fds.push(PollFd::new(&w.rx, PollFlags::IN));
                     slots.push((i, SLOT_RESULTS));
                 }
-                if w.writable && w.out_pos < w.outbuf.len() {
+                if w.writable && !w.out.is_empty() {
                     fds.push(PollFd::new(&w.tx, PollFlags::OUT));
                     slots.push((i, SLOT_TASKS));
                 }
@@ -2843,24 +2944,6 @@ const ST_FAILED: u8 = 2;
 /// An item header at or above this is `ITEM_LONG | status` and a 4-byte length.
 const ITEM_LONG: u8 = 0x80;
 
-fn begin_frame(out: &mut Vec<u8>) -> usize {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    at
-}
-
-fn end_frame(out: &mut Vec<u8>, at: usize) {
-    let len = out.len() - at - 4;
-    if len <= i32::MAX as usize {
-        out[at..at + 4].copy_from_slice(&(len as i32).to_be_bytes());
-    } else {
-        let mut header = [0u8; 12];
-        header[..4].copy_from_slice(&(-1i32).to_be_bytes());
-        header[4..].copy_from_slice(&(len as u64).to_be_bytes());
-        out.splice(at..at + 4, header);
-    }
-}
-
 /// What starts a buffer of received bytes.
 enum Frame {
     /// A whole frame: (header size, payload length).
@@ -2890,6 +2973,7 @@ fn frame_at(buf: &[u8]) -> Frame {
     }
 }
 
+/// Appends a TASK record's fields; its items follow.
 fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
     out.push(TAG_TASK);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -2897,7 +2981,6 @@ fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
     out.extend_from_slice(&(chunk.func.trampoline as i64).to_le_bytes());
     out.extend_from_slice(&(chunk.func.target as i64).to_le_bytes());
     out.extend_from_slice(&chunk.count.to_le_bytes());
-    out.extend_from_slice(chunk.items());
 }
 
 /// Reads little-endian integers and length-prefixed blobs; `None` past the end.
@@ -2964,7 +3047,8 @@ impl<'a> Rd<'a> {
 
 fn worker_main(boot: WorkerBoot) {
     let WorkerBoot { tasks, results: conn, progress, init, maxtasks } = boot;
-    let mut out = Vec::with_capacity(64 * 1024);
+    // Room for a batch of results (only what is written is ever mapped).
+    let mut out = Vec::with_capacity(FLUSH_BYTES + FLUSH_BYTES / 4);
     if let Some((func, args, fds)) = init {
         if let Err(message) = run_initializer(func, &args, &fds) {
             let mut record = Vec::new();
