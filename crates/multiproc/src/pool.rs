@@ -3278,19 +3278,21 @@ fn encode_item<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>, wide: &mut b
     struct Append<'a>(&'a mut Vec<u8>);
     impl postcard::ser_flavors::Flavor for Append<'_> {
         type Output = ();
-        #[inline]
+        #[inline(always)]
         fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
             self.0.push(byte);
             Ok(())
         }
-        #[inline]
+        #[inline(always)]
         fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-            if bytes.len() <= 16 {
-                // Varints and small fields: a byte loop (one capacity check, as the
-                // iterator knows its length) beats a call to memcpy.
-                self.0.extend(bytes.iter().copied());
-            } else {
-                self.0.extend_from_slice(bytes);
+            // Varints and small fields: copies of a length known at compile time are a
+            // few stores, where a copy of any length is a call to memcpy.
+            match *bytes {
+                [a] => self.0.push(a),
+                [a, b] => self.0.extend_from_slice(&[a, b]),
+                [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+                [a, b, c, d] => self.0.extend_from_slice(&[a, b, c, d]),
+                _ => self.0.extend_from_slice(bytes),
             }
             Ok(())
         }
