@@ -1472,6 +1472,10 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
         if in_order && self.in_order.capacity() == 0 {
             // All the values end up here: one allocation, no copies as it grows.
             self.in_order.reserve_exact(self.expected);
+            if self.expected.saturating_mul(std::mem::size_of::<R>()) >= 4 << 20 {
+                // Filled at once: a few huge pages instead of thousands of page faults.
+                sys::mem::advise_huge_pages(&mut self.in_order);
+            }
         }
         let values = if in_order { &mut self.in_order } else { &mut parked };
         values.reserve(items.len());
