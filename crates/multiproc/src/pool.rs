@@ -1731,6 +1731,17 @@ impl Group {
     }
 }
 
+/// Why a task argument could not be encoded.
+#[cold]
+fn argument_error(e: Error) -> Error {
+    match e {
+        Error::MessageTooLong { len, .. } => Error::InvalidArgument(format!(
+            "a task argument of {len} bytes is too large for a pool (at most 4 GiB)"
+        )),
+        e => e,
+    }
+}
+
 /// Encodes items into chunks, and chunks into groups.
 struct ChunkEncoder {
     job: u64,
@@ -1763,14 +1774,9 @@ impl ChunkEncoder {
     }
 
     /// Adds an item to the current chunk.
-    #[inline]
+    #[inline(always)]
     fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
-        encode_item(item, &mut self.buf, &mut self.wide).map_err(|e| match e {
-            Error::MessageTooLong { len, .. } => Error::InvalidArgument(format!(
-                "a task argument of {len} bytes is too large for a pool (at most 4 GiB)"
-            )),
-            e => e,
-        })?;
+        encode_item(item, &mut self.buf, &mut self.wide).map_err(argument_error)?;
         self.count += 1;
         Ok(())
     }
