@@ -76,7 +76,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -1769,7 +1769,7 @@ impl ChunkEncoder {
             start,
             chunk_at: 0,
             count: 0,
-            wide: false,
+            wide: WIDE.load(Ordering::Relaxed),
         }
     }
 
@@ -1808,6 +1808,7 @@ impl ChunkEncoder {
     /// The chunks ended so far, as a group (`None` if there are none).
     fn take_group(&mut self) -> Option<Group> {
         self.end_chunk();
+        WIDE.store(self.wide, Ordering::Relaxed);
         if self.chunks.is_empty() {
             return None;
         }
@@ -3237,7 +3238,7 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let mut wide = false;
+    let mut wide = WIDE.load(Ordering::Relaxed);
     for i in 0..batch.count {
         // Relaxed is enough: the parent reads the word only after this process has died.
         batch.progress.store(batch.tag | u64::from(i), Ordering::Relaxed);
@@ -3266,6 +3267,7 @@ where
             }
         }
     }
+    WIDE.store(wide, Ordering::Relaxed);
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -3277,6 +3279,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "a panic with a non-string payload".to_string()
     }
 }
+
+/// Whether the last item this process encoded (of a task, or a result) needed the long
+/// header: the guess for the first item of the next chunk, so that a program whose items
+/// are all large never moves them to make room for their headers.
+static WIDE: AtomicBool = AtomicBool::new(false);
 
 /// Appends one item, `[header][postcard encoding of value]` (see [`ITEM_LONG`]), to `out`,
 /// encoding in place. `wide` says whether the previous item needed the long header; it
