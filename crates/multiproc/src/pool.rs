@@ -1718,6 +1718,11 @@ impl Group {
         }
     }
 
+    /// The items of the next chunk.
+    fn next_items(&self) -> Option<usize> {
+        self.chunks.get(self.next).map(|&(_, count, _)| count as usize)
+    }
+
     /// Takes the next chunk.
     fn pop(&mut self) -> Option<Chunk> {
         let (start, count, range) = self.chunks.get(self.next)?.clone();
@@ -2088,6 +2093,8 @@ struct Worker {
     /// Chunks sent (or about to be) whose results have not arrived, in order.
     in_flight: VecDeque<(u32, Chunk)>,
     in_flight_bytes: usize,
+    /// Items of the chunks in `in_flight`.
+    in_flight_items: usize,
     next_seq: u32,
     /// Chunks assigned over the worker's life (for `maxtasksperchild`).
     assigned: u64,
@@ -2202,8 +2209,9 @@ struct Dispatcher {
     jobs: HashMap<u64, JobEntry>,
     /// Chunks waiting for a worker, in groups.
     pending: VecDeque<Group>,
-    /// Average time a worker spends on a chunk (exponentially weighted), once known.
-    chunk_ns: Option<f64>,
+    /// Average time a worker spends on an item (exponentially weighted over chunks), once
+    /// known.
+    item_ns: Option<f64>,
     /// Workers that died before they were ready, in a row.
     start_failures: u32,
     /// When to try again to start a worker, after a failure to start one.
@@ -2224,7 +2232,7 @@ impl Dispatcher {
             workers: Vec::new(),
             jobs: HashMap::new(),
             pending: VecDeque::new(),
-            chunk_ns: None,
+            item_ns: None,
             start_failures: 0,
             retry_start_at: None,
             broken: None,
@@ -2416,6 +2424,7 @@ impl Dispatcher {
             spare: Vec::new(),
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
+            in_flight_items: 0,
             next_seq: 1,
             assigned: 0,
             ready: false,
@@ -2431,12 +2440,26 @@ impl Dispatcher {
         lock(&self.inner.shared).pids = pids;
     }
 
-    /// How many chunks each worker should hold.
-    fn window(&self) -> usize {
-        match self.chunk_ns {
-            None => 2,
-            Some(t) if t >= SLOW_CHUNK_NS => 1,
-            Some(t) => (1.0 + (PIPELINE_NS / t.max(1.0)).ceil()).min(WINDOW_MAX as f64) as usize,
+    /// Whether worker `w` should take one more chunk of `items` items. A worker holds at
+    /// least two chunks (one to run, one to go on with while results travel), more while
+    /// the work it holds is shorter than [`PIPELINE_NS`], and a chunk above
+    /// [`SLOW_CHUNK_NS`] only when it has nothing else. Chunks are not handed out further
+    /// ahead: one that waits here can still go to whichever worker is free first.
+    fn has_room(&self, w: &Worker, items: usize) -> bool {
+        if w.retiring || w.exited || !w.writable {
+            return false;
+        }
+        let n = w.in_flight.len();
+        if n == 0 {
+            return true;
+        }
+        if n >= WINDOW_MAX || w.in_flight_bytes >= WORKER_BYTES_MAX {
+            return false;
+        }
+        match self.item_ns {
+            None => n < 2,
+            Some(t) if t * items as f64 >= SLOW_CHUNK_NS => false,
+            Some(t) => n < 2 || (w.in_flight_items as f64) * t < PIPELINE_NS,
         }
     }
 
@@ -2445,42 +2468,39 @@ impl Dispatcher {
         if self.pending.is_empty() {
             return;
         }
-        let window = self.window();
         let maxtasks = self.config.maxtasks;
         // Per worker: the index in its output queue of the header of the frame being built.
         let mut frames: Vec<Option<usize>> = vec![None; self.workers.len()];
         let mut retired = false;
         loop {
-            let mut best: Option<usize> = None;
-            for (i, w) in self.workers.iter().enumerate() {
-                let room = !w.retiring
-                    && !w.exited
-                    && w.writable
-                    && w.in_flight.len() < window
-                    && (w.in_flight.is_empty() || w.in_flight_bytes < WORKER_BYTES_MAX);
-                if room && best.is_none_or(|b| w.in_flight.len() < self.workers[b].in_flight.len())
-                {
-                    best = Some(i);
-                }
-            }
-            let Some(i) = best else { break };
-            let chunk = loop {
-                let Some(front) = self.pending.front_mut() else { break None };
+            let next_items = loop {
+                let Some(front) = self.pending.front() else { break None };
                 if self.jobs.contains_key(&front.job) {
-                    if let Some(chunk) = front.pop() {
-                        break Some(chunk);
+                    if let Some(items) = front.next_items() {
+                        break Some(items);
                     }
                 }
                 // Exhausted, or its job is gone.
                 self.pending.pop_front();
             };
-            let Some(chunk) = chunk else { break };
+            let Some(next_items) = next_items else { break };
+            let mut best: Option<usize> = None;
+            for (i, w) in self.workers.iter().enumerate() {
+                if self.has_room(w, next_items)
+                    && best.is_none_or(|b| w.in_flight.len() < self.workers[b].in_flight.len())
+                {
+                    best = Some(i);
+                }
+            }
+            let Some(i) = best else { break };
+            let Some(chunk) = self.pending.front_mut().and_then(Group::pop) else { break };
             let w = &mut self.workers[i];
             frames[i].get_or_insert_with(|| w.begin_frame());
             let seq = w.next_seq;
             w.next_seq = w.next_seq.wrapping_add(1).max(1);
             w.push_task(seq, &chunk);
             w.in_flight_bytes += chunk.range.len();
+            w.in_flight_items += chunk.count as usize;
             w.in_flight.push_back((seq, chunk));
             w.assigned += 1;
             if maxtasks.is_some_and(|m| w.assigned >= m) {
@@ -2727,11 +2747,12 @@ impl Dispatcher {
         }
         let Some((_, chunk)) = w.in_flight.pop_front() else { return false };
         w.in_flight_bytes -= chunk.range.len();
+        w.in_flight_items -= chunk.count as usize;
         let Some(items) = Outcomes::take(rd, count, pid) else { return false };
-        let elapsed = elapsed as f64;
-        self.chunk_ns = Some(match self.chunk_ns {
-            None => elapsed,
-            Some(t) => t * 0.75 + elapsed * 0.25,
+        let per_item = elapsed as f64 / f64::from(count.max(1));
+        self.item_ns = Some(match self.item_ns {
+            None => per_item,
+            Some(t) => t * 0.75 + per_item * 0.25,
         });
         self.deliver(chunk.job, chunk.start, items);
         true
@@ -2772,6 +2793,7 @@ impl Dispatcher {
         let progress = w.progress.word().load(Ordering::Acquire);
         let in_flight = std::mem::take(&mut w.in_flight);
         w.in_flight_bytes = 0;
+        w.in_flight_items = 0;
         let (running_seq, running_item) = ((progress >> 32) as u32, progress as u32);
         let mut requeue: Vec<Chunk> = Vec::new();
         let mut guilty: Option<(u64, usize)> = None;
