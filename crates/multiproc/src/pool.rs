@@ -76,7 +76,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -641,8 +641,10 @@ impl Pool {
         let sink = CollectSink {
             cell: cell.clone(),
             submitted: 0,
+            expected: len,
             in_order: Vec::new(),
             parts: BTreeMap::new(),
+            spare: Vec::new(),
             finish,
             callbacks,
             done: false,
@@ -1373,7 +1375,7 @@ impl<'a> Iterator for Outcomes<'a> {
                     return None;
                 }
                 *left -= 1;
-                let Some((status, bytes)) = rd.u8().zip(rd.blob()) else {
+                let Some((status, bytes)) = rd.item() else {
                     // Cannot happen with our own worker; never a panic or a short count.
                     return Some(Outcome::Error(Error::Protocol(
                         "a pool worker sent a malformed result".into(),
@@ -1394,12 +1396,19 @@ impl<'a> Iterator for Outcomes<'a> {
 }
 
 /// Decodes one value that fills `bytes` (postcard, as `Codec::Postcard`).
+#[inline]
 fn decode_item<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    match T::deserialize(&mut de) {
+        Ok(value) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(value),
         // The slow path gives the precise message (custom errors, trailing bytes).
-        _ => Codec::Postcard.decode(bytes),
+        _ => decode_slow(bytes),
     }
+}
+
+#[cold]
+fn decode_slow<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Codec::Postcard.decode(bytes)
 }
 
 /// Where the dispatcher delivers a job's results (type-erased over the value type).
@@ -1420,10 +1429,14 @@ struct CollectSink<R, T> {
     cell: Arc<Cell<T>>,
     /// Items submitted (counted by the dispatcher as chunks arrive).
     submitted: usize,
+    /// The number of items the input said it has: the capacity of `in_order`.
+    expected: usize,
     /// The values of items `0..in_order.len()`.
     in_order: Vec<R>,
     /// Values that arrived ahead of a gap, by the index of their first item.
     parts: BTreeMap<usize, Vec<R>>,
+    /// The buffer of a part already moved to `in_order`, for the next part.
+    spare: Vec<R>,
     finish: fn(Vec<R>) -> T,
     callbacks: Callbacks<T>,
     done: bool,
@@ -1455,9 +1468,36 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
         // Results that continue the ones in order go straight to the end of `in_order`
         // (chunks mostly arrive in order); others wait in `parts`.
         let in_order = start == self.in_order.len();
-        let mut parked = Vec::new();
+        let mut parked = if in_order { Vec::new() } else { std::mem::take(&mut self.spare) };
+        if in_order && self.in_order.capacity() == 0 {
+            // All the values end up here: one allocation, no copies as it grows.
+            self.in_order.reserve_exact(self.expected);
+            if self.expected.saturating_mul(std::mem::size_of::<R>()) >= 4 << 20 {
+                // Filled at once: a few huge pages instead of thousands of page faults.
+                sys::mem::advise_huge_pages(&mut self.in_order);
+            }
+        }
         let values = if in_order { &mut self.in_order } else { &mut parked };
         values.reserve(items.len());
+        let mut items = items;
+        if let Outcomes::Encoded { rd, left, .. } = &mut items {
+            // Values, as long as they come (the other outcomes go the general way below).
+            while *left > 0 {
+                let at = rd.pos;
+                let Some((ST_OK, bytes)) = rd.item() else {
+                    rd.pos = at;
+                    break;
+                };
+                *left -= 1;
+                match decode_item::<R>(bytes) {
+                    Ok(v) => values.push(v),
+                    Err(e) => {
+                        self.fail(e);
+                        return false;
+                    }
+                }
+            }
+        }
         for item in items {
             match item.decode::<R>() {
                 Ok(v) => values.push(v),
@@ -1468,8 +1508,11 @@ impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
             }
         }
         if in_order {
-            while let Some(part) = self.parts.remove(&self.in_order.len()) {
-                self.in_order.extend(part);
+            while let Some(mut part) = self.parts.remove(&self.in_order.len()) {
+                self.in_order.append(&mut part);
+                if part.capacity() > self.spare.capacity() {
+                    self.spare = part;
+                }
             }
         } else {
             self.parts.insert(start, parked);
@@ -1609,7 +1652,7 @@ struct Chunk {
     func: FnRef,
     /// The buffer the items were encoded into, shared with the chunks encoded with them.
     data: Arc<Vec<u8>>,
-    /// Where the `count` items, each `[len: u32 LE][postcard bytes]`, are in `data`.
+    /// Where the `count` items (each a header and postcard bytes) are in `data`.
     range: Range<usize>,
 }
 
@@ -1618,14 +1661,13 @@ impl Chunk {
         self.data.get(self.range.clone()).unwrap_or_default()
     }
 
-    /// The byte ranges of the items' encodings within [`items`](Self::items).
+    /// The byte ranges of the items (headers included) within [`items`](Self::items).
     fn item_ranges(&self) -> Vec<Range<usize>> {
         let mut ranges = Vec::with_capacity(self.count as usize);
         let mut rd = Rd::new(self.items());
         while !rd.done() {
-            let Some(len) = rd.u32() else { break };
             let start = rd.pos;
-            if rd.take(len as usize).is_none() {
+            if rd.item().is_none() {
                 break;
             }
             ranges.push(start..rd.pos);
@@ -1639,7 +1681,7 @@ impl Chunk {
         if from >= to {
             return None;
         }
-        let begin = self.range.start + ranges[from].start - 4;
+        let begin = self.range.start + ranges[from].start;
         let end = self.range.start + ranges[to - 1].end;
         Some(Chunk {
             job: self.job,
@@ -1676,6 +1718,11 @@ impl Group {
         }
     }
 
+    /// The items of the next chunk.
+    fn next_items(&self) -> Option<usize> {
+        self.chunks.get(self.next).map(|&(_, count, _)| count as usize)
+    }
+
     /// Takes the next chunk.
     fn pop(&mut self) -> Option<Chunk> {
         let (start, count, range) = self.chunks.get(self.next)?.clone();
@@ -1686,6 +1733,17 @@ impl Group {
     /// The items of the chunks not yet taken.
     fn items(&self) -> usize {
         self.chunks[self.next..].iter().map(|&(_, count, _)| count as usize).sum()
+    }
+}
+
+/// Why a task argument could not be encoded.
+#[cold]
+fn argument_error(e: Error) -> Error {
+    match e {
+        Error::MessageTooLong { len, .. } => Error::InvalidArgument(format!(
+            "a task argument of {len} bytes is too large for a pool (at most 4 GiB)"
+        )),
+        e => e,
     }
 }
 
@@ -1701,6 +1759,8 @@ struct ChunkEncoder {
     chunk_at: usize,
     /// Items in the current chunk.
     count: u32,
+    /// Whether the last item needed a long header.
+    wide: bool,
 }
 
 impl ChunkEncoder {
@@ -1714,17 +1774,14 @@ impl ChunkEncoder {
             start,
             chunk_at: 0,
             count: 0,
+            wide: WIDE.load(Ordering::Relaxed),
         }
     }
 
     /// Adds an item to the current chunk.
+    #[inline(always)]
     fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
-        encode_item(item, &mut self.buf).map_err(|e| match e {
-            Error::MessageTooLong { len, .. } => Error::InvalidArgument(format!(
-                "a task argument of {len} bytes is too large for a pool (at most 4 GiB)"
-            )),
-            e => e,
-        })?;
+        encode_item(item, &mut self.buf, &mut self.wide).map_err(argument_error)?;
         self.count += 1;
         Ok(())
     }
@@ -1756,6 +1813,7 @@ impl ChunkEncoder {
     /// The chunks ended so far, as a group (`None` if there are none).
     fn take_group(&mut self) -> Option<Group> {
         self.end_chunk();
+        WIDE.store(self.wide, Ordering::Relaxed);
         if self.chunks.is_empty() {
             return None;
         }
@@ -2024,11 +2082,19 @@ struct Worker {
     writable: bool,
     progress: Progress,
     inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
+    /// What is queued for the task pipe, in order.
+    out: VecDeque<Piece>,
+    /// Bytes of `out`'s first piece already written.
     out_pos: usize,
+    /// Bytes being added to `out` (sealed into a piece before anything else is queued).
+    cur: Vec<u8>,
+    /// An emptied piece's buffer, for the next one.
+    spare: Vec<u8>,
     /// Chunks sent (or about to be) whose results have not arrived, in order.
     in_flight: VecDeque<(u32, Chunk)>,
     in_flight_bytes: usize,
+    /// Items of the chunks in `in_flight`.
+    in_flight_items: usize,
     next_seq: u32,
     /// Chunks assigned over the worker's life (for `maxtasksperchild`).
     assigned: u64,
@@ -2038,6 +2104,94 @@ struct Worker {
     /// An EXIT message was queued for it.
     told_to_exit: bool,
     exited: bool,
+}
+
+/// Bytes queued for a worker's task pipe.
+enum Piece {
+    /// A frame header: its bytes and how many of them are used.
+    Header([u8; 12], u8),
+    /// Records and small chunks, copied.
+    Own(Vec<u8>),
+    /// A large chunk's items, written straight from the buffer they were encoded into.
+    Shared(Arc<Vec<u8>>, Range<usize>),
+}
+
+/// Chunks at least this big are not copied into the task queue.
+const SHARE_BYTES: usize = 16 * 1024;
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Header(h, n) => &h[..usize::from(*n)],
+            Piece::Own(v) => v,
+            Piece::Shared(data, range) => data.get(range.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Worker {
+    /// Queues the bytes gathered in `cur` as a piece.
+    fn seal(&mut self) {
+        if !self.cur.is_empty() {
+            let next = std::mem::take(&mut self.spare);
+            self.out.push_back(Piece::Own(std::mem::replace(&mut self.cur, next)));
+        }
+    }
+
+    /// Starts a frame: returns where its header is in `out`.
+    fn begin_frame(&mut self) -> usize {
+        self.seal();
+        self.out.push_back(Piece::Header([0; 12], 0));
+        self.out.len() - 1
+    }
+
+    /// Ends the frame whose header is at `at`: fills in its length.
+    fn end_frame(&mut self, at: usize) {
+        self.seal();
+        let len: usize = self.out.iter().skip(at + 1).map(|p| p.bytes().len()).sum();
+        let mut header = [0u8; 12];
+        let used = if len <= i32::MAX as usize {
+            header[..4].copy_from_slice(&(len as i32).to_be_bytes());
+            4
+        } else {
+            header[..4].copy_from_slice(&(-1i32).to_be_bytes());
+            header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+            12
+        };
+        if let Some(piece) = self.out.get_mut(at) {
+            *piece = Piece::Header(header, used);
+        }
+    }
+
+    /// Queues a TASK record for `chunk`.
+    fn push_task(&mut self, seq: u32, chunk: &Chunk) {
+        encode_task(&mut self.cur, seq, chunk);
+        if chunk.range.len() >= SHARE_BYTES {
+            self.seal();
+            self.out.push_back(Piece::Shared(chunk.data.clone(), chunk.range.clone()));
+        } else {
+            self.cur.extend_from_slice(chunk.items());
+        }
+    }
+
+    /// Drops the first `n` bytes of `out` (written).
+    fn advance(&mut self, mut n: usize) {
+        while let Some(piece) = self.out.front() {
+            let left = piece.bytes().len() - self.out_pos;
+            if n < left {
+                self.out_pos += n;
+                return;
+            }
+            n -= left;
+            self.out_pos = 0;
+            if let Some(Piece::Own(mut v)) = self.out.pop_front() {
+                if self.spare.capacity() == 0 && v.capacity() <= FLUSH_BYTES {
+                    v.clear();
+                    self.spare = v;
+                }
+            }
+        }
+    }
 }
 
 struct JobEntry {
@@ -2055,8 +2209,9 @@ struct Dispatcher {
     jobs: HashMap<u64, JobEntry>,
     /// Chunks waiting for a worker, in groups.
     pending: VecDeque<Group>,
-    /// Average time a worker spends on a chunk (exponentially weighted), once known.
-    chunk_ns: Option<f64>,
+    /// Average time a worker spends on an item (exponentially weighted over chunks), once
+    /// known.
+    item_ns: Option<f64>,
     /// Workers that died before they were ready, in a row.
     start_failures: u32,
     /// When to try again to start a worker, after a failure to start one.
@@ -2077,7 +2232,7 @@ impl Dispatcher {
             workers: Vec::new(),
             jobs: HashMap::new(),
             pending: VecDeque::new(),
-            chunk_ns: None,
+            item_ns: None,
             start_failures: 0,
             retry_start_at: None,
             broken: None,
@@ -2263,10 +2418,13 @@ impl Dispatcher {
             writable: true,
             progress,
             inbuf: Vec::new(),
-            outbuf: Vec::new(),
+            out: VecDeque::new(),
             out_pos: 0,
+            cur: Vec::new(),
+            spare: Vec::new(),
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
+            in_flight_items: 0,
             next_seq: 1,
             assigned: 0,
             ready: false,
@@ -2282,12 +2440,26 @@ impl Dispatcher {
         lock(&self.inner.shared).pids = pids;
     }
 
-    /// How many chunks each worker should hold.
-    fn window(&self) -> usize {
-        match self.chunk_ns {
-            None => 2,
-            Some(t) if t >= SLOW_CHUNK_NS => 1,
-            Some(t) => (1.0 + (PIPELINE_NS / t.max(1.0)).ceil()).min(WINDOW_MAX as f64) as usize,
+    /// Whether worker `w` should take one more chunk of `items` items. A worker holds at
+    /// least two chunks (one to run, one to go on with while results travel), more while
+    /// the work it holds is shorter than [`PIPELINE_NS`], and a chunk above
+    /// [`SLOW_CHUNK_NS`] only when it has nothing else. Chunks are not handed out further
+    /// ahead: one that waits here can still go to whichever worker is free first.
+    fn has_room(&self, w: &Worker, items: usize) -> bool {
+        if w.retiring || w.exited || !w.writable {
+            return false;
+        }
+        let n = w.in_flight.len();
+        if n == 0 {
+            return true;
+        }
+        if n >= WINDOW_MAX || w.in_flight_bytes >= WORKER_BYTES_MAX {
+            return false;
+        }
+        match self.item_ns {
+            None => n < 2,
+            Some(t) if t * items as f64 >= SLOW_CHUNK_NS => false,
+            Some(t) => n < 2 || (w.in_flight_items as f64) * t < PIPELINE_NS,
         }
     }
 
@@ -2296,43 +2468,39 @@ impl Dispatcher {
         if self.pending.is_empty() {
             return;
         }
-        let window = self.window();
         let maxtasks = self.config.maxtasks;
-        // Per worker: where the frame being built starts in its output buffer.
+        // Per worker: the index in its output queue of the header of the frame being built.
         let mut frames: Vec<Option<usize>> = vec![None; self.workers.len()];
         let mut retired = false;
         loop {
-            let mut best: Option<usize> = None;
-            for (i, w) in self.workers.iter().enumerate() {
-                let room = !w.retiring
-                    && !w.exited
-                    && w.writable
-                    && w.in_flight.len() < window
-                    && (w.in_flight.is_empty() || w.in_flight_bytes < WORKER_BYTES_MAX);
-                if room && best.is_none_or(|b| w.in_flight.len() < self.workers[b].in_flight.len())
-                {
-                    best = Some(i);
-                }
-            }
-            let Some(i) = best else { break };
-            let chunk = loop {
-                let Some(front) = self.pending.front_mut() else { break None };
+            let next_items = loop {
+                let Some(front) = self.pending.front() else { break None };
                 if self.jobs.contains_key(&front.job) {
-                    if let Some(chunk) = front.pop() {
-                        break Some(chunk);
+                    if let Some(items) = front.next_items() {
+                        break Some(items);
                     }
                 }
                 // Exhausted, or its job is gone.
                 self.pending.pop_front();
             };
-            let Some(chunk) = chunk else { break };
+            let Some(next_items) = next_items else { break };
+            let mut best: Option<usize> = None;
+            for (i, w) in self.workers.iter().enumerate() {
+                if self.has_room(w, next_items)
+                    && best.is_none_or(|b| w.in_flight.len() < self.workers[b].in_flight.len())
+                {
+                    best = Some(i);
+                }
+            }
+            let Some(i) = best else { break };
+            let Some(chunk) = self.pending.front_mut().and_then(Group::pop) else { break };
             let w = &mut self.workers[i];
-            let frame = *frames[i].get_or_insert_with(|| begin_frame(&mut w.outbuf));
-            let _ = frame;
+            frames[i].get_or_insert_with(|| w.begin_frame());
             let seq = w.next_seq;
             w.next_seq = w.next_seq.wrapping_add(1).max(1);
-            encode_task(&mut w.outbuf, seq, &chunk);
+            w.push_task(seq, &chunk);
             w.in_flight_bytes += chunk.range.len();
+            w.in_flight_items += chunk.count as usize;
             w.in_flight.push_back((seq, chunk));
             w.assigned += 1;
             if maxtasks.is_some_and(|m| w.assigned >= m) {
@@ -2346,7 +2514,7 @@ impl Dispatcher {
         }
         for (i, frame) in frames.into_iter().enumerate() {
             if let Some(at) = frame {
-                end_frame(&mut self.workers[i].outbuf, at);
+                self.workers[i].end_frame(at);
             }
         }
     }
@@ -2357,37 +2525,37 @@ impl Dispatcher {
         if w.told_to_exit || w.exited {
             return;
         }
-        let at = begin_frame(&mut w.outbuf);
-        w.outbuf.push(TAG_EXIT);
-        end_frame(&mut w.outbuf, at);
+        let at = w.begin_frame();
+        w.cur.push(TAG_EXIT);
+        w.end_frame(at);
         w.retiring = true;
         w.told_to_exit = true;
         self.write_some(i);
     }
 
-    /// Writes as much of worker `i`'s output buffer as its task pipe takes.
+    /// Writes as much of worker `i`'s output queue as its task pipe takes.
     fn write_some(&mut self, i: usize) {
         let w = &mut self.workers[i];
-        while w.out_pos < w.outbuf.len() && w.writable {
+        while !w.out.is_empty() && w.writable {
+            let mut slices = [std::io::IoSlice::new(&[]); 32];
+            let mut n = 0;
+            for (k, piece) in w.out.iter().take(slices.len()).enumerate() {
+                let bytes = piece.bytes();
+                slices[k] = std::io::IoSlice::new(if k == 0 { &bytes[w.out_pos..] } else { bytes });
+                n = k + 1;
+            }
             // A dead worker gives EPIPE (SIGPIPE is ignored, as in every Rust program and
             // in CPython).
-            match rustix::io::write(&w.tx, &w.outbuf[w.out_pos..]) {
-                Ok(n) => w.out_pos += n,
+            match rustix::io::writev(&w.tx, &slices[..n]) {
+                Ok(written) => w.advance(written),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break,
                 Err(_) => {
                     // The worker is gone; its pidfd will say so.
                     w.writable = false;
-                    w.outbuf.clear();
+                    w.out.clear();
                     w.out_pos = 0;
                 }
-            }
-        }
-        if w.out_pos == w.outbuf.len() {
-            w.outbuf.clear();
-            w.out_pos = 0;
-            if w.outbuf.capacity() > 4 * FLUSH_BYTES {
-                w.outbuf = Vec::new();
             }
         }
     }
@@ -2419,7 +2587,7 @@ impl Dispatcher {
                     fds.push(PollFd::new(&w.rx, PollFlags::IN));
                     slots.push((i, SLOT_RESULTS));
                 }
-                if w.writable && w.out_pos < w.outbuf.len() {
+                if w.writable && !w.out.is_empty() {
                     fds.push(PollFd::new(&w.tx, PollFlags::OUT));
                     slots.push((i, SLOT_TASKS));
                 }
@@ -2579,11 +2747,12 @@ impl Dispatcher {
         }
         let Some((_, chunk)) = w.in_flight.pop_front() else { return false };
         w.in_flight_bytes -= chunk.range.len();
+        w.in_flight_items -= chunk.count as usize;
         let Some(items) = Outcomes::take(rd, count, pid) else { return false };
-        let elapsed = elapsed as f64;
-        self.chunk_ns = Some(match self.chunk_ns {
-            None => elapsed,
-            Some(t) => t * 0.75 + elapsed * 0.25,
+        let per_item = elapsed as f64 / f64::from(count.max(1));
+        self.item_ns = Some(match self.item_ns {
+            None => per_item,
+            Some(t) => t * 0.75 + per_item * 0.25,
         });
         self.deliver(chunk.job, chunk.start, items);
         true
@@ -2624,6 +2793,7 @@ impl Dispatcher {
         let progress = w.progress.word().load(Ordering::Acquire);
         let in_flight = std::mem::take(&mut w.in_flight);
         w.in_flight_bytes = 0;
+        w.in_flight_items = 0;
         let (running_seq, running_item) = ((progress >> 32) as u32, progress as u32);
         let mut requeue: Vec<Chunk> = Vec::new();
         let mut guilty: Option<(u64, usize)> = None;
@@ -2783,12 +2953,16 @@ fn signal_name(signal: i32) -> String {
 // -1 and an 8-byte length. A frame holds records:
 //
 // parent → worker: TASK [seq u32][layout i64][trampoline i64][target i64][count u32]
-//                       count × [len u32][arguments]
+//                       count × item (the arguments)
 //                  EXIT
 // worker → parent: READY
 //                  INIT_FAILED [len u32][message]
 //                  RESULT [seq u32][elapsed ns u64][count u32][items' bytes u64]
-//                         count × [status u8][len u32][bytes]
+//                         count × item (the outcomes)
+//
+// An item is a header and bytes. A header byte below ITEM_LONG is the length of a value
+// (most values are short: one byte of overhead per item); `ITEM_LONG | status` is
+// followed by [len u32] and the bytes: a value (ST_OK) or a message.
 //
 // Integers in records are little-endian.
 
@@ -2800,24 +2974,8 @@ const TAG_RESULT: u8 = 3;
 const ST_OK: u8 = 0;
 const ST_PANICKED: u8 = 1;
 const ST_FAILED: u8 = 2;
-
-fn begin_frame(out: &mut Vec<u8>) -> usize {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    at
-}
-
-fn end_frame(out: &mut Vec<u8>, at: usize) {
-    let len = out.len() - at - 4;
-    if len <= i32::MAX as usize {
-        out[at..at + 4].copy_from_slice(&(len as i32).to_be_bytes());
-    } else {
-        let mut header = [0u8; 12];
-        header[..4].copy_from_slice(&(-1i32).to_be_bytes());
-        header[4..].copy_from_slice(&(len as u64).to_be_bytes());
-        out.splice(at..at + 4, header);
-    }
-}
+/// An item header at or above this is `ITEM_LONG | status` and a 4-byte length.
+const ITEM_LONG: u8 = 0x80;
 
 /// What starts a buffer of received bytes.
 enum Frame {
@@ -2848,6 +3006,7 @@ fn frame_at(buf: &[u8]) -> Frame {
     }
 }
 
+/// Appends a TASK record's fields; its items follow.
 fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
     out.push(TAG_TASK);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -2855,7 +3014,6 @@ fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
     out.extend_from_slice(&(chunk.func.trampoline as i64).to_le_bytes());
     out.extend_from_slice(&(chunk.func.target as i64).to_le_bytes());
     out.extend_from_slice(&chunk.count.to_le_bytes());
-    out.extend_from_slice(chunk.items());
 }
 
 /// Reads little-endian integers and length-prefixed blobs; `None` past the end.
@@ -2869,10 +3027,12 @@ impl<'a> Rd<'a> {
         Rd { buf, pos: 0 }
     }
 
+    #[inline]
     fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let bytes = self.buf.get(self.pos..end)?;
@@ -2880,10 +3040,12 @@ impl<'a> Rd<'a> {
         Some(bytes)
     }
 
+    #[inline]
     fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
 
+    #[inline]
     fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
@@ -2896,9 +3058,20 @@ impl<'a> Rd<'a> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
+    #[inline]
     fn blob(&mut self) -> Option<&'a [u8]> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+
+    /// One item (see the message formats): its status and bytes.
+    #[inline]
+    fn item(&mut self) -> Option<(u8, &'a [u8])> {
+        let header = self.u8()?;
+        if header < ITEM_LONG {
+            return Some((ST_OK, self.take(usize::from(header))?));
+        }
+        Some((header & !ITEM_LONG, self.blob()?))
     }
 }
 
@@ -2907,11 +3080,13 @@ impl<'a> Rd<'a> {
 
 fn worker_main(boot: WorkerBoot) {
     let WorkerBoot { tasks, results: conn, progress, init, maxtasks } = boot;
-    let mut out = Vec::with_capacity(64 * 1024);
+    // Room for a batch of results (only what is written is ever mapped).
+    let mut out = Vec::with_capacity(FLUSH_BYTES + FLUSH_BYTES / 4);
     if let Some((func, args, fds)) = init {
         if let Err(message) = run_initializer(func, &args, &fds) {
             let mut record = Vec::new();
-            push_status(&mut record, TAG_INIT_FAILED, message.as_bytes());
+            record.push(TAG_INIT_FAILED);
+            push_blob(&mut record, message.as_bytes());
             let _ = conn.send_bytes(&record);
             return;
         }
@@ -2921,9 +3096,10 @@ fn worker_main(boot: WorkerBoot) {
     }
     let mut done: u64 = 0;
     let mut resolved: Option<(isize, isize, sys::spawn::BatchTrampoline)> = None;
+    let mut inbuf = Vec::new();
     loop {
-        let Ok(frame) = tasks.recv_bytes(None) else { return };
-        let mut rd = Rd::new(&frame);
+        let Some(len) = recv_frame(&tasks, &mut inbuf) else { return };
+        let mut rd = Rd::new(&inbuf[..len]);
         // When the oldest result not yet sent was ready.
         let mut held_since: Option<Instant> = None;
         while !rd.done() {
@@ -2955,6 +3131,27 @@ fn worker_main(boot: WorkerBoot) {
         if !flush(&conn, &mut out) {
             return;
         }
+    }
+}
+
+/// Receives the next frame into `buf` (kept from frame to frame, so that its memory is
+/// not mapped anew for each), returns its length; `None` once the pool is gone.
+fn recv_frame(conn: &Connection, buf: &mut Vec<u8>) -> Option<usize> {
+    if buf.len() > WORKER_BYTES_MAX + (1 << 20) {
+        *buf = Vec::new();
+    }
+    if buf.is_empty() {
+        buf.resize(64 * 1024, 0);
+    }
+    match conn.recv_bytes_into(buf) {
+        Ok(len) => Some(len),
+        Err(Error::BufferTooShort(message)) => {
+            // The message, read whole, becomes the buffer.
+            let len = message.len();
+            *buf = message;
+            Some(len)
+        }
+        Err(_) => None,
     }
 }
 
@@ -3026,7 +3223,7 @@ fn run_chunk(
         Some(f) => f(target, &mut batch),
         None => {
             for _ in 0..count {
-                batch.rd.blob()?;
+                batch.rd.item()?;
                 push_status(batch.out, ST_FAILED, b"the task comes from a different executable");
             }
         }
@@ -3063,10 +3260,11 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
+    let mut wide = WIDE.load(Ordering::Relaxed);
     for i in 0..batch.count {
         // Relaxed is enough: the parent reads the word only after this process has died.
         batch.progress.store(batch.tag | u64::from(i), Ordering::Relaxed);
-        let Some(bytes) = batch.rd.blob() else {
+        let Some((ST_OK, bytes)) = batch.rd.item() else {
             batch.malformed = true;
             return;
         };
@@ -3080,10 +3278,7 @@ where
         };
         match catch_unwind(AssertUnwindSafe(|| f(args))) {
             Ok(value) => {
-                let at = batch.out.len();
-                batch.out.push(ST_OK);
-                if let Err(e) = encode_item(&value, batch.out) {
-                    batch.out.truncate(at);
+                if let Err(e) = encode_item(&value, batch.out, &mut wide) {
                     let message = format!("the result could not be encoded: {e}");
                     push_status(batch.out, ST_FAILED, message.as_bytes());
                 }
@@ -3094,6 +3289,7 @@ where
             }
         }
     }
+    WIDE.store(wide, Ordering::Relaxed);
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -3106,51 +3302,97 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Appends `[len u32 LE][postcard encoding of value]` to `out`, encoding in place.
-/// On error `out` is left as it was.
-fn encode_item<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+/// Whether the last item this process encoded (of a task, or a result) needed the long
+/// header: the guess for the first item of the next chunk, so that a program whose items
+/// are all large never moves them to make room for their headers.
+static WIDE: AtomicBool = AtomicBool::new(false);
+
+/// Appends one item, `[header][postcard encoding of value]` (see [`ITEM_LONG`]), to `out`,
+/// encoding in place. `wide` says whether the previous item needed the long header; it
+/// is updated for the next one, so that a run of large items is never moved to make room
+/// for its header. On error `out` is left as it was.
+#[inline(always)]
+fn encode_item<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>, wide: &mut bool) -> Result<()> {
     /// A postcard output that appends to a borrowed vector.
     struct Append<'a>(&'a mut Vec<u8>);
     impl postcard::ser_flavors::Flavor for Append<'_> {
         type Output = ();
+        #[inline(always)]
         fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
             self.0.push(byte);
             Ok(())
         }
+        #[inline(always)]
         fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-            if bytes.len() <= 16 {
-                // Varints and small fields: byte pushes beat a call to memcpy.
-                self.0.reserve(bytes.len());
-                for &b in bytes {
-                    self.0.push(b);
-                }
-            } else {
-                self.0.extend_from_slice(bytes);
+            // Varints and small fields: copies of a length known at compile time are a
+            // few stores, where a copy of any length is a call to memcpy.
+            match *bytes {
+                [a] => self.0.push(a),
+                [a, b] => self.0.extend_from_slice(&[a, b]),
+                [a, b, c] => self.0.extend_from_slice(&[a, b, c]),
+                [a, b, c, d] => self.0.extend_from_slice(&[a, b, c, d]),
+                _ => self.0.extend_from_slice(bytes),
             }
             Ok(())
         }
+        #[inline]
         fn finalize(self) -> postcard::Result<()> {
             Ok(())
         }
     }
     let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    if let Err(e) = postcard::serialize_with_flavor(value, Append(out)) {
+    let header = if *wide {
+        out.extend_from_slice(&[0; 5]);
+        5
+    } else {
+        out.push(0);
+        1
+    };
+    if let Err(e) = value.serialize(&mut postcard::Serializer { output: Append(out) }) {
         out.truncate(at);
-        return Err(Error::Codec(reduction::take_export_error().unwrap_or_else(|| e.to_string())));
+        return Err(encode_error(e));
     }
-    let len = out.len() - at - 4;
+    let len = out.len() - at - header;
     let Ok(len32) = u32::try_from(len) else {
         out.truncate(at);
-        return Err(Error::MessageTooLong { len: len as u64, limit: u32::MAX.into() });
+        return Err(too_long(len));
     };
-    out[at..at + 4].copy_from_slice(&len32.to_le_bytes());
+    *wide = len >= usize::from(ITEM_LONG);
+    if header == 1 && len < usize::from(ITEM_LONG) {
+        out[at] = len as u8;
+        return Ok(());
+    }
+    let mut long = [0u8; 5];
+    long[0] = ITEM_LONG | ST_OK;
+    long[1..].copy_from_slice(&len32.to_le_bytes());
+    if header == 1 {
+        // A large item after small ones: make room for the long header.
+        out.splice(at..at + 1, long);
+    } else {
+        out[at..at + 5].copy_from_slice(&long);
+    }
     Ok(())
 }
 
-/// Appends one item's `[status u8][len u32][bytes]` (a message, cut at 4 GiB).
+#[cold]
+fn encode_error(e: postcard::Error) -> Error {
+    Error::Codec(reduction::take_export_error().unwrap_or_else(|| e.to_string()))
+}
+
+#[cold]
+fn too_long(len: usize) -> Error {
+    Error::MessageTooLong { len: len as u64, limit: u32::MAX.into() }
+}
+
+/// Appends one item's outcome other than a value, `[ITEM_LONG | status][len u32][bytes]`
+/// (a message, cut at 4 GiB).
 fn push_status(out: &mut Vec<u8>, status: u8, bytes: &[u8]) {
-    out.push(status);
+    out.push(ITEM_LONG | status);
+    push_blob(out, bytes);
+}
+
+/// Appends `[len u32][bytes]` (cut at 4 GiB).
+fn push_blob(out: &mut Vec<u8>, bytes: &[u8]) {
     let bytes = &bytes[..bytes.len().min(u32::MAX as usize)];
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);

@@ -117,6 +117,50 @@ fn large_arguments_and_results_travel_whole() {
     assert!(blobs[2].iter().all(|&b| b == 7));
 }
 
+/// Items and values of every size around the one-byte length limit (127/128 bytes), long
+/// ones after short ones and the other way round, in every chunk size.
+#[test]
+fn short_and_long_items_mix_in_a_chunk() {
+    let pool = Pool::new(Some(2)).unwrap();
+    let lens: Vec<usize> =
+        [0, 1, 126, 127, 128, 129, 3, 5000, 4999, 2, 0, 70_000, 127, 300, 1, 128, 125]
+            .into_iter()
+            .cycle()
+            .take(200)
+            .collect();
+    let items: Vec<String> = lens.iter().enumerate().map(|(i, &n)| "x".repeat(n + i % 3)).collect();
+    // Values half as long as their items: value sizes mix differently from item sizes.
+    let expected: Vec<String> = items.iter().map(|s| "y".repeat(s.len() / 2)).collect();
+    for chunksize in [None, Some(1), Some(2), Some(7), Some(200)] {
+        let got = pool.map(|s: String| "y".repeat(s.len() / 2), items.clone(), chunksize).unwrap();
+        assert_eq!(got, expected, "{chunksize:?}");
+    }
+}
+
+/// A worker killed in the middle of a chunk of mixed short and long items: the items
+/// around the running one are cut at the right places and complete elsewhere.
+#[test]
+fn a_worker_killed_among_long_items_fails_only_its_task() {
+    fn die_at_long((x, pad): (u64, String)) -> usize {
+        if x == 23 {
+            kill_process(getpid(), Signal::KILL).expect("kill");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        pad.len()
+    }
+    let pool = pool(2, StartMethod::Spawn);
+    let items: Vec<(u64, String)> =
+        (0..60u64).map(|x| (x, "p".repeat([3, 200, 0, 127, 128, 1000][x as usize % 6]))).collect();
+    let results: Vec<_> = pool.imap(die_at_long, items.clone(), 30).unwrap().collect();
+    for (x, r) in results.iter().enumerate() {
+        if x == 23 {
+            assert!(matches!(r, Err(Error::ProcessFailed { exitcode: -9, .. })), "{r:?}");
+        } else {
+            assert_eq!(r.as_ref().ok(), Some(&items[x].1.len()), "item {x}");
+        }
+    }
+}
+
 #[test]
 fn many_threads_submit_at_once() {
     let pool = Arc::new(Pool::new(Some(2)).unwrap());
