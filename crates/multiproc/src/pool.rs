@@ -67,8 +67,9 @@
 //! # Arguments and results
 //! Functions are plain `fn(A) -> R` (a closure that captures nothing coerces to one), with
 //! `A` and `R` serde types; use a tuple for several arguments. Values that own shared
-//! memory ([`Queue`](crate::queues::Queue), [`Value`](crate::Value), locks …) can be
-//! arguments of tasks; a [`Connection`] can be an argument of the initializer only.
+//! memory ([`Queue`](crate::queues::Queue), [`Value`](crate::Value), locks …) and
+//! [`Connection`]s can be arguments of tasks (a connection is handed to the worker that
+//! decodes the task, once).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
