@@ -794,3 +794,43 @@ fn random_requests_get_replies_and_never_kill_the_server() {
     });
     m.shutdown().unwrap();
 }
+
+#[test]
+fn dict_get_set_contains_answer_as_the_protocol_says() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    let ns = m.namespace().unwrap();
+    let conn = Client::connect(m.address(), Some(m.authkey())).unwrap();
+    fn enc<T: Serialize>(value: &T) -> Vec<u8> {
+        multiproc::managers::encode(value).unwrap()
+    }
+    for id in [d.id(), ns.id()] {
+        let key = enc(&"k".to_string());
+        let set = |v: u32| request(&conn, &frame(id, "set", &(key.clone(), enc(&v)))).unwrap();
+        let old: Option<Vec<u8>> = multiproc::Codec::Postcard.decode(&set(1).unwrap()).unwrap();
+        assert_eq!(old, None);
+        let old: Option<Vec<u8>> = multiproc::Codec::Postcard.decode(&set(22).unwrap()).unwrap();
+        assert_eq!(old, Some(enc(&1u32)));
+        let got = request(&conn, &frame(id, "get", &key)).unwrap().unwrap();
+        let got: Option<Vec<u8>> = multiproc::Codec::Postcard.decode(&got).unwrap();
+        assert_eq!(got, Some(enc(&22u32)));
+        let has = request(&conn, &frame(id, "contains", &key)).unwrap().unwrap();
+        assert!(multiproc::Codec::Postcard.decode::<bool>(&has).unwrap());
+        let missing = request(&conn, &frame(id, "get", &enc(&"j".to_string()))).unwrap();
+        assert_eq!(
+            multiproc::Codec::Postcard.decode::<Option<Vec<u8>>>(&missing.unwrap()).unwrap(),
+            None
+        );
+        // Malformed arguments: an error reply, and the connection goes on.
+        let mut bad = frame(id, "get", &key);
+        bad.push(0);
+        assert!(error_message(request(&conn, &bad).unwrap()).contains("malformed arguments"));
+        let bad = frame(id, "set", &key);
+        assert!(error_message(request(&conn, &bad).unwrap()).contains("malformed arguments"));
+        let bad = frame(id, "contains", &[200u8]);
+        assert!(error_message(request(&conn, &bad).unwrap()).contains("malformed arguments"));
+    }
+    assert_eq!(d.get("k").unwrap(), Some(22));
+    assert_eq!(ns.get::<u32>("k").unwrap(), 22);
+    m.shutdown().unwrap();
+}

@@ -43,7 +43,12 @@ pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 pub(crate) struct Lane {
     conn: Connection,
     fast: Option<FastLane>,
+    /// The last reply's buffer, reused for the next request.
+    spare: Vec<u8>,
 }
+
+/// The largest buffer a lane keeps for its next request.
+const SPARE_KEEP: usize = 64 << 10;
 
 /// (requests, replies).
 pub(crate) type FastLane = (crate::queues::Queue<Vec<u8>>, crate::queues::Queue<Vec<u8>>);
@@ -85,7 +90,7 @@ impl Remote {
         let remote = Arc::new(Remote {
             address: address.to_string(),
             authkey: authkey.to_vec(),
-            pool: Mutex::new((std::process::id(), Vec::new())),
+            pool: Mutex::new((crate::sys::pid::pid(), Vec::new())),
             reached: std::sync::atomic::AtomicBool::new(false),
         });
         map.insert(key, Arc::downgrade(&remote));
@@ -95,7 +100,7 @@ impl Remote {
     fn take(&self) -> Result<Lane> {
         {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let pid = std::process::id();
+            let pid = crate::sys::pid::pid();
             if pool.0 != pid {
                 // Forked: the connections belong to the parent's conversation.
                 *pool = (pid, Vec::new());
@@ -119,7 +124,7 @@ impl Remote {
             })?;
         reached.store(true, std::sync::atomic::Ordering::Relaxed);
         let fast = if self.is_local() { self.open_fast_lane(&conn) } else { None };
-        Ok(Lane { conn, fast })
+        Ok(Lane { conn, fast, spare: Vec::new() })
     }
 
     /// Whether the server is on this machine (a Unix or abstract socket), where shared
@@ -148,7 +153,7 @@ impl Remote {
 
     fn give_back(&self, conn: Lane) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.0 == std::process::id() && pool.1.len() < MAX_IDLE {
+        if pool.0 == crate::sys::pid::pid() && pool.1.len() < MAX_IDLE {
             pool.1.push(conn);
         }
     }
@@ -166,18 +171,27 @@ impl Remote {
         }
     }
 
-    /// Calls `method` on object `id` with encoded `args`. `blocking` is the call's own
-    /// timeout for calls that wait on the server (`Some(None)`: wait as long as it takes).
-    pub(crate) fn call_raw(
+    /// Calls `method` on object `id`: `args` appends the encoded arguments to the request
+    /// frame, `read` decodes the encoded result (borrowed from the reply frame). `blocking`
+    /// is the call's own timeout for calls that wait on the server (`Some(None)`: wait as
+    /// long as it takes).
+    fn exchange<R>(
         &self,
         id: u64,
         method: &str,
-        args: &[u8],
+        args: impl FnOnce(&mut Vec<u8>) -> Result<()>,
         blocking: Option<Option<Duration>>,
-    ) -> Result<Vec<u8>> {
-        let mut frame = enc(&(id, method))?;
-        frame.extend_from_slice(args);
-        let lane = self.take()?;
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        let mut lane = self.take()?;
+        let mut frame = std::mem::take(&mut lane.spare);
+        frame.clear();
+        let encoded =
+            Codec::Postcard.encode_into(&(id, method), &mut frame).and_then(|()| args(&mut frame));
+        if let Err(e) = encoded {
+            self.give_back(lane);
+            return Err(e);
+        }
         let wait = match blocking {
             None => Some(CALL_TIMEOUT),
             Some(None) => None,
@@ -221,22 +235,52 @@ impl Remote {
                 })?
             }
         };
-        let reply: std::result::Result<Vec<u8>, WireError> = dec(&reply)
-            .map_err(|e| Error::Protocol(format!("malformed reply from the manager: {e}")))?;
-        if !matches!(reply, Err(WireError::Closing(_))) {
+        let (result, closing) =
+            match postcard::take_from_bytes::<std::result::Result<&[u8], WireError>>(&reply) {
+                Ok((Ok(bytes), [])) => (read(bytes), false),
+                Ok((Err(e), [])) => {
+                    let closing = matches!(e, WireError::Closing(_));
+                    (Err(Error::from(e)), closing)
+                }
+                Ok((_, rest)) => {
+                    return Err(Error::Protocol(format!(
+                        "malformed reply from the manager: {} trailing bytes",
+                        rest.len()
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::Protocol(format!("malformed reply from the manager: {e}")))
+                }
+            };
+        if !closing {
+            if reply.capacity() <= SPARE_KEEP {
+                lane.spare = reply;
+            }
             self.give_back(lane);
         }
-        reply.map_err(Error::from)
+        result
     }
 
-    /// [`call_raw`](Self::call_raw) with typed arguments and result.
+    /// Calls `method` on object `id` with typed arguments, and decodes the result with
+    /// `read` straight from the reply frame.
+    pub(crate) fn call_with<A: Serialize + ?Sized, R>(
+        &self,
+        id: u64,
+        method: &str,
+        args: &A,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.exchange(id, method, |frame| Codec::Postcard.encode_into(args, frame), None, read)
+    }
+
+    /// [`call_with`](Self::call_with) with a typed result.
     pub(crate) fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         id: u64,
         method: &str,
         args: &A,
     ) -> Result<R> {
-        dec(&self.call_raw(id, method, &enc(args)?, None)?)
+        self.call_with(id, method, args, dec)
     }
 
     /// [`call`](Self::call) for a method that may wait on the server up to `timeout`.
@@ -247,7 +291,13 @@ impl Remote {
         args: &A,
         timeout: Option<Duration>,
     ) -> Result<R> {
-        dec(&self.call_raw(id, method, &enc(args)?, Some(timeout))?)
+        self.exchange(
+            id,
+            method,
+            |frame| Codec::Postcard.encode_into(args, frame),
+            Some(timeout),
+            dec,
+        )
     }
 }
 
@@ -274,6 +324,87 @@ impl Handle {
         timeout: Option<Duration>,
     ) -> Result<R> {
         self.remote.call_blocking(self.id, method, args, timeout)
+    }
+
+    /// [`call`](Self::call) that decodes the result with `read`, borrowed from the reply.
+    pub(crate) fn call_with<A: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        args: &A,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.remote.call_with(self.id, method, args, read)
+    }
+}
+
+impl Handle {
+    /// `method(key)`, with the key's encoding sent as bytes; `read` decodes the result.
+    pub(crate) fn call_key<Q: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        key: &Q,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        with_scratch(|buf| {
+            Codec::Postcard.encode_into(key, buf)?;
+            self.call_with(method, &Bytes(buf), read)
+        })
+    }
+
+    /// `method(key, value)`, with both encodings sent as bytes; `read` decodes the result.
+    pub(crate) fn call_key_value<Q: Serialize + ?Sized, W: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        key: &Q,
+        value: &W,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        with_scratch(|buf| {
+            Codec::Postcard.encode_into(key, buf)?;
+            let split = buf.len();
+            Codec::Postcard.encode_into(value, buf)?;
+            let (key, value) = buf.split_at(split);
+            self.call_with(method, &(Bytes(key), Bytes(value)), read)
+        })
+    }
+}
+
+thread_local! {
+    /// A reused buffer for the encodings of keys and values.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer (empty; a fresh one if it is in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> Result<R>) -> Result<R> {
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    let result = f(&mut buf);
+    if buf.capacity() <= SPARE_KEEP {
+        SCRATCH.set(buf);
+    }
+    result
+}
+
+/// Decodes a reply that is an encoded `Option` of an encoded `V` (a dict's get, set, pop).
+pub(crate) fn opt_value<V: DeserializeOwned>(bytes: &[u8]) -> Result<Option<V>> {
+    dec_borrowed::<Option<&[u8]>>(bytes)?.map(dec).transpose()
+}
+
+/// Bytes that encode as a `Vec<u8>` does (a length, then the bytes), in one copy.
+pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Decodes a value that borrows from `bytes`, which must hold exactly that value.
+pub(crate) fn dec_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::Codec(format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(Error::Codec(e.to_string())),
     }
 }
 
@@ -319,5 +450,5 @@ pub(crate) fn ms(timeout: Option<Duration>) -> Option<u64> {
 pub(crate) fn owner() -> (u64, u32, i32) {
     static NONCE: OnceLock<u64> = OnceLock::new();
     let nonce = *NONCE.get_or_init(|| getrandom::u64().unwrap_or(0));
-    (nonce, std::process::id(), rustix::thread::gettid().as_raw_nonzero().get())
+    (nonce, crate::sys::pid::pid(), crate::sys::pid::tid() as i32)
 }
