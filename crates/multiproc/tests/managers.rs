@@ -834,3 +834,31 @@ fn dict_get_set_contains_answer_as_the_protocol_says() {
     assert_eq!(ns.get::<u32>("k").unwrap(), 22);
     m.shutdown().unwrap();
 }
+
+/// Clock ticks of CPU time a process has used (user + system), from `/proc`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_server_uses_no_cpu_after_a_burst_of_calls() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    for i in 0..20_000 {
+        d.set(&1, &i).unwrap();
+        assert_eq!(d.get(&1).unwrap(), Some(i));
+    }
+    let pid = m.server_pid().unwrap();
+    // The server's waiter polls briefly after the last call, then sleeps.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(used <= 5, "an idle server used {used} ticks of CPU in a second");
+    assert_eq!(d.get(&1).unwrap(), Some(19_999));
+    m.shutdown().unwrap();
+}

@@ -36,13 +36,15 @@ pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// shared-memory queues (the *fast lane*) that carry requests and replies instead.
 ///
 /// A socket round trip costs a kernel wake-up on each side (tens of microseconds on a
-/// virtual machine); the queues spin briefly before they sleep, so a steady stream of calls
-/// costs about a microsecond each way. The socket stays open as the liveness signal: the
-/// server sees this process go when it closes, and this process sees the server go the
-/// same way.
+/// virtual machine); a waiter on a fast lane polls its queue instead (see [`wait_frame`]),
+/// so a steady stream of calls costs about a microsecond each way. The socket stays open
+/// as the liveness signal: the server sees this process go when it closes, and this
+/// process sees the server go the same way.
 pub(crate) struct Lane {
     conn: Connection,
     fast: Option<FastLane>,
+    /// The CPU the server last answered from (fast lanes only).
+    server_cpu: Option<u32>,
     /// The last reply's buffer, reused for the next request.
     spare: Vec<u8>,
 }
@@ -53,12 +55,73 @@ const SPARE_KEEP: usize = 64 << 10;
 /// (requests, replies).
 pub(crate) type FastLane = (crate::queues::Queue<Vec<u8>>, crate::queues::Queue<Vec<u8>>);
 
-/// The request that turns a connection into a fast lane: object id and method.
+/// The request that turns a connection into a fast lane: object id and method. (The
+/// method names the fast lane's frame format: a server that does not know it declines,
+/// and the client keeps to the socket.)
 pub(crate) const FAST_LANE_ID: u64 = u64::MAX;
-pub(crate) const FAST_LANE_METHOD: &str = "__fast_lane__";
+pub(crate) const FAST_LANE_METHOD: &str = "__fast_lane_2__";
 
 /// How long a fast-lane waiter sleeps before it checks the socket for a hang-up.
 pub(crate) const FAST_LANE_CHECK: Duration = Duration::from_millis(100);
+
+/// Every frame on a fast lane starts with the CPU its sender ran on when it sent it
+/// (`u32`, little-endian; `u32::MAX` when unknown), then the frame as on the socket.
+pub(crate) const CPU_STAMP: usize = 4;
+
+/// Reserves the CPU stamp at the start of an empty frame.
+pub(crate) fn reserve_cpu_stamp(frame: &mut Vec<u8>) {
+    frame.extend_from_slice(&[0xff; CPU_STAMP]);
+}
+
+/// Writes this thread's CPU into a frame's stamp, just before the frame is sent.
+pub(crate) fn stamp_cpu(frame: &mut [u8]) {
+    let cpu = crate::sys::pid::cpu().unwrap_or(u32::MAX);
+    frame[..CPU_STAMP].copy_from_slice(&cpu.to_le_bytes());
+}
+
+/// A received fast-lane frame's sender CPU and body; `None` if it is too short.
+pub(crate) fn split_cpu_stamp(frame: &[u8]) -> Option<(Option<u32>, &[u8])> {
+    let (stamp, body) = frame.split_first_chunk::<CPU_STAMP>()?;
+    let cpu = u32::from_le_bytes(*stamp);
+    Some(((cpu != u32::MAX).then_some(cpu), body))
+}
+
+/// How long a fast-lane waiter polls before it leaves the waiting to the queue (which
+/// spins a little more, then sleeps).
+const POLL_FOR: Duration = Duration::from_micros(50);
+
+/// Polls `queue` for a frame from a peer last seen on CPU `peer`, for up to
+/// [`POLL_FOR`]; `None` if nothing came.
+///
+/// While the peer runs on another CPU, the waiter keeps its own CPU: giving it up (as a
+/// queue's waiter does now and then) hands it to whatever else is runnable there, often
+/// for a whole scheduler slice, while the answer is a microsecond away. While the peer is
+/// on this same CPU, it cannot answer until the waiter gives the CPU up, so the waiter
+/// yields at once.
+pub(crate) fn wait_frame(
+    queue: &crate::queues::Queue<Vec<u8>>,
+    peer: Option<u32>,
+) -> Option<Vec<u8>> {
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..16 {
+            // `empty` reads two words; `get_nowait` also reads the clock and takes a lock.
+            if !queue.empty() {
+                if let Ok(frame) = queue.get_nowait() {
+                    return Some(frame);
+                }
+            }
+            if peer.is_some() && crate::sys::pid::cpu() == peer {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        if start.elapsed() > POLL_FOR {
+            return None;
+        }
+    }
+}
 
 /// A server as seen from this process.
 pub(crate) struct Remote {
@@ -124,7 +187,7 @@ impl Remote {
             })?;
         reached.store(true, std::sync::atomic::Ordering::Relaxed);
         let fast = if self.is_local() { self.open_fast_lane(&conn) } else { None };
-        Ok(Lane { conn, fast, spare: Vec::new() })
+        Ok(Lane { conn, fast, server_cpu: None, spare: Vec::new() })
     }
 
     /// Whether the server is on this machine (a Unix or abstract socket), where shared
@@ -186,6 +249,9 @@ impl Remote {
         let mut lane = self.take()?;
         let mut frame = std::mem::take(&mut lane.spare);
         frame.clear();
+        if lane.fast.is_some() {
+            reserve_cpu_stamp(&mut frame);
+        }
         let encoded =
             Codec::Postcard.encode_into(&(id, method), &mut frame).and_then(|()| args(&mut frame));
         if let Err(e) = encoded {
@@ -205,22 +271,11 @@ impl Remote {
         };
         let reply = match &lane.fast {
             Some((requests, replies)) => {
+                stamp_cpu(&mut frame);
                 requests.put(frame, Some(CALL_TIMEOUT)).map_err(|e| self.lost(e))?;
-                let deadline = wait.map(|w| std::time::Instant::now() + w);
-                loop {
-                    match replies.get(Some(FAST_LANE_CHECK)) {
-                        Ok(reply) => break reply,
-                        Err(Error::Empty) => {
-                            // The server closes the socket when it goes.
-                            if lane.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
-                                return Err(self.lost(Error::Eof));
-                            }
-                            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                                return Err(no_answer());
-                            }
-                        }
-                        Err(e) => return Err(self.lost(e)),
-                    }
+                match wait_frame(replies, lane.server_cpu) {
+                    Some(reply) => reply,
+                    None => self.wait_reply(&lane, replies, wait, no_answer)?,
                 }
             }
             None => {
@@ -235,8 +290,19 @@ impl Remote {
                 })?
             }
         };
+        let body = if lane.fast.is_some() {
+            let Some((cpu, body)) = split_cpu_stamp(&reply) else {
+                return Err(Error::Protocol(
+                    "malformed reply from the manager: no CPU stamp".into(),
+                ));
+            };
+            lane.server_cpu = cpu;
+            body
+        } else {
+            &reply
+        };
         let (result, closing) =
-            match postcard::take_from_bytes::<std::result::Result<&[u8], WireError>>(&reply) {
+            match postcard::take_from_bytes::<std::result::Result<&[u8], WireError>>(body) {
                 Ok((Ok(bytes), [])) => (read(bytes), false),
                 Ok((Err(e), [])) => {
                     let closing = matches!(e, WireError::Closing(_));
@@ -259,6 +325,33 @@ impl Remote {
             self.give_back(lane);
         }
         result
+    }
+
+    /// Waits for a fast-lane reply once [`wait_frame`] gave up: sleeps on the queue,
+    /// checking now and then that the server still holds its socket, until `wait` runs out.
+    fn wait_reply(
+        &self,
+        lane: &Lane,
+        replies: &crate::queues::Queue<Vec<u8>>,
+        wait: Option<Duration>,
+        no_answer: impl Fn() -> Error,
+    ) -> Result<Vec<u8>> {
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
+        loop {
+            match replies.get(Some(FAST_LANE_CHECK)) {
+                Ok(reply) => return Ok(reply),
+                Err(Error::Empty) => {
+                    // The server closes the socket when it goes.
+                    if lane.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                        return Err(self.lost(Error::Eof));
+                    }
+                    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        return Err(no_answer());
+                    }
+                }
+                Err(e) => return Err(self.lost(e)),
+            }
+        }
     }
 
     /// Calls `method` on object `id` with typed arguments, and decodes the result with

@@ -434,7 +434,7 @@ impl Store {
         })
     }
 
-    /// Handles one request frame and writes the reply frame into `out` (cleared first).
+    /// Handles one request frame and appends the reply frame to `out`.
     /// `seen` caches the objects this connection used.
     pub(crate) fn handle(
         &self,
@@ -443,7 +443,7 @@ impl Store {
         seen: &mut Seen,
         out: &mut Vec<u8>,
     ) {
-        out.clear();
+        let start = out.len();
         let reply = match postcard::take_from_bytes::<(u64, &str)>(frame) {
             Ok(((0, method), args)) => self.server_call(method, args),
             Ok(((id, method), args)) => match self.object_in(id, seen) {
@@ -456,12 +456,12 @@ impl Store {
             },
             Err(e) => Err(msg(format!("malformed request: {e}"))),
         };
-        out.clear();
+        out.truncate(start);
         match reply {
             Ok(bytes) => ok_reply(out, |out| out.extend_from_slice(&bytes), bytes.len()),
             Err(e) => {
                 if Codec::Postcard.encode_into(&Reply::Err(e), out).is_err() {
-                    out.clear();
+                    out.truncate(start);
                     let _ = Codec::Postcard
                         .encode_into(&Reply::Err(msg("cannot encode the reply")), out);
                 }
@@ -1508,6 +1508,7 @@ fn serve_client(store: &Store, conn: Connection, authkey: &[u8], max_message: us
             }
             return serve_fast_lane(store, &conn, lane, max_message, seen);
         }
+        out.clear();
         store.handle(&frame, &conn, &mut seen, &mut out);
         if conn.send_bytes(&out).is_err() {
             return;
@@ -1532,34 +1533,51 @@ fn serve_fast_lane(
     max_message: usize,
     mut seen: Seen,
 ) {
+    use super::remote::{reserve_cpu_stamp, split_cpu_stamp, stamp_cpu, wait_frame};
     let (requests, replies) = lane;
+    let reply_timeout = Some(Duration::from_secs(60));
+    let mut client_cpu = None;
     // Each request's buffer becomes the next reply's (a put consumes its vector).
     let mut spare = Vec::new();
     loop {
-        let frame = match requests.get(Some(super::remote::FAST_LANE_CHECK)) {
-            Ok(frame) => frame,
-            Err(Error::Empty) => {
-                // Nothing is ever sent on the socket after the upgrade: readable means gone.
-                if conn.poll(Some(std::time::Duration::ZERO)).unwrap_or(true) {
-                    return;
+        let frame = match wait_frame(&requests, client_cpu) {
+            Some(frame) => frame,
+            None => match requests.get(Some(super::remote::FAST_LANE_CHECK)) {
+                Ok(frame) => frame,
+                Err(Error::Empty) => {
+                    // Nothing is ever sent on the socket after the upgrade: readable means
+                    // gone.
+                    if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(_) => return,
+                Err(_) => return,
+            },
         };
         let mut out = std::mem::take(&mut spare);
-        if frame.len() > max_message {
-            let reply: Reply = Err(WireError::Closing(format!(
+        out.clear();
+        reserve_cpu_stamp(&mut out);
+        let closing = match split_cpu_stamp(&frame) {
+            _ if frame.len() > max_message => Some(format!(
                 "request of {} bytes exceeds the server's limit of {max_message} bytes",
                 frame.len()
-            )));
-            out.clear();
-            let _ = Codec::Postcard.encode_into(&reply, &mut out);
-            let _ = replies.put(out, Some(std::time::Duration::from_secs(60)));
+            )),
+            None => Some("malformed request: no CPU stamp".to_string()),
+            Some((cpu, body)) => {
+                client_cpu = cpu;
+                store.handle(body, conn, &mut seen, &mut out);
+                None
+            }
+        };
+        if let Some(why) = closing {
+            let _ = Codec::Postcard.encode_into(&Reply::Err(WireError::Closing(why)), &mut out);
+            stamp_cpu(&mut out);
+            let _ = replies.put(out, reply_timeout);
             return;
         }
-        store.handle(&frame, conn, &mut seen, &mut out);
-        if replies.put(out, Some(std::time::Duration::from_secs(60))).is_err() {
+        stamp_cpu(&mut out);
+        if replies.put(out, reply_timeout).is_err() {
             return;
         }
         if frame.capacity() <= SPARE_KEEP {
