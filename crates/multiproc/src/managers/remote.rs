@@ -102,7 +102,8 @@ pub(crate) fn wait_frame(
     queue: &crate::queues::Queue<Vec<u8>>,
     peer: Option<u32>,
 ) -> Option<Vec<u8>> {
-    let start = std::time::Instant::now();
+    // The clock is read only after a first round of polls found nothing.
+    let mut start = None;
     loop {
         for _ in 0..16 {
             // `empty` reads two words; `get_nowait` also reads the clock and takes a lock.
@@ -117,8 +118,11 @@ pub(crate) fn wait_frame(
                 std::hint::spin_loop();
             }
         }
-        if start.elapsed() > POLL_FOR {
-            return None;
+        let now = std::time::Instant::now();
+        match start {
+            None => start = Some(now),
+            Some(start) if now - start > POLL_FOR => return None,
+            Some(_) => {}
         }
     }
 }
