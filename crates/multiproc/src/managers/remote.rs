@@ -432,9 +432,7 @@ impl Handle {
     ) -> Result<R> {
         self.remote.call_with(self.id, method, args, read)
     }
-}
 
-impl Handle {
     /// `method(key)`, with the key's encoding sent as bytes; `read` decodes the result.
     pub(crate) fn call_key<Q: Serialize + ?Sized, R>(
         &self,
