@@ -859,6 +859,15 @@ fn an_idle_server_uses_no_cpu_after_a_burst_of_calls() {
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
     assert!(used <= 5, "an idle server used {used} ticks of CPU in a second");
+    // A thread that moved off its client's CPU has its whole CPU set back once idle.
+    let allowed = |status: &str| {
+        status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).map(str::to_string)
+    };
+    let main = allowed(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert_eq!(allowed(&status), main);
+    }
     assert_eq!(d.get(&1).unwrap(), Some(19_999));
     m.shutdown().unwrap();
 }
