@@ -1535,7 +1535,8 @@ const STEER_AFTER: u32 = 64;
 /// costs two context switches (microseconds each on a virtual machine), where two CPUs
 /// pass it through shared memory in a fraction of that. The scheduler tends to keep such a
 /// pair together once it is (each half looks half idle), so the thread narrows its own CPU
-/// set to leave its client's CPU out, and restores it as soon as its lane goes idle. Only
+/// set to leave its client's CPU out, and restores it once its lane has been idle for a
+/// [`FAST_LANE_CHECK`](super::remote::FAST_LANE_CHECK). Only
 /// the server's thread moves, never the client, and only within the CPU set it started
 /// with.
 struct Steering {
@@ -1574,7 +1575,7 @@ impl Steering {
         }
     }
 
-    /// Gives the thread its whole CPU set back (its lane went idle).
+    /// Gives the thread its whole CPU set back (its lane is idle).
     fn release(&mut self) {
         self.shared = 0;
         if self.steered {
@@ -1605,11 +1606,11 @@ fn serve_fast_lane(
         let frame = match wait_frame(&requests, client_cpu) {
             Some(frame) => frame,
             None => {
-                // Idle: the whole CPU set back, then sleep on the queue.
-                steering.release();
                 match requests.get(Some(super::remote::FAST_LANE_CHECK)) {
                     Ok(frame) => frame,
                     Err(Error::Empty) => {
+                        // Idle for a while: the whole CPU set back.
+                        steering.release();
                         // Nothing is ever sent on the socket after the upgrade: readable
                         // means gone.
                         if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
