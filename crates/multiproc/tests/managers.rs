@@ -794,3 +794,80 @@ fn random_requests_get_replies_and_never_kill_the_server() {
     });
     m.shutdown().unwrap();
 }
+
+#[test]
+fn dict_get_set_contains_answer_as_the_protocol_says() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    let ns = m.namespace().unwrap();
+    let conn = Client::connect(m.address(), Some(m.authkey())).unwrap();
+    fn enc<T: Serialize>(value: &T) -> Vec<u8> {
+        multiproc::managers::encode(value).unwrap()
+    }
+    for id in [d.id(), ns.id()] {
+        let key = enc(&"k".to_string());
+        let set = |v: u32| request(&conn, &frame(id, "set", &(key.clone(), enc(&v)))).unwrap();
+        let old: Option<Vec<u8>> = multiproc::Codec::Postcard.decode(&set(1).unwrap()).unwrap();
+        assert_eq!(old, None);
+        let old: Option<Vec<u8>> = multiproc::Codec::Postcard.decode(&set(22).unwrap()).unwrap();
+        assert_eq!(old, Some(enc(&1u32)));
+        let got = request(&conn, &frame(id, "get", &key)).unwrap().unwrap();
+        let got: Option<Vec<u8>> = multiproc::Codec::Postcard.decode(&got).unwrap();
+        assert_eq!(got, Some(enc(&22u32)));
+        let has = request(&conn, &frame(id, "contains", &key)).unwrap().unwrap();
+        assert!(multiproc::Codec::Postcard.decode::<bool>(&has).unwrap());
+        let missing = request(&conn, &frame(id, "get", &enc(&"j".to_string()))).unwrap();
+        assert_eq!(
+            multiproc::Codec::Postcard.decode::<Option<Vec<u8>>>(&missing.unwrap()).unwrap(),
+            None
+        );
+        // Malformed arguments: an error reply, and the connection goes on.
+        let mut bad = frame(id, "get", &key);
+        bad.push(0);
+        assert!(error_message(request(&conn, &bad).unwrap()).contains("malformed arguments"));
+        let bad = frame(id, "set", &key);
+        assert!(error_message(request(&conn, &bad).unwrap()).contains("malformed arguments"));
+        let bad = frame(id, "contains", &[200u8]);
+        assert!(error_message(request(&conn, &bad).unwrap()).contains("malformed arguments"));
+    }
+    assert_eq!(d.get("k").unwrap(), Some(22));
+    assert_eq!(ns.get::<u32>("k").unwrap(), 22);
+    m.shutdown().unwrap();
+}
+
+/// Clock ticks of CPU time a process has used (user + system), from `/proc`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_server_uses_no_cpu_after_a_burst_of_calls() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    for i in 0..20_000 {
+        d.set(&1, &i).unwrap();
+        assert_eq!(d.get(&1).unwrap(), Some(i));
+    }
+    let pid = m.server_pid().unwrap();
+    // The server's waiter polls briefly after the last call, then sleeps.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    assert!(used <= 5, "an idle server used {used} ticks of CPU in a second");
+    // A thread that moved off its client's CPU has its whole CPU set back once idle.
+    let allowed = |status: &str| {
+        status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).map(str::to_string)
+    };
+    let main = allowed(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        assert_eq!(allowed(&status), main);
+    }
+    assert_eq!(d.get(&1).unwrap(), Some(19_999));
+    m.shutdown().unwrap();
+}

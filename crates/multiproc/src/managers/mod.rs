@@ -26,6 +26,14 @@
 //! connections to the server on first use (a small pool, so threads do not wait for each
 //! other; reopened after a fork), and the server serves each connection on its own thread.
 //!
+//! A connection to a server on this machine (a Unix or abstract socket) moves its calls
+//! onto a pair of shared-memory [queues](crate::queues) once it is open; the socket then
+//! only tells each side that the other is still there. A side waiting for the other polls
+//! for up to 50 µs before it sleeps, so a steady stream of calls costs about a microsecond
+//! each way. A server thread that keeps finding its client on its own CPU moves to
+//! another CPU of its CPU set (taking turns on one CPU costs two context switches per
+//! call), and gets its whole set back once its client has been idle for 100 ms.
+//!
 //! A server that dies makes every later call fail with [`Error::Remote`] (the connection is
 //! closed, so nothing hangs). Errors the server raises (an `IndexError`, an unknown object
 //! id) arrive as [`Error::Remote`] too; an empty or full queue as [`Error::Empty`] /

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::remote::{dec, enc, ms, owner, Handle};
+use super::remote::{dec, enc, ms, opt_value, owner, Handle};
 use crate::error::{Error, Result};
 
 /// Boilerplate every proxy shares: Clone, Debug, serde (as the object's token).
@@ -105,8 +105,7 @@ where
     where
         K: Borrow<Q>,
     {
-        let v: Option<Vec<u8>> = self.handle.call("get", &enc(key)?)?;
-        v.map(|v| dec(&v)).transpose()
+        self.handle.call_key("get", key, opt_value)
     }
 
     /// Sets `key` to `value` (Python's `d[key] = value`).
@@ -150,8 +149,7 @@ where
         K: Borrow<Q>,
         V: Borrow<W>,
     {
-        let old: Option<Vec<u8>> = self.handle.call("set", &(enc(key)?, enc(value)?))?;
-        old.map(|v| dec(&v)).transpose()
+        self.handle.call_key_value("set", key, value, opt_value)
     }
 
     /// Removes `key` and returns its value (Python's `d.pop(key, None)`).
@@ -169,8 +167,7 @@ where
     where
         K: Borrow<Q>,
     {
-        let old: Option<Vec<u8>> = self.handle.call("pop", &enc(key)?)?;
-        old.map(|v| dec(&v)).transpose()
+        self.handle.call_key("pop", key, opt_value)
     }
 
     /// The same as [`pop`](Self::pop) (Python's `del d[key]`, without the `KeyError`).
@@ -204,7 +201,7 @@ where
     where
         K: Borrow<Q>,
     {
-        self.handle.call("contains", &enc(key)?)
+        self.handle.call_key("contains", key, dec)
     }
 
     /// The number of entries (Python's `len(d)`).
@@ -615,7 +612,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     where
         T: Borrow<W>,
     {
-        self.handle.call("contains", &enc(item)?)
+        self.handle.call_key("contains", item, dec)
     }
 
     /// Removes every item.
@@ -675,7 +672,7 @@ impl Namespace {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set<W: Serialize + ?Sized>(&self, name: &str, value: &W) -> Result<()> {
-        self.handle.call::<_, Option<Vec<u8>>>("set", &(enc(name)?, enc(value)?)).map(|_| ())
+        self.handle.call_key_value("set", name, value, |_| Ok(()))
     }
 
     /// Attribute `name` as a `T`; an `AttributeError` ([`Error::Remote`]) when it is not
@@ -704,8 +701,7 @@ impl Namespace {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get_opt<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let v: Option<Vec<u8>> = self.handle.call("get", &enc(name)?)?;
-        v.map(|v| dec(&v)).transpose()
+        self.handle.call_key("get", name, opt_value)
     }
 
     /// Whether attribute `name` is set (Python's `hasattr(ns, name)`).
@@ -719,7 +715,7 @@ impl Namespace {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn contains(&self, name: &str) -> Result<bool> {
-        self.handle.call("contains", &enc(name)?)
+        self.handle.call_key("contains", name, dec)
     }
 
     /// Deletes attribute `name` (Python's `del ns.name`); whether it was set.

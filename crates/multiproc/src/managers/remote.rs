@@ -36,24 +36,96 @@ pub(crate) fn dec<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// shared-memory queues (the *fast lane*) that carry requests and replies instead.
 ///
 /// A socket round trip costs a kernel wake-up on each side (tens of microseconds on a
-/// virtual machine); the queues spin briefly before they sleep, so a steady stream of calls
-/// costs about a microsecond each way. The socket stays open as the liveness signal: the
-/// server sees this process go when it closes, and this process sees the server go the
-/// same way.
+/// virtual machine); a waiter on a fast lane polls its queue instead (see [`wait_frame`]),
+/// so a steady stream of calls costs about a microsecond each way. The socket stays open
+/// as the liveness signal: the server sees this process go when it closes, and this
+/// process sees the server go the same way.
 pub(crate) struct Lane {
     conn: Connection,
     fast: Option<FastLane>,
+    /// The CPU the server last answered from (fast lanes only).
+    server_cpu: Option<u32>,
+    /// The last reply's buffer, reused for the next request.
+    spare: Vec<u8>,
 }
+
+/// The largest buffer a lane keeps for its next request.
+const SPARE_KEEP: usize = 64 << 10;
 
 /// (requests, replies).
 pub(crate) type FastLane = (crate::queues::Queue<Vec<u8>>, crate::queues::Queue<Vec<u8>>);
 
-/// The request that turns a connection into a fast lane: object id and method.
+/// The request that turns a connection into a fast lane: object id and method. (The
+/// method names the fast lane's frame format: a server that does not know it declines,
+/// and the client keeps to the socket.)
 pub(crate) const FAST_LANE_ID: u64 = u64::MAX;
-pub(crate) const FAST_LANE_METHOD: &str = "__fast_lane__";
+pub(crate) const FAST_LANE_METHOD: &str = "__fast_lane_2__";
 
 /// How long a fast-lane waiter sleeps before it checks the socket for a hang-up.
 pub(crate) const FAST_LANE_CHECK: Duration = Duration::from_millis(100);
+
+/// Every frame on a fast lane starts with the CPU its sender ran on when it sent it
+/// (`u32`, little-endian; `u32::MAX` when unknown), then the frame as on the socket.
+pub(crate) const CPU_STAMP: usize = 4;
+
+/// Reserves the CPU stamp at the start of an empty frame.
+pub(crate) fn reserve_cpu_stamp(frame: &mut Vec<u8>) {
+    frame.extend_from_slice(&[0xff; CPU_STAMP]);
+}
+
+/// Writes this thread's CPU into a frame's stamp, just before the frame is sent.
+pub(crate) fn stamp_cpu(frame: &mut [u8]) {
+    let cpu = crate::sys::pid::cpu().unwrap_or(u32::MAX);
+    frame[..CPU_STAMP].copy_from_slice(&cpu.to_le_bytes());
+}
+
+/// A received fast-lane frame's sender CPU and body; `None` if it is too short.
+pub(crate) fn split_cpu_stamp(frame: &[u8]) -> Option<(Option<u32>, &[u8])> {
+    let (stamp, body) = frame.split_first_chunk::<CPU_STAMP>()?;
+    let cpu = u32::from_le_bytes(*stamp);
+    Some(((cpu != u32::MAX).then_some(cpu), body))
+}
+
+/// How long a fast-lane waiter polls before it leaves the waiting to the queue (which
+/// spins a little more, then sleeps).
+const POLL_FOR: Duration = Duration::from_micros(50);
+
+/// Polls `queue` for a frame from a peer last seen on CPU `peer`, for up to
+/// [`POLL_FOR`]; `None` if nothing came.
+///
+/// While the peer runs on another CPU, the waiter keeps its own CPU: giving it up (as a
+/// queue's waiter does now and then) hands it to whatever else is runnable there, often
+/// for a whole scheduler slice, while the answer is a microsecond away. While the peer is
+/// on this same CPU, it cannot answer until the waiter gives the CPU up, so the waiter
+/// yields at once.
+pub(crate) fn wait_frame(
+    queue: &crate::queues::Queue<Vec<u8>>,
+    peer: Option<u32>,
+) -> Option<Vec<u8>> {
+    // The clock is read only after a first round of polls found nothing.
+    let mut start = None;
+    loop {
+        for _ in 0..16 {
+            // `empty` reads two words; `get_nowait` also reads the clock and takes a lock.
+            if !queue.empty() {
+                if let Ok(frame) = queue.get_nowait() {
+                    return Some(frame);
+                }
+            }
+            if peer.is_some() && crate::sys::pid::cpu() == peer {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        let now = std::time::Instant::now();
+        match start {
+            None => start = Some(now),
+            Some(start) if now - start > POLL_FOR => return None,
+            Some(_) => {}
+        }
+    }
+}
 
 /// A server as seen from this process.
 pub(crate) struct Remote {
@@ -85,7 +157,7 @@ impl Remote {
         let remote = Arc::new(Remote {
             address: address.to_string(),
             authkey: authkey.to_vec(),
-            pool: Mutex::new((std::process::id(), Vec::new())),
+            pool: Mutex::new((crate::sys::pid::pid(), Vec::new())),
             reached: std::sync::atomic::AtomicBool::new(false),
         });
         map.insert(key, Arc::downgrade(&remote));
@@ -95,7 +167,7 @@ impl Remote {
     fn take(&self) -> Result<Lane> {
         {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let pid = std::process::id();
+            let pid = crate::sys::pid::pid();
             if pool.0 != pid {
                 // Forked: the connections belong to the parent's conversation.
                 *pool = (pid, Vec::new());
@@ -119,7 +191,7 @@ impl Remote {
             })?;
         reached.store(true, std::sync::atomic::Ordering::Relaxed);
         let fast = if self.is_local() { self.open_fast_lane(&conn) } else { None };
-        Ok(Lane { conn, fast })
+        Ok(Lane { conn, fast, server_cpu: None, spare: Vec::new() })
     }
 
     /// Whether the server is on this machine (a Unix or abstract socket), where shared
@@ -148,7 +220,7 @@ impl Remote {
 
     fn give_back(&self, conn: Lane) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.0 == std::process::id() && pool.1.len() < MAX_IDLE {
+        if pool.0 == crate::sys::pid::pid() && pool.1.len() < MAX_IDLE {
             pool.1.push(conn);
         }
     }
@@ -166,18 +238,30 @@ impl Remote {
         }
     }
 
-    /// Calls `method` on object `id` with encoded `args`. `blocking` is the call's own
-    /// timeout for calls that wait on the server (`Some(None)`: wait as long as it takes).
-    pub(crate) fn call_raw(
+    /// Calls `method` on object `id`: `args` appends the encoded arguments to the request
+    /// frame, `read` decodes the encoded result (borrowed from the reply frame). `blocking`
+    /// is the call's own timeout for calls that wait on the server (`Some(None)`: wait as
+    /// long as it takes).
+    fn exchange<R>(
         &self,
         id: u64,
         method: &str,
-        args: &[u8],
+        args: impl FnOnce(&mut Vec<u8>) -> Result<()>,
         blocking: Option<Option<Duration>>,
-    ) -> Result<Vec<u8>> {
-        let mut frame = enc(&(id, method))?;
-        frame.extend_from_slice(args);
-        let lane = self.take()?;
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        let mut lane = self.take()?;
+        let mut frame = std::mem::take(&mut lane.spare);
+        frame.clear();
+        if lane.fast.is_some() {
+            reserve_cpu_stamp(&mut frame);
+        }
+        let encoded =
+            Codec::Postcard.encode_into(&(id, method), &mut frame).and_then(|()| args(&mut frame));
+        if let Err(e) = encoded {
+            self.give_back(lane);
+            return Err(e);
+        }
         let wait = match blocking {
             None => Some(CALL_TIMEOUT),
             Some(None) => None,
@@ -191,22 +275,11 @@ impl Remote {
         };
         let reply = match &lane.fast {
             Some((requests, replies)) => {
+                stamp_cpu(&mut frame);
                 requests.put(frame, Some(CALL_TIMEOUT)).map_err(|e| self.lost(e))?;
-                let deadline = wait.map(|w| std::time::Instant::now() + w);
-                loop {
-                    match replies.get(Some(FAST_LANE_CHECK)) {
-                        Ok(reply) => break reply,
-                        Err(Error::Empty) => {
-                            // The server closes the socket when it goes.
-                            if lane.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
-                                return Err(self.lost(Error::Eof));
-                            }
-                            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                                return Err(no_answer());
-                            }
-                        }
-                        Err(e) => return Err(self.lost(e)),
-                    }
+                match wait_frame(replies, lane.server_cpu) {
+                    Some(reply) => reply,
+                    None => self.wait_reply(&lane, replies, wait, no_answer)?,
                 }
             }
             None => {
@@ -221,22 +294,90 @@ impl Remote {
                 })?
             }
         };
-        let reply: std::result::Result<Vec<u8>, WireError> = dec(&reply)
-            .map_err(|e| Error::Protocol(format!("malformed reply from the manager: {e}")))?;
-        if !matches!(reply, Err(WireError::Closing(_))) {
+        let body = if lane.fast.is_some() {
+            let Some((cpu, body)) = split_cpu_stamp(&reply) else {
+                return Err(Error::Protocol(
+                    "malformed reply from the manager: no CPU stamp".into(),
+                ));
+            };
+            lane.server_cpu = cpu;
+            body
+        } else {
+            &reply
+        };
+        let (result, closing) =
+            match postcard::take_from_bytes::<std::result::Result<&[u8], WireError>>(body) {
+                Ok((Ok(bytes), [])) => (read(bytes), false),
+                Ok((Err(e), [])) => {
+                    let closing = matches!(e, WireError::Closing(_));
+                    (Err(Error::from(e)), closing)
+                }
+                Ok((_, rest)) => {
+                    return Err(Error::Protocol(format!(
+                        "malformed reply from the manager: {} trailing bytes",
+                        rest.len()
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::Protocol(format!("malformed reply from the manager: {e}")))
+                }
+            };
+        if !closing {
+            if reply.capacity() <= SPARE_KEEP {
+                lane.spare = reply;
+            }
             self.give_back(lane);
         }
-        reply.map_err(Error::from)
+        result
     }
 
-    /// [`call_raw`](Self::call_raw) with typed arguments and result.
+    /// Waits for a fast-lane reply once [`wait_frame`] gave up: sleeps on the queue,
+    /// checking now and then that the server still holds its socket, until `wait` runs out.
+    fn wait_reply(
+        &self,
+        lane: &Lane,
+        replies: &crate::queues::Queue<Vec<u8>>,
+        wait: Option<Duration>,
+        no_answer: impl Fn() -> Error,
+    ) -> Result<Vec<u8>> {
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
+        loop {
+            match replies.get(Some(FAST_LANE_CHECK)) {
+                Ok(reply) => return Ok(reply),
+                Err(Error::Empty) => {
+                    // The server closes the socket when it goes.
+                    if lane.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                        return Err(self.lost(Error::Eof));
+                    }
+                    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        return Err(no_answer());
+                    }
+                }
+                Err(e) => return Err(self.lost(e)),
+            }
+        }
+    }
+
+    /// Calls `method` on object `id` with typed arguments, and decodes the result with
+    /// `read` straight from the reply frame.
+    pub(crate) fn call_with<A: Serialize + ?Sized, R>(
+        &self,
+        id: u64,
+        method: &str,
+        args: &A,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.exchange(id, method, |frame| Codec::Postcard.encode_into(args, frame), None, read)
+    }
+
+    /// [`call_with`](Self::call_with) with a typed result.
     pub(crate) fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         id: u64,
         method: &str,
         args: &A,
     ) -> Result<R> {
-        dec(&self.call_raw(id, method, &enc(args)?, None)?)
+        self.call_with(id, method, args, dec)
     }
 
     /// [`call`](Self::call) for a method that may wait on the server up to `timeout`.
@@ -247,7 +388,13 @@ impl Remote {
         args: &A,
         timeout: Option<Duration>,
     ) -> Result<R> {
-        dec(&self.call_raw(id, method, &enc(args)?, Some(timeout))?)
+        self.exchange(
+            id,
+            method,
+            |frame| Codec::Postcard.encode_into(args, frame),
+            Some(timeout),
+            dec,
+        )
     }
 }
 
@@ -274,6 +421,85 @@ impl Handle {
         timeout: Option<Duration>,
     ) -> Result<R> {
         self.remote.call_blocking(self.id, method, args, timeout)
+    }
+
+    /// [`call`](Self::call) that decodes the result with `read`, borrowed from the reply.
+    pub(crate) fn call_with<A: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        args: &A,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.remote.call_with(self.id, method, args, read)
+    }
+
+    /// `method(key)`, with the key's encoding sent as bytes; `read` decodes the result.
+    pub(crate) fn call_key<Q: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        key: &Q,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        with_scratch(|buf| {
+            Codec::Postcard.encode_into(key, buf)?;
+            self.call_with(method, &Bytes(buf), read)
+        })
+    }
+
+    /// `method(key, value)`, with both encodings sent as bytes; `read` decodes the result.
+    pub(crate) fn call_key_value<Q: Serialize + ?Sized, W: Serialize + ?Sized, R>(
+        &self,
+        method: &str,
+        key: &Q,
+        value: &W,
+        read: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        with_scratch(|buf| {
+            Codec::Postcard.encode_into(key, buf)?;
+            let split = buf.len();
+            Codec::Postcard.encode_into(value, buf)?;
+            let (key, value) = buf.split_at(split);
+            self.call_with(method, &(Bytes(key), Bytes(value)), read)
+        })
+    }
+}
+
+thread_local! {
+    /// A reused buffer for the encodings of keys and values.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer (empty; a fresh one if it is in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> Result<R>) -> Result<R> {
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    let result = f(&mut buf);
+    if buf.capacity() <= SPARE_KEEP {
+        SCRATCH.set(buf);
+    }
+    result
+}
+
+/// Decodes a reply that is an encoded `Option` of an encoded `V` (a dict's get, set, pop).
+pub(crate) fn opt_value<V: DeserializeOwned>(bytes: &[u8]) -> Result<Option<V>> {
+    dec_borrowed::<Option<&[u8]>>(bytes)?.map(dec).transpose()
+}
+
+/// Bytes that encode as a `Vec<u8>` does (a length, then the bytes), in one copy.
+pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Decodes a value that borrows from `bytes`, which must hold exactly that value.
+pub(crate) fn dec_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::Codec(format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(Error::Codec(e.to_string())),
     }
 }
 
@@ -319,5 +545,5 @@ pub(crate) fn ms(timeout: Option<Duration>) -> Option<u64> {
 pub(crate) fn owner() -> (u64, u32, i32) {
     static NONCE: OnceLock<u64> = OnceLock::new();
     let nonce = *NONCE.get_or_init(|| getrandom::u64().unwrap_or(0));
-    (nonce, std::process::id(), rustix::thread::gettid().as_raw_nonzero().get())
+    (nonce, crate::sys::pid::pid(), crate::sys::pid::tid() as i32)
 }

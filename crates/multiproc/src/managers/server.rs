@@ -92,6 +92,10 @@ impl OrderedMap {
         self.index.get(key).and_then(|seq| self.entries.get(seq)).map(|(_, v)| v)
     }
 
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Vec<u8>> {
+        self.index.get(key).and_then(|seq| self.entries.get_mut(seq)).map(|(_, v)| v)
+    }
+
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
         if let Some(seq) = self.index.get(&key) {
             let slot = self.entries.get_mut(seq).map(|(_, v)| v);
@@ -417,33 +421,192 @@ impl Store {
             .ok_or_else(|| msg(format!("KeyError: no object with id {id} on this server")))
     }
 
-    /// Handles one request frame and returns the reply frame.
-    pub(crate) fn handle(&self, frame: &[u8], client: &Connection) -> Vec<u8> {
-        let reply = match postcard::take_from_bytes::<(u64, String)>(frame) {
-            Ok(((id, method), args)) => self.dispatch(id, &method, args, client),
-            Err(e) => Err(msg(format!("malformed request: {e}"))),
-        };
-        let mut out = Vec::new();
-        if Codec::Postcard.encode_into(&reply, &mut out).is_err() {
-            out.clear();
-            let _ =
-                Codec::Postcard.encode_into(&Reply::Err(msg("cannot encode the reply")), &mut out);
-        }
-        out
+    /// Object `id`, from the objects this connection already used when it can (no lock).
+    fn object_in<'s>(
+        &self,
+        id: u64,
+        seen: &'s mut Seen,
+    ) -> std::result::Result<&'s Object, WireError> {
+        use std::collections::hash_map::Entry;
+        Ok(match seen.0.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.object(id)?),
+        })
     }
 
-    fn dispatch(&self, id: u64, method: &str, args: &[u8], client: &Connection) -> Reply {
-        if id == 0 {
-            if matches!(method, "ping" | "names") {
-                no_args(args, method)?;
+    /// Handles one request frame and appends the reply frame to `out`.
+    /// `seen` caches the objects this connection used.
+    pub(crate) fn handle(
+        &self,
+        frame: &[u8],
+        client: &Connection,
+        seen: &mut Seen,
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
+        let reply = match postcard::take_from_bytes::<(u64, &str)>(frame) {
+            Ok(((0, method), args)) => self.server_call(method, args),
+            Ok(((id, method), args)) => match self.object_in(id, seen) {
+                Ok(object) => match quick_method(object, method, args, out) {
+                    Some(Ok(())) => return,
+                    Some(Err(e)) => Err(e),
+                    None => object_call(object, method, args, client),
+                },
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(msg(format!("malformed request: {e}"))),
+        };
+        out.truncate(start);
+        match reply {
+            Ok(bytes) => ok_reply(out, |out| out.extend_from_slice(&bytes), bytes.len()),
+            Err(e) => {
+                if Codec::Postcard.encode_into(&Reply::Err(e), out).is_err() {
+                    out.truncate(start);
+                    let _ = Codec::Postcard
+                        .encode_into(&Reply::Err(msg("cannot encode the reply")), out);
+                }
             }
-            return self.server_method(method, args);
         }
-        let object = self.object(id)?;
+    }
+
+    fn server_call(&self, method: &str, args: &[u8]) -> Reply {
+        if matches!(method, "ping" | "names") {
+            no_args(args, method)?;
+        }
+        self.server_method(method, args)
+    }
+}
+
+/// Objects one connection has used, by id: its later calls find them without the store's
+/// lock (objects live as long as the server, so an entry never goes stale).
+#[derive(Default)]
+pub(crate) struct Seen(HashMap<u64, Arc<Object>, std::hash::BuildHasherDefault<IdHasher>>);
+
+/// Object ids are small sequential numbers: they are their own hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Writes postcard's varint (LEB128) of `n`.
+fn push_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// How many bytes postcard's varint of `n` takes.
+fn varint_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// Appends the reply frame `Ok(value)` where `write` appends the `len` bytes of the
+/// encoded value: the same bytes as encoding a `Reply`, without an intermediate vector.
+fn ok_reply(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>), len: usize) {
+    out.reserve(1 + varint_len(len) + len);
+    out.push(0); // Result::Ok
+    push_varint(out, len);
+    let start = out.len();
+    write(out);
+    debug_assert_eq!(out.len() - start, len);
+}
+
+/// Appends the reply frame `Ok(encoding of value)` for an `Option<&[u8]>` value.
+fn ok_option_bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => ok_reply(out, |out| out.push(0), 1),
+        Some(v) => ok_reply(
+            out,
+            |out| {
+                out.push(1);
+                push_varint(out, v.len());
+                out.extend_from_slice(v);
+            },
+            1 + varint_len(v.len()) + v.len(),
+        ),
+    }
+}
+
+/// Decodes borrowed arguments, which must be exactly one value.
+fn dec_borrowed<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    method: &str,
+) -> std::result::Result<T, WireError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => {
+            Err(msg(format!("malformed arguments for '{method}': {} trailing bytes", rest.len())))
+        }
+        Err(e) => Err(msg(format!("malformed arguments for '{method}': {e}"))),
+    }
+}
+
+/// The most frequent calls (a dict's or a namespace's get, set and contains), answered
+/// straight into the reply frame without intermediate vectors; `None` for any other call.
+fn quick_method(
+    object: &Object,
+    method: &str,
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<std::result::Result<(), WireError>> {
+    let map = match object {
+        Object::Dict(map) | Object::Namespace(map) => map,
+        _ => return None,
+    };
+    Some(match method {
+        "get" => dec_borrowed::<&[u8]>(args, method).map(|key| {
+            ok_option_bytes(out, map.lock().get(key).map(Vec::as_slice));
+        }),
+        "set" => dec_borrowed::<(&[u8], &[u8])>(args, method).map(|(key, value)| {
+            let mut m = map.lock();
+            match m.get_mut(key) {
+                Some(slot) => {
+                    ok_option_bytes(out, Some(slot));
+                    slot.clear();
+                    slot.extend_from_slice(value);
+                }
+                None => {
+                    m.insert(key.to_vec(), value.to_vec());
+                    ok_option_bytes(out, None);
+                }
+            }
+        }),
+        "contains" => dec_borrowed::<&[u8]>(args, method).map(|key| {
+            let found = map.lock().get(key).is_some();
+            ok_reply(out, |out| out.push(u8::from(found)), 1);
+        }),
+        _ => return None,
+    })
+}
+
+/// Any call on an object.
+fn object_call(object: &Object, method: &str, args: &[u8], client: &Connection) -> Reply {
+    {
         if takes_no_args(object.kind(), method) {
             no_args(args, method)?;
         }
-        match &*object {
+        match object {
             Object::Dict(map) => dict_method(map, method, args),
             Object::Namespace(map) => namespace_method(map, method, args),
             Object::List(list) => list_method(list, method, args),
@@ -465,7 +628,9 @@ impl Store {
             }
         }
     }
+}
 
+impl Store {
     fn server_method(&self, method: &str, args: &[u8]) -> Reply {
         match method {
             "ping" => enc(&std::process::id()),
@@ -1316,6 +1481,8 @@ fn serve_client(store: &Store, conn: Connection, authkey: &[u8], max_message: us
     if auth::server_handshake(&conn, authkey, AuthDialect::default(), deadline).is_err() {
         return;
     }
+    let mut seen = Seen::default();
+    let mut out = Vec::new();
     loop {
         let frame = match conn.recv_bytes(Some(max_message)) {
             Ok(frame) => frame,
@@ -1339,10 +1506,11 @@ fn serve_client(store: &Store, conn: Connection, authkey: &[u8], max_message: us
             {
                 return;
             }
-            return serve_fast_lane(store, &conn, lane, max_message);
+            return serve_fast_lane(store, &conn, lane, max_message, seen);
         }
-        let reply = store.handle(&frame, &conn);
-        if conn.send_bytes(&reply).is_err() {
+        out.clear();
+        store.handle(&frame, &conn, &mut seen, &mut out);
+        if conn.send_bytes(&out).is_err() {
             return;
         }
     }
@@ -1350,11 +1518,73 @@ fn serve_client(store: &Store, conn: Connection, authkey: &[u8], max_message: us
 
 /// The queues of a fast-lane request (see `remote::Lane`), if `frame` is one.
 fn fast_lane_request(frame: &[u8]) -> Option<super::remote::FastLane> {
-    let ((id, method), rest): ((u64, String), &[u8]) = postcard::take_from_bytes(frame).ok()?;
+    let ((id, method), rest): ((u64, &str), &[u8]) = postcard::take_from_bytes(frame).ok()?;
     if id != super::remote::FAST_LANE_ID || method != super::remote::FAST_LANE_METHOD {
         return None;
     }
     Codec::Postcard.decode(rest).ok()
+}
+
+/// How many requests in a row a fast-lane thread serves from a client that shares its
+/// CPU before it moves to another CPU.
+const STEER_AFTER: u32 = 64;
+
+/// Moves a fast-lane thread off its client's CPU while they keep sharing one.
+///
+/// A client and its server thread that share a CPU take turns on it: every call then
+/// costs two context switches (microseconds each on a virtual machine), where two CPUs
+/// pass it through shared memory in a fraction of that. The scheduler tends to keep such a
+/// pair together once it is (each half looks half idle), so the thread narrows its own CPU
+/// set to leave its client's CPU out, and restores it once its lane has been idle for a
+/// [`FAST_LANE_CHECK`](super::remote::FAST_LANE_CHECK). Only
+/// the server's thread moves, never the client, and only within the CPU set it started
+/// with.
+struct Steering {
+    /// The thread's CPU set when it started serving, if it has two CPUs or more.
+    allowed: Option<rustix::thread::CpuSet>,
+    /// Requests in a row that came from a client on this thread's CPU.
+    shared: u32,
+    /// Whether the thread's CPU set is narrowed now.
+    steered: bool,
+}
+
+impl Steering {
+    fn new() -> Steering {
+        let allowed = rustix::thread::sched_getaffinity(None).ok().filter(|set| set.count() >= 2);
+        Steering { allowed, shared: 0, steered: false }
+    }
+
+    /// Notes a request from a client that sent it on CPU `client`.
+    fn request_from(&mut self, client: Option<u32>) {
+        let Some(allowed) = &self.allowed else { return };
+        let (Some(client), Some(mine)) = (client, crate::sys::pid::cpu()) else { return };
+        if client != mine {
+            self.shared = 0;
+            return;
+        }
+        self.shared += 1;
+        let client = client as usize;
+        if self.shared < STEER_AFTER || client >= rustix::thread::CpuSet::MAX_CPU {
+            return;
+        }
+        self.shared = 0;
+        let mut elsewhere = *allowed;
+        elsewhere.unset(client);
+        if elsewhere.count() > 0 && rustix::thread::sched_setaffinity(None, &elsewhere).is_ok() {
+            self.steered = true;
+        }
+    }
+
+    /// Gives the thread its whole CPU set back (its lane is idle).
+    fn release(&mut self) {
+        self.shared = 0;
+        if self.steered {
+            if let Some(allowed) = &self.allowed {
+                let _ = rustix::thread::sched_setaffinity(None, allowed);
+            }
+            self.steered = false;
+        }
+    }
 }
 
 /// Serves one client over its queues; the socket only tells when the client is gone.
@@ -1363,34 +1593,66 @@ fn serve_fast_lane(
     conn: &Connection,
     lane: super::remote::FastLane,
     max_message: usize,
+    mut seen: Seen,
 ) {
+    use super::remote::{reserve_cpu_stamp, split_cpu_stamp, stamp_cpu, wait_frame};
     let (requests, replies) = lane;
+    let reply_timeout = Some(Duration::from_secs(60));
+    let mut client_cpu = None;
+    let mut steering = Steering::new();
+    // Each request's buffer becomes the next reply's (a put consumes its vector).
+    let mut spare = Vec::new();
     loop {
-        let frame = match requests.get(Some(super::remote::FAST_LANE_CHECK)) {
-            Ok(frame) => frame,
-            Err(Error::Empty) => {
-                // Nothing is ever sent on the socket after the upgrade: readable means gone.
-                if conn.poll(Some(std::time::Duration::ZERO)).unwrap_or(true) {
-                    return;
+        let frame = match wait_frame(&requests, client_cpu) {
+            Some(frame) => frame,
+            None => {
+                match requests.get(Some(super::remote::FAST_LANE_CHECK)) {
+                    Ok(frame) => frame,
+                    Err(Error::Empty) => {
+                        // Idle for a while: the whole CPU set back.
+                        steering.release();
+                        // Nothing is ever sent on the socket after the upgrade: readable
+                        // means gone.
+                        if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(_) => return,
                 }
-                continue;
             }
-            Err(_) => return,
         };
-        let reply = if frame.len() > max_message {
-            let reply: Reply = Err(WireError::Closing(format!(
+        let mut out = std::mem::take(&mut spare);
+        out.clear();
+        reserve_cpu_stamp(&mut out);
+        let closing = match split_cpu_stamp(&frame) {
+            _ if frame.len() > max_message => Some(format!(
                 "request of {} bytes exceeds the server's limit of {max_message} bytes",
                 frame.len()
-            )));
-            let mut out = Vec::new();
-            let _ = Codec::Postcard.encode_into(&reply, &mut out);
-            let _ = replies.put(out, Some(std::time::Duration::from_secs(60)));
-            return;
-        } else {
-            store.handle(&frame, conn)
+            )),
+            None => Some("malformed request: no CPU stamp".to_string()),
+            Some((cpu, body)) => {
+                client_cpu = cpu;
+                steering.request_from(cpu);
+                store.handle(body, conn, &mut seen, &mut out);
+                None
+            }
         };
-        if replies.put(reply, Some(std::time::Duration::from_secs(60))).is_err() {
+        if let Some(why) = closing {
+            let _ = Codec::Postcard.encode_into(&Reply::Err(WireError::Closing(why)), &mut out);
+            stamp_cpu(&mut out);
+            let _ = replies.put(out, reply_timeout);
             return;
+        }
+        stamp_cpu(&mut out);
+        if replies.put(out, reply_timeout).is_err() {
+            return;
+        }
+        if frame.capacity() <= SPARE_KEEP {
+            spare = frame;
         }
     }
 }
+
+/// The largest buffer a connection keeps for its next reply.
+const SPARE_KEEP: usize = 64 << 10;

@@ -1,4 +1,4 @@
-//! The current pid and thread id, cached.
+//! The current pid and thread id, cached; the CPU the calling thread runs on.
 //!
 //! `getpid` and `gettid` are system calls (glibc stopped caching them); a lock acquisition
 //! that records its owner must not pay for one. The pid is cached in a static and
@@ -52,6 +52,15 @@ pub(crate) fn tid() -> u32 {
         cell.set((pid, tid));
         tid
     })
+}
+
+/// The CPU the calling thread is running on (`None` if the system cannot tell). Cheap:
+/// glibc reads it from the thread's restartable-sequences area or the vDSO, without a
+/// system call; a hint only, as the thread may move at any time.
+pub(crate) fn cpu() -> Option<u32> {
+    // SAFETY: `sched_getcpu` takes no arguments and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).ok()
 }
 
 /// The value behind a pointer that was leaked with `Box::into_raw` and is never freed, or
