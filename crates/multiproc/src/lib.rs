@@ -64,6 +64,9 @@ mod codec;
 pub mod connection;
 mod context;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod managers;
 pub mod pool;
 mod process;

@@ -80,7 +80,7 @@ use crate::process::Process;
 
 mod proxy;
 mod remote;
-mod server;
+pub(crate) mod server;
 
 pub use proxy::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Namespace,
