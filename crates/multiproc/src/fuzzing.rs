@@ -35,17 +35,20 @@ pub fn answer_challenge(conn: &Connection, authkey: &[u8], timeout: Duration) ->
 }
 
 /// A manager server's object store, without sockets or threads.
-pub struct ManagerStore(Store);
+pub struct ManagerStore(Store, std::sync::Mutex<crate::managers::server::Seen>);
 
 impl ManagerStore {
     /// An empty store that can also create the user types in `registry`.
     pub fn new(registry: Registry) -> ManagerStore {
-        ManagerStore(Store::new(registry))
+        ManagerStore(Store::new(registry), Default::default())
     }
 
     /// Handles one request frame as the server does and returns the reply frame. Calls
     /// that block give up when `client`'s peer has hung up.
     pub fn handle(&self, frame: &[u8], client: &Connection) -> Vec<u8> {
-        self.0.handle(frame, client)
+        let mut seen = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        self.0.handle(frame, client, &mut seen, &mut out);
+        out
     }
 }
