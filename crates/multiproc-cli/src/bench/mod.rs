@@ -830,6 +830,7 @@ fn targets(rows: &[Row]) -> Vec<String> {
     }
     out.extend(shared_state::targets(rows));
     out.extend(queues::targets(rows));
+    out.extend(managers::targets(rows));
     out.extend(pool::targets(rows));
     out
 }
