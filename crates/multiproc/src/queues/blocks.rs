@@ -32,6 +32,11 @@
 //! reading leaves the block `READING` with its pid: the producer sees the reader is gone
 //! and writes the block again (the item went with the consumer that had taken it).
 //!
+//! A producer that ends without dropping its queue handles (killed, or leaving through
+//! `std::process::exit` with a handle still alive) leaves the free blocks it kept in
+//! `/dev/shm`, named for it: once it is gone they are orphans, which `multiproc shm
+//! clean` (or [`clean_orphans`]) removes.
+//!
 //! [`clean_orphans`]: crate::shared_memory::clean_orphans
 
 use std::collections::VecDeque;
