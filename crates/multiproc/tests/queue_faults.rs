@@ -1,5 +1,6 @@
 //! The queue under fire: producers and consumers SIGKILLed at random moments, hundreds of
-//! times, while the same queue stays in use. Checked invariants:
+//! times, while the same queue stays in use; once with mostly small items, once with only
+//! large ones (each in a shared memory block that its producer reuses). Checked invariants:
 //! - every delivered item is whole (its checksum matches) — consumers verify each one;
 //! - nothing is delivered twice;
 //! - each producer's items are delivered in its order, as a prefix of what it put (a killed
@@ -27,27 +28,43 @@ fn checksum(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-fn payload(producer: u32, seq: u32) -> Vec<u8> {
-    // Mostly small items; every 37th is larger than a quarter of the ring and travels in
-    // a block of its own.
-    let len = if seq % 37 == 36 { 3000 } else { 8 + (seq as usize * 7 + producer as usize) % 120 };
+/// Item `seq` of `producer`. Small load: mostly small items; every 37th is larger than a
+/// quarter of the ring and travels in a block. Big load: every item travels in a block
+/// (16 KiB to 216 KiB), so kills land in the middle of copies and blocks get reused.
+fn payload(producer: u32, seq: u32, big: bool) -> Vec<u8> {
+    let len = if big {
+        16_384 + (seq as usize * 7919 + producer as usize * 104_729) % 200_000
+    } else if seq % 37 == 36 {
+        3000
+    } else {
+        8 + (seq as usize * 7 + producer as usize) % 120
+    };
     (0..len).map(|i| (i as u32 ^ producer.wrapping_mul(31) ^ seq) as u8).collect()
 }
 
-fn producer((q, id): (Queue<Item>, u32)) {
-    for seq in 0..ITEMS_PER_PRODUCER {
-        let data = payload(id, seq);
+/// Items each producer puts.
+fn items(big: bool) -> u32 {
+    if big {
+        40
+    } else {
+        ITEMS_PER_PRODUCER
+    }
+}
+
+fn producer((q, id, big): (Queue<Item>, u32, bool)) {
+    for seq in 0..items(big) {
+        let data = payload(id, seq, big);
         let sum = checksum(&data);
         q.put((id, seq, data, sum), Some(Duration::from_secs(60))).expect("put");
     }
 }
 
-fn consumer((q, done, report): (Queue<Item>, Event, Connection)) {
+fn consumer((q, done, report, big): (Queue<Item>, Event, Connection, bool)) {
     loop {
         match q.get(Some(Duration::from_millis(50))) {
             Ok((id, seq, data, sum)) => {
                 assert_eq!(checksum(&data), sum, "item {id}/{seq} arrived damaged");
-                assert_eq!(data, payload(id, seq), "item {id}/{seq} arrived altered");
+                assert!(data == payload(id, seq, big), "item {id}/{seq} arrived altered");
                 report.send(&(id, seq)).expect("report");
             }
             Err(Error::Empty) if done.is_set() => return,
@@ -78,11 +95,11 @@ struct Consumer {
     report: Connection,
 }
 
-fn start_consumer(q: &Queue<Item>, done: &Event) -> Consumer {
+fn start_consumer(q: &Queue<Item>, done: &Event, big: bool) -> Consumer {
     let (report, child_end) = pipe(true).unwrap();
     // Spawned, not forked: a forked child would inherit the other consumers' report
     // pipes and keep them open after those consumers die. Daemons: none outlives the test.
-    let process = Process::new(consumer, (q.clone(), done.clone(), child_end)).daemon(true);
+    let process = Process::new(consumer, (q.clone(), done.clone(), child_end, big)).daemon(true);
     process.start().unwrap();
     Consumer { process, report }
 }
@@ -104,21 +121,30 @@ fn collect(consumers: &mut [Consumer], delivered: &mut Vec<(u32, u32)>, timeout:
 
 #[test]
 fn killing_producers_and_consumers_at_random_never_corrupts_the_queue() {
-    let rounds = 60;
+    run_faults(60, false, 200, 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn killing_them_in_the_middle_of_large_items_never_corrupts_the_queue() {
+    run_faults(25, true, 80, 0x2545_f491_4f6c_dd1d);
+}
+
+/// Rounds of 3 producers and 2 consumers, 6 random kills each, then the invariants.
+fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
     let q: Queue<Item> = Queue::with_capacity(64, 4096).unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(seed);
     let mut kills = 0;
     let mut next_id = 0;
     for _round in 0..rounds {
         let done = Event::new().unwrap();
         let mut producers: Vec<(u32, Process, bool)> = Vec::new();
         for _ in 0..3 {
-            let p = Process::new(producer, (q.clone(), next_id)).daemon(true);
+            let p = Process::new(producer, (q.clone(), next_id, big)).daemon(true);
             p.start().unwrap();
             producers.push((next_id, p, false));
             next_id += 1;
         }
-        let mut consumers: Vec<Consumer> = (0..2).map(|_| start_consumer(&q, &done)).collect();
+        let mut consumers: Vec<Consumer> = (0..2).map(|_| start_consumer(&q, &done, big)).collect();
         let mut finished_consumers: Vec<Consumer> = Vec::new();
         let mut delivered = Vec::new();
         let mut consumer_kills = 0;
@@ -145,7 +171,7 @@ fn killing_producers_and_consumers_at_random_never_corrupts_the_queue() {
                 finished_consumers.push(c);
                 consumer_kills += 1;
                 kills += 1;
-                consumers.push(start_consumer(&q, &done));
+                consumers.push(start_consumer(&q, &done, big));
             }
         }
 
@@ -193,7 +219,7 @@ fn killing_producers_and_consumers_at_random_never_corrupts_the_queue() {
             let mut seqs = per_producer.remove(id).unwrap_or_default();
             seqs.sort_unstable();
             let highest = seqs.last().map_or(0, |&s| s + 1);
-            let expected = if *killed { highest } else { ITEMS_PER_PRODUCER };
+            let expected = if *killed { highest } else { items(big) };
             if !killed {
                 assert_eq!(p.exitcode(), Some(0), "producer {id} failed: {:?}", p.panic_message());
             }
@@ -205,11 +231,11 @@ fn killing_producers_and_consumers_at_random_never_corrupts_the_queue() {
         }
         assert!(per_producer.is_empty(), "items from unknown producers: {per_producer:?}");
     }
-    assert!(kills >= 200, "only {kills} kills");
+    assert!(kills >= min_kills, "only {kills} kills");
     println!("{kills} kills over {rounds} rounds");
 
     // The queue still works.
-    let data = payload(9999, 1);
+    let data = payload(9999, 1, big);
     q.put((9999, 1, data.clone(), checksum(&data)), None).unwrap();
     while let Ok(item) = q.get(Some(Duration::from_millis(100))) {
         if item.0 == 9999 {
