@@ -180,6 +180,7 @@ fn large_items_outlive_their_producer_whether_it_exits_or_is_killed() {
         for i in 0..3 {
             assert!(q.get(LONG).unwrap() == large_item(i, 300_000), "item {i} altered");
         }
+        drop(q);
         assert_eq!(blocks_of(pid), Vec::<String>::new(), "blocks left by the producer");
     }
 }

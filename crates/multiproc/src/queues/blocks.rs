@@ -28,7 +28,7 @@
 //! # Death
 //! A producer killed while writing a block has not published it: nobody reads it, and
 //! its name (which names the dead creator) lets [`clean_orphans`] remove it. A consumer
-//! that finds the block's creator gone unlinks it after reading. A consumer killed while
+//! that drops its mapping of a free block whose creator is gone unlinks it. A consumer killed while
 //! reading leaves the block `READING` with its pid: the producer sees the reader is gone
 //! and writes the block again (the item went with the consumer that had taken it).
 //!
@@ -269,27 +269,41 @@ impl Blocks {
         let result = read(bytes);
         let before = state(&block).swap(FREE, AcqRel);
         Os::wake(state(&block), 1);
-        if before == RELEASED || crate::shared_memory::creator_is_gone(name) {
+        if before == RELEASED {
             let _ = block.unlink();
             return Ok(result);
         }
-        if let Some(mut seen) = mine.then(|| self.seen.try_lock().ok()).flatten() {
-            // Mappings of blocks their producer let go of only hold memory: drop them.
-            seen.retain(|b| state(b).load(Acquire) != RELEASED);
-            seen.push_back(block);
-            while seen.len() > KEEP_BLOCKS {
-                seen.pop_front();
+        match mine.then(|| self.seen.try_lock().ok()).flatten() {
+            Some(mut seen) => {
+                // Mappings of blocks their producer let go of only hold memory: drop them.
+                seen.retain(|b| state(b).load(Acquire) != RELEASED);
+                seen.push_back(block);
+                while seen.len() > KEEP_BLOCKS {
+                    seen.pop_front().into_iter().for_each(forget_mapping);
+                }
             }
+            None => forget_mapping(block),
         }
         Ok(result)
+    }
+}
+
+/// A consumer drops its mapping of a block it has read. A block still free whose
+/// producer is gone will never be written or released again: unlinked here. (Checked
+/// only now, not on every read, because it costs a look into `/proc`.)
+fn forget_mapping(block: SharedMemory) {
+    if state(&block).load(Acquire) == FREE && crate::shared_memory::creator_is_gone(block.name()) {
+        let _ = block.unlink();
     }
 }
 
 impl Drop for Blocks {
     fn drop(&mut self) {
         let made = std::mem::take(self.made.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let seen = std::mem::take(self.seen.get_mut().unwrap_or_else(|e| e.into_inner()));
         if self.mine() {
             made.into_iter().for_each(release);
+            seen.into_iter().for_each(forget_mapping);
         }
         // In a forked copy the handles only unmap: they unlink nothing, and the state
         // words belong to the parent's cache.
