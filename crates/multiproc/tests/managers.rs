@@ -655,10 +655,11 @@ fn condition_rlock_and_bounded_semaphore_across_processes() {
     rlock.release().unwrap();
     assert!(!multiproc::spawn(other, rlock.clone()).unwrap().join().unwrap());
     rlock.release().unwrap();
-    // The child held it when it exited; a thread of ours is another owner.
+    // The child held it when it exited: gone, so the next taker (a thread of ours, another
+    // owner) gets it.
     assert!(multiproc::spawn(other, rlock.clone()).unwrap().join().unwrap());
     let mine = rlock.clone();
-    assert!(!std::thread::spawn(move || mine.try_acquire().unwrap()).join().unwrap());
+    assert!(std::thread::spawn(move || mine.try_acquire().unwrap()).join().unwrap());
 
     let sem = m.bounded_semaphore(2).unwrap();
     assert!(matches!(sem.release(), Err(Error::Remote(e)) if e.contains("too many")));
@@ -870,4 +871,55 @@ fn an_idle_server_uses_no_cpu_after_a_burst_of_calls() {
     }
     assert_eq!(d.get(&1).unwrap(), Some(19_999));
     m.shutdown().unwrap();
+}
+
+fn hold_locks_until_killed(
+    (lock, rlock, cond, ready): (
+        multiproc::managers::LockProxy,
+        multiproc::managers::RLockProxy,
+        multiproc::managers::ConditionProxy,
+        multiproc::synchronize::Event,
+    ),
+) {
+    assert!(lock.acquire(None).unwrap());
+    assert!(rlock.acquire(None).unwrap());
+    assert!(rlock.acquire(None).unwrap()); // twice: recursion does not protect it
+    assert!(cond.acquire(None).unwrap());
+    ready.set();
+    std::thread::sleep(Duration::from_secs(600)); // killed by the test
+}
+
+#[test]
+fn locks_held_by_a_killed_local_client_pass_to_the_next_taker() {
+    let manager = Manager::start().unwrap();
+    let (lock, rlock, cond) =
+        (manager.lock().unwrap(), manager.rlock().unwrap(), manager.condition().unwrap());
+    let ready = multiproc::synchronize::Event::new().unwrap();
+    let holder = Process::new(
+        hold_locks_until_killed,
+        (lock.clone(), rlock.clone(), cond.clone(), ready.clone()),
+    );
+    holder.start().unwrap();
+    assert!(ready.wait(LONG));
+    // Held by a live process: not taken.
+    assert!(!lock.try_acquire().unwrap());
+    assert!(!rlock.try_acquire().unwrap());
+    assert!(!lock.acquire(Some(Duration::from_millis(300))).unwrap());
+    // A waiter already blocked when the holder dies gets the lock.
+    let waiter = {
+        let lock = lock.clone();
+        std::thread::spawn(move || lock.acquire(LONG).unwrap())
+    };
+    holder.kill().unwrap();
+    holder.join(LONG).unwrap();
+    assert!(waiter.join().unwrap(), "the blocked waiter did not get the lock");
+    lock.release().unwrap();
+    assert!(rlock.acquire(LONG).unwrap());
+    rlock.release().unwrap();
+    // Released once, and free: the dead holder's two levels went with it.
+    let other = rlock.clone();
+    assert!(std::thread::spawn(move || other.try_acquire().unwrap()).join().unwrap());
+    assert!(cond.acquire(LONG).unwrap());
+    cond.release().unwrap();
+    manager.shutdown().unwrap();
 }

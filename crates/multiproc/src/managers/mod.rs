@@ -44,9 +44,14 @@
 //! A serialized proxy carries the server's authkey (as Python's does when it pickles a
 //! proxy for a child): send proxies only to processes you would give the key.
 //!
-//! Locks held in the server ([`Manager::lock`], [`Manager::rlock`], …) stay held if the
-//! process holding them dies, as in Python; the shared-memory locks of
-//! [`synchronize`](crate::synchronize) detect a dead owner instead.
+//! A lock held in the server ([`Manager::lock`], [`Manager::rlock`], a [`Manager::condition`]'s
+//! lock) by a client process on the same machine that dies passes to the next process that
+//! waits for it or tries it (Python's would stay held forever); whatever the lock guarded
+//! may be half-updated. The server learns a local client's pid from its Unix socket; it
+//! cannot see a process on another machine die, so a lock held over TCP by a process that
+//! died stays held, as in Python. Semaphores have no owner and are never recovered. The
+//! shared-memory locks of [`synchronize`](crate::synchronize) also report that their owner
+//! died.
 //!
 //! The seed's "Hello from Process", through a managed dict:
 //!

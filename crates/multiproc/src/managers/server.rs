@@ -199,15 +199,56 @@ struct Semaphore {
 /// its pid, its thread id), sent by the client with each call.
 type Owner = (u64, u32, i32);
 
+/// The process on the other end of a client connection, when the kernel can tell (a Unix
+/// socket on this machine); `None` over TCP.
+fn peer_pid(client: &Connection) -> Option<i32> {
+    rustix::net::sockopt::socket_peercred(client).ok().map(|c| c.pid.as_raw_nonzero().get())
+}
+
+/// Whether a lock's holder is known to be dead: a local client process that is gone.
+fn holder_died(holder: Option<i32>) -> bool {
+    holder.is_some_and(|pid| !crate::process::pid_is_alive(pid))
+}
+
+/// A lock's state: locked, and by which local process (if the server can tell).
+#[derive(Default)]
+struct LockState {
+    locked: bool,
+    holder: Option<i32>,
+}
+
+impl LockState {
+    /// Free, or held by a local process that has died (which the next taker inherits).
+    fn takeable(&self) -> bool {
+        !self.locked || holder_died(self.holder)
+    }
+}
+
 /// A recursive lock's state.
 #[derive(Default)]
 struct Owned {
     owner: Option<Owner>,
     count: u64,
+    /// The local process holding it, if the server can tell.
+    holder: Option<i32>,
 }
 
 impl Owned {
-    fn acquire(&mut self, who: Owner) -> bool {
+    /// Free, held by `who`, or held by a local process that has died.
+    fn takeable(&self, who: Owner) -> bool {
+        self.owner.is_none_or(|o| o == who) || holder_died(self.holder)
+    }
+
+    /// Takes the lock for `who` (one more level if `who` holds it); a holder that died
+    /// loses it first.
+    fn acquire(&mut self, who: Owner, holder: Option<i32>) -> bool {
+        if self.owner.is_some_and(|o| o != who) && holder_died(self.holder) {
+            self.owner = None;
+            self.count = 0;
+        }
+        if self.owner.is_none() {
+            self.holder = holder;
+        }
         match self.owner {
             Some(o) if o == who => {
                 self.count += 1;
@@ -230,6 +271,7 @@ impl Owned {
         self.count -= 1;
         if self.count == 0 {
             self.owner = None;
+            self.holder = None;
             return Ok(true);
         }
         Ok(false)
@@ -257,7 +299,7 @@ enum Object {
     Namespace(Guarded<OrderedMap>),
     Value(Guarded<Vec<u8>>),
     Queue(Queue),
-    Lock(Guarded<bool>),
+    Lock(Guarded<LockState>),
     Event(Guarded<bool>),
     Semaphore(Guarded<Semaphore>),
     RLock(Guarded<Owned>),
@@ -308,7 +350,7 @@ impl Object {
                     state: Guarded::new(QueueState { items: VecDeque::new(), unfinished: 0 }),
                 })
             }
-            "lock" => Object::Lock(Guarded::new(false)),
+            "lock" => Object::Lock(Guarded::new(LockState::default())),
             "event" => Object::Event(Guarded::new(false)),
             "semaphore" => {
                 let (value, bounded): (u64, bool) = dec(init, "create semaphore")?;
@@ -909,12 +951,12 @@ fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Connection) -
     }
 }
 
-fn lock_method(lock: &Guarded<bool>, method: &str, args: &[u8], client: &Connection) -> Reply {
+fn lock_method(lock: &Guarded<LockState>, method: &str, args: &[u8], client: &Connection) -> Reply {
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut locked = if block {
-                match lock.wait_until(millis(timeout), client, |l| !*l) {
+            let mut state = if block {
+                match lock.wait_until(millis(timeout), client, |l| l.takeable()) {
                     Ok(g) => g,
                     Err(WireError::Timeout(_)) => return enc(&false),
                     Err(e) => return Err(e),
@@ -922,22 +964,22 @@ fn lock_method(lock: &Guarded<bool>, method: &str, args: &[u8], client: &Connect
             } else {
                 lock.lock()
             };
-            if *locked {
+            if !state.takeable() {
                 return enc(&false);
             }
-            *locked = true;
+            *state = LockState { locked: true, holder: peer_pid(client) };
             enc(&true)
         }
         "release" => {
-            let mut locked = lock.lock();
-            if !*locked {
+            let mut state = lock.lock();
+            if !state.locked {
                 return Err(msg("RuntimeError: release unlocked lock"));
             }
-            *locked = false;
+            *state = LockState::default();
             lock.changed.notify_all();
             enc(&())
         }
-        "locked" => enc(&*lock.lock()),
+        "locked" => enc(&lock.lock().locked),
         other => Err(no_method("lock", other)),
     }
 }
@@ -1014,8 +1056,7 @@ fn acquire_owned<T>(
     client: &Connection,
 ) -> Reply {
     let mut g = if block {
-        let free = |t: &mut T| lock(t).owner.is_none_or(|o| o == who);
-        match state.wait_until(millis(timeout), client, free) {
+        match state.wait_until(millis(timeout), client, |t| lock(t).takeable(who)) {
             Ok(g) => g,
             Err(WireError::Timeout(_)) => return enc(&false),
             Err(e) => return Err(e),
@@ -1023,7 +1064,7 @@ fn acquire_owned<T>(
     } else {
         state.lock()
     };
-    enc(&lock(&mut g).acquire(who))
+    enc(&lock(&mut g).acquire(who, peer_pid(client)))
 }
 
 fn rlock_method(lock: &Guarded<Owned>, method: &str, args: &[u8], client: &Connection) -> Reply {
@@ -1070,6 +1111,7 @@ fn condition_method(
                 }
                 let count = std::mem::take(&mut c.lock.count);
                 c.lock.owner = None;
+                c.lock.holder = None;
                 let ticket = c.next_ticket;
                 c.next_ticket += 1;
                 c.waiting.push_back(ticket);
@@ -1095,9 +1137,10 @@ fn condition_method(
                     }
                 };
             // Take the lock back, as Python's wait does, however long that takes.
-            let mut c = cond.wait_until(None, client, |c| c.lock.owner.is_none())?;
+            let mut c = cond.wait_until(None, client, |c| c.lock.takeable(who))?;
             c.lock.owner = Some(who);
             c.lock.count = count;
+            c.lock.holder = peer_pid(client);
             enc(&notified)
         }
         "notify" => {
