@@ -214,18 +214,20 @@ pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
     }
     let me = crate::sys::pid::pid();
     let mut sharer = lock_sharer();
-    if sharer.as_ref().is_none_or(|s| s.pid != me) {
-        // First use here (or in a forked child, whose copy of the parent's table only
-        // holds duplicates nobody will ask this process for): start a sharer.
-        *sharer = None;
-        let nonce = random()?;
-        let listener = UnixListener::bind_addr(&sharer_address(me, nonce)?)?;
-        std::thread::Builder::new()
-            .name("multiproc-sharer".into())
-            .spawn(move || serve_shared(listener))?;
-        *sharer = Some(Sharer { pid: me, nonce, table: HashMap::new() });
-    }
-    let Some(state) = sharer.as_mut() else { unreachable!("set above") };
+    let state = match sharer.as_mut() {
+        Some(state) if state.pid == me => state,
+        _ => {
+            // First use here (or in a forked child, whose copy of the parent's table only
+            // holds duplicates nobody will ask this process for): start a sharer.
+            *sharer = None;
+            let nonce = random()?;
+            let listener = UnixListener::bind_addr(&sharer_address(me, nonce)?)?;
+            std::thread::Builder::new()
+                .name("multiproc-sharer".into())
+                .spawn(move || serve_shared(listener))?;
+            sharer.insert(Sharer { pid: me, nonce, table: HashMap::new() })
+        }
+    };
     let id = loop {
         let id = random()?;
         if !state.table.contains_key(&id) {
