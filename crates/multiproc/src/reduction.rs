@@ -207,6 +207,43 @@ fn sharer_address(pid: u32, nonce: u64) -> std::io::Result<SocketAddr> {
     SocketAddr::from_abstract_name(format!("multiproc-fd-{pid}-{nonce:016x}"))
 }
 
+thread_local! {
+    /// Ids this thread shared during the encodings under way (see [`share_mark`]).
+    static PENDING_SHARES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where this thread's shares stand before an encoding starts.
+pub(crate) fn share_mark() -> usize {
+    PENDING_SHARES.with(|p| p.borrow().len())
+}
+
+/// After an encoding that started at `mark`: if it failed, the sockets it shared are taken
+/// back (nobody can ask for them); if it succeeded, they stay, and the outermost encoding
+/// forgets them (an enclosing one that fails later still takes them back).
+pub(crate) fn share_settle(mark: usize, succeeded: bool) {
+    let failed: Vec<u64> = PENDING_SHARES.with(|p| {
+        let mut p = p.borrow_mut();
+        if succeeded {
+            if mark == 0 {
+                p.clear();
+            }
+            Vec::new()
+        } else {
+            let at = mark.min(p.len());
+            p.split_off(at)
+        }
+    });
+    if failed.is_empty() {
+        return;
+    }
+    let mut sharer = lock_sharer();
+    if let Some(state) = sharer.as_mut() {
+        for id in failed {
+            state.table.remove(&id);
+        }
+    }
+}
+
 /// Exports a socket: passed when a transport for descriptors exists, shared otherwise.
 pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
     if OUTGOING.with(|t| t.borrow().is_some()) {
@@ -235,6 +272,7 @@ pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
         }
     };
     state.table.insert(id, fd.try_clone_to_owned()?);
+    PENDING_SHARES.with(|p| p.borrow_mut().push(id));
     Ok(Handle::Shared { pid: me, nonce: state.nonce, id })
 }
 

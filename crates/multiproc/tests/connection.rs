@@ -272,6 +272,30 @@ fn a_sent_connection_is_handed_out_once() {
     assert_eq!(d.recv::<u8>().unwrap(), 1);
 }
 
+/// A value whose encoding fails (after a connection before it was encoded).
+struct Refuses;
+
+impl serde::Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value refuses to be encoded"))
+    }
+}
+
+#[test]
+fn a_connection_in_a_message_that_fails_to_encode_is_not_kept_open() {
+    let (a, b) = pipe(true).unwrap();
+    let (c, d) = pipe(true).unwrap();
+    match a.send(&(&c, Refuses)) {
+        Err(Error::Codec(why)) => assert!(why.contains("refuses"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Nothing was sent, and no copy of `c` stays shared: closing it ends `d`'s stream.
+    drop(c);
+    assert!(matches!(d.recv_bytes_timeout(None, Duration::from_secs(60)), Err(Error::Eof)));
+    a.send(&1u8).unwrap();
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+}
+
 fn send_a_connection_back((channel, n): (Connection, u8)) {
     let (c, d) = pipe(true).unwrap();
     channel.send(&c).unwrap();

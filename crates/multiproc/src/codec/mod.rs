@@ -24,6 +24,28 @@ thread_local! {
     static DECODE_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Appends to a borrowed vector, so that a failed encoding can be cut off it.
+struct Appender<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Appender<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
+}
+
+/// The message of a value's own serialization error, which postcard replaces with a
+/// generic one: the value is serialized once more, into nothing, by a serializer that
+/// keeps it (pickle's).
+fn custom_message<T: Serialize + ?Sized>(value: &T, e: &postcard::Error) -> Option<String> {
+    if !matches!(e, postcard::Error::SerdeSerCustom) {
+        return None;
+    }
+    match serde_pickle::to_writer(&mut std::io::sink(), &value, serde_pickle::SerOptions::new()) {
+        Err(serde_pickle::Error::Syntax(serde_pickle::ErrorCode::Structure(m))) => Some(m),
+        _ => None,
+    }
+}
+
 /// A custom deserialization error whose message survives any format: use it in
 /// `Deserialize` impls instead of `E::custom`.
 pub(crate) fn de_error<E: serde::de::Error>(message: impl std::fmt::Display) -> E {
@@ -66,19 +88,28 @@ impl Codec {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn encode_into<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<()> {
-        match self {
+        // Sockets shared while encoding a value that then fails to encode are taken back:
+        // nobody will ever ask for them.
+        let mark = crate::reduction::share_mark();
+        let result = match self {
             Codec::Postcard => {
-                let buf = std::mem::take(out);
+                let start = out.len();
                 let _ = crate::reduction::take_export_error();
-                *out = postcard::to_extend(value, buf).map_err(|e| {
-                    Error::Codec(
-                        crate::reduction::take_export_error().unwrap_or_else(|| e.to_string()),
-                    )
-                })?;
-                Ok(())
+                match postcard::to_extend(value, Appender(out)) {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let message = crate::reduction::take_export_error()
+                            .or_else(|| custom_message(value, &e))
+                            .unwrap_or_else(|| e.to_string());
+                        out.truncate(start);
+                        Err(Error::Codec(message))
+                    }
+                }
             }
             Codec::Pickle => pickle::encode_into(value, out),
-        }
+        };
+        crate::reduction::share_settle(mark, result.is_ok());
+        result
     }
 
     /// Decodes one value from `bytes`, which must hold exactly one encoded value.
