@@ -281,7 +281,11 @@ pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
 fn serve_shared(listener: UnixListener) {
     let uid = rustix::process::getuid();
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        let Ok(mut stream) = stream else {
+            // Out of descriptors, say: wait rather than spin on the failing accept.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
         let _ = stream.set_read_timeout(Some(SHARE_TIMEOUT));
         let _ = stream.set_write_timeout(Some(SHARE_TIMEOUT));
         let same_user = rustix::net::sockopt::socket_peercred(&stream).is_ok_and(|c| c.uid == uid);
