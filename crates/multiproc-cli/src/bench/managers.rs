@@ -207,26 +207,25 @@ impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 /// The manager targets, checked against this run. The local target is per dict
 /// operation; the row times a set + get pair, which is checked against it whole.
 pub fn targets(rows: &[super::Row]) -> Vec<String> {
-    let find = |name: &str| rows.iter().find(|r| r.bench == name);
-    let mark = |ok: bool| if ok { "met " } else { "MISS" };
+    let find = |name: &str| super::find_row(rows, name);
     let mut out = Vec::new();
     if let Some(r) = find("manager_dict_op_local") {
         out.push(format!(
             "[{}] local manager dict operation <= 5 µs: {:.2} µs per set + get pair",
-            mark(r.multiproc <= 5.0),
+            super::mark(r.multiproc <= 5.0),
             r.multiproc
         ));
     }
     if let Some(f) = find("manager_dict_op_tcp").and_then(|r| Some(r.multiproc / r.floor?)) {
         out.push(format!(
             "[{}] manager dict operation over TCP within 1.2x of raw TCP round trips: {f:.2}x",
-            mark(f <= 1.2)
+            super::mark(f <= 1.2)
         ));
     }
     if let Some(r) = find("manager_startup") {
         out.push(format!(
             "[{}] manager start-up <= 5 ms: {:.2} ms",
-            mark(r.multiproc <= 5.0),
+            super::mark(r.multiproc <= 5.0),
             r.multiproc
         ));
     }

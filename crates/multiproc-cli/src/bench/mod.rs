@@ -801,9 +801,22 @@ fn print_table(rows: &[Row], notes: &[String]) {
 }
 
 /// The performance targets of DESIGN.md, checked against this run.
+/// The row named `name` in this run, if it ran.
+fn find_row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.bench == name)
+}
+
+/// How a target line starts: met or missed.
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met "
+    } else {
+        "MISS"
+    }
+}
+
 fn targets(rows: &[Row]) -> Vec<String> {
-    let find = |name: &str| rows.iter().find(|r| r.bench == name);
-    let mark = |ok: bool| if ok { "met " } else { "MISS" };
+    let find = |name: &str| find_row(rows, name);
     let mut out = Vec::new();
     if let Some(r) = find("pipe_pingpong_64B") {
         if let Some(f) = r.floor {

@@ -94,7 +94,6 @@ pub fn cpython_request(op: Op, n: u64) -> (&'static str, serde_json::Value) {
 
 /// The targets of these rows, checked against this run.
 pub fn targets(rows: &[Row]) -> Vec<String> {
-    let mark = |ok: bool| if ok { "met " } else { "MISS" };
     let mut out = Vec::new();
     for (name, limit, what) in [
         ("pool_task_chunk1", 2.0, "pool task, chunksize 1 <= 2 µs"),
@@ -103,7 +102,11 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
     ] {
         if let Some(r) = rows.iter().find(|r| r.bench == name) {
             let unit = if name == "pool_startup" { "ms" } else { "µs" };
-            out.push(format!("[{}] {what}: {:.3} {unit}", mark(r.multiproc <= limit), r.multiproc));
+            out.push(format!(
+                "[{}] {what}: {:.3} {unit}",
+                super::mark(r.multiproc <= limit),
+                r.multiproc
+            ));
         }
     }
     out

@@ -527,34 +527,33 @@ pub fn cpython_request(op: Op, n: u64, place: Placement) -> (&'static str, serde
 
 /// The queue targets, checked against this run.
 pub fn targets(rows: &[Row]) -> Vec<String> {
-    let find = |name: &str| rows.iter().find(|r| r.bench == name);
-    let mark = |ok: bool| if ok { "met " } else { "MISS" };
+    let find = |name: &str| super::find_row(rows, name);
     let mut out = Vec::new();
     if let Some(r) = find("queue_tput_1p1c_64B") {
         out.push(format!(
             "[{}] Queue 1 -> 1, 64 B items >= 5M msg/s: {:.2}M msg/s",
-            mark(r.multiproc >= 5e6),
+            super::mark(r.multiproc >= 5e6),
             r.multiproc / 1e6
         ));
     }
     if let Some(r) = find("queue_tput_2p2c_64B") {
         out.push(format!(
             "[{}] Queue 2 -> 2, 64 B items >= 3M msg/s: {:.2}M msg/s",
-            mark(r.multiproc >= 3e6),
+            super::mark(r.multiproc >= 3e6),
             r.multiproc / 1e6
         ));
     }
     if let Some(r) = find("queue_pingpong") {
         out.push(format!(
             "[{}] Queue ping-pong <= 2 µs per round trip: {:.2} µs",
-            mark(r.multiproc <= 2.0),
+            super::mark(r.multiproc <= 2.0),
             r.multiproc
         ));
     }
     if let Some(r) = find("queue_64MiB") {
         out.push(format!(
             "[{}] Queue 64 MiB items >= 3 GB/s: {:.2} GB/s",
-            mark(r.multiproc >= 3.0),
+            super::mark(r.multiproc >= 3.0),
             r.multiproc
         ));
     }

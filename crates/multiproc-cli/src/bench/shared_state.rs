@@ -262,20 +262,19 @@ pub fn cpython_request(op: Op, py_n: u64, place: Placement) -> (&'static str, se
 
 /// The targets for these rows, checked against this run.
 pub fn targets(rows: &[Row]) -> Vec<String> {
-    let find = |name: &str| rows.iter().find(|r| r.bench == name);
-    let mark = |ok: bool| if ok { "met " } else { "MISS" };
+    let find = |name: &str| super::find_row(rows, name);
     let mut out = Vec::new();
     if let Some(r) = find("value_incr_locked_2proc") {
         out.push(format!(
             "[{}] Value increment under its lock, 2 processes >= 10M/s: {:.2}M/s",
-            mark(r.multiproc >= 10e6),
+            super::mark(r.multiproc >= 10e6),
             r.multiproc / 1e6
         ));
     }
     if let Some(r) = find("lock_uncontended") {
         out.push(format!(
             "[{}] uncontended Lock acquire+release <= 20 ns: {:.1} ns",
-            mark(r.multiproc <= 20.0),
+            super::mark(r.multiproc <= 20.0),
             r.multiproc
         ));
     }
