@@ -16,7 +16,7 @@ pub fn server_handshake(
     dialect: AuthDialect,
     timeout: Duration,
 ) -> Result<()> {
-    auth::server_handshake(conn, authkey, dialect, Some(Instant::now() + timeout))
+    auth::server_handshake(conn, authkey, dialect, crate::deadline::after(timeout))
 }
 
 /// The client's side of the authkey handshake (answer a challenge, then deliver one).
@@ -26,12 +26,12 @@ pub fn client_handshake(
     dialect: AuthDialect,
     timeout: Duration,
 ) -> Result<()> {
-    auth::client_handshake(conn, authkey, dialect, Some(Instant::now() + timeout))
+    auth::client_handshake(conn, authkey, dialect, crate::deadline::after(timeout))
 }
 
 /// Answers one challenge (CPython's `answer_challenge`).
 pub fn answer_challenge(conn: &Connection, authkey: &[u8], timeout: Duration) -> Result<()> {
-    auth::answer_challenge(conn, authkey, Some(Instant::now() + timeout))
+    auth::answer_challenge(conn, authkey, crate::deadline::after(timeout))
 }
 
 /// A manager server's object store, without sockets or threads.

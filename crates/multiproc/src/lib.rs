@@ -63,6 +63,7 @@
 mod codec;
 pub mod connection;
 mod context;
+mod deadline;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -555,7 +555,7 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         {
             let mut shared = lock(&self.inner.shared);
             if shared.phase == Phase::Running {
@@ -1020,7 +1020,7 @@ impl<T> Cell<T> {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> MutexGuard<'_, CellState<T>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         let mut state = lock(&self.state);
         while !state.ready && !on_dispatcher_of(self.pool) {
             state = match deadline {
@@ -1224,7 +1224,7 @@ where
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_until(Some(Instant::now() + timeout), timeout)
+        self.next_until(crate::deadline::after(timeout), timeout)
     }
 
     fn next_until(&mut self, deadline: Option<Instant>, timeout: Duration) -> Option<Result<R>> {
@@ -2597,7 +2597,7 @@ impl Dispatcher {
                     slots.push((i, SLOT_SENTINEL));
                 }
             }
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = crate::deadline::within(timeout);
             let _ = poll_until(&mut fds, deadline);
             fds[1..]
                 .iter()

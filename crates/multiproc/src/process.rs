@@ -301,7 +301,7 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         let mut state = self.lock();
         let running = started(&mut state)?;
         if running.wait(deadline)? {

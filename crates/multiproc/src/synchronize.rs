@@ -96,7 +96,7 @@ fn my_tid() -> u32 {
 }
 
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.map(|t| Instant::now() + t)
+    crate::deadline::within(timeout)
 }
 
 // --------------------------------------------------------------------------------------

@@ -467,7 +467,7 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn accept(&self) -> Result<Connection> {
-        self.accept_deadline(None)
+        self.accept_deadline(None, Duration::MAX)
     }
 
     /// Like [`accept`](Self::accept), but fails with [`Error::Timeout`] when no client
@@ -483,18 +483,19 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_deadline(Some((Instant::now() + timeout, timeout)))
+        self.accept_deadline(crate::deadline::after(timeout), timeout)
     }
 
-    fn accept_deadline(&self, deadline: Option<(Instant, Duration)>) -> Result<Connection> {
+    /// Accepts until `deadline` (`None`: no deadline); `timeout` is only for the error.
+    fn accept_deadline(&self, deadline: Option<Instant>, timeout: Duration) -> Result<Connection> {
         let (fd, peer) = loop {
             match rustix::net::acceptfrom_with(&self.fd, SocketFlags::CLOEXEC) {
                 Ok(accepted) => break accepted,
                 // A client that gave up before we accepted it: wait for the next.
                 Err(Errno::INTR) | Err(Errno::CONNABORTED) => continue,
                 Err(Errno::AGAIN) => {
-                    if !wait_fd(self.fd.as_fd(), PollFlags::IN, deadline.map(|d| d.0))? {
-                        return Err(Error::Timeout(deadline.map_or(Duration::ZERO, |d| d.1)));
+                    if !wait_fd(self.fd.as_fd(), PollFlags::IN, deadline)? {
+                        return Err(Error::Timeout(timeout));
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -508,7 +509,7 @@ impl Listener {
         *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = peer;
         let conn = Connection::from_fd(fd);
         if let Some(key) = &self.authkey {
-            let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+            let deadline = crate::deadline::within(self.handshake_timeout);
             auth::server_handshake(&conn, key, self.dialect, deadline).map_err(|e| match e {
                 Error::Timeout(_) => Error::Authentication(format!(
                     "the client did not complete the handshake within {:?}",
@@ -781,7 +782,7 @@ impl Client {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn open(&self) -> Result<Connection> {
-        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(self.timeout);
         let timed_out = || Error::Timeout(self.timeout.unwrap_or_default());
         let fd = match &self.address {
             Address::Tcp(tcp) => {

@@ -410,7 +410,7 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn send_timeout<T: Serialize + ?Sized>(&self, value: &T, timeout: Duration) -> Result<()> {
-        self.send_value(value, Some(Instant::now() + timeout)).map_err(|e| e.with_timeout(timeout))
+        self.send_value(value, crate::deadline::after(timeout)).map_err(|e| e.with_timeout(timeout))
     }
 
     fn send_value<T: Serialize + ?Sized>(
@@ -513,7 +513,7 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_value(Some(Instant::now() + timeout)).map_err(|e| e.with_timeout(timeout))
+        self.recv_value(crate::deadline::after(timeout)).map_err(|e| e.with_timeout(timeout))
     }
 
     fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
@@ -550,7 +550,7 @@ impl Connection {
         maxlength: Option<usize>,
         timeout: Duration,
     ) -> Result<Vec<u8>> {
-        self.recv_bytes_deadline(maxlength, Some(Instant::now() + timeout))
+        self.recv_bytes_deadline(maxlength, crate::deadline::after(timeout))
             .map_err(|e| e.with_timeout(timeout))
     }
 
@@ -659,7 +659,7 @@ impl Connection {
         if self.has_buffered_data() {
             return Ok(true);
         }
-        wait_fd(self.fd.as_fd(), PollFlags::IN, timeout.map(|t| Instant::now() + t))
+        wait_fd(self.fd.as_fd(), PollFlags::IN, crate::deadline::within(timeout))
     }
 
     fn has_buffered_data(&self) -> bool {
@@ -1126,7 +1126,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .enumerate()
         .filter_map(|(i, o)| Some((i, PollFd::from_borrowed_fd(o.wait_fd()?, PollFlags::IN))))
         .unzip();
-    poll_until(&mut fds, timeout.map(|t| Instant::now() + t))?;
+    poll_until(&mut fds, crate::deadline::within(timeout))?;
     Ok(indices
         .into_iter()
         .zip(&fds)

@@ -265,7 +265,7 @@ impl Remote {
         let wait = match blocking {
             None => Some(CALL_TIMEOUT),
             Some(None) => None,
-            Some(Some(t)) => Some(t + CALL_TIMEOUT),
+            Some(Some(t)) => t.checked_add(CALL_TIMEOUT),
         };
         let no_answer = || {
             Error::Remote(format!(
@@ -340,7 +340,7 @@ impl Remote {
         wait: Option<Duration>,
         no_answer: impl Fn() -> Error,
     ) -> Result<Vec<u8>> {
-        let deadline = wait.map(|w| std::time::Instant::now() + w);
+        let deadline = crate::deadline::within(wait);
         loop {
             match replies.get(Some(FAST_LANE_CHECK)) {
                 Ok(reply) => return Ok(reply),

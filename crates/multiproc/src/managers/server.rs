@@ -150,7 +150,7 @@ impl<T> Guarded<T> {
         client: &Connection,
         mut ready: impl FnMut(&mut T) -> bool,
     ) -> std::result::Result<MutexGuard<'_, T>, WireError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         let mut guard = self.lock();
         loop {
             if ready(&mut guard) {

@@ -712,7 +712,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         let scratch = ENCODE_SCRATCH.take();
         let mut records = [encode_record_into(&self.ring, &item, scratch, deadline)?];
         let (done, result) = self.ring.put_records(&records, deadline);
@@ -760,7 +760,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         let mut popped = POP_SCRATCH.take();
         popped.records.clear();
         popped.bytes.clear();
-        let result = self.ring.get_records(max, &mut popped, timeout.map(|t| Instant::now() + t));
+        let result = self.ring.get_records(max, &mut popped, crate::deadline::within(timeout));
         let items = match result {
             Ok(true) => popped
                 .records
@@ -805,7 +805,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         items: impl IntoIterator<Item = T>,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         let mut records = items
             .into_iter()
             .map(|item| encode_record(&self.ring, &item, deadline))
@@ -1119,7 +1119,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::deadline::within(timeout);
         let ring = &self.inner.ring;
         loop {
             if self.unfinished().load(SeqCst) == 0 {
