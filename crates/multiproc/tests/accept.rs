@@ -1,0 +1,179 @@
+//! Accepting many clients at once: connections that never answer the authentication
+//! challenge must not hold up the clients behind them, on a [`Listener`] or a manager
+//! [`Server`], over TCP and Unix sockets.
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use multiproc::connection::{Address, Client, Listener};
+use multiproc::managers::Server;
+use multiproc::{Error, Manager};
+
+/// Generous: only reached when something is broken.
+const LONG: Duration = Duration::from_secs(30);
+/// Longer than any test here takes, so that no silent connection times out and makes way
+/// for the good client: only handshakes running side by side can let it through.
+const PATIENT: Duration = Duration::from_secs(120);
+const KEY: &[u8] = b"the key";
+const SILENT: usize = 50;
+
+/// A unique abstract socket name for this test process.
+fn abstract_name(tag: &str) -> String {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "@multiproc-accept-{}-{tag}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A raw connection that never says anything.
+enum Silent {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Silent {
+    fn connect(address: &Address) -> Silent {
+        match address {
+            Address::Tcp(a) => Silent::Tcp(TcpStream::connect(a).unwrap()),
+            Address::Abstract(name) => Silent::Unix(
+                UnixStream::connect_addr(&UnixSocketAddr::from_abstract_name(name).unwrap())
+                    .unwrap(),
+            ),
+            Address::Unix(path) => Silent::Unix(UnixStream::connect(path).unwrap()),
+            other => panic!("unexpected address {other}"),
+        }
+    }
+
+    /// Reads (and discards) what the server sent, for up to `wait`: `true` if the server
+    /// closed the connection, `false` if it is still open when `wait` runs out.
+    fn closed_within(&mut self, wait: Duration) -> bool {
+        let wait = wait.max(Duration::from_millis(1));
+        let stream: &mut dyn Read = match self {
+            Silent::Tcp(s) => {
+                s.set_read_timeout(Some(wait)).unwrap();
+                s
+            }
+            Silent::Unix(s) => {
+                s.set_read_timeout(Some(wait)).unwrap();
+                s
+            }
+        };
+        let mut buf = [0u8; 512];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+                Err(e) => panic!("reading a silent connection: {e}"),
+            }
+        }
+    }
+}
+
+/// Opens `SILENT` connections that never answer, then connects a good client and checks it
+/// is served while every silent connection is still open and unanswered.
+fn listener_serves_past_silent_connections(bind: &str) {
+    let listener = Listener::bind(bind, Some(KEY)).unwrap().with_handshake_timeout(Some(PATIENT));
+    let address = listener.address().clone();
+    let mut silent: Vec<Silent> = (0..SILENT).map(|_| Silent::connect(&address)).collect();
+
+    let server = thread::spawn(move || loop {
+        match listener.accept() {
+            Ok(conn) => {
+                let hello = conn.recv_bytes(None).unwrap();
+                conn.send_bytes(&[&hello[..], b", served"].concat()).unwrap();
+                // Still holding the silent connections' handshakes.
+                return listener;
+            }
+            // Nothing here fails a handshake; report it if something does.
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    });
+    let (done, finished) = mpsc::channel();
+    let text = address.to_string();
+    thread::spawn(move || {
+        let result = Client::connect(&text, Some(KEY)).and_then(|conn| {
+            conn.send_bytes(b"hello")?;
+            conn.recv_bytes(None)
+        });
+        let _ = done.send(result);
+    });
+    match finished.recv_timeout(LONG) {
+        Ok(Ok(reply)) => assert_eq!(reply, b"hello, served"),
+        Ok(Err(e)) => panic!("the good client failed: {e}"),
+        Err(_) => panic!(
+            "the good client was not served within {LONG:?} while {SILENT} silent connections \
+             waited for their handshakes"
+        ),
+    }
+    let listener = server.join().unwrap();
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert!(!s.closed_within(Duration::ZERO), "silent connection {i} was closed");
+    }
+    drop(listener);
+}
+
+#[test]
+fn listener_tcp_serves_a_client_while_fifty_connections_stay_silent() {
+    listener_serves_past_silent_connections("127.0.0.1:0");
+}
+
+#[test]
+fn listener_unix_serves_a_client_while_fifty_connections_stay_silent() {
+    listener_serves_past_silent_connections(&abstract_name("listener"));
+}
+
+/// The same against a manager server, whose client slots (`max_clients`) are as many as the
+/// silent connections: those must not take them.
+fn manager_serves_past_silent_connections(bind: &str) {
+    let server = Server::bind(bind, KEY).unwrap().max_clients(SILENT);
+    let address = server.address().clone();
+    thread::spawn(move || server.serve_forever());
+    let mut silent: Vec<Silent> = (0..SILENT).map(|_| Silent::connect(&address)).collect();
+
+    let (done, finished) = mpsc::channel();
+    let text = address.to_string();
+    thread::spawn(move || {
+        let result = Manager::connect(&text, KEY).and_then(|m| {
+            let v = m.value_named("v", 1u8)?;
+            v.set(&2)?;
+            v.get()
+        });
+        let _ = done.send(result);
+    });
+    match finished.recv_timeout(LONG) {
+        Ok(Ok(value)) => assert_eq!(value, 2),
+        Ok(Err(e)) => panic!("the good client failed: {e}"),
+        Err(_) => panic!(
+            "the good client was not served within {LONG:?} while {SILENT} silent connections \
+             waited for their handshakes"
+        ),
+    }
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert!(!s.closed_within(Duration::ZERO), "silent connection {i} was closed");
+    }
+}
+
+#[test]
+fn manager_tcp_serves_a_client_while_fifty_connections_stay_silent() {
+    manager_serves_past_silent_connections("127.0.0.1:0");
+}
+
+#[test]
+fn manager_unix_serves_a_client_while_fifty_connections_stay_silent() {
+    manager_serves_past_silent_connections(&abstract_name("manager"));
+}
+
+#[allow(dead_code)]
+fn unused(_: Error) {}
