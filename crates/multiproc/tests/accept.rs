@@ -52,6 +52,23 @@ impl Silent {
         }
     }
 
+    /// The first bytes the server sends, waiting up to `wait` for them (none: empty).
+    fn received(&mut self, wait: Duration) -> Vec<u8> {
+        let mut buf = vec![0u8; 512];
+        let n = match self {
+            Silent::Tcp(s) => {
+                s.set_read_timeout(Some(wait)).unwrap();
+                s.read(&mut buf)
+            }
+            Silent::Unix(s) => {
+                s.set_read_timeout(Some(wait)).unwrap();
+                s.read(&mut buf)
+            }
+        };
+        buf.truncate(n.unwrap_or(0));
+        buf
+    }
+
     /// Reads (and discards) what the server sent, for up to `wait`: `true` if the server
     /// closed the connection, `false` if it is still open when `wait` runs out.
     fn closed_within(&mut self, wait: Duration) -> bool {
@@ -137,7 +154,7 @@ fn listener_unix_serves_a_client_while_fifty_connections_stay_silent() {
 /// The same against a manager server, whose client slots (`max_clients`) are as many as the
 /// silent connections: those must not take them.
 fn manager_serves_past_silent_connections(bind: &str) {
-    let server = Server::bind(bind, KEY).unwrap().max_clients(SILENT);
+    let server = Server::bind(bind, KEY).unwrap().max_clients(SILENT).handshake_timeout(PATIENT);
     let address = server.address().clone();
     thread::spawn(move || server.serve_forever());
     let mut silent: Vec<Silent> = (0..SILENT).map(|_| Silent::connect(&address)).collect();
@@ -175,5 +192,108 @@ fn manager_unix_serves_a_client_while_fifty_connections_stay_silent() {
     manager_serves_past_silent_connections(&abstract_name("manager"));
 }
 
-#[allow(dead_code)]
-fn unused(_: Error) {}
+/// `silent` connections and then a good client against a listener that runs at most
+/// `cap` handshakes: the oldest silent ones give way (each reported by `accept`), the
+/// newest stay open, and the good client is served.
+fn oldest_give_way(bind: &str, cap: usize, silent: usize) {
+    let listener = Listener::bind(bind, Some(KEY))
+        .unwrap()
+        .with_handshake_timeout(Some(PATIENT))
+        .with_max_pending(cap);
+    let address = listener.address().clone();
+    let mut silent: Vec<Silent> = (0..silent).map(|_| Silent::connect(&address)).collect();
+    let server = thread::spawn(move || {
+        let mut evicted = 0;
+        loop {
+            match listener.accept() {
+                Ok(conn) => {
+                    conn.send_bytes(b"served").unwrap();
+                    return (listener, evicted);
+                }
+                Err(Error::Authentication(m)) if m.contains("waited longest") => evicted += 1,
+                Err(e) => panic!("accept failed: {e}"),
+            }
+        }
+    });
+    let text = address.to_string();
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(Client::connect(&text, Some(KEY)).and_then(|c| c.recv_bytes(None)));
+    });
+    match finished.recv_timeout(LONG) {
+        Ok(reply) => assert_eq!(reply.unwrap(), b"served"),
+        Err(_) => panic!("the good client was not served within {LONG:?}"),
+    }
+    let (listener, evicted) = server.join().unwrap();
+    // Connections are accepted in the order they came: with the good client's, all but the
+    // newest `cap - 1` silent ones had to go.
+    let gone = silent.len() + 1 - cap;
+    assert_eq!(evicted, gone);
+    for (i, s) in silent.iter_mut().enumerate() {
+        if i < gone {
+            assert!(s.closed_within(LONG), "silent connection {i} should have been closed");
+        } else {
+            assert!(!s.closed_within(Duration::ZERO), "silent connection {i} was closed");
+        }
+    }
+    drop(listener);
+}
+
+#[test]
+fn listener_tcp_closes_the_oldest_silent_connections_beyond_max_pending() {
+    oldest_give_way("127.0.0.1:0", 4, 10);
+}
+
+#[test]
+fn listener_unix_closes_the_oldest_silent_connections_beyond_max_pending() {
+    oldest_give_way(&abstract_name("evict"), 4, 10);
+}
+
+#[test]
+fn manager_closes_the_oldest_silent_connections_beyond_max_pending() {
+    let server =
+        Server::bind("127.0.0.1:0", KEY).unwrap().handshake_timeout(PATIENT).max_pending(4);
+    let address = server.address().clone();
+    thread::spawn(move || server.serve_forever());
+    let mut silent: Vec<Silent> = (0..10).map(|_| Silent::connect(&address)).collect();
+    let (done, finished) = mpsc::channel();
+    let text = address.to_string();
+    thread::spawn(move || {
+        let _ = done.send(Manager::connect(&text, KEY).and_then(|m| m.list::<u8>()?.len()));
+    });
+    match finished.recv_timeout(LONG) {
+        Ok(len) => assert_eq!(len.unwrap(), 0),
+        Err(_) => panic!("the good client was not served within {LONG:?}"),
+    }
+    for (i, s) in silent.iter_mut().enumerate() {
+        if i < 7 {
+            assert!(s.closed_within(LONG), "silent connection {i} should have been closed");
+        } else {
+            assert!(!s.closed_within(Duration::ZERO), "silent connection {i} was closed");
+        }
+    }
+}
+
+/// A handshake under way when `accept_timeout` gives up goes on at the next call, against
+/// its own deadline, not the caller's.
+#[test]
+fn a_handshake_outlives_an_accept_timeout() {
+    let listener = Listener::bind(&abstract_name("outlive"), Some(KEY))
+        .unwrap()
+        .with_handshake_timeout(Some(PATIENT));
+    let address = listener.address().clone();
+    // A raw client that reads the challenge (so the handshake is under way) and stops.
+    let mut raw = Silent::connect(&address);
+    let r = listener.accept_timeout(Duration::from_millis(50));
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    // It was accepted: its challenge came.
+    let first = raw.received(LONG);
+    assert!(first.len() > 4 && first[4..].starts_with(b"#CHALLENGE#"), "{first:?}");
+    // A good client still gets through, and the pending one is still open afterwards.
+    let text = address.to_string();
+    let client = thread::spawn(move || Client::connect(&text, Some(KEY)));
+    let conn = listener.accept_timeout(LONG).unwrap();
+    client.join().unwrap().unwrap().send_bytes(b"hi").unwrap();
+    assert_eq!(conn.recv_bytes(None).unwrap(), b"hi");
+    assert!(!raw.closed_within(Duration::ZERO), "the pending connection was closed");
+}
