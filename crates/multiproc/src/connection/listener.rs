@@ -520,7 +520,7 @@ impl Listener {
     /// let client = std::thread::spawn(move || Client::connect(&address, Some(b"key")));
     /// // The silent connection gives way to the client...
     /// let first = listener.accept();
-    /// assert!(matches!(first, Err(Error::Authentication(ref m)) if m.contains("oldest")), "{first:?}");
+    /// assert!(matches!(first, Err(Error::Authentication(ref m)) if m.contains("longest")), "{first:?}");
     /// // ...which is then accepted.
     /// let conn = listener.accept()?;
     /// client.join().unwrap()?.send(&1u8)?;
@@ -675,8 +675,8 @@ impl Listener {
                     pending.push(Pending { fd, peer, accepted, deadline, handshake, events });
                     if let Some(old) = evicted {
                         return Err(Error::Authentication(format!(
-                            "closed the connection{} that waited longest for its handshake: \
-                             {} handshakes were pending, the most this listener runs at once",
+                            "closed the connection{} that waited longest for its handshake, \
+                             to make room: this listener runs at most {} at once",
                             from(&old.peer),
                             self.max_pending
                         )));
