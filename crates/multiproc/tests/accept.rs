@@ -293,3 +293,53 @@ fn a_handshake_outlives_an_accept_timeout() {
     assert_eq!(conn.recv_bytes(None).unwrap(), b"hi");
     assert!(!raw.closed_within(Duration::ZERO), "the pending connection was closed");
 }
+
+/// `multiproc serve --max-pending --handshake-timeout` reach the server.
+#[test]
+fn multiproc_serve_cli_bounds_pending_handshakes() {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().unwrap();
+    let Some(bin) = exe.ancestors().nth(2).map(|d| d.join("multiproc")).filter(|b| b.exists())
+    else {
+        eprintln!("skipped: target/<profile>/multiproc is not built");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("multiproc-accept-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keyfile = dir.join("key");
+    std::fs::write(&keyfile, KEY).unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--bind", "127.0.0.1:0", "--max-pending", "4", "--handshake-timeout"])
+        .arg(PATIENT.as_secs().to_string())
+        .arg("--authkey-file")
+        .arg(&keyfile)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let address: Address = line.trim().strip_prefix("serving on ").unwrap().parse().unwrap();
+        let mut silent: Vec<Silent> = (0..10).map(|_| Silent::connect(&address)).collect();
+        let (done, finished) = mpsc::channel();
+        let text = address.to_string();
+        thread::spawn(move || {
+            let _ = done.send(Manager::connect(&text, KEY).and_then(|m| m.list::<u8>()?.len()));
+        });
+        match finished.recv_timeout(LONG) {
+            Ok(len) => assert_eq!(len.unwrap(), 0),
+            Err(_) => panic!("the good client was not served within {LONG:?}"),
+        }
+        for (i, s) in silent.iter_mut().enumerate() {
+            if i < 7 {
+                assert!(s.closed_within(LONG), "silent connection {i} should have been closed");
+            } else {
+                assert!(!s.closed_within(Duration::ZERO), "silent connection {i} was closed");
+            }
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result.unwrap();
+}
