@@ -428,6 +428,15 @@ pub(crate) struct ServerHandshake {
     failure: Option<Error>,
 }
 
+/// A socket error in the middle of a handshake: that peer's handshake failed, whatever
+/// the reason (so that a server loop takes it for one client's failure, not its own).
+fn broken(e: rustix::io::Errno) -> Error {
+    Error::Authentication(format!(
+        "the connection failed during the handshake: {}",
+        std::io::Error::from(e)
+    ))
+}
+
 /// One frame (CPython's 4-byte big-endian length, then the payload).
 fn frame(message: &[u8]) -> Vec<u8> {
     // Handshake messages are far below 2 GiB.
@@ -473,7 +482,7 @@ impl ServerHandshake {
                                     "the peer closed the connection during the handshake".into(),
                                 )
                             } else {
-                                e.into()
+                                broken(e)
                             }
                         }))
                     }
@@ -528,7 +537,7 @@ impl ServerHandshake {
                                     self.step.awaited()
                                 )))
                             }
-                            e => return Progress::Failed(e.into()),
+                            e => return Progress::Failed(broken(e)),
                         }
                     }
                 }

@@ -808,7 +808,9 @@ impl AsFd for Listener {
 }
 
 impl Waitable for Listener {
-    /// A listener is ready when a client is waiting to be accepted.
+    /// A listener is ready when a client is waiting to be accepted. With an authkey,
+    /// [`accept`](Listener::accept) then still waits for a handshake to complete: that
+    /// client's, or one already under way.
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
     }
