@@ -52,6 +52,20 @@ impl Silent {
         }
     }
 
+    /// Connects and waits until the server has accepted the connection: its challenge has
+    /// come. Connecting one after the other this way fixes the order in which the server
+    /// takes the connections (TCP connections made in a row may otherwise reach the
+    /// server's queue out of order on a busy machine).
+    fn connect_accepted(address: &Address) -> Silent {
+        let mut silent = Silent::connect(address);
+        let first = silent.received(LONG);
+        assert!(
+            first.len() > 4 && first[4..].starts_with(b"#CHALLENGE#"),
+            "expected a challenge within {LONG:?}, got {first:?}"
+        );
+        silent
+    }
+
     /// The first bytes the server sends, waiting up to `wait` for them (none: empty).
     fn received(&mut self, wait: Duration) -> Vec<u8> {
         let mut buf = vec![0u8; 512];
@@ -197,7 +211,6 @@ fn oldest_give_way(bind: &str, cap: usize, silent: usize) {
         .with_handshake_timeout(Some(PATIENT))
         .with_max_pending(cap);
     let address = listener.address().clone();
-    let mut silent: Vec<Silent> = (0..silent).map(|_| Silent::connect(&address)).collect();
     let server = thread::spawn(move || {
         let mut evicted = 0;
         loop {
@@ -211,6 +224,7 @@ fn oldest_give_way(bind: &str, cap: usize, silent: usize) {
             }
         }
     });
+    let mut silent: Vec<Silent> = (0..silent).map(|_| Silent::connect_accepted(&address)).collect();
     let text = address.to_string();
     let (done, finished) = mpsc::channel();
     thread::spawn(move || {
@@ -251,7 +265,7 @@ fn manager_closes_the_oldest_silent_connections_beyond_max_pending() {
         Server::bind("127.0.0.1:0", KEY).unwrap().handshake_timeout(PATIENT).max_pending(4);
     let address = server.address().clone();
     thread::spawn(move || server.serve_forever());
-    let mut silent: Vec<Silent> = (0..10).map(|_| Silent::connect(&address)).collect();
+    let mut silent: Vec<Silent> = (0..10).map(|_| Silent::connect_accepted(&address)).collect();
     let (done, finished) = mpsc::channel();
     let text = address.to_string();
     thread::spawn(move || {
@@ -320,7 +334,7 @@ fn multiproc_serve_cli_bounds_pending_handshakes() {
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let result = std::panic::catch_unwind(|| {
         let address: Address = line.trim().strip_prefix("serving on ").unwrap().parse().unwrap();
-        let mut silent: Vec<Silent> = (0..10).map(|_| Silent::connect(&address)).collect();
+        let mut silent: Vec<Silent> = (0..10).map(|_| Silent::connect_accepted(&address)).collect();
         let (done, finished) = mpsc::channel();
         let text = address.to_string();
         thread::spawn(move || {

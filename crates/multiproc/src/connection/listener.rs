@@ -511,12 +511,13 @@ impl Listener {
     ///
     /// ```
     /// use multiproc::{connection::{Client, Listener}, Error};
-    /// use std::net::TcpStream;
     ///
-    /// let listener = Listener::bind("127.0.0.1:0", Some(b"key"))?.with_max_pending(1);
+    /// let address = format!("@multiproc-doc-pending-{}", std::process::id());
+    /// let listener = Listener::bind(&address, Some(b"key"))?.with_max_pending(1);
     /// assert_eq!(listener.max_pending(), 1);
-    /// let address = listener.address().to_string();
-    /// let _silent = TcpStream::connect(&address)?;
+    /// // Without a key, a client does not take part in the handshake: it stays silent.
+    /// // (Unix sockets queue connections in the order they are made.)
+    /// let _silent = Client::connect(&address, None)?;
     /// let client = std::thread::spawn(move || Client::connect(&address, Some(b"key")));
     /// // The silent connection gives way to the client...
     /// let first = listener.accept();
