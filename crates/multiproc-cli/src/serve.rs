@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use multiproc::managers::{Server, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE};
 
@@ -22,9 +23,16 @@ pub struct ServeArgs {
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE)]
     max_message: usize,
-    /// Most client connections served at once.
+    /// Most authenticated clients served at once.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
+    /// Most authentication handshakes under way at once (default 64); one more connection
+    /// closes the one that has waited longest.
+    #[arg(long)]
+    max_pending: Option<usize>,
+    /// Seconds a client may take to authenticate (default 10).
+    #[arg(long)]
+    handshake_timeout: Option<f64>,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -39,9 +47,17 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if authkey.is_empty() {
         return Err(format!("{} holds an empty authkey", args.authkey_file.display()).into());
     }
-    let server = Server::bind(&args.bind, &authkey)?
+    let mut server = Server::bind(&args.bind, &authkey)?
         .max_message(args.max_message)
         .max_clients(args.max_clients);
+    if let Some(handshakes) = args.max_pending {
+        server = server.max_pending(handshakes);
+    }
+    if let Some(seconds) = args.handshake_timeout {
+        let timeout = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("--handshake-timeout {seconds}: expected seconds >= 0"))?;
+        server = server.handshake_timeout(timeout);
+    }
     // The first line names the real address (a port 0 or `@` is resolved), for scripts.
     println!("serving on {}", server.address());
     std::io::stdout().flush()?;

@@ -18,6 +18,7 @@
 //! challenge) as well as a `{digest}`-prefixed one. The prefix is part of the MAC'd message,
 //! so a peer cannot downgrade a modern challenge. Answers are compared in constant time.
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -257,13 +258,8 @@ fn send_message(conn: &Connection, message: &[u8], deadline: Option<Instant>) ->
     })
 }
 
-/// Sends a challenge and checks the peer's answer (CPython's `deliver_challenge`).
-pub(crate) fn deliver_challenge(
-    conn: &Connection,
-    authkey: &[u8],
-    dialect: AuthDialect,
-    deadline: Option<Instant>,
-) -> Result<()> {
+/// A new challenge message of `dialect`, `#CHALLENGE#` tag included.
+fn new_challenge(dialect: AuthDialect) -> Result<Vec<u8>> {
     let mut random = [0u8; MODERN_LENGTH];
     let random = match dialect {
         AuthDialect::Modern => &mut random[..],
@@ -276,6 +272,50 @@ pub(crate) fn deliver_challenge(
         message.extend_from_slice(b"{sha256}");
     }
     message.extend_from_slice(random);
+    Ok(message)
+}
+
+/// Our answer to the peer's challenge `message` (tag included).
+fn answer_to(authkey: &[u8], message: &[u8]) -> Result<Vec<u8>> {
+    let Some(challenge) = message.strip_prefix(CHALLENGE) else {
+        return Err(Error::Authentication(format!(
+            "protocol error: expected a challenge, got {}",
+            describe(message)
+        )));
+    };
+    if challenge.len() < LEGACY_LENGTH {
+        return Err(Error::Authentication(format!(
+            "challenge too short: {} bytes",
+            challenge.len()
+        )));
+    }
+    create_response(authkey, challenge)
+}
+
+/// What the peer's verdict on our answer means.
+fn check_verdict(verdict: &[u8]) -> Result<()> {
+    if verdict == WELCOME {
+        Ok(())
+    } else if verdict == FAILURE {
+        Err(Error::Authentication(
+            "digest sent was rejected: the peer uses a different authkey".into(),
+        ))
+    } else {
+        Err(Error::Authentication(format!(
+            "digest sent was rejected: expected #WELCOME#, got {}",
+            describe(verdict)
+        )))
+    }
+}
+
+/// Sends a challenge and checks the peer's answer (CPython's `deliver_challenge`).
+pub(crate) fn deliver_challenge(
+    conn: &Connection,
+    authkey: &[u8],
+    dialect: AuthDialect,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let message = new_challenge(dialect)?;
     send_message(conn, &message, deadline)?;
     let response = recv_message(conn, deadline, "the answer to our challenge")?;
     match verify_response(authkey, &message[CHALLENGE.len()..], &response) {
@@ -295,44 +335,34 @@ pub(crate) fn answer_challenge(
     deadline: Option<Instant>,
 ) -> Result<()> {
     let message = recv_message(conn, deadline, "a challenge")?;
-    let Some(challenge) = message.strip_prefix(CHALLENGE) else {
-        return Err(Error::Authentication(format!(
-            "protocol error: expected a challenge, got {}",
-            describe(&message)
-        )));
-    };
-    if challenge.len() < LEGACY_LENGTH {
-        return Err(Error::Authentication(format!(
-            "challenge too short: {} bytes",
-            challenge.len()
-        )));
-    }
-    let response = create_response(authkey, challenge)?;
+    let response = answer_to(authkey, &message)?;
     send_message(conn, &response, deadline)?;
     let verdict = recv_message(conn, deadline, "the verdict on our answer")?;
-    if verdict == WELCOME {
-        Ok(())
-    } else if verdict == FAILURE {
-        Err(Error::Authentication(
-            "digest sent was rejected: the peer uses a different authkey".into(),
-        ))
-    } else {
-        Err(Error::Authentication(format!(
-            "digest sent was rejected: expected #WELCOME#, got {}",
-            describe(&verdict)
-        )))
-    }
+    check_verdict(&verdict)
 }
 
-/// The listener's side: deliver, then answer.
+/// The listener's side: deliver, then answer; [`ServerHandshake`] waited on until it ends
+/// (the listener itself runs many of those at once).
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
 pub(crate) fn server_handshake(
     conn: &Connection,
     authkey: &[u8],
     dialect: AuthDialect,
     deadline: Option<Instant>,
 ) -> Result<()> {
-    deliver_challenge(conn, authkey, dialect, deadline)?;
-    answer_challenge(conn, authkey, deadline)
+    let fd = rustix::fd::AsFd::as_fd(conn);
+    let mut handshake = ServerHandshake::new(dialect)?;
+    loop {
+        match handshake.advance(fd, authkey) {
+            Progress::Done => return Ok(()),
+            Progress::Failed(e) => return Err(e),
+            Progress::Wait(events) => {
+                if !super::wait_fd(fd, events, deadline)? {
+                    return Err(Error::Timeout(Duration::ZERO));
+                }
+            }
+        }
+    }
 }
 
 /// The client's side: answer, then deliver.
@@ -344,6 +374,217 @@ pub(crate) fn client_handshake(
 ) -> Result<()> {
     answer_challenge(conn, authkey, deadline)?;
     deliver_challenge(conn, authkey, dialect, deadline)
+}
+
+/// Where a [`ServerHandshake`] stands: what it sends or waits for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Waiting for the answer to our challenge.
+    Answer,
+    /// Waiting for the peer's challenge.
+    Challenge,
+    /// Waiting for the verdict on our answer.
+    Verdict,
+    /// Sending `#FAILURE#`; the handshake has failed once it is out (or cannot go out).
+    Refusing,
+}
+
+impl Step {
+    fn awaited(self) -> &'static str {
+        match self {
+            Step::Answer => "the answer to our challenge",
+            Step::Challenge => "a challenge",
+            Step::Verdict | Step::Refusing => "the verdict on our answer",
+        }
+    }
+}
+
+/// What [`ServerHandshake::advance`] needs next.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    /// Call `advance` again once the socket is ready for these events.
+    Wait(rustix::event::PollFlags),
+    /// The peer is authenticated; the socket holds nothing of the handshake any more.
+    Done,
+    /// The peer failed (or broke off) the handshake: close the socket.
+    Failed(Error),
+}
+
+/// The listener's side of the handshake ([`server_handshake`]) driven by a socket's
+/// readiness instead of by blocking calls, so that one thread can run many at once.
+///
+/// It reads exactly the frames of the handshake and nothing beyond, so whatever the client
+/// sends right after it stays in the socket for the [`Connection`] made from it.
+pub(crate) struct ServerHandshake {
+    step: Step,
+    /// Our challenge (tag included), to check the answer against.
+    challenge: Vec<u8>,
+    /// The frame being sent and how much of it is out.
+    out: Vec<u8>,
+    sent: usize,
+    /// The frame being received: its 4-byte header, then its payload.
+    input: Vec<u8>,
+    /// Set when the handshake failed and `#FAILURE#` is on its way out.
+    failure: Option<Error>,
+}
+
+/// A socket error in the middle of a handshake: that peer's handshake failed, whatever
+/// the reason (so that a server loop takes it for one client's failure, not its own).
+fn broken(e: rustix::io::Errno) -> Error {
+    Error::Authentication(format!(
+        "the connection failed during the handshake: {}",
+        std::io::Error::from(e)
+    ))
+}
+
+/// One frame (CPython's 4-byte big-endian length, then the payload).
+fn frame(message: &[u8]) -> Vec<u8> {
+    // Handshake messages are far below 2 GiB.
+    let mut out = Vec::with_capacity(4 + message.len());
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+impl ServerHandshake {
+    /// A handshake that starts by sending a challenge of `dialect`.
+    pub(crate) fn new(dialect: AuthDialect) -> Result<ServerHandshake> {
+        let challenge = new_challenge(dialect)?;
+        Ok(ServerHandshake {
+            step: Step::Answer,
+            out: frame(&challenge),
+            challenge,
+            sent: 0,
+            input: Vec::with_capacity(4 + MAX_MESSAGE),
+            failure: None,
+        })
+    }
+
+    /// Sends and receives what the socket `fd` allows without blocking.
+    pub(crate) fn advance(&mut self, fd: BorrowedFd<'_>, authkey: &[u8]) -> Progress {
+        use rustix::event::PollFlags;
+        use rustix::io::Errno;
+        use rustix::net::{RecvFlags, SendFlags};
+        loop {
+            if self.sent < self.out.len() {
+                match rustix::net::send(
+                    fd,
+                    &self.out[self.sent..],
+                    SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+                ) {
+                    Ok(n) => self.sent += n,
+                    Err(Errno::INTR) => {}
+                    Err(Errno::AGAIN) => return Progress::Wait(PollFlags::OUT),
+                    Err(e) => {
+                        return Progress::Failed(self.failure.take().unwrap_or_else(|| {
+                            if matches!(e, Errno::PIPE | Errno::CONNRESET) {
+                                Error::Authentication(
+                                    "the peer closed the connection during the handshake".into(),
+                                )
+                            } else {
+                                broken(e)
+                            }
+                        }))
+                    }
+                }
+                continue;
+            }
+            if let Some(e) = self.failure.take() {
+                return Progress::Failed(e);
+            }
+            // Read the header, then exactly the payload it announces.
+            let want = match self.input.get(..4) {
+                None => 4,
+                Some(header) => {
+                    let len = i32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+                    match usize::try_from(len) {
+                        Ok(len) if len <= MAX_MESSAGE => 4 + len,
+                        _ => {
+                            let announced = if len == -1 {
+                                "more than 2 GiB".to_string()
+                            } else {
+                                format!("{len} bytes")
+                            };
+                            return Progress::Failed(Error::Authentication(format!(
+                                "expected {} of at most {MAX_MESSAGE} bytes, the peer announced {announced}",
+                                self.step.awaited()
+                            )));
+                        }
+                    }
+                }
+            };
+            if self.input.len() < want {
+                let have = self.input.len();
+                self.input.resize(want, 0);
+                match rustix::net::recv(fd, &mut self.input[have..], RecvFlags::DONTWAIT) {
+                    Ok((n, _)) => {
+                        self.input.truncate(have + n);
+                        if n == 0 {
+                            return Progress::Failed(Error::Authentication(format!(
+                                "the peer closed the connection while we waited for {}",
+                                self.step.awaited()
+                            )));
+                        }
+                    }
+                    Err(e) => {
+                        self.input.truncate(have);
+                        match e {
+                            Errno::INTR => {}
+                            Errno::AGAIN => return Progress::Wait(PollFlags::IN),
+                            Errno::CONNRESET => {
+                                return Progress::Failed(Error::Authentication(format!(
+                                    "the peer closed the connection while we waited for {}",
+                                    self.step.awaited()
+                                )))
+                            }
+                            e => return Progress::Failed(broken(e)),
+                        }
+                    }
+                }
+                continue;
+            }
+            // A whole frame is in: its header was read, so `want` counted its payload.
+            let message = std::mem::take(&mut self.input);
+            let message = &message[4..];
+            self.input.reserve(4 + MAX_MESSAGE);
+            self.sent = 0;
+            match self.step {
+                Step::Answer => {
+                    match verify_response(authkey, &self.challenge[CHALLENGE.len()..], message) {
+                        Ok(()) => {
+                            self.out = frame(WELCOME);
+                            self.step = Step::Challenge;
+                        }
+                        Err(e) => {
+                            // Tell the peer, as CPython does; it may already be gone.
+                            self.out = frame(FAILURE);
+                            self.failure = Some(e);
+                            self.step = Step::Refusing;
+                        }
+                    }
+                }
+                Step::Challenge => match answer_to(authkey, message) {
+                    Ok(response) => {
+                        self.out = frame(&response);
+                        self.step = Step::Verdict;
+                    }
+                    Err(e) => return Progress::Failed(e),
+                },
+                Step::Verdict => {
+                    return match check_verdict(message) {
+                        Ok(()) => Progress::Done,
+                        Err(e) => Progress::Failed(e),
+                    }
+                }
+                // `failure` ended the handshake before anything more was read.
+                Step::Refusing => {
+                    return Progress::Failed(Error::Authentication(
+                        "digest received was wrong".into(),
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// A short printable description of a message from the peer.
@@ -391,6 +632,59 @@ mod tests {
         verify_response(key, &legacy, &r).unwrap();
         // A truncated tag is rejected, not compared.
         assert!(verify_response(key, modern, b"{sha256}short").is_err());
+    }
+
+    fn deadline() -> Option<Instant> {
+        Instant::now().checked_add(Duration::from_secs(30))
+    }
+
+    #[test]
+    fn server_handshake_meets_the_blocking_client_and_leaves_its_next_frame() {
+        for dialect in [AuthDialect::Modern, AuthDialect::Legacy] {
+            let (server, client) = super::super::pipe(true).unwrap();
+            let peer = std::thread::spawn(move || {
+                client_handshake(&client, b"key", AuthDialect::Legacy, deadline())?;
+                // Sent at once, before the server has necessarily finished reading.
+                client.send_bytes(b"first request")
+            });
+            server_handshake(&server, b"key", dialect, deadline()).unwrap();
+            peer.join().unwrap().unwrap();
+            assert_eq!(server.recv_bytes(None).unwrap(), b"first request");
+        }
+    }
+
+    #[test]
+    fn server_handshake_refuses_a_wrong_key_and_tells_the_peer() {
+        let (server, client) = super::super::pipe(true).unwrap();
+        let peer = std::thread::spawn(move || {
+            client_handshake(&client, b"other", AuthDialect::Modern, deadline())
+        });
+        let e = server_handshake(&server, b"key", AuthDialect::Modern, deadline()).unwrap_err();
+        assert!(matches!(&e, Error::Authentication(m) if m.contains("wrong")), "{e:?}");
+        let e = peer.join().unwrap().unwrap_err();
+        assert!(matches!(&e, Error::Authentication(m) if m.contains("different authkey")), "{e:?}");
+    }
+
+    #[test]
+    fn server_handshake_refuses_long_frames_and_stops_at_eof_or_deadline() {
+        // A header announcing more than a handshake message, and the long-frame marker.
+        for header in [300u32.to_be_bytes(), u32::MAX.to_be_bytes()] {
+            let (server, client) = super::super::pipe(true).unwrap();
+            rustix::io::write(&client, &header).unwrap();
+            let e = server_handshake(&server, b"key", AuthDialect::Modern, deadline()).unwrap_err();
+            assert!(matches!(&e, Error::Authentication(m) if m.contains("at most 256")), "{e:?}");
+        }
+        // Half a header, then the peer hangs up.
+        let (server, client) = super::super::pipe(true).unwrap();
+        rustix::io::write(&client, &[0, 0]).unwrap();
+        drop(client);
+        let e = server_handshake(&server, b"key", AuthDialect::Modern, deadline()).unwrap_err();
+        assert!(matches!(&e, Error::Authentication(m) if m.contains("closed")), "{e:?}");
+        // A peer that stays silent.
+        let (server, _client) = super::super::pipe(true).unwrap();
+        let soon = Instant::now().checked_add(Duration::from_millis(20));
+        let e = server_handshake(&server, b"key", AuthDialect::Modern, soon).unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e:?}");
     }
 
     #[test]

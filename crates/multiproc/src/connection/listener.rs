@@ -36,17 +36,20 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rustix::event::PollFlags;
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrAny, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::auth::{self, AuthDialect};
-use super::{wait_fd, Connection, Waitable};
+use super::{poll_until, wait_fd, Connection, Waitable};
 use crate::error::{Error, Result};
 
 /// How long [`Listener::accept`] waits for a client to complete the authentication
 /// handshake, unless changed with [`Listener::with_handshake_timeout`].
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many handshakes a [`Listener`] runs at once unless changed with
+/// [`Listener::with_max_pending`].
+const DEFAULT_MAX_PENDING: usize = 64;
 /// Pending connections the kernel queues for a listener (CPython uses 1; a bigger queue
 /// costs nothing and spares clients that arrive together a retry).
 const BACKLOG: i32 = 128;
@@ -288,6 +291,42 @@ impl From<SocketAddr> for Address {
 /// [`accept`](Listener::accept) return [`Error::Authentication`], and the listener goes on
 /// accepting other clients.
 ///
+/// Handshakes run side by side: [`accept`](Listener::accept) takes every client that
+/// connects, sends each its challenge at once, and returns whichever client completes its
+/// handshake first, each against its own deadline. A client that connects and then says
+/// nothing holds up no one but itself (CPython's `Listener.accept()`, which runs the
+/// handshake of one client at a time, waits for it). At most
+/// [`max_pending`](Listener::with_max_pending) handshakes (64 by default) are under way at
+/// once; a connection beyond that closes the oldest pending one, so a flood of silent
+/// connections cannot pile up descriptors, while a real client, which answers within a
+/// round trip, is rarely the oldest. Handshakes advance while a thread is in `accept`,
+/// so serve each accepted connection on another thread (or quickly) and call `accept`
+/// again, as a server does anyway:
+///
+/// ```
+/// use multiproc::connection::{Client, Listener};
+/// use std::net::TcpStream;
+///
+/// let listener = Listener::bind("127.0.0.1:0", Some(b"key"))?;
+/// let address = listener.address().to_string();
+/// // A peer that connects and never answers its challenge...
+/// let _silent = TcpStream::connect(&address)?;
+/// // ...does not stop the clients behind it.
+/// let server = std::thread::spawn(move || -> multiproc::Result<()> {
+///     for _ in 0..2 {
+///         let conn = listener.accept()?;
+///         std::thread::spawn(move || conn.send(&"served"));
+///     }
+///     Ok(())
+/// });
+/// for _ in 0..2 {
+///     let conn = Client::connect(&address, Some(b"key"))?;
+///     assert_eq!(conn.recv::<String>()?, "served");
+/// }
+/// server.join().unwrap()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
 /// A Unix-socket listener removes its socket file when it is dropped (unless another
 /// socket has replaced it meanwhile). TCP listeners set `SO_REUSEADDR`; accepted TCP
 /// connections set `TCP_NODELAY`.
@@ -312,8 +351,23 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     dialect: AuthDialect,
     handshake_timeout: Option<Duration>,
+    max_pending: usize,
+    /// Connections accepted whose handshake is under way, oldest first.
+    pending: Mutex<Vec<Pending>>,
     last_accepted: Mutex<Option<Address>>,
     socket_file: Option<SocketFile>,
+}
+
+/// A connection whose authentication handshake is under way.
+struct Pending {
+    fd: OwnedFd,
+    peer: Option<Address>,
+    accepted: Instant,
+    /// `None`: no handshake timeout.
+    deadline: Option<Instant>,
+    handshake: auth::ServerHandshake,
+    /// The events the handshake waits for.
+    events: PollFlags,
 }
 
 /// The socket file a Unix listener created, identified so that drop removes only it.
@@ -380,6 +434,8 @@ impl Listener {
             authkey: authkey.map(<[u8]>::to_vec),
             dialect: AuthDialect::default(),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+            max_pending: DEFAULT_MAX_PENDING,
+            pending: Mutex::new(Vec::new()),
             last_accepted: Mutex::new(None),
             socket_file,
         };
@@ -443,11 +499,58 @@ impl Listener {
         self.handshake_timeout
     }
 
+    /// This listener, running at most `handshakes` authentication handshakes at once (64 by
+    /// default; `0` counts as `1`). When one more client connects, the oldest pending
+    /// handshake is given up: its connection is closed and [`accept`](Self::accept) reports
+    /// it as [`Error::Authentication`]. The oldest goes, not the newest, because a silent
+    /// peer is what grows old there: refusing newcomers would let a few silent connections
+    /// keep every real client out until their timeouts.
+    ///
+    /// The bound holds per call of `accept` in progress: threads that accept on the same
+    /// listener at once each run up to `handshakes`.
+    ///
+    /// ```
+    /// use multiproc::{connection::{Client, Listener}, Error};
+    ///
+    /// let address = format!("@multiproc-doc-pending-{}", std::process::id());
+    /// let listener = Listener::bind(&address, Some(b"key"))?.with_max_pending(1);
+    /// assert_eq!(listener.max_pending(), 1);
+    /// // Without a key, a client does not take part in the handshake: it stays silent.
+    /// // (Unix sockets queue connections in the order they are made.)
+    /// let _silent = Client::connect(&address, None)?;
+    /// let client = std::thread::spawn(move || Client::connect(&address, Some(b"key")));
+    /// // The silent connection gives way to the client...
+    /// let first = listener.accept();
+    /// assert!(matches!(first, Err(Error::Authentication(ref m)) if m.contains("longest")), "{first:?}");
+    /// // ...which is then accepted.
+    /// let conn = listener.accept()?;
+    /// client.join().unwrap()?.send(&1u8)?;
+    /// assert_eq!(conn.recv::<u8>()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_max_pending(mut self, handshakes: usize) -> Listener {
+        self.max_pending = handshakes.max(1);
+        self
+    }
+
+    /// How many authentication handshakes run at once at most.
+    ///
+    /// ```
+    /// use multiproc::connection::Listener;
+    /// assert_eq!(Listener::bind("127.0.0.1:0", Some(b"k"))?.max_pending(), 64);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
     /// Waits for a client and returns the connection to it, after the authentication
     /// handshake when the listener has an authkey (Python's `Listener.accept()`).
     ///
     /// A client that fails the handshake gives [`Error::Authentication`] (its connection
-    /// is closed); call `accept` again for the next client.
+    /// is closed); call `accept` again for the next client. The handshakes of all clients
+    /// that have connected run side by side (see [`Listener`]): the first to complete its
+    /// handshake is returned, the others go on at the next call.
     ///
     /// ```
     /// use multiproc::connection::{Client, Listener};
@@ -467,11 +570,12 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn accept(&self) -> Result<Connection> {
-        self.accept_deadline(None, Duration::MAX)
+        self.accept_deadline(None)
     }
 
     /// Like [`accept`](Self::accept), but fails with [`Error::Timeout`] when no client
-    /// connects within `timeout`. The handshake with a client that did connect has its own
+    /// connects and completes (or fails) its handshake within `timeout`. Handshakes still
+    /// under way then go on at the next call, each against its own
     /// [timeout](Self::with_handshake_timeout).
     ///
     /// ```
@@ -483,42 +587,135 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_deadline(crate::deadline::after(timeout), timeout)
+        // Too far to represent: no deadline at all.
+        self.accept_deadline(crate::deadline::after(timeout).map(|d| (d, timeout)))
     }
 
-    /// Accepts until `deadline` (`None`: no deadline); `timeout` is only for the error.
-    fn accept_deadline(&self, deadline: Option<Instant>, timeout: Duration) -> Result<Connection> {
-        let (fd, peer) = loop {
-            match rustix::net::acceptfrom_with(&self.fd, SocketFlags::CLOEXEC) {
-                Ok(accepted) => break accepted,
-                // A client that gave up before we accepted it: wait for the next.
-                Err(Errno::INTR) | Err(Errno::CONNABORTED) => continue,
-                Err(Errno::AGAIN) => {
-                    if !wait_fd(self.fd.as_fd(), PollFlags::IN, deadline)? {
-                        return Err(Error::Timeout(timeout));
-                    }
+    fn accept_deadline(&self, deadline: Option<(Instant, Duration)>) -> Result<Connection> {
+        let Some(key) = &self.authkey else {
+            loop {
+                if let Some((fd, peer)) = self.accept_one()? {
+                    return Ok(self.deliver(fd, peer));
                 }
-                Err(e) => return Err(e.into()),
+                if !wait_fd(self.fd.as_fd(), PollFlags::IN, deadline.map(|d| d.0))? {
+                    return Err(Error::Timeout(deadline.map_or(Duration::ZERO, |d| d.1)));
+                }
             }
         };
-        let peer = peer.as_ref().and_then(Address::from_socket_addr_any);
-        if matches!(peer, Some(Address::Tcp(_))) {
-            // Only latency is at stake if this fails.
-            let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
-        }
-        *self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()) = peer;
-        let conn = Connection::from_fd(fd);
-        if let Some(key) = &self.authkey {
-            let deadline = crate::deadline::within(self.handshake_timeout);
-            auth::server_handshake(&conn, key, self.dialect, deadline).map_err(|e| match e {
-                Error::Timeout(_) => Error::Authentication(format!(
-                    "the client did not complete the handshake within {:?}",
+        // This call drives the pending handshakes; another thread accepting meanwhile
+        // starts from an empty set and keeps its own.
+        let mut pending = std::mem::take(&mut *lock(&self.pending));
+        let result = self.handshake_until(&mut pending, key, deadline);
+        let mut parked = lock(&self.pending);
+        parked.append(&mut pending);
+        parked.sort_by_key(|p| p.accepted);
+        result
+    }
+
+    /// Accepts and advances handshakes until one completes or fails, or `deadline` passes.
+    fn handshake_until(
+        &self,
+        pending: &mut Vec<Pending>,
+        key: &[u8],
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Connection> {
+        let mut ready: Vec<bool> = Vec::new();
+        loop {
+            let now = Instant::now();
+            if let Some(i) = pending.iter().position(|p| p.deadline.is_some_and(|d| d <= now)) {
+                let late = pending.remove(i);
+                return Err(Error::Authentication(format!(
+                    "the client{} did not complete the handshake within {:?}",
+                    from(&late.peer),
                     self.handshake_timeout.unwrap_or_default()
-                )),
-                other => other,
-            })?;
+                )));
+            }
+            // Wake for the listener, for any handshake that can go on, or for the first
+            // deadline: the caller's or a handshake's.
+            let wake = pending.iter().filter_map(|p| p.deadline).chain(deadline.map(|d| d.0)).min();
+            {
+                let mut fds = Vec::with_capacity(1 + pending.len());
+                fds.push(PollFd::from_borrowed_fd(self.fd.as_fd(), PollFlags::IN));
+                fds.extend(
+                    pending.iter().map(|p| PollFd::from_borrowed_fd(p.fd.as_fd(), p.events)),
+                );
+                poll_until(&mut fds, wake)?;
+                ready.clear();
+                ready.extend(fds.iter().map(|f| !f.revents().is_empty()));
+            }
+            // Oldest first. A ready handshake that has not finished just waits again.
+            for i in 0..pending.len() {
+                if !ready[i + 1] {
+                    continue;
+                }
+                let p = &mut pending[i];
+                match p.handshake.advance(p.fd.as_fd(), key) {
+                    auth::Progress::Wait(events) => p.events = events,
+                    auth::Progress::Done => {
+                        let done = pending.remove(i);
+                        return Ok(self.deliver(done.fd, done.peer));
+                    }
+                    auth::Progress::Failed(e) => {
+                        pending.remove(i);
+                        return Err(e);
+                    }
+                }
+            }
+            if ready[0] {
+                while let Some((fd, peer)) = self.accept_one()? {
+                    let mut handshake = auth::ServerHandshake::new(self.dialect)?;
+                    let events = match handshake.advance(fd.as_fd(), key) {
+                        auth::Progress::Wait(events) => events,
+                        // Only a very quick client gets this far at once.
+                        auth::Progress::Done => return Ok(self.deliver(fd, peer)),
+                        auth::Progress::Failed(e) => return Err(e),
+                    };
+                    let accepted = Instant::now();
+                    let deadline = self.handshake_timeout.and_then(|t| accepted.checked_add(t));
+                    let evicted = (pending.len() >= self.max_pending).then(|| pending.remove(0));
+                    pending.push(Pending { fd, peer, accepted, deadline, handshake, events });
+                    if let Some(old) = evicted {
+                        return Err(Error::Authentication(format!(
+                            "closed the connection{} that waited longest for its handshake, \
+                             to make room: this listener runs at most {} at once",
+                            from(&old.peer),
+                            self.max_pending
+                        )));
+                    }
+                }
+            }
+            if let Some((at, timeout)) = deadline {
+                if Instant::now() >= at {
+                    return Err(Error::Timeout(timeout));
+                }
+            }
         }
-        Ok(conn)
+    }
+
+    /// Accepts one connection if one is waiting.
+    fn accept_one(&self) -> Result<Option<(OwnedFd, Option<Address>)>> {
+        loop {
+            match rustix::net::acceptfrom_with(&self.fd, SocketFlags::CLOEXEC) {
+                Ok((fd, peer)) => {
+                    let peer = peer.as_ref().and_then(Address::from_socket_addr_any);
+                    if matches!(peer, Some(Address::Tcp(_))) {
+                        // Only latency is at stake if this fails.
+                        let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+                    }
+                    return Ok(Some((fd, peer)));
+                }
+                // A client that gave up before we accepted it: look for the next.
+                Err(Errno::INTR) | Err(Errno::CONNABORTED) => continue,
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The connection to a client that is accepted (and authenticated).
+    fn deliver(&self, fd: OwnedFd, peer: Option<Address>) -> Connection {
+        *lock(&self.last_accepted) = peer;
+        Connection::from_fd(fd)
     }
 
     /// The address the listener is bound to, with the port (or abstract name) the system
@@ -548,7 +745,7 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn last_accepted(&self) -> Option<Address> {
-        self.last_accepted.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.last_accepted).clone()
     }
 
     /// Closes the listening socket (and removes a Unix socket file). Connections already
@@ -569,6 +766,15 @@ impl Listener {
     pub fn close(self) {
         drop(self);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `" from ADDRESS"`, or nothing for an unnamed peer.
+fn from(peer: &Option<Address>) -> String {
+    peer.as_ref().map_or_else(String::new, |a| format!(" from {a}"))
 }
 
 impl SocketFile {
@@ -603,7 +809,9 @@ impl AsFd for Listener {
 }
 
 impl Waitable for Listener {
-    /// A listener is ready when a client is waiting to be accepted.
+    /// A listener is ready when a client is waiting to be accepted. With an authkey,
+    /// [`accept`](Listener::accept) then still waits for a handshake to complete: that
+    /// client's, or one already under way.
     fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
     }
@@ -616,6 +824,7 @@ impl fmt::Debug for Listener {
             .field("authenticated", &self.authkey.is_some())
             .field("dialect", &self.dialect)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_pending", &self.max_pending)
             .finish()
     }
 }

@@ -16,15 +16,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
-use crate::connection::{auth, AuthDialect, Connection, Listener};
+use crate::connection::{Connection, Listener};
 use crate::error::{Error, Result};
 
 /// The largest request a server accepts unless told otherwise (64 MiB).
 pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 /// How many client connections a server serves at once unless told otherwise.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;
-/// How long a client may take for the authentication handshake.
+/// How long a client may take for the authentication handshake unless told otherwise.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many authentication handshakes a server runs at once unless told otherwise.
+const DEFAULT_MAX_PENDING: usize = 64;
 /// How often a blocked call checks whether its client hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(100);
 
@@ -1353,7 +1355,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, Strin
 // The server
 
 /// A manager server: binds an address, authenticates clients with an authkey and serves
-/// each on its own thread. [`Manager::start`](super::Manager::start) and
+/// each on its own thread. The handshakes of clients that connect together run side by
+/// side, each against its own deadline, so a client that connects and says nothing holds
+/// up no one (see [`Server::max_pending`]). [`Manager::start`](super::Manager::start) and
 /// [`Manager::serve`](super::Manager::serve) run one in a child process; `multiproc serve`
 /// runs one in the foreground; [`Server::serve_forever`] runs one on the calling thread.
 ///
@@ -1373,7 +1377,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, Strin
 /// ```
 pub struct Server {
     listener: Listener,
-    authkey: Vec<u8>,
     max_message: usize,
     max_clients: usize,
     pub(crate) registry: Registry,
@@ -1390,8 +1393,9 @@ impl Server {
     /// ```
     pub fn bind(address: &str, authkey: &[u8]) -> Result<Server> {
         Ok(Server {
-            listener: Listener::bind(address, None)?,
-            authkey: authkey.to_vec(),
+            listener: Listener::bind(address, Some(authkey))?
+                .with_handshake_timeout(Some(HANDSHAKE_TIMEOUT))
+                .with_max_pending(DEFAULT_MAX_PENDING),
             max_message: DEFAULT_MAX_MESSAGE,
             max_clients: DEFAULT_MAX_CLIENTS,
             registry: Registry::default(),
@@ -1411,8 +1415,9 @@ impl Server {
         self
     }
 
-    /// How many client connections are served at once (default 1024); connections beyond
-    /// are closed at once.
+    /// How many authenticated clients are served at once (default 1024); a client beyond
+    /// that is closed once it has authenticated. Connections still in their handshake do not
+    /// count: [`max_pending`](Self::max_pending) bounds those.
     ///
     /// ```
     /// let server = multiproc::managers::Server::bind("@", b"key")?.max_clients(8);
@@ -1421,6 +1426,38 @@ impl Server {
     /// ```
     pub fn max_clients(mut self, clients: usize) -> Server {
         self.max_clients = clients;
+        self
+    }
+
+    /// How long a client may take to complete the authentication handshake (default 10
+    /// seconds; [`Duration::MAX`] waits forever). A client that takes longer is closed;
+    /// it holds up no other client meanwhile.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let server = multiproc::managers::Server::bind("@", b"key")?
+    ///     .handshake_timeout(Duration::from_secs(3));
+    /// # drop(server);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Server {
+        self.listener = self.listener.with_handshake_timeout(Some(timeout));
+        self
+    }
+
+    /// How many authentication handshakes run at once (default 64; `0` counts as `1`). When
+    /// one more client connects, the connection that has waited longest for its handshake
+    /// is closed: a real client answers within a round trip, so the oldest is almost always
+    /// a silent one, and a flood of silent connections cannot keep real clients out or use
+    /// up descriptors ([`Listener::with_max_pending`]).
+    ///
+    /// ```
+    /// let server = multiproc::managers::Server::bind("@", b"key")?.max_pending(16);
+    /// # drop(server);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn max_pending(mut self, handshakes: usize) -> Server {
+        self.listener = self.listener.with_max_pending(handshakes);
         self
     }
 
@@ -1481,6 +1518,8 @@ impl Server {
                     failures = 0;
                     conn
                 }
+                // A client that failed its handshake (or took too long) is closed already.
+                Err(Error::Authentication(_)) => continue,
                 Err(Error::Io(e)) if is_transient(&e) => {
                     // Out of descriptors or memory: back off instead of spinning.
                     std::thread::sleep(Duration::from_millis(50));
@@ -1500,12 +1539,11 @@ impl Server {
             }
             active.fetch_add(1, Ordering::Relaxed);
             let store = Arc::clone(&store);
-            let authkey = self.authkey.clone();
             let max_message = self.max_message;
             let active2 = Arc::clone(&active);
             let spawned =
                 std::thread::Builder::new().name("manager-client".into()).spawn(move || {
-                    serve_client(&store, conn, &authkey, max_message);
+                    serve_client(&store, conn, max_message);
                     active2.fetch_sub(1, Ordering::Relaxed);
                 });
             if spawned.is_err() {
@@ -1519,11 +1557,8 @@ fn is_transient(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-fn serve_client(store: &Store, conn: Connection, authkey: &[u8], max_message: usize) {
-    let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
-    if auth::server_handshake(&conn, authkey, AuthDialect::default(), deadline).is_err() {
-        return;
-    }
+/// Serves one authenticated client.
+fn serve_client(store: &Store, conn: Connection, max_message: usize) {
     let mut seen = Seen::default();
     let mut out = Vec::new();
     loop {
