@@ -420,3 +420,44 @@ pub(crate) fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
     }
     Ok(fds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsealed_segment_is_refused() {
+        // A peer's own memfd, never sealed: it could shrink it under our mapping.
+        let unsealed = rustix::fs::memfd_create("hostile", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd_create");
+        rustix::fs::ftruncate(&unsealed, 4096).unwrap();
+        let handle = export_reopenable(unsealed.as_fd(), "Queue").unwrap();
+        let e = import_reopenable(handle, "Queue").unwrap_err().to_string();
+        assert!(e.contains("not sealed"), "{e}");
+        // Passed with a process's arguments: refused alike.
+        let (handle, fds) = export_handles(|| export_reopenable(unsealed.as_fd(), "Queue"));
+        let handle = handle.unwrap();
+        let refused = import_handles(fds, || import_reopenable(handle, "Queue"));
+        assert!(refused.unwrap_err().to_string().contains("not sealed"));
+
+        let sealed = crate::sys::shm::memfd("fine", 4096).unwrap();
+        let handle = export_reopenable(sealed.as_fd(), "Queue").unwrap();
+        let fd = import_reopenable(handle, "Queue").unwrap();
+        assert_eq!(crate::sys::shm::size_of_fd(&fd).unwrap(), 4096);
+        assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "a sealed segment could shrink");
+    }
+
+    #[test]
+    fn a_made_up_id_gets_an_error() {
+        let sealed = crate::sys::shm::memfd("fine", 4096).unwrap();
+        let Handle::Shared { pid, nonce, id } = export_reopenable(sealed.as_fd(), "Lock").unwrap()
+        else {
+            panic!("not shared")
+        };
+        let forged = Handle::Shared { pid, nonce, id: id.wrapping_add(1) };
+        assert!(import_reopenable(forged, "Lock").is_err());
+        let real = Handle::Shared { pid, nonce, id };
+        assert!(import_reopenable(real, "Lock").is_ok());
+        assert!(import_reopenable(real, "Lock").is_err(), "received twice");
+    }
+}
