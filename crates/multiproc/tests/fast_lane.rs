@@ -1,6 +1,6 @@
 //! The manager's fast lane (shared-memory queues instead of the socket) against hostile
-//! clients: one that shrinks its lane's segments under the server, one that offers queues
-//! over TCP.
+//! clients: one that shrinks its lane's segments under the server, one that offers
+//! segments of its own that it never sealed, one that offers queues over TCP.
 
 use std::time::Duration;
 
@@ -100,4 +100,85 @@ fn a_fast_lane_over_tcp_is_refused() {
     let pid: u32 = Codec::Postcard.decode(&reply.unwrap()).unwrap();
     assert_eq!(pid, m.server_pid().unwrap());
     m.shutdown().unwrap();
+}
+
+/// Plays a sender's sharer (see `multiproc::reduction`) on the abstract socket of
+/// `(this pid, nonce)`: answers every request with `fd`, and counts the requests.
+fn fake_sharer(
+    nonce: u64,
+    fd: std::os::fd::OwnedFd,
+) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, std::os::unix::net::UnixListener) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let name = format!("multiproc-fd-{}-{nonce:016x}", std::process::id());
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counter, serving) = (asked.clone(), listener.try_clone().unwrap());
+    std::thread::spawn(move || {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        for stream in serving.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut id = [0u8; 8];
+            if stream.read_exact(&mut id).is_err() {
+                continue;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let fds = [fd.as_fd()];
+            let mut space =
+                vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+            let count = 1u32.to_be_bytes();
+            let _ = rustix::net::sendmsg(
+                &stream,
+                &[std::io::IoSlice::new(&count)],
+                &mut control,
+                rustix::net::SendFlags::NOSIGNAL,
+            );
+        }
+    });
+    (asked, listener)
+}
+
+#[test]
+fn a_lane_of_unsealed_segments_is_refused_and_the_server_keeps_serving() {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    // The hostile client's own segment, never sealed: it could cut it short at will.
+    let segment = rustix::fs::memfd_create("multiproc-queue", rustix::fs::MemfdFlags::CLOEXEC)
+        .expect("memfd_create");
+    rustix::fs::ftruncate(&segment, 1 << 20).unwrap();
+    let nonce = 0x5eed_0000_0000_0001u64 ^ u64::from(std::process::id());
+    let (asked, listener) = fake_sharer(nonce, segment.try_clone().unwrap());
+
+    let conn = Client::connect(m.address(), Some(m.authkey())).unwrap();
+    let me = std::process::id();
+    // Two queue handles, in the wire shape of a shared handle: (variant, pid, nonce, id).
+    let lane = ((1u32, me, nonce, 1u64), (1u32, me, nonce, 2u64));
+    let mut frame = Vec::new();
+    Codec::Postcard.encode_into(&(FAST_LANE_ID, FAST_LANE_METHOD), &mut frame).unwrap();
+    Codec::Postcard.encode_into(&lane, &mut frame).unwrap();
+    conn.send_bytes(&frame).unwrap();
+    let reply = conn.recv_bytes_timeout(None, LONG).unwrap();
+    let reply: Result<Vec<u8>, WireError> = Codec::Postcard.decode(&reply).unwrap();
+    assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the server never asked");
+    assert!(reply.is_err(), "the server took a lane of unsealed segments");
+
+    // Shrinking it now harms nobody; the server serves this client and others.
+    rustix::fs::ftruncate(&segment, 0).unwrap();
+    let mut ping = Vec::new();
+    Codec::Postcard.encode_into(&(0u64, "ping"), &mut ping).unwrap();
+    Codec::Postcard.encode_into(&(), &mut ping).unwrap();
+    conn.send_bytes(&ping).unwrap();
+    let reply = conn.recv_bytes_timeout(None, LONG).unwrap();
+    let reply: Result<Vec<u8>, WireError> = Codec::Postcard.decode(&reply).unwrap();
+    assert!(reply.is_ok(), "{reply:?}");
+    for i in 0..100 {
+        d.set(&i, &i).unwrap();
+    }
+    assert_eq!(d.len().unwrap(), 100);
+    m.shutdown().unwrap();
+    // Ends the fake sharer's thread (its accept fails) and frees the socket's name.
+    let _ = rustix::net::shutdown(&listener, rustix::net::Shutdown::Both);
 }
