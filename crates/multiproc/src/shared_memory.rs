@@ -48,9 +48,12 @@
 //! can reach it: while one has it open or mapped, and, for a queue's large item, while
 //! one holds the queue (whose ring may still carry the item: a producer may put a large
 //! item and exit, and the item outlives it). The tracker reads this from `/proc/PID/fd`
-//! and `/proc/PID/maps` of the processes it may read (its user's, or all as root). What
-//! it cannot see is a name travelling in a message not yet received (a pipe's buffer):
-//! hand a block over with the creator alive, or mark it [kept](SharedMemoryBuilder::keep).
+//! and `/proc/PID/maps` of the processes it may read (its user's, or all as root), and
+//! [`clean_orphans`] looks twice, removing only what both looks found unreachable; when
+//! `/proc` cannot tell, nothing is removed. What it cannot see is a block's name
+//! travelling in a message not yet received (a pipe's buffer), or a queue none of whose
+//! handles is held by a process at either look (all in flight through sockets): hand a
+//! block over while its creator lives, or mark it [kept](SharedMemoryBuilder::keep).
 //!
 //! # Passing a block to a child
 //! A `SharedMemory` (and a [`ShareableList`]) is serde-serializable *by name*: the child
@@ -982,7 +985,7 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
     };
     let mut blocks = Vec::new();
     // What live processes hold, read once and only if some creator is gone.
-    let mut in_use: Option<std::collections::HashSet<(u64, u64)>> = None;
+    let mut in_use: Option<Option<std::collections::HashSet<(u64, u64)>>> = None;
     for entry in entries {
         let Ok(entry) = entry else { continue };
         let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
@@ -997,15 +1000,13 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
             (true, _) => BlockState::Kept,
             (false, true) => BlockState::Live,
             (false, false) => {
-                let held = match &in_use {
-                    Some(held) => held,
-                    None => in_use.insert(sys_shm::objects_in_use().map_err(|e| {
-                        io_context(e, "reading which processes hold shared memory".into())
-                    })?),
-                };
+                // `None` inside: `/proc` could not tell, and a doubt means "reachable".
+                let held = in_use.get_or_insert_with(|| sys_shm::objects_in_use().ok());
                 use std::os::unix::fs::MetadataExt;
-                let reachable = held.contains(&(meta.dev(), meta.ino()))
-                    || generated.queue.is_some_and(|queue| held.contains(&queue));
+                let reachable = held.as_ref().is_none_or(|held| {
+                    held.contains(&(meta.dev(), meta.ino()))
+                        || generated.queue.is_some_and(|queue| held.contains(&queue))
+                });
                 if reachable {
                     BlockState::Live
                 } else {
@@ -1059,10 +1060,22 @@ pub fn clean_orphans_of(pid: i32) -> Result<CleanReport> {
 
 fn clean(only: Option<i32>) -> Result<CleanReport> {
     let mut report = CleanReport::default();
-    for block in list_blocks()? {
-        if block.state != BlockState::Orphaned || only.is_some_and(|pid| pid != block.owner_pid) {
-            continue;
-        }
+    let orphans = |blocks: Vec<BlockInfo>| -> Vec<BlockInfo> {
+        blocks
+            .into_iter()
+            .filter(|b| b.state == BlockState::Orphaned)
+            .filter(|b| only.is_none_or(|pid| pid == b.owner_pid))
+            .collect()
+    };
+    let mut candidates = orphans(list_blocks()?);
+    if !candidates.is_empty() {
+        // Look twice: a queue handed from one process to another between the reads of
+        // their `/proc` entries would be missed by one look, not by both.
+        let again: std::collections::HashSet<String> =
+            orphans(list_blocks()?).into_iter().map(|b| b.name).collect();
+        candidates.retain(|b| again.contains(&b.name));
+    }
+    for block in candidates {
         match sys_shm::shm_unlink(&block.name) {
             Ok(()) => report.removed.push(block),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
