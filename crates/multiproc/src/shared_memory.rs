@@ -800,9 +800,11 @@ fn create_generated(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockState {
-    /// Owned, and its creator still runs.
+    /// Owned, and its creator still runs, or a live process can still reach it (has it
+    /// open or mapped, or holds the queue whose item it carries).
     Live,
-    /// Owned, and its creator is gone (exited, killed, or a zombie): nobody will unlink it.
+    /// Owned, its creator is gone (exited, killed, or a zombie), and no live process can
+    /// reach it: nobody will unlink it.
     Orphaned,
     /// Created to be kept: it outlives its creator and is never cleaned.
     Kept,
@@ -1027,7 +1029,8 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
 }
 
 /// Unlinks every orphaned block (see [`list_blocks`]): owned blocks whose creator is
-/// gone. Live and kept blocks, and objects this library did not name, are never touched.
+/// gone and that no live process can reach. Live and kept blocks, and objects this library
+/// did not name, are never touched.
 /// A block that vanishes meanwhile (cleaned by someone else) is skipped.
 ///
 /// ```
