@@ -1,5 +1,6 @@
 //! `multiproc shm list|clean`: a child creates a block and is killed; `list` shows it
-//! orphaned, `clean` removes it, and live blocks, kept blocks and foreign names survive.
+//! orphaned, `clean` removes it, and live blocks, kept blocks and foreign names survive;
+//! a queued item whose producer exited survives `clean`.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -112,4 +113,38 @@ fn shm_needs_a_known_subcommand() {
     }
     let help = ok(&["shm", "--help"]);
     assert!(help.contains("list") && help.contains("clean"), "{help}");
+}
+
+/// Puts one 8 MiB item and exits normally.
+fn put_large_and_exit(q: multiproc::queues::Queue<Vec<u8>>) {
+    q.put(large_item(), Some(Duration::from_secs(60))).unwrap();
+}
+
+fn large_item() -> Vec<u8> {
+    (0..8usize << 20).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn clean_leaves_the_queued_item_of_an_exited_producer() {
+    let q = multiproc::queues::Queue::<Vec<u8>>::new(0).unwrap();
+    let child = Process::new(put_large_and_exit, q.clone());
+    child.start().unwrap();
+    let pid = child.pid().unwrap();
+    child.join(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(child.exitcode(), Some(0));
+
+    let all = json(&["shm", "list", "--json"]);
+    let theirs: Vec<&serde_json::Value> =
+        all.as_array().unwrap().iter().filter(|b| b["owner_pid"] == pid).collect();
+    assert_eq!(theirs.len(), 1, "{all}");
+    assert_eq!(theirs[0]["state"], "live", "{all}");
+    let block = theirs[0]["name"].as_str().unwrap().to_string();
+
+    let report = json(&["shm", "clean", "--pid", &pid.to_string(), "--json"]);
+    assert!(report["removed"].as_array().unwrap().is_empty(), "{report}");
+    assert!(exists(&block), "clean removed {block}");
+
+    let got = q.get(Some(Duration::from_secs(60))).unwrap();
+    assert!(got == large_item(), "the item came back damaged ({} bytes)", got.len());
+    assert!(!exists(&block), "the read item's block stayed");
 }

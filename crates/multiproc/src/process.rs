@@ -822,10 +822,9 @@ where
 }
 
 /// The process-wide locks a forked child may take: held across `fork` by the forking
-/// thread. Order: the daemon spawner, lent handles, shared sockets, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
+/// thread. Order: the daemon spawner, shared handles, stdout, stderr, DROPPED, CHILDREN (the order `reap_dropped` nests them).
 struct ForkLocks {
     _spawner: std::sync::MutexGuard<'static, sys::spawn::Spawner>,
-    _lent: std::sync::MutexGuard<'static, Vec<(u64, u64, OwnedFd)>>,
     _sharer: std::sync::MutexGuard<'static, Option<reduction::Sharer>>,
     _stdout: std::io::StdoutLock<'static>,
     _stderr: std::io::StderrLock<'static>,
@@ -837,7 +836,6 @@ impl ForkLocks {
     fn take() -> ForkLocks {
         ForkLocks {
             _spawner: sys::spawn::lock_spawner(),
-            _lent: reduction::lock_lent(),
             _sharer: reduction::lock_sharer(),
             _stdout: std::io::stdout().lock(),
             _stderr: std::io::stderr().lock(),

@@ -1,22 +1,32 @@
 //! Handle passing: how file descriptors travel inside serialized values.
 //!
-//! A value that owns an OS handle (a [`Connection`](crate::Connection), later queues and
-//! locks) cannot be reduced to bytes alone. As in CPython's `multiprocessing.reduction`,
-//! serializing such a value *exports* its descriptor into a side table and writes only the
-//! table index; the table travels beside the bytes (inherited by a spawned child, or as
-//! `SCM_RIGHTS` over a Unix socket) and deserializing *imports* the descriptor by index.
+//! A value that owns an OS handle (a [`Connection`](crate::Connection), a queue, a lock,
+//! a shared value) cannot be reduced to bytes alone. As in CPython's
+//! `multiprocessing.reduction`, serializing such a value *exports* its descriptor into a
+//! side table and writes only the table index; the table travels beside the bytes
+//! (inherited by a spawned child, or as `SCM_RIGHTS` over a Unix socket) and deserializing
+//! *imports* the descriptor by index.
 //!
 //! The table exists only inside [`export_handles`] / [`import_handles`], which the crate
 //! calls where a transport for descriptors exists: process arguments. Elsewhere (a queue,
-//! a pipe), a value backed by shared memory is *lent* (see [`Handle`]), and a socket (a
-//! [`Connection`](crate::Connection)) is *shared*: as CPython's `resource_sharer` does,
-//! the sender keeps a duplicate and hands it out once, over a Unix socket, to the first
-//! process of the same user that asks with the message's one-time id.
+//! a pipe), the descriptor is *shared*: as CPython's `resource_sharer` does, the sender
+//! keeps a duplicate under a random 64-bit one-time id and hands it out once, over an
+//! abstract Unix socket (its *sharer*), to the first process of the same user that asks
+//! with that id. The receiver checks that the sharer is the sender it expects (same user,
+//! same pid, by `SO_PEERCRED`); nothing is ever reopened by a number taken from a message.
+//!
+//! # What the sender keeps
+//! A shared descriptor is closed in the sender as soon as it has been handed out. One
+//! whose message is never received (dropped unread, or still waiting in a queue) stays
+//! until the sender exits, but only the most recent [`max_waiting`] of them (at most 4096,
+//! and a quarter of the descriptor limit): sharing one more withdraws the oldest, whose
+//! receiver then gets an error saying so. Each message can be received once: decoding the
+//! same bytes a second time is an error.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::time::Duration;
@@ -91,25 +101,19 @@ pub(crate) fn import_fd(index: u32, what: &str) -> Result<OwnedFd> {
     })
 }
 
-/// How a reopenable handle (a shared memory segment) travels in a message.
+/// How a handle travels in a message.
 ///
 /// Inside an export context (process arguments) the descriptor itself is passed. Anywhere
-/// else (a queue, a pipe) the sender *lends* it: it keeps a duplicate open for the rest of
-/// its life and writes `(its pid, the duplicate's number)`; the receiver reopens the same
-/// memory through `/proc/PID/fd/N`. That works between processes of the same user while
-/// the sender lives; after the sender has exited, receiving reports so.
+/// else (a queue, a pipe) the sender *shares* it, as CPython's `resource_sharer` does: it
+/// keeps a duplicate under a random one-time id and writes `(its pid, its sharer's nonce,
+/// the id)`; the receiver asks the sender's sharer (an abstract Unix socket) for that id
+/// and gets the descriptor over `SCM_RIGHTS`. See [`export_reopenable`] and
+/// [`export_socket`].
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Handle {
     /// An index into the export table that travels with the message.
     Passed(u32),
-    /// A descriptor kept open by process `pid`.
-    Lent {
-        /// The lender.
-        pid: u32,
-        /// The descriptor's number in the lender.
-        fd: i32,
-    },
-    /// A socket process `pid` hands out once to whoever asks its sharer with `id`.
+    /// A descriptor process `pid` hands out once to whoever asks its sharer with `id`.
     Shared {
         /// The sender.
         pid: u32,
@@ -120,62 +124,32 @@ pub(crate) enum Handle {
     },
 }
 
-/// Descriptors this process lends, by (device, inode) of what they refer to.
-static LENT: std::sync::Mutex<Vec<(u64, u64, OwnedFd)>> = std::sync::Mutex::new(Vec::new());
-
-/// The table of lent descriptors; also taken around `fork`.
-pub(crate) fn lock_lent() -> std::sync::MutexGuard<'static, Vec<(u64, u64, OwnedFd)>> {
-    LENT.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Exports a descriptor that can be reopened by path: passed when a transport for
-/// descriptors exists, lent otherwise.
+/// Exports a shared memory segment's descriptor: passed when a transport for
+/// descriptors exists, shared otherwise (see [`export_socket`]).
 pub(crate) fn export_reopenable(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
-    let in_context = OUTGOING.with(|t| t.borrow().is_some());
-    if in_context {
-        return export_fd(fd, what).map(Handle::Passed);
-    }
-    let stat = rustix::fs::fstat(fd)?;
-    let (dev, ino) = (stat.st_dev, stat.st_ino);
-    let mut lent = lock_lent();
-    if let Some((_, _, kept)) = lent.iter().find(|(d, i, _)| *d == dev && *i == ino) {
-        return Ok(Handle::Lent { pid: crate::sys::pid::pid(), fd: kept.as_raw_fd() });
-    }
-    let kept = fd.try_clone_to_owned()?;
-    let raw = kept.as_raw_fd();
-    lent.push((dev, ino, kept));
-    Ok(Handle::Lent { pid: crate::sys::pid::pid(), fd: raw })
+    export_socket(fd, what)
 }
 
-/// Imports what [`export_reopenable`] exported.
+/// Imports what [`export_reopenable`] exported. A segment that is not sealed against
+/// shrinking is refused: a sender could cut it short under this process's mapping (see
+/// [`crate::sys::shm::memfd`]).
 pub(crate) fn import_reopenable(handle: Handle, what: &str) -> Result<OwnedFd> {
-    match handle {
-        Handle::Passed(index) => import_fd(index, what),
-        Handle::Lent { pid, fd } if pid == crate::sys::pid::pid() => {
-            let lent = lock_lent();
-            let kept =
-                lent.iter().find(|(_, _, kept)| kept.as_raw_fd() == fd).ok_or_else(|| {
-                    Error::Codec(format!("{what}: this process lent no handle #{fd}"))
-                })?;
-            Ok(kept.2.try_clone()?)
-        }
-        Handle::Shared { .. } => {
-            Err(Error::Codec(format!("{what}: a shared socket where a reopenable handle belongs")))
-        }
-        Handle::Lent { pid, fd } => {
-            let path = format!("/proc/{pid}/fd/{fd}");
-            rustix::fs::open(
-                path.as_str(),
-                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| {
-                Error::Codec(format!(
-                    "{what}: cannot reopen the handle lent by process {pid} (has it exited?): {e}"
-                ))
-            })
-        }
+    let fd = import_socket(handle, what)?;
+    if !crate::sys::shm::is_sealed_against_shrinking(fd.as_fd()) {
+        return Err(Error::Codec(format!(
+            "{what}: the received shared segment is not sealed against shrinking; refused"
+        )));
     }
+    Ok(fd)
+}
+
+/// Whether the peer of the Unix socket `socket` is a process of this user on this
+/// machine (`SO_PEERCRED`). False for any other kind of socket (TCP).
+pub(crate) fn peer_is_local_same_user(socket: BorrowedFd<'_>) -> bool {
+    let unix = rustix::net::sockopt::socket_domain(socket)
+        .is_ok_and(|d| d == rustix::net::AddressFamily::UNIX);
+    unix && rustix::net::sockopt::socket_peercred(socket)
+        .is_ok_and(|c| c.uid == rustix::process::getuid())
 }
 
 // --------------------------------------------------------------------------------------
@@ -190,6 +164,36 @@ pub(crate) struct Sharer {
     pid: u32,
     nonce: u64,
     table: HashMap<u64, OwnedFd>,
+    /// The ids in the order they were shared (some perhaps handed out already).
+    order: VecDeque<u64>,
+}
+
+impl Sharer {
+    fn insert(&mut self, id: u64, fd: OwnedFd) {
+        let cap = max_waiting();
+        while self.table.len() >= cap {
+            let Some(oldest) = self.order.pop_front() else { break };
+            self.table.remove(&oldest);
+        }
+        if self.order.len() >= 2 * cap {
+            let table = &self.table;
+            self.order.retain(|id| table.contains_key(id));
+        }
+        self.table.insert(id, fd);
+        self.order.push_back(id);
+    }
+}
+
+/// The most descriptors a process keeps shared and not yet received: a quarter of its
+/// descriptor limit (`RLIMIT_NOFILE`), between 64 and 4096.
+pub(crate) fn max_waiting() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(limit / 4).unwrap_or(usize::MAX).clamp(64, 4096)
+    })
 }
 
 static SHARER: std::sync::Mutex<Option<Sharer>> = std::sync::Mutex::new(None);
@@ -217,9 +221,9 @@ pub(crate) fn share_mark() -> usize {
     PENDING_SHARES.with(|p| p.borrow().len())
 }
 
-/// After an encoding that started at `mark`: if it failed, the sockets it shared are taken
-/// back (nobody can ask for them); if it succeeded, they stay, and the outermost encoding
-/// forgets them (an enclosing one that fails later still takes them back).
+/// After an encoding that started at `mark`: if it failed, the descriptors it shared are
+/// taken back (nobody can ask for them); if it succeeded, they stay, and the outermost
+/// encoding forgets them (an enclosing one that fails later still takes them back).
 pub(crate) fn share_settle(mark: usize, succeeded: bool) {
     let failed: Vec<u64> = PENDING_SHARES.with(|p| {
         let mut p = p.borrow_mut();
@@ -244,7 +248,8 @@ pub(crate) fn share_settle(mark: usize, succeeded: bool) {
     }
 }
 
-/// Exports a socket: passed when a transport for descriptors exists, shared otherwise.
+/// Exports a descriptor: passed when a transport for descriptors exists, shared
+/// otherwise (kept under a one-time id until a receiver asks for it).
 pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
     if OUTGOING.with(|t| t.borrow().is_some()) {
         return export_fd(fd, what).map(Handle::Passed);
@@ -262,7 +267,7 @@ pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
             std::thread::Builder::new()
                 .name("multiproc-sharer".into())
                 .spawn(move || serve_shared(listener))?;
-            sharer.insert(Sharer { pid: me, nonce, table: HashMap::new() })
+            sharer.insert(Sharer { pid: me, nonce, table: HashMap::new(), order: VecDeque::new() })
         }
     };
     let id = loop {
@@ -271,7 +276,7 @@ pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
             break id;
         }
     };
-    state.table.insert(id, fd.try_clone_to_owned()?);
+    state.insert(id, fd.try_clone_to_owned()?);
     PENDING_SHARES.with(|p| p.borrow_mut().push(id));
     Ok(Handle::Shared { pid: me, nonce: state.nonce, id })
 }
@@ -302,12 +307,15 @@ fn serve_shared(listener: UnixListener) {
 pub(crate) fn import_socket(handle: Handle, what: &str) -> Result<OwnedFd> {
     let (pid, nonce, id) = match handle {
         Handle::Passed(index) => return import_fd(index, what),
-        Handle::Lent { .. } => {
-            return Err(Error::Codec(format!("{what}: a lent handle where a socket belongs")))
-        }
         Handle::Shared { pid, nonce, id } => (pid, nonce, id),
     };
-    let gone = || Error::Codec(format!("{what} already received, or never sent by process {pid}"));
+    let gone = || {
+        Error::Codec(format!(
+            "{what}: already received (a handle in a message can be received once), withdrawn \
+             unreceived (a sender keeps at most {} waiting), or never sent by process {pid}",
+            max_waiting()
+        ))
+    };
     if pid == crate::sys::pid::pid() {
         let mut sharer = lock_sharer();
         let state = sharer.as_mut().filter(|s| s.nonce == nonce).ok_or_else(gone)?;
@@ -318,6 +326,14 @@ pub(crate) fn import_socket(handle: Handle, what: &str) -> Result<OwnedFd> {
             "{what}: cannot reach process {pid}, which sent it (has it exited?): {e}"
         ))
     })?;
+    // The socket must belong to the sender the message names, and to this user: a process
+    // squatting on the name is asked nothing.
+    let creds = rustix::net::sockopt::socket_peercred(&stream)?;
+    if creds.uid != rustix::process::getuid() || creds.pid.as_raw_nonzero().get() as u32 != pid {
+        return Err(Error::Codec(format!(
+            "{what}: the socket of process {pid}'s sharer belongs to another process or user"
+        )));
+    }
     stream.set_read_timeout(Some(SHARE_TIMEOUT))?;
     stream.set_write_timeout(Some(SHARE_TIMEOUT))?;
     stream.write_all(&id.to_be_bytes())?;
@@ -403,4 +419,45 @@ pub(crate) fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
         )));
     }
     Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsealed_segment_is_refused() {
+        // A peer's own memfd, never sealed: it could shrink it under our mapping.
+        let unsealed = rustix::fs::memfd_create("hostile", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd_create");
+        rustix::fs::ftruncate(&unsealed, 4096).unwrap();
+        let handle = export_reopenable(unsealed.as_fd(), "Queue").unwrap();
+        let e = import_reopenable(handle, "Queue").unwrap_err().to_string();
+        assert!(e.contains("not sealed"), "{e}");
+        // Passed with a process's arguments: refused alike.
+        let (handle, fds) = export_handles(|| export_reopenable(unsealed.as_fd(), "Queue"));
+        let handle = handle.unwrap();
+        let refused = import_handles(fds, || import_reopenable(handle, "Queue"));
+        assert!(refused.unwrap_err().to_string().contains("not sealed"));
+
+        let sealed = crate::sys::shm::memfd("fine", 4096).unwrap();
+        let handle = export_reopenable(sealed.as_fd(), "Queue").unwrap();
+        let fd = import_reopenable(handle, "Queue").unwrap();
+        assert_eq!(crate::sys::shm::size_of_fd(&fd).unwrap(), 4096);
+        assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "a sealed segment could shrink");
+    }
+
+    #[test]
+    fn a_made_up_id_gets_an_error() {
+        let sealed = crate::sys::shm::memfd("fine", 4096).unwrap();
+        let Handle::Shared { pid, nonce, id } = export_reopenable(sealed.as_fd(), "Lock").unwrap()
+        else {
+            panic!("not shared")
+        };
+        let forged = Handle::Shared { pid, nonce, id: id.wrapping_add(1) };
+        assert!(import_reopenable(forged, "Lock").is_err());
+        let real = Handle::Shared { pid, nonce, id };
+        assert!(import_reopenable(real, "Lock").is_ok());
+        assert!(import_reopenable(real, "Lock").is_err(), "received twice");
+    }
 }

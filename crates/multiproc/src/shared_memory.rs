@@ -21,6 +21,7 @@
 //! |---|---|
 //! | `psm_mp<pid>_<start>_<8 hex>` | owned: its creator, process `<pid>`, unlinks it when it drops its handle; *orphaned* once that process is gone |
 //! | `psm_mk<pid>_<start>_<8 hex>` | kept: created with [`SharedMemoryBuilder::keep`]; it outlives its creator and is never cleaned |
+//! | `psm_mq<pid>_<start>_<dev>_<inode>_<8 hex>` | a queue's large item: made by process `<pid>` for the queue whose shared segment is `<dev>`/`<inode>`; *orphaned* once that process is gone **and** no live process holds the queue |
 //!
 //! `<start>` is the creator's start time (field 22 of `/proc/PID/stat`, clock ticks since
 //! boot; 0 if unknown), so that a pid reused by a later process does not make an orphan
@@ -42,6 +43,17 @@
 //! [`clean_orphans`] removes them (CLI: `multiproc shm list`, `multiproc shm clean`).
 //! Other objects in `/dev/shm` (CPython's blocks, names chosen by a program, kept blocks)
 //! are never touched.
+//!
+//! A block whose creator is gone is still *live*, and never cleaned, while a live process
+//! can reach it: while one has it open or mapped, and, for a queue's large item, while
+//! one holds the queue (whose ring may still carry the item: a producer may put a large
+//! item and exit, and the item outlives it). The tracker reads this from `/proc/PID/fd`
+//! and `/proc/PID/maps` of the processes it may read (its user's, or all as root), and
+//! [`clean_orphans`] looks twice, removing only what both looks found unreachable; when
+//! `/proc` cannot tell, nothing is removed. What it cannot see is a block's name
+//! travelling in a message not yet received (a pipe's buffer), or a queue none of whose
+//! handles is held by a process at either look (all in flight through sockets): hand a
+//! block over while its creator lives, or mark it [kept](SharedMemoryBuilder::keep).
 //!
 //! # Passing a block to a child
 //! A `SharedMemory` (and a [`ShareableList`]) is serde-serializable *by name*: the child
@@ -110,6 +122,7 @@ pub use bytemuck::Pod;
 const NAME_MAX: usize = 255;
 const OWNED_MARK: &str = "psm_mp";
 const KEPT_MARK: &str = "psm_mk";
+const QUEUE_MARK: &str = "psm_mq";
 
 // ---------------------------------------------------------------------------------------
 // SharedMemory
@@ -156,6 +169,8 @@ pub struct SharedMemoryBuilder {
     name: Option<String>,
     keep: bool,
     sparse: bool,
+    /// The (device, inode) of the queue whose large item the block holds.
+    queue: Option<(u64, u64)>,
 }
 
 impl SharedMemoryBuilder {
@@ -235,6 +250,14 @@ impl SharedMemoryBuilder {
         self
     }
 
+    /// Names the block (when the name is generated) as a large item of the queue whose
+    /// shared segment is `queue` (device, inode): the tracker keeps it while that queue
+    /// lives, even after its creator is gone.
+    pub(crate) fn for_queue(mut self, queue: (u64, u64)) -> SharedMemoryBuilder {
+        self.queue = Some(queue);
+        self
+    }
+
     /// Creates the block (zero-filled). Fails if the name exists.
     ///
     /// ```
@@ -264,7 +287,7 @@ impl SharedMemoryBuilder {
                     .map_err(|e| io_context(e, format!("creating shared memory block {name:?}")))?;
                 (name, fd)
             }
-            None => create_generated(size, self.keep)?,
+            None => create_generated(size, self.keep, self.queue)?,
         };
         let unlink_now = |e: Error| {
             let _ = sys_shm::shm_unlink(&name);
@@ -732,10 +755,18 @@ fn current_pid() -> i32 {
 }
 
 /// Creates a block with a fresh generated name for this process.
-fn create_generated(size: usize, keep: bool) -> Result<(String, OwnedFd)> {
+fn create_generated(
+    size: usize,
+    keep: bool,
+    queue: Option<(u64, u64)>,
+) -> Result<(String, OwnedFd)> {
     let pid = current_pid();
     let start = proc_stat(pid).ok().flatten().map_or(0, |s| s.start);
-    let mark = if keep { KEPT_MARK } else { OWNED_MARK };
+    let (mark, start) = match (keep, queue) {
+        (true, _) => (KEPT_MARK, start.to_string()),
+        (false, None) => (OWNED_MARK, start.to_string()),
+        (false, Some((dev, ino))) => (QUEUE_MARK, format!("{start}_{dev}_{ino}")),
+    };
     let mut last = None;
     for _ in 0..64 {
         let random = getrandom::u32()
@@ -769,9 +800,11 @@ fn create_generated(size: usize, keep: bool) -> Result<(String, OwnedFd)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockState {
-    /// Owned, and its creator still runs.
+    /// Owned, and its creator still runs, or a live process can still reach it (has it
+    /// open or mapped, or holds the queue whose item it carries).
     Live,
-    /// Owned, and its creator is gone (exited, killed, or a zombie): nobody will unlink it.
+    /// Owned, its creator is gone (exited, killed, or a zombie), and no live process can
+    /// reach it: nobody will unlink it.
     Orphaned,
     /// Created to be kept: it outlives its creator and is never cleaned.
     Kept,
@@ -846,30 +879,39 @@ struct Generated {
     kept: bool,
     pid: i32,
     start: u64,
+    /// For a queue's large item: the (device, inode) of the queue's segment.
+    queue: Option<(u64, u64)>,
 }
 
-/// Parses `psm_m{p|k}<pid>_<start>_<8 hex>`; anything else is not this library's.
+/// Parses `psm_m{p|k}<pid>_<start>_<8 hex>` and `psm_mq<pid>_<start>_<dev>_<inode>_<8
+/// hex>`; anything else is not this library's.
 fn parse_generated(name: &str) -> Option<Generated> {
-    let (kept, rest) = if let Some(rest) = name.strip_prefix(OWNED_MARK) {
-        (false, rest)
+    let (kept, queued, rest) = if let Some(rest) = name.strip_prefix(OWNED_MARK) {
+        (false, false, rest)
+    } else if let Some(rest) = name.strip_prefix(QUEUE_MARK) {
+        (false, true, rest)
     } else {
-        (true, name.strip_prefix(KEPT_MARK)?)
+        (true, false, name.strip_prefix(KEPT_MARK)?)
     };
-    let mut parts = rest.split('_');
-    let (pid, start, random) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
+    let parts: Vec<&str> = rest.split('_').collect();
     let decimal = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-    if !decimal(pid)
-        || !decimal(start)
+    let (numbers, random) = match (queued, parts.as_slice()) {
+        (false, [pid, start, random]) => (vec![*pid, *start], *random),
+        (true, [pid, start, dev, ino, random]) => (vec![*pid, *start, *dev, *ino], *random),
+        _ => return None,
+    };
+    if !numbers.iter().all(|n| decimal(n))
         || random.len() != 8
         || !random.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     {
         return None;
     }
-    let pid: i32 = pid.parse().ok().filter(|&p| p > 0)?;
-    Some(Generated { kept, pid, start: start.parse().ok()? })
+    let pid: i32 = numbers[0].parse().ok().filter(|&p| p > 0)?;
+    let queue = match numbers.as_slice() {
+        [_, _, dev, ino] => Some((dev.parse().ok()?, ino.parse().ok()?)),
+        _ => None,
+    };
+    Some(Generated { kept, pid, start: numbers[1].parse().ok()?, queue })
 }
 
 struct ProcStat {
@@ -925,6 +967,9 @@ pub(crate) fn creator_is_gone(name: &str) -> bool {
 /// The blocks in `/dev/shm` that this library created with generated names, live,
 /// orphaned or kept, sorted by name. Objects with other names are not listed.
 ///
+/// A block whose creator is gone is listed live while a live process can still reach it
+/// (see [the module docs](crate::shared_memory#lifetime-the-creator-decides)).
+///
 /// ```
 /// use multiproc::shared_memory::{list_blocks, BlockState, SharedMemory};
 /// let kept = SharedMemory::builder().size(8).keep(true).create()?;
@@ -941,6 +986,8 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
         Err(e) => return Err(io_context(e, format!("listing {}", sys_shm::SHM_DIR))),
     };
     let mut blocks = Vec::new();
+    // What live processes hold, read once and only if some creator is gone.
+    let mut in_use: Option<Option<std::collections::HashSet<(u64, u64)>>> = None;
     for entry in entries {
         let Ok(entry) = entry else { continue };
         let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
@@ -954,7 +1001,20 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
         let state = match (generated.kept, owner_alive) {
             (true, _) => BlockState::Kept,
             (false, true) => BlockState::Live,
-            (false, false) => BlockState::Orphaned,
+            (false, false) => {
+                // `None` inside: `/proc` could not tell, and a doubt means "reachable".
+                let held = in_use.get_or_insert_with(|| sys_shm::objects_in_use().ok());
+                use std::os::unix::fs::MetadataExt;
+                let reachable = held.as_ref().is_none_or(|held| {
+                    held.contains(&(meta.dev(), meta.ino()))
+                        || generated.queue.is_some_and(|queue| held.contains(&queue))
+                });
+                if reachable {
+                    BlockState::Live
+                } else {
+                    BlockState::Orphaned
+                }
+            }
         };
         blocks.push(BlockInfo {
             name,
@@ -969,7 +1029,8 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
 }
 
 /// Unlinks every orphaned block (see [`list_blocks`]): owned blocks whose creator is
-/// gone. Live and kept blocks, and objects this library did not name, are never touched.
+/// gone and that no live process can reach. Live and kept blocks, and objects this library
+/// did not name, are never touched.
 /// A block that vanishes meanwhile (cleaned by someone else) is skipped.
 ///
 /// ```
@@ -981,11 +1042,43 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn clean_orphans() -> Result<CleanReport> {
+    clean(None)
+}
+
+/// Unlinks the orphaned blocks (see [`clean_orphans`]) that process `pid` created, and
+/// no others: for a program (or a test) that cleans up after its own children without
+/// touching what other programs left.
+///
+/// ```
+/// use multiproc::shared_memory::{clean_orphans_of, SharedMemory};
+/// let live = SharedMemory::create(8)?;
+/// let report = clean_orphans_of(std::process::id() as i32)?;
+/// assert!(report.removed.is_empty()); // this process runs: none of its blocks is orphaned
+/// SharedMemory::attach(live.name())?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn clean_orphans_of(pid: i32) -> Result<CleanReport> {
+    clean(Some(pid))
+}
+
+fn clean(only: Option<i32>) -> Result<CleanReport> {
     let mut report = CleanReport::default();
-    for block in list_blocks()? {
-        if block.state != BlockState::Orphaned {
-            continue;
-        }
+    let orphans = |blocks: Vec<BlockInfo>| -> Vec<BlockInfo> {
+        blocks
+            .into_iter()
+            .filter(|b| b.state == BlockState::Orphaned)
+            .filter(|b| only.is_none_or(|pid| pid == b.owner_pid))
+            .collect()
+    };
+    let mut candidates = orphans(list_blocks()?);
+    if !candidates.is_empty() {
+        // Look twice: a queue handed from one process to another between the reads of
+        // their `/proc` entries would be missed by one look, not by both.
+        let again: std::collections::HashSet<String> =
+            orphans(list_blocks()?).into_iter().map(|b| b.name).collect();
+        candidates.retain(|b| again.contains(&b.name));
+    }
+    for block in candidates {
         match sys_shm::shm_unlink(&block.name) {
             Ok(()) => report.removed.push(block),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1867,6 +1960,8 @@ mod tests {
         let g = parse_generated("psm_mp123_456_0a1b2c3d").unwrap();
         assert!(!g.kept && g.pid == 123 && g.start == 456);
         assert!(parse_generated("psm_mk1_0_ffffffff").unwrap().kept);
+        let q = parse_generated("psm_mq7_8_9_10_0a1b2c3d").unwrap();
+        assert!(!q.kept && q.pid == 7 && q.start == 8 && q.queue == Some((9, 10)));
         for bad in [
             "psm_0a1b2c3d",
             "psm_mp123_456_0A1B2C3D",
@@ -1877,6 +1972,10 @@ mod tests {
             "psm_mp_456_0a1b2c3d",
             "psm_mx123_456_0a1b2c3d",
             "sem.psm_mp123_456_0a1b2c3d",
+            "psm_mq123_456_0a1b2c3d",
+            "psm_mq123_456_7_0a1b2c3d",
+            "psm_mp123_456_7_8_0a1b2c3d",
+            "psm_mq123_456_7_8_9_0a1b2c3d",
         ] {
             assert!(parse_generated(bad).is_none(), "{bad}");
         }

@@ -146,6 +146,11 @@ impl Segment {
         &self.map
     }
 
+    /// The (device, inode) of the segment's memory, the same in every process.
+    pub(crate) fn identity(&self) -> Result<(u64, u64)> {
+        Ok(crate::sys::shm::identity(self.fd.as_fd())?)
+    }
+
     pub(crate) fn export(&self, what: &str) -> Result<reduction::Handle> {
         reduction::export_reopenable(self.fd.as_fd(), what)
     }

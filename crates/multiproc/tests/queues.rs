@@ -81,7 +81,10 @@ fn blocks_of(pid: u32) -> Vec<String> {
     std::fs::read_dir("/dev/shm")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&format!("psm_mp{pid}_")))
+        // Owned blocks, and queues' large items (named for their producer and queue).
+        .filter(|n| {
+            n.starts_with(&format!("psm_mp{pid}_")) || n.starts_with(&format!("psm_mq{pid}_"))
+        })
         .collect()
 }
 

@@ -1576,7 +1576,7 @@ fn serve_client(store: &Store, conn: Connection, max_message: usize) {
             }
             Err(_) => return,
         };
-        if let Some(lane) = fast_lane_request(&frame) {
+        if let Some(lane) = fast_lane_request(&conn, &frame) {
             let accepted: Reply = Ok(Vec::new());
             let mut out = Vec::new();
             if Codec::Postcard.encode_into(&accepted, &mut out).is_err()
@@ -1594,10 +1594,18 @@ fn serve_client(store: &Store, conn: Connection, max_message: usize) {
     }
 }
 
-/// The queues of a fast-lane request (see `remote::Lane`), if `frame` is one.
-fn fast_lane_request(frame: &[u8]) -> Option<super::remote::FastLane> {
+/// The queues of a fast-lane request (see `remote::Lane`), if `frame` is one that this
+/// server accepts: only from a client on a Unix socket that runs as this server's user
+/// (`SO_PEERCRED`). The queues' handles are not even decoded otherwise (decoding one asks
+/// the sender for a descriptor), so a client over TCP, or of another user, is answered
+/// as for any unknown method.
+fn fast_lane_request(conn: &Connection, frame: &[u8]) -> Option<super::remote::FastLane> {
+    use std::os::fd::AsFd;
     let ((id, method), rest): ((u64, &str), &[u8]) = postcard::take_from_bytes(frame).ok()?;
     if id != super::remote::FAST_LANE_ID || method != super::remote::FAST_LANE_METHOD {
+        return None;
+    }
+    if !crate::reduction::peer_is_local_same_user(conn.as_fd()) {
         return None;
     }
     Codec::Postcard.decode(rest).ok()

@@ -26,16 +26,20 @@
 //! nobody is reading, so a put does not depend on a consumer showing up.
 //!
 //! # Death
-//! A producer killed while writing a block has not published it: nobody reads it, and
-//! its name (which names the dead creator) lets [`clean_orphans`] remove it. A consumer
+//! A block's name carries its producer and its queue (the device and inode of the ring's
+//! segment): [`clean_orphans`] removes it only once the producer is gone *and* no live
+//! process holds the queue. So an item published by a producer that then exits (normally
+//! or not) stays in `/dev/shm` for its consumer, however late it comes, and `multiproc
+//! shm clean` run meanwhile leaves it alone. A producer killed while writing a block has
+//! not published it: nobody reads it, and it is removed once the queue is gone too. A consumer
 //! that drops its mapping of a free block whose creator is gone unlinks it. A consumer killed while
 //! reading leaves the block `READING` with its pid: the producer sees the reader is gone
 //! and writes the block again (the item went with the consumer that had taken it).
 //!
 //! A producer that ends without dropping its queue handles (killed, or leaving through
 //! `std::process::exit` with a handle still alive) leaves the free blocks it kept in
-//! `/dev/shm`, named for it: once it is gone they are orphans, which `multiproc shm
-//! clean` (or [`clean_orphans`]) removes.
+//! `/dev/shm`, named for it: once it and the queue are gone they are orphans, which
+//! `multiproc shm clean` (or [`clean_orphans`]) removes.
 //!
 //! [`clean_orphans`]: crate::shared_memory::clean_orphans
 
@@ -82,6 +86,8 @@ fn reader(block: &SharedMemory) -> &AtomicU32 {
 /// copy uses neither cache.
 pub(super) struct Blocks {
     pid: u32,
+    /// The (device, inode) of the queue's segment, which the blocks' names carry.
+    queue: (u64, u64),
     made: Mutex<Vec<SharedMemory>>,
     seen: Mutex<VecDeque<SharedMemory>>,
 }
@@ -105,9 +111,10 @@ impl Outgoing {
 }
 
 impl Blocks {
-    pub(super) fn new() -> Blocks {
+    pub(super) fn new(queue: (u64, u64)) -> Blocks {
         Blocks {
             pid: crate::sys::pid::pid(),
+            queue,
             made: Mutex::new(Vec::new()),
             seen: Mutex::new(VecDeque::new()),
         }
@@ -151,13 +158,13 @@ impl Blocks {
                 }
                 if !over(&made) {
                     drop(made);
-                    let block = create(size)?;
+                    let block = create(size, self.queue)?;
                     state(&block).store(FULL, Release);
                     return Ok(Outgoing { block, kept: true });
                 }
             }
         }
-        let block = create(need)?;
+        let block = create(need, self.queue)?;
         state(&block).store(RELEASED, Release);
         Ok(Outgoing { block, kept: false })
     }
@@ -328,9 +335,10 @@ fn release(block: SharedMemory) {
     // Otherwise dropped here: the owner handle unlinks it.
 }
 
-/// A new block of `size` bytes, owned by this process: if it dies before publishing the
-/// block, the orphan tracker removes it. Its pages are allocated now, so that a full
-/// `/dev/shm` is an error from the put, not a `SIGBUS` while the item is copied in.
-fn create(size: usize) -> Result<SharedMemory> {
-    SharedMemory::builder().size(size).create()
+/// A new block of `size` bytes, owned by this process and named for it and for the
+/// queue (see [`crate::shared_memory`]): the orphan tracker removes it once this process
+/// is gone and no live process holds the queue. Its pages are allocated now, so that a
+/// full `/dev/shm` is an error from the put, not a `SIGBUS` while the item is copied in.
+fn create(size: usize, queue: (u64, u64)) -> Result<SharedMemory> {
+    SharedMemory::builder().size(size).for_queue(queue).create()
 }

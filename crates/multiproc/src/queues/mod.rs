@@ -138,7 +138,8 @@ impl Ring {
         let segment = Segment::new("queue", KIND_TAG, DATA + capacity)?;
         segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
         segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
-        Ok(Ring { segment, capacity, blocks: Arc::new(Blocks::new()) })
+        let blocks = Arc::new(Blocks::new(segment.identity()?));
+        Ok(Ring { segment, capacity, blocks })
     }
 
     fn attach(segment: Arc<Segment>) -> Result<Ring> {
@@ -147,7 +148,8 @@ impl Ring {
         {
             return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
         }
-        Ok(Ring { segment, capacity, blocks: Arc::new(Blocks::new()) })
+        let blocks = Arc::new(Blocks::new(segment.identity()?));
+        Ok(Ring { segment, capacity, blocks })
     }
 
     fn word(&self, offset: usize) -> &AtomicU32 {

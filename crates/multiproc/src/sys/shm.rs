@@ -157,10 +157,74 @@ impl std::fmt::Debug for Mapping {
 /// An anonymous shared segment of `len` bytes (zero-filled), named `name` in
 /// `/proc/PID/fd` for debugging only. It disappears when the last descriptor and mapping
 /// go, so a killed process leaves nothing behind.
+///
+/// The segment is sealed against shrinking (`F_SEAL_SHRINK`) before it is returned, so
+/// no process that receives it can cut it short under another's mapping (which would kill
+/// that process with `SIGBUS` at its next access); see [`is_sealed_against_shrinking`].
 pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
-    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     rustix::fs::ftruncate(&fd, len as u64)?;
+    // Sealing the seals too: nobody can take the seal off, or add a write seal that would
+    // make this process's mappings read-only in effect.
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::SEAL)?;
     Ok(fd)
+}
+
+/// Whether `fd` is sealed against shrinking, so that a mapping of its current size stays
+/// valid whatever other processes do with it: what a received segment must be before it
+/// is mapped. False for anything that does not support seals.
+pub(crate) fn is_sealed_against_shrinking(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(rustix::fs::SealFlags::SHRINK))
+}
+
+/// The (device, inode) of what `fd` refers to.
+pub(crate) fn identity(fd: impl AsFd) -> io::Result<(u64, u64)> {
+    let stat = rustix::fs::fstat(fd)?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// What the live processes of this user have open or mapped, as (device, inode) pairs,
+/// read from `/proc/PID/fd` and `/proc/PID/maps`. Processes whose entries this process
+/// may not read (other users', unless it runs as root) are skipped, as are processes that
+/// end during the scan.
+pub(crate) fn objects_in_use() -> io::Result<std::collections::HashSet<(u64, u64)>> {
+    use std::io::BufRead;
+    let mut found = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(maps) = std::fs::File::open(format!("/proc/{pid}/maps")) {
+            for line in std::io::BufReader::new(maps).lines() {
+                let Ok(line) = line else { break };
+                // "start-end perms offset major:minor inode path"
+                let mut fields = line.split_ascii_whitespace().skip(3);
+                let (Some(dev), Some(ino)) = (fields.next(), fields.next()) else { continue };
+                let Some((major, minor)) = dev.split_once(':') else { continue };
+                let (Ok(major), Ok(minor), Ok(ino)) = (
+                    u32::from_str_radix(major, 16),
+                    u32::from_str_radix(minor, 16),
+                    ino.parse::<u64>(),
+                ) else {
+                    continue;
+                };
+                if ino != 0 {
+                    found.insert((rustix::fs::makedev(major, minor), ino));
+                }
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            for fd in fds.flatten() {
+                // stat follows the link to the object itself, without opening it.
+                if let Ok(stat) = rustix::fs::stat(fd.path()) {
+                    found.insert((stat.st_dev, stat.st_ino));
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Creates the POSIX segment `/name` (mode 0600) of `len` bytes; fails if it exists.
