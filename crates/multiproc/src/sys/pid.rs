@@ -100,3 +100,22 @@ impl<T: Send + Sync + 'static> LeakedCell<T> {
         unsafe { ptr.as_ref() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LeakedCell;
+
+    #[test]
+    fn a_leaked_cell_keeps_every_value_it_was_given() {
+        static CELL: LeakedCell<String> = LeakedCell::new();
+        assert_eq!(CELL.get(), None);
+        CELL.set("first".to_string());
+        let first = CELL.get().unwrap();
+        CELL.set("second".to_string());
+        // The earlier reference stays valid after a new value was set.
+        assert_eq!(first, "first");
+        assert_eq!(CELL.get().map(String::as_str), Some("second"));
+        let seen = std::thread::spawn(|| CELL.get().cloned()).join().unwrap();
+        assert_eq!(seen.as_deref(), Some("second"));
+    }
+}
