@@ -486,7 +486,7 @@ impl SharedMemory {
     ///   [`try_clone`](Self::try_clone), [`attach`](Self::attach) or deserializing one),
     /// - not another process (coordinate with a lock, or by handing the block over),
     ///
-    /// and nobody may shrink the block (see [*Shrinking*](index.html#shrinking)).
+    /// and nobody may shrink the block (see [*Shrinking*](crate::shared_memory#shrinking)).
     /// Rust assumes that the bytes behind a `&[u8]` do not change; a concurrent write
     /// breaks that assumption, which is undefined behaviour even for plain bytes.
     ///
