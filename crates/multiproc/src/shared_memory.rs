@@ -1652,6 +1652,11 @@ const CODE_NONE: u8 = 3;
 /// and so truncates non-ASCII text that needs more bytes; this module sizes it by its
 /// UTF-8 length. The layout is the same and CPython reads such lists correctly.
 ///
+/// Reads and writes copy: [`get`](Self::get) returns an owned [`ListItem`] and
+/// [`set`](Self::set) copies the new bytes in, so no reference into the block ever
+/// escapes, and another process rewriting an item meanwhile can make a read fail or see
+/// a mix of old and new bytes, never unsound.
+///
 /// As with CPython, an item can be replaced by any other type, but a `str`/`bytes` value
 /// must fit the slot allocated when the list was made, and the length is fixed.
 ///
