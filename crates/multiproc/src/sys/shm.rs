@@ -19,7 +19,10 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{
+    AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicIsize, AtomicU16, AtomicU32, AtomicU64,
+    AtomicU8, AtomicUsize,
+};
 
 use rustix::fs::Mode;
 use rustix::mm::{MapFlags, ProtFlags};
@@ -48,9 +51,6 @@ macro_rules! shared_atomic {
         impl SharedAtomic for $ty {}
     )*};
 }
-use std::sync::atomic::{
-    AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicIsize, AtomicU16, AtomicU8, AtomicUsize,
-};
 shared_atomic!(
     AtomicU8,
     AtomicU16,
