@@ -12,7 +12,11 @@ use multiproc::{Error, Process};
 fn worker((shm_name, len): (String, usize)) {
     // Attach to existing shared memory: a float64 view of it, no copy.
     let mut existing_shm = SharedMemory::attach(&shm_name).expect("attach");
-    let array = &mut existing_shm.as_mut_slice_of::<f64>().expect("a float64 view")[..len];
+    // SAFETY: while this view lives nothing else touches the block: the parent only
+    // waits in `join` (it reads the block after this process has exited), no other
+    // process knows the block, and this process has no other handle on it.
+    let view = unsafe { existing_shm.as_mut_slice_of::<f64>() }.expect("a float64 view");
+    let array = &mut view[..len];
     // Modify array: array[:] = array * 2
     for x in array.iter_mut() {
         *x *= 2.0;
@@ -23,17 +27,17 @@ fn worker((shm_name, len): (String, usize)) {
 pub fn main() -> multiproc::Result<()> {
     // Create array in shared memory
     let arr = [1.0f64, 2.0, 3.0, 4.0, 5.0];
-    let mut shm = SharedMemory::create(size_of_val(&arr))?;
-    shm.as_mut_slice_of::<f64>()?.copy_from_slice(&arr); // shared_arr[:] = arr[:]
+    let shm = SharedMemory::create(size_of_val(&arr))?;
+    shm.write_slice_of(0, &arr)?; // shared_arr[:] = arr[:]
 
-    println!("Before: {}", numpy_str(shm.as_slice_of::<f64>()?)); // Before: [1. 2. 3. 4. 5.]
+    println!("Before: {}", numpy_str(&shm.to_vec_of::<f64>()?)); // Before: [1. 2. 3. 4. 5.]
 
     let p = Process::new(worker, (shm.name().to_string(), arr.len()));
     p.start()?;
     p.join(None)?;
     check(&p)?;
 
-    println!("After: {}", numpy_str(shm.as_slice_of::<f64>()?)); // After: [ 2.  4.  6.  8. 10.]
+    println!("After: {}", numpy_str(&shm.to_vec_of::<f64>()?)); // After: [ 2.  4.  6.  8. 10.]
 
     shm.close()?; // the creator closes and unlinks (Python: shm.close(); shm.unlink())
     Ok(())

@@ -11,11 +11,17 @@ use multiproc::{Error, Process};
 
 /// Process a slice of the shared array. Python passes `shm.name`; a `SharedMemory`
 /// handle travels too (by name: the worker attaches, and never unlinks).
-fn compute_in_place((mut shm, start, end): (SharedMemory, usize, usize)) {
-    let arr = shm.as_mut_slice_of::<f64>().expect("a float64 view");
-    for x in &mut arr[start..end] {
+///
+/// The other workers write their own chunks of the same block meanwhile, so a view of the
+/// whole block (`as_mut_slice_of`) would alias their writes: this worker copies its chunk
+/// out, squares it, and copies it back (two memcpys of its own chunk).
+fn compute_in_place((shm, start, end): (SharedMemory, usize, usize)) {
+    let mut chunk = vec![0.0f64; end - start];
+    shm.read_slice_of(start, &mut chunk).expect("the chunk lies inside the block");
+    for x in &mut chunk {
         *x = x.powi(2);
     }
+    shm.write_slice_of(start, &chunk).expect("the chunk lies inside the block");
 }
 
 pub fn main() -> multiproc::Result<()> {
@@ -23,7 +29,9 @@ pub fn main() -> multiproc::Result<()> {
 
     // Create shared memory holding arange(size)
     let mut shm = SharedMemory::create(size * size_of::<f64>())?;
-    for (i, x) in shm.as_mut_slice_of::<f64>()?.iter_mut().enumerate() {
+    // SAFETY: no other handle on the new block exists yet (the workers start below,
+    // after this view is gone), so nothing else touches it while the view lives.
+    for (i, x) in unsafe { shm.as_mut_slice_of::<f64>()? }.iter_mut().enumerate() {
         *x = i as f64;
     }
 
@@ -50,9 +58,10 @@ pub fn main() -> multiproc::Result<()> {
         }
     }
 
-    let shared_arr = shm.as_slice_of::<f64>()?;
+    let mut first = [0.0f64; 10];
+    shm.read_slice_of(0, &mut first)?;
     // First 10: [ 0.  1.  4.  9. 16. 25. 36. 49. 64. 81.]
-    println!("First 10: {}", numpy_str(&shared_arr[..10]));
+    println!("First 10: {}", numpy_str(&first));
 
     shm.close()?; // the creator closes and unlinks (Python: shm.close(); shm.unlink())
     Ok(())

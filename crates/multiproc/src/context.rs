@@ -1,7 +1,9 @@
 //! Start methods and facts about the current process: Python's `multiprocessing.context`
 //! and the module-level functions `current_process`, `parent_process`, `cpu_count`.
 
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::sys::pid::LeakedCell;
 
 /// How a child process is created.
 ///
@@ -82,18 +84,18 @@ pub(crate) struct Lineage {
 
 /// The lineage of this process, once it is a child; null in a program started from outside.
 ///
-/// An atomic pointer rather than a mutex: a forked child sets it while other threads of
+/// A cell of leaked values rather than a mutex: a forked child sets it while other threads of
 /// its parent may have held any lock at the moment of the fork. Each set leaks one small
 /// allocation (once per process start), so readers never race with a free.
-static LINEAGE: AtomicPtr<Lineage> = AtomicPtr::new(std::ptr::null_mut());
+static LINEAGE: LeakedCell<Lineage> = LeakedCell::new();
 
 pub(crate) fn set_lineage(lineage: Lineage) {
-    LINEAGE.store(Box::into_raw(Box::new(lineage)), Ordering::Release);
+    LINEAGE.set(lineage);
 }
 
 fn lineage() -> Lineage {
     let pid = rustix::process::getpid().as_raw_nonzero().get();
-    match crate::sys::pid::leaked_ref(LINEAGE.load(Ordering::Acquire)) {
+    match LINEAGE.get() {
         Some(l) => {
             let mut l = l.clone();
             // After a fork the recorded pid may be the parent's.

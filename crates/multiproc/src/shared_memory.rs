@@ -5,8 +5,9 @@
 //! | `SharedMemory(create=True, size=n)` | [`SharedMemory::create(n)`](SharedMemory::create) |
 //! | `SharedMemory(name=s, create=True, size=n)` | [`SharedMemory::create_named(s, n)`](SharedMemory::create_named) |
 //! | `SharedMemory(name=s)` | [`SharedMemory::attach(s)`](SharedMemory::attach) |
-//! | `shm.name`, `shm.size`, `shm.buf` | [`name()`](SharedMemory::name), [`size()`](SharedMemory::size), [`buf()`](SharedMemory::buf) / [`buf_mut()`](SharedMemory::buf_mut) |
-//! | `np.ndarray(shape, np.float64, buffer=shm.buf)` | [`shm.as_mut_slice_of::<f64>()`](SharedMemory::as_mut_slice_of) |
+//! | `shm.name`, `shm.size` | [`name()`](SharedMemory::name), [`size()`](SharedMemory::size) |
+//! | `shm.buf[a:b]`, `shm.buf[a:b] = data` | [`read_at(a, &mut out)`](SharedMemory::read_at), [`write_at(a, data)`](SharedMemory::write_at) (copies); `unsafe` [`buf()`](SharedMemory::buf) / [`buf_mut()`](SharedMemory::buf_mut) (views) |
+//! | `np.ndarray(shape, np.float64, buffer=shm.buf)` | [`to_vec_of::<f64>()`](SharedMemory::to_vec_of), [`read_slice_of`](SharedMemory::read_slice_of), [`write_slice_of`](SharedMemory::write_slice_of), [`fill_of`](SharedMemory::fill_of), [`read_volatile`](SharedMemory::read_volatile) / [`write_volatile`](SharedMemory::write_volatile), [`atomic`](SharedMemory::atomic); `unsafe` [`as_mut_slice_of::<f64>()`](SharedMemory::as_mut_slice_of) (a view) |
 //! | `shm.close()`; `shm.unlink()` | [`close()`](SharedMemory::close) (drop); [`unlink()`](SharedMemory::unlink) |
 //! | `ShareableList([1, 2.5, "a"])`, `ShareableList(name=s)` | [`ShareableList::create`], [`ShareableList::attach`] |
 //!
@@ -68,18 +69,20 @@
 //! use multiproc::shared_memory::SharedMemory;
 //! use multiproc::Process;
 //!
-//! fn double(mut shm: SharedMemory) {
-//!     for x in shm.as_mut_slice_of::<f64>().unwrap() {
+//! fn double(shm: SharedMemory) {
+//!     let mut values = shm.to_vec_of::<f64>().unwrap(); // a copy out ...
+//!     for x in &mut values {
 //!         *x *= 2.0;
 //!     }
+//!     shm.write_slice_of(0, &values).unwrap(); // ... and back in
 //! }
 //!
-//! let mut shm = SharedMemory::create(5 * 8)?;
-//! shm.as_mut_slice_of::<f64>()?.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0]);
+//! let shm = SharedMemory::create(5 * 8)?;
+//! shm.write_slice_of::<f64>(0, &[1.0, 2.0, 3.0, 4.0, 5.0])?;
 //! let p = Process::new(double, shm.try_clone()?);
 //! p.start()?;
 //! p.join(None)?;
-//! assert_eq!(shm.as_slice_of::<f64>()?, &[2.0, 4.0, 6.0, 8.0, 10.0]);
+//! assert_eq!(shm.to_vec_of::<f64>()?, [2.0, 4.0, 6.0, 8.0, 10.0]);
 //! shm.close()?; // the creator: closes and unlinks (Python: shm.close(); shm.unlink())
 //! # Ok::<(), multiproc::Error>(())
 //! ```
@@ -93,13 +96,56 @@
 //!   characters and truncates non-ASCII text; [`ShareableList::index`] returns `None`
 //!   where Python raises `ValueError`.
 //!
-//! # Data races
-//! Other processes may write a block at any moment; `buf_mut` and the typed views give
-//! this process exclusive access among *its own* handles only. Coordinate writers with a
-//! lock or by giving each worker its own range, as the seed examples do.
+//! # Data races: copies, atomics, and `unsafe` views
+//! Other handles on a block (a [`try_clone`](SharedMemory::try_clone) on another thread,
+//! another process) may write it at any moment, and Rust assumes that the bytes behind a
+//! `&[T]` never change while it lives (and that nothing else touches those behind a
+//! `&mut [T]`). So the safe methods never hand out such a reference into a block: they
+//! copy ([`read_at`](SharedMemory::read_at), [`write_at`](SharedMemory::write_at),
+//! [`read_slice_of`](SharedMemory::read_slice_of),
+//! [`write_slice_of`](SharedMemory::write_slice_of), [`to_vec_of`](SharedMemory::to_vec_of),
+//! [`fill_of`](SharedMemory::fill_of)), access one element at a time
+//! ([`read_volatile`](SharedMemory::read_volatile),
+//! [`write_volatile`](SharedMemory::write_volatile)), or go through atomics
+//! ([`atomic`](SharedMemory::atomic)). A concurrent writer can make a copy inconsistent
+//! (coordinate writers with a lock, or by giving each worker its own range, as the seed
+//! examples do), never unsound.
+//!
+//! The zero-copy views — [`buf`](SharedMemory::buf), [`buf_mut`](SharedMemory::buf_mut),
+//! [`as_slice_of`](SharedMemory::as_slice_of),
+//! [`as_mut_slice_of`](SharedMemory::as_mut_slice_of) — are `unsafe fn`s (as `memmap2`'s
+//! `map` is): the caller promises that nothing else writes (or, for a mutable view,
+//! touches) the block while the view lives, and says why in a `// SAFETY:` comment.
+//!
+//! ```
+//! use multiproc::shared_memory::SharedMemory;
+//! let mut shm = SharedMemory::create(1000 * 8)?;
+//! // SAFETY: this handle is the only one on the block, and no other process knows its
+//! // name yet, so nothing else touches the bytes while `view` lives.
+//! let view = unsafe { shm.as_mut_slice_of::<f64>()? };
+//! for (i, x) in view.iter_mut().enumerate() {
+//!     *x = i as f64;
+//! }
+//! assert_eq!(shm.read_volatile::<f64>(999)?, 999.0);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! # Shrinking
+//! A block's size is fixed when it is mapped, but a POSIX block is a file in `/dev/shm`
+//! that anyone allowed to open it can shrink (`ftruncate`, `os.ftruncate` in Python).
+//! Touching a page of a mapping past the block's new end raises `SIGBUS`, which kills the
+//! process: a peer that truncates a block can kill every process that reads or writes past
+//! its new end, through any of the methods above, safe or not. This is how POSIX shared
+//! memory works (CPython's blocks behave the same), and it cannot be prevented for
+//! blocks that must stay compatible with CPython (`shm_open` objects cannot be sealed):
+//! share blocks only with programs that you trust not to shrink them (mode 0600 already
+//! limits them to the same user). [`Value`](crate::Value), [`Array`](crate::Array), the
+//! locks and a queue's ring keep their shared state in anonymous (`memfd`) segments
+//! instead, sealed against shrinking before they leave the process.
 
 use std::fmt;
 use std::io;
+use std::ops::{Bound, RangeBounds};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -118,6 +164,8 @@ use crate::sys::shm::{self as sys_shm, Mapping};
 /// ```
 pub use bytemuck::Pod;
 
+pub use crate::sys::shm::SharedAtomic;
+
 /// The longest name POSIX shared memory accepts on Linux.
 const NAME_MAX: usize = 255;
 const OWNED_MARK: &str = "psm_mp";
@@ -132,11 +180,13 @@ const QUEUE_MARK: &str = "psm_mq";
 /// ```
 /// use multiproc::shared_memory::SharedMemory;
 ///
-/// let mut shm = SharedMemory::create(16)?;
-/// shm.buf_mut()[..5].copy_from_slice(b"hello");
+/// let shm = SharedMemory::create(16)?;
+/// shm.write_at(0, b"hello")?;
 ///
 /// let other = SharedMemory::attach(shm.name())?; // as another process would
-/// assert_eq!(&other.buf()[..5], b"hello");
+/// let mut out = [0u8; 5];
+/// other.read_at(0, &mut out)?;
+/// assert_eq!(&out, b"hello");
 /// assert_eq!(other.size(), 16);
 /// drop(other); // only attached: the block stays
 /// drop(shm); // the creator: the block is unlinked
@@ -242,7 +292,7 @@ impl SharedMemoryBuilder {
     ///     .size(1 << 20)
     ///     .sparse(true)
     ///     .create()?;
-    /// assert_eq!(shm.buf()[12345], 0);
+    /// assert_eq!(shm.read_volatile::<u8>(12345)?, 0);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn sparse(mut self, sparse: bool) -> SharedMemoryBuilder {
@@ -263,7 +313,7 @@ impl SharedMemoryBuilder {
     /// ```
     /// use multiproc::shared_memory::SharedMemory;
     /// let shm = SharedMemory::builder().size(10).create()?;
-    /// assert_eq!(shm.buf(), &[0u8; 10]);
+    /// assert_eq!(shm.to_vec_of::<u8>()?, [0u8; 10]);
     /// // A name cannot be created twice.
     /// assert!(SharedMemory::builder().size(10).name(shm.name()).create().is_err());
     /// # Ok::<(), multiproc::Error>(())
@@ -401,10 +451,10 @@ impl SharedMemory {
     ///
     /// ```
     /// use multiproc::shared_memory::SharedMemory;
-    /// let mut shm = SharedMemory::create(8)?;
+    /// let shm = SharedMemory::create(8)?;
     /// let other = shm.try_clone()?;
-    /// shm.buf_mut()[0] = 42;
-    /// assert_eq!(other.buf()[0], 42);
+    /// shm.write_volatile::<u8>(0, 42)?;
+    /// assert_eq!(other.read_volatile::<u8>(0)?, 42);
     /// assert!(!other.is_owner());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -445,63 +495,420 @@ impl SharedMemory {
         self.map.len()
     }
 
-    /// The block's bytes (Python's `.buf`, read side).
+    /// The block's bytes as a slice (Python's `.buf`, read side), without a copy.
+    ///
+    /// The safe ways in are [`read_at`](Self::read_at), [`read_slice_of`](Self::read_slice_of),
+    /// [`to_vec_of`](Self::to_vec_of), [`read_volatile`](Self::read_volatile) and
+    /// [`atomic`](Self::atomic): they copy, or go through atomics, and never hold a
+    /// reference to bytes that someone else may write.
+    ///
+    /// # Safety
+    /// While the returned slice lives, nothing may write the block's bytes:
+    /// - not this handle (its safe writers take `&self`),
+    /// - not another handle on the same block in this process, on any thread (from
+    ///   [`try_clone`](Self::try_clone), [`attach`](Self::attach) or deserializing one),
+    /// - not another process (coordinate with a lock, or by handing the block over),
+    ///
+    /// and nobody may shrink the block (see [*Shrinking*](crate::shared_memory#shrinking)).
+    /// Rust assumes that the bytes behind a `&[u8]` do not change; a concurrent write
+    /// breaks that assumption, which is undefined behaviour even for plain bytes.
     ///
     /// ```
     /// let shm = multiproc::shared_memory::SharedMemory::create(4)?;
-    /// assert_eq!(shm.buf(), &[0, 0, 0, 0]);
+    /// // SAFETY: the block was just created and no other handle on it exists yet.
+    /// assert_eq!(unsafe { shm.buf() }, &[0, 0, 0, 0]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn buf(&self) -> &[u8] {
-        self.map.as_slice()
+    ///
+    /// Without `unsafe` it does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// let shm = multiproc::shared_memory::SharedMemory::create(4)?;
+    /// let bytes: &[u8] = shm.buf();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[allow(unsafe_code)] // the contract above; the mapping work is in `sys::shm`
+    pub unsafe fn buf(&self) -> &[u8] {
+        // SAFETY: the caller keeps every writer away while the slice lives (see above).
+        unsafe { self.map.as_slice() }
     }
 
-    /// The block's bytes, writable (Python's `.buf`, write side).
+    /// The block's bytes as a writable slice (Python's `.buf`, write side), without a
+    /// copy.
+    ///
+    /// The safe ways in are [`write_at`](Self::write_at),
+    /// [`write_slice_of`](Self::write_slice_of), [`fill_of`](Self::fill_of),
+    /// [`write_volatile`](Self::write_volatile) and [`atomic`](Self::atomic).
+    ///
+    /// # Safety
+    /// While the returned slice lives, nothing else may read or write the block's bytes:
+    /// no other handle on the same block in this process (on any thread), no other
+    /// process; and nobody may shrink the block. (`&mut self` already excludes this
+    /// handle's other methods.)
     ///
     /// ```
     /// let mut shm = multiproc::shared_memory::SharedMemory::create(4)?;
-    /// shm.buf_mut().copy_from_slice(b"abcd");
-    /// assert_eq!(shm.buf(), b"abcd");
+    /// // SAFETY: the block was just created and no other handle on it exists yet.
+    /// unsafe { shm.buf_mut() }.copy_from_slice(b"abcd");
+    /// let mut out = [0u8; 4];
+    /// shm.read_at(0, &mut out)?;
+    /// assert_eq!(&out, b"abcd");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn buf_mut(&mut self) -> &mut [u8] {
-        self.map.as_mut_slice()
+    ///
+    /// Without `unsafe` it does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// let mut shm = multiproc::shared_memory::SharedMemory::create(4)?;
+    /// shm.buf_mut()[0] = 1;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[allow(unsafe_code)] // the contract above; the mapping work is in `sys::shm`
+    pub unsafe fn buf_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the caller keeps every other reader and writer away while the slice
+        // lives (see above).
+        unsafe { self.map.as_mut_slice() }
     }
 
     /// The block as a slice of `T`, without a copy (NumPy's `np.ndarray(shape, dtype,
     /// buffer=shm.buf)`). An [`Error::InvalidArgument`] if the size is not a whole number
     /// of `T`s (or `T` has size 0); the mapping is page-aligned, so alignment always fits.
+    /// The safe alternatives copy: [`to_vec_of`](Self::to_vec_of),
+    /// [`read_slice_of`](Self::read_slice_of), [`read_volatile`](Self::read_volatile).
+    ///
+    /// # Safety
+    /// As for [`buf`](Self::buf): while the slice lives, nothing writes the block and
+    /// nobody shrinks it.
     ///
     /// ```
     /// use multiproc::shared_memory::SharedMemory;
     /// let shm = SharedMemory::create(4 * 8)?;
-    /// assert_eq!(shm.as_slice_of::<f64>()?, &[0.0; 4]);
-    /// assert_eq!(shm.as_slice_of::<u32>()?.len(), 8);
-    /// assert!(shm.as_slice_of::<[u8; 3]>().is_err()); // 32 bytes are not whole [u8; 3]s
+    /// // SAFETY: no other handle on this new block exists, so nothing writes it.
+    /// unsafe {
+    ///     assert_eq!(shm.as_slice_of::<f64>()?, &[0.0; 4]);
+    ///     assert_eq!(shm.as_slice_of::<u32>()?.len(), 8);
+    ///     assert!(shm.as_slice_of::<[u8; 3]>().is_err()); // 32 bytes are not whole [u8; 3]s
+    /// }
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn as_slice_of<T: Pod>(&self) -> Result<&[T]> {
+    ///
+    /// Without `unsafe` it does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// let shm = multiproc::shared_memory::SharedMemory::create(8)?;
+    /// let x: &[f64] = shm.as_slice_of::<f64>()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[allow(unsafe_code)] // the contract above; the mapping work is in `sys::shm`
+    pub unsafe fn as_slice_of<T: Pod>(&self) -> Result<&[T]> {
         let size = self.size();
-        bytemuck::try_cast_slice(self.buf()).map_err(|e| view_error::<T>(size, e))
+        // SAFETY: the caller's contract is `buf`'s.
+        let bytes = unsafe { self.map.as_slice() };
+        bytemuck::try_cast_slice(bytes).map_err(|e| view_error::<T>(size, e))
     }
 
     /// The block as a mutable slice of `T`, without a copy; see
-    /// [`as_slice_of`](Self::as_slice_of).
+    /// [`as_slice_of`](Self::as_slice_of). The safe alternatives copy or go element by
+    /// element: [`write_slice_of`](Self::write_slice_of), [`fill_of`](Self::fill_of),
+    /// [`write_volatile`](Self::write_volatile), [`atomic`](Self::atomic).
+    ///
+    /// # Safety
+    /// As for [`buf_mut`](Self::buf_mut): while the slice lives, nothing else reads or
+    /// writes the block and nobody shrinks it.
     ///
     /// ```
     /// use multiproc::shared_memory::SharedMemory;
     /// let mut shm = SharedMemory::create(5 * 8)?;
-    /// let arr = shm.as_mut_slice_of::<f64>()?;
+    /// // SAFETY: no other handle on this new block exists, so nothing else touches it.
+    /// let arr = unsafe { shm.as_mut_slice_of::<f64>()? };
     /// arr.copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0]);
     /// for x in arr.iter_mut() {
     ///     *x *= 2.0;
     /// }
-    /// assert_eq!(shm.as_slice_of::<f64>()?, &[2.0, 4.0, 6.0, 8.0, 10.0]);
+    /// assert_eq!(shm.to_vec_of::<f64>()?, [2.0, 4.0, 6.0, 8.0, 10.0]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn as_mut_slice_of<T: Pod>(&mut self) -> Result<&mut [T]> {
+    ///
+    /// Without `unsafe` it does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// let mut shm = multiproc::shared_memory::SharedMemory::create(8)?;
+    /// shm.as_mut_slice_of::<f64>()?[0] = 1.0;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[allow(unsafe_code)] // the contract above; the mapping work is in `sys::shm`
+    pub unsafe fn as_mut_slice_of<T: Pod>(&mut self) -> Result<&mut [T]> {
         let size = self.size();
-        bytemuck::try_cast_slice_mut(self.buf_mut()).map_err(|e| view_error::<T>(size, e))
+        // SAFETY: the caller's contract is `buf_mut`'s.
+        let bytes = unsafe { self.map.as_mut_slice() };
+        bytemuck::try_cast_slice_mut(bytes).map_err(|e| view_error::<T>(size, e))
+    }
+
+    /// Copies `dst.len()` bytes of the block, starting at byte `offset`, into `dst`. An
+    /// [`Error::InvalidArgument`] if they do not all lie inside the block.
+    ///
+    /// Safe whatever other handles and processes do meanwhile: a concurrent write may
+    /// leave `dst` with a mix of old and new bytes (use a lock to get a consistent copy),
+    /// never with anything worse.
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(8)?;
+    /// shm.write_at(2, b"hey")?;
+    /// let mut out = [0u8; 4];
+    /// shm.read_at(1, &mut out)?;
+    /// assert_eq!(&out, b"\0hey");
+    /// assert!(shm.read_at(5, &mut out).is_err()); // 5 + 4 > 8
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.check_range(offset, dst.len())?;
+        self.map.copy_out(offset, dst);
+        Ok(())
+    }
+
+    /// Copies `src` into the block starting at byte `offset`. An
+    /// [`Error::InvalidArgument`] (and nothing written) if it does not fit.
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(4)?;
+    /// let other = shm.try_clone()?; // another handle, as another thread or process has
+    /// shm.write_at(0, b"abcd")?;
+    /// let mut out = [0u8; 4];
+    /// other.read_at(0, &mut out)?;
+    /// assert_eq!(&out, b"abcd");
+    /// assert!(shm.write_at(1, b"abcd").is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.check_range(offset, src.len())?;
+        self.map.copy_in(offset, src);
+        Ok(())
+    }
+
+    /// Copies `dst.len()` elements of type `T`, starting at element `index` of the block
+    /// viewed as `[T]`, into `dst`: the safe form of
+    /// `dst.copy_from_slice(&as_slice_of::<T>()?[index..index + dst.len()])`.
+    /// An [`Error::InvalidArgument`] if they do not all lie inside the block.
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(4 * 8)?;
+    /// shm.write_slice_of::<f64>(1, &[1.5, 2.5])?;
+    /// let mut out = [0.0f64; 3];
+    /// shm.read_slice_of(1, &mut out)?;
+    /// assert_eq!(out, [1.5, 2.5, 0.0]);
+    /// assert!(shm.read_slice_of(2, &mut out).is_err()); // elements 2..5 of 4
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn read_slice_of<T: Pod>(&self, index: usize, dst: &mut [T]) -> Result<()> {
+        let offset = self.element_offset::<T>(index, dst.len())?;
+        self.map.copy_out(offset, bytemuck::cast_slice_mut(dst));
+        Ok(())
+    }
+
+    /// Copies `src` into the block viewed as `[T]`, starting at element `index`: the
+    /// safe form of `as_mut_slice_of::<T>()?[index..index + src.len()].copy_from_slice(src)`.
+    /// An [`Error::InvalidArgument`] (and nothing written) if it does not fit.
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(3 * 4)?;
+    /// shm.write_slice_of::<u32>(0, &[7, 8, 9])?;
+    /// assert_eq!(shm.to_vec_of::<u32>()?, [7, 8, 9]);
+    /// assert!(shm.write_slice_of::<u32>(1, &[1, 2, 3]).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn write_slice_of<T: Pod>(&self, index: usize, src: &[T]) -> Result<()> {
+        let offset = self.element_offset::<T>(index, src.len())?;
+        self.map.copy_in(offset, bytemuck::cast_slice(src));
+        Ok(())
+    }
+
+    /// A copy of the whole block as a `Vec<T>`. An [`Error::InvalidArgument`] if the size
+    /// is not a whole number of `T`s (or `T` has size 0).
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(2 * 8)?;
+    /// shm.write_slice_of::<i64>(0, &[-1, 1])?;
+    /// assert_eq!(shm.to_vec_of::<i64>()?, [-1, 1]);
+    /// assert!(shm.to_vec_of::<[u8; 3]>().is_err()); // 16 bytes are not whole [u8; 3]s
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn to_vec_of<T: Pod>(&self) -> Result<Vec<T>> {
+        let n = self.whole_elements::<T>()?;
+        let mut out = vec![T::zeroed(); n];
+        self.map.copy_out(0, bytemuck::cast_slice_mut(&mut out));
+        Ok(out)
+    }
+
+    /// Writes `value` into every element of `range` of the block viewed as `[T]`: the
+    /// safe form of `as_mut_slice_of::<T>()?[range].fill(value)`, as fast. An
+    /// [`Error::InvalidArgument`] (and nothing written) if the range does not lie inside
+    /// the block.
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(4 * 8)?;
+    /// shm.fill_of::<f64>(.., 1.5)?;
+    /// shm.fill_of::<f64>(2.., -1.0)?;
+    /// assert_eq!(shm.to_vec_of::<f64>()?, [1.5, 1.5, -1.0, -1.0]);
+    /// assert!(shm.fill_of::<f64>(3..5, 0.0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn fill_of<T: Pod>(&self, range: impl RangeBounds<usize>, value: T) -> Result<()> {
+        let total = self.size() / size_of::<T>().max(1);
+        let start = match range.start_bound() {
+            Bound::Included(&s) => Some(s),
+            Bound::Excluded(&s) => s.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => Some(total),
+        };
+        let (start, end) = match (start, end) {
+            (Some(s), Some(e)) if s <= e => (s, e),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "a reversed or overflowing element range {:?}..{:?}",
+                    range.start_bound(),
+                    range.end_bound()
+                )))
+            }
+        };
+        let offset = self.element_offset::<T>(start, end - start)?;
+        self.map.fill(offset, end - start, value);
+        Ok(())
+    }
+
+    /// A volatile read of element `index` of the block viewed as `[T]` (a copy, never
+    /// elided or merged with other reads by the compiler). An [`Error::InvalidArgument`]
+    /// if the element does not lie inside the block. A concurrent write of the same
+    /// element by another handle or process may leave the value torn (a mix of old and new
+    /// bytes) for types wider than the machine's atomic accesses; use
+    /// [`atomic`](Self::atomic) when that matters.
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(3 * 8)?;
+    /// shm.write_volatile::<f64>(2, 0.25)?;
+    /// assert_eq!(shm.read_volatile::<f64>(2)?, 0.25);
+    /// assert_eq!(shm.read_volatile::<u8>(16)?, 0); // the same block as bytes
+    /// assert!(shm.read_volatile::<f64>(3).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn read_volatile<T: Pod>(&self, index: usize) -> Result<T> {
+        let offset = self.element_offset::<T>(index, 1)?;
+        Ok(self.map.read_volatile(offset))
+    }
+
+    /// A volatile write of `value` into element `index` of the block viewed as `[T]`;
+    /// see [`read_volatile`](Self::read_volatile).
+    ///
+    /// ```
+    /// let shm = multiproc::shared_memory::SharedMemory::create(8)?;
+    /// shm.write_volatile::<u16>(3, 0xbeef)?;
+    /// assert_eq!(shm.read_volatile::<u16>(3)?, 0xbeef);
+    /// assert!(shm.write_volatile::<u16>(4, 1).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn write_volatile<T: Pod>(&self, index: usize, value: T) -> Result<()> {
+        let offset = self.element_offset::<T>(index, 1)?;
+        self.map.write_volatile(offset, value);
+        Ok(())
+    }
+
+    /// Element `index` of the block viewed as an array of the atomic integer `A` (for
+    /// example `AtomicU64`): a reference that is sound to hold while other handles and
+    /// processes read and write the same element, as long as they too use atomic
+    /// operations on it. An [`Error::InvalidArgument`] if the element does not lie inside
+    /// the block.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use multiproc::shared_memory::SharedMemory;
+    ///
+    /// fn count((shm, n): (SharedMemory, u32)) {
+    ///     let counter = shm.atomic::<AtomicU32>(0).unwrap();
+    ///     for _ in 0..n {
+    ///         counter.fetch_add(1, Ordering::SeqCst);
+    ///     }
+    /// }
+    ///
+    /// let shm = SharedMemory::create(4)?;
+    /// let p = multiproc::Process::new(count, (shm.try_clone()?, 1000));
+    /// p.start()?;
+    /// count((shm.try_clone()?, 1000));
+    /// p.join(None)?;
+    /// assert_eq!(shm.atomic::<AtomicU32>(0)?.load(Ordering::SeqCst), 2000);
+    /// assert!(shm.atomic::<AtomicU32>(1).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn atomic<A: SharedAtomic>(&self, index: usize) -> Result<&A> {
+        let offset = index
+            .checked_mul(size_of::<A>())
+            .filter(|&offset| self.map.fits(offset, size_of::<A>()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "atomic element {index} of {} bytes each lies outside a block of {} bytes",
+                    size_of::<A>(),
+                    self.size()
+                ))
+            })?;
+        Ok(self.map.atomic(offset))
+    }
+
+    /// The byte offset of `count` elements of `T` from element `index`, checked to lie
+    /// inside the block (the mapping is page-aligned, so every element is aligned).
+    fn element_offset<T>(&self, index: usize, count: usize) -> Result<usize> {
+        let each = size_of::<T>();
+        let ty = std::any::type_name::<T>();
+        if each == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "cannot access a block as {ty}, a type of size 0"
+            )));
+        }
+        index
+            .checked_mul(each)
+            .zip(count.checked_mul(each))
+            .filter(|&(offset, len)| self.map.fits(offset, len))
+            .map(|(offset, _)| offset)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "elements {index}..{index}+{count} of {ty} ({each} bytes each) lie outside \
+                     a block of {} bytes",
+                    self.size()
+                ))
+            })
+    }
+
+    /// How many whole `T`s the block holds; an error unless the size is a multiple.
+    fn whole_elements<T>(&self) -> Result<usize> {
+        let each = size_of::<T>();
+        if each == 0 || self.size() % each != 0 {
+            return Err(view_error::<T>(
+                self.size(),
+                bytemuck::PodCastError::OutputSliceWouldHaveSlop,
+            ));
+        }
+        Ok(self.size() / each)
+    }
+
+    /// Checks that `len` bytes from `offset` lie inside the block.
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        if self.map.fits(offset, len) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "bytes {offset}..{offset}+{len} lie outside a block of {} bytes",
+                self.size()
+            )))
+        }
+    }
+
+    /// Appends `len` bytes of the block from byte `offset` to `vec`, copying straight into
+    /// its spare capacity; for the crate's own large queue items.
+    pub(crate) fn extend_vec(&self, offset: usize, len: usize, vec: &mut Vec<u8>) -> Result<()> {
+        self.check_range(offset, len)?;
+        self.map.extend_vec(offset, len, vec);
+        Ok(())
     }
 
     /// Whether dropping this handle unlinks the block: it created the block, was not
@@ -687,8 +1094,8 @@ impl Serialize for SharedMemory {
 /// use multiproc::shared_memory::SharedMemory;
 /// use multiproc::Process;
 ///
-/// fn child(mut shm: SharedMemory) {
-///     shm.buf_mut()[0] = 7;
+/// fn child(shm: SharedMemory) {
+///     shm.write_volatile::<u8>(0, 7).unwrap();
 /// } // dropped here: only attached, so the block stays
 ///
 /// let shm = SharedMemory::create(8)?;
@@ -696,7 +1103,7 @@ impl Serialize for SharedMemory {
 /// p.start()?;
 /// p.join(None)?;
 /// assert_eq!(p.exitcode(), Some(0));
-/// assert_eq!(shm.buf()[0], 7);
+/// assert_eq!(shm.read_volatile::<u8>(0)?, 7);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 impl<'de> Deserialize<'de> for SharedMemory {
@@ -716,7 +1123,7 @@ fn view_error<T>(size: usize, e: bytemuck::PodCastError) -> Error {
         _ if each == 0 => format!("cannot view a block as {ty}, a type of size 0"),
         _ => format!(
             "a block of {size} bytes is not a whole number of {ty} ({each} bytes each); view a \
-             sub-slice of buf() instead"
+             range with read_at or read_slice_of instead"
         ),
     })
 }
@@ -1338,6 +1745,11 @@ const CODE_NONE: u8 = 3;
 /// and so truncates non-ASCII text that needs more bytes; this module sizes it by its
 /// UTF-8 length. The layout is the same and CPython reads such lists correctly.
 ///
+/// Reads and writes copy: [`get`](Self::get) returns an owned [`ListItem`] and
+/// [`set`](Self::set) copies the new bytes in, so no reference into the block ever
+/// escapes, and another process rewriting an item meanwhile can make a read fail or see
+/// a mix of old and new bytes, never unsound.
+///
 /// As with CPython, an item can be replaced by any other type, but a `str`/`bytes` value
 /// must fit the slot allocated when the list was made, and the length is fixed.
 ///
@@ -1417,11 +1829,12 @@ impl ShareableList {
             .ok_or_else(too_big)?;
         let shm = builder.size(size).create()?;
         let mut list = ShareableList { shm, len: n, offsets };
-        let buf = list.shm.buf_mut();
-        buf[..8].copy_from_slice(&(n as i64).to_ne_bytes());
-        for (i, off) in list.offsets.iter().enumerate() {
-            buf[8 + 8 * i..16 + 8 * i].copy_from_slice(&(*off as i64).to_ne_bytes());
+        let mut header = Vec::with_capacity(data_start);
+        header.extend_from_slice(&(n as i64).to_ne_bytes());
+        for off in &list.offsets {
+            header.extend_from_slice(&(*off as i64).to_ne_bytes());
         }
+        list.shm.write_at(0, &header)?;
         for (i, (item, format)) in items.iter().zip(&formats).enumerate() {
             list.write(i, item, format)?;
         }
@@ -1462,9 +1875,8 @@ impl ShareableList {
                 shm.name()
             ))
         };
-        let buf = shm.buf();
-        let size = buf.len();
-        let n = read_i64(buf, 0).ok_or_else(|| not_a_list(format!("{size} bytes")))?;
+        let size = shm.size();
+        let n = read_i64(&shm, 0).ok_or_else(|| not_a_list(format!("{size} bytes")))?;
         let n = usize::try_from(n).map_err(|_| not_a_list(format!("length {n}")))?;
         let data_start = n
             .checked_add(2)
@@ -1473,7 +1885,7 @@ impl ShareableList {
             .ok_or_else(|| not_a_list(format!("length {n} in a block of {size} bytes")))?;
         let mut offsets = Vec::with_capacity(n + 1);
         for i in 0..=n {
-            let off = read_i64(buf, 8 + 8 * i).unwrap_or(-1);
+            let off = read_i64(&shm, 8 + 8 * i).unwrap_or(-1);
             let off = usize::try_from(off)
                 .ok()
                 .filter(|&o| offsets.last().is_none_or(|&prev| o >= prev))
@@ -1572,8 +1984,7 @@ impl ShareableList {
     pub fn get(&self, index: usize) -> Result<ListItem> {
         self.check_index(index)?;
         let format = self.format_at(index)?;
-        let code = self.code_at(index);
-        let buf = self.shm.buf();
+        let code = self.code_at(index)?;
         let start = self.data_start() + self.offsets[index];
         let bad = |why: &str| {
             Error::InvalidArgument(format!(
@@ -1582,10 +1993,13 @@ impl ShareableList {
             ))
         };
         let (kind, at, len) = parse_format(&format).ok_or_else(|| bad("unknown format"))?;
-        let raw = start
+        let mut raw = vec![0u8; len.min(self.shm.size())];
+        start
             .checked_add(at)
-            .and_then(|s| buf.get(s..s.checked_add(len)?))
+            .filter(|_| raw.len() == len)
+            .and_then(|s| self.shm.read_at(s, &mut raw).ok())
             .ok_or_else(|| bad("outside the block"))?;
+        let raw = raw.as_slice();
         let plain = match kind {
             Kind::Int => {
                 ListItem::Int(i64::from_ne_bytes(raw.try_into().map_err(|_| bad("size"))?))
@@ -1727,8 +2141,9 @@ impl ShareableList {
     /// The format stored for item `index` (checked to be in range and ASCII).
     fn format_at(&self, index: usize) -> Result<String> {
         let at = self.formats_start() + 8 * index;
-        let raw = &self.shm.buf()[at..at + 8];
-        let raw = trim_nul(raw);
+        let mut raw = [0u8; 8];
+        self.shm.read_at(at, &mut raw)?;
+        let raw = trim_nul(&raw);
         match std::str::from_utf8(raw) {
             Ok(s) if s.is_ascii() => Ok(s.to_string()),
             _ => Err(Error::InvalidArgument(format!(
@@ -1738,8 +2153,8 @@ impl ShareableList {
         }
     }
 
-    fn code_at(&self, index: usize) -> u8 {
-        self.shm.buf()[self.formats_start() + 8 * self.len + index]
+    fn code_at(&self, index: usize) -> Result<u8> {
+        self.shm.read_volatile::<u8>(self.formats_start() + 8 * self.len + index)
     }
 
     /// The format for a `str`/`bytes` of `len` bytes in slot `index`, as CPython chooses
@@ -1784,11 +2199,14 @@ impl ShareableList {
         };
         // The whole struct (pads included) is written, as struct.pack_into does.
         let total = format_size(format).unwrap_or(at + len);
-        let buf = self.shm.buf_mut();
-        let region = buf.get_mut(value_at..value_at + total).ok_or_else(|| {
-            Error::InvalidArgument(format!("item {index} does not fit in the block"))
-        })?;
-        region.fill(0);
+        let does_not_fit =
+            || Error::InvalidArgument(format!("item {index} does not fit in the block"));
+        if at.checked_add(len).is_none_or(|end| end > total)
+            || value_at.checked_add(total).is_none_or(|end| end > self.shm.size())
+        {
+            return Err(does_not_fit());
+        }
+        let mut region = vec![0u8; total];
         let value = &mut region[at..at + len];
         match (kind, item) {
             (Kind::Int, ListItem::Int(i)) => value.copy_from_slice(&i.to_ne_bytes()),
@@ -1806,8 +2224,9 @@ impl ShareableList {
         }
         let mut fmt = [0u8; 8];
         fmt[..format.len()].copy_from_slice(format.as_bytes());
-        buf[format_at..format_at + 8].copy_from_slice(&fmt);
-        buf[code_at] = code;
+        self.shm.write_at(value_at, &region)?;
+        self.shm.write_at(format_at, &fmt)?;
+        self.shm.write_at(code_at, &[code])?;
         Ok(())
     }
 }
@@ -1879,8 +2298,11 @@ fn trim_nul(b: &[u8]) -> &[u8] {
     &b[..end]
 }
 
-fn read_i64(buf: &[u8], at: usize) -> Option<i64> {
-    Some(i64::from_ne_bytes(buf.get(at..at.checked_add(8)?)?.try_into().ok()?))
+/// The `i64` at byte `at` of `shm` (a copy), or `None` past its end.
+fn read_i64(shm: &SharedMemory, at: usize) -> Option<i64> {
+    let mut bytes = [0u8; 8];
+    shm.read_at(at, &mut bytes).ok()?;
+    Some(i64::from_ne_bytes(bytes))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -49,6 +49,17 @@
 //! writers to other elements are never overwritten; a panic while the guard is held
 //! writes nothing back.
 //!
+//! # No references into shared memory
+//! No method of this module returns a reference into the shared segment: reads and
+//! writes are atomic operations that copy one element, [`get_obj`](Value::get_obj) and
+//! [`get_lock`](Value::get_lock) return references to this process's *handles*, and the
+//! guards of [`Value::lock`] and [`Array::lock`] dereference to a private copy in this
+//! process's own memory, which no other handle or process can write. So clones,
+//! [`get_obj`](Value::get_obj) writers that skip the lock, and other processes can never
+//! break Rust's aliasing rules through these types, whatever they do; at worst a write
+//! that skips the lock is overwritten by a guard's write-back (or the other way round),
+//! which is the lost update the lock exists to prevent.
+//!
 //! # A dead holder never hangs anyone
 //! The lock of a `Value` or `Array` is a [`Lock`] or [`RLock`]: if a process is killed
 //! while holding it, the next acquirer gets it, and its guard reports
@@ -1040,6 +1051,10 @@ impl<T: CInt> Value<T> {
 /// The lock of a [`Value`] and a private copy of the value, from [`Value::lock`].
 /// Dereferences to the value; a change is written back when the guard drops.
 ///
+/// `&T` and `&mut T` from the guard point to that private copy, not into shared memory:
+/// no other handle (a clone, [`Value::get_obj`], another process) can write it while the
+/// reference lives. Writers that skip the lock change the shared value, not the copy.
+///
 /// ```
 /// let v = multiproc::Value::new(1.0_f64)?;
 /// let mut g = v.lock(None)?;
@@ -1646,6 +1661,11 @@ impl<T: CInt> Array<T> {
 
 /// The lock of an [`Array`] and a private copy of its elements, from [`Array::lock`].
 /// Dereferences to `[T]`; changed elements are written back when the guard drops.
+///
+/// `&[T]` and `&mut [T]` from the guard point to that private copy, not into shared
+/// memory: no other handle (a clone, [`Array::get_obj`], another process) can write it
+/// while the reference lives. Writers that skip the lock change the shared elements, not
+/// the copy.
 ///
 /// ```
 /// let arr = multiproc::Array::<i32>::new(3)?;

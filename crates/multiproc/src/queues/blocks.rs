@@ -104,9 +104,49 @@ impl Outgoing {
         self.block.name()
     }
 
-    /// Room for the item's `len` bytes.
-    pub(super) fn data_mut(&mut self, len: usize) -> &mut [u8] {
-        &mut self.block.buf_mut()[BLOCK_DATA..BLOCK_DATA + len]
+    /// Copies `bytes` into the item's place, starting `at` bytes into the item. Nobody
+    /// else touches the block meanwhile: it is new, or free and kept by this producer.
+    pub(super) fn write(&self, at: usize, bytes: &[u8]) -> Result<()> {
+        let at = BLOCK_DATA
+            .checked_add(at)
+            .ok_or_else(|| Error::InvalidArgument(format!("an item offset of {at} bytes")))?;
+        self.block.write_at(at, bytes)
+    }
+}
+
+/// The bytes of an item in its block, copied out on request (never lent as a slice: a
+/// slice of shared memory is sound only while nothing else can write it, and a block's
+/// state word is a promise between well-behaved peers, not a guarantee).
+pub(super) struct ItemBytes<'a> {
+    block: &'a SharedMemory,
+    len: usize,
+}
+
+impl ItemBytes<'_> {
+    /// The item's length in bytes.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `dst.len()` bytes of the item, from its byte `at`, into `dst`.
+    pub(super) fn read_at(&self, at: usize, dst: &mut [u8]) -> Result<()> {
+        match at.checked_add(dst.len()) {
+            Some(end) if end <= self.len => self.block.read_at(BLOCK_DATA + at, dst),
+            _ => Err(Error::Protocol(format!(
+                "queue: {} bytes at {at} of an item of {} bytes",
+                dst.len(),
+                self.len
+            ))),
+        }
+    }
+
+    /// Appends the item's bytes from its byte `from` to its end to `vec`, copying
+    /// straight into its spare capacity.
+    pub(super) fn extend_vec(&self, from: usize, vec: &mut Vec<u8>) -> Result<()> {
+        let n = self.len.checked_sub(from).ok_or_else(|| {
+            Error::Protocol(format!("queue: byte {from} of an item of {} bytes", self.len))
+        })?;
+        self.block.extend_vec(BLOCK_DATA + from, n, vec)
     }
 }
 
@@ -238,7 +278,7 @@ impl Blocks {
         &self,
         name: &str,
         len: usize,
-        read: impl FnOnce(&[u8]) -> R,
+        read: impl FnOnce(ItemBytes<'_>) -> R,
     ) -> Result<R> {
         let mine = self.mine();
         let cached = mine
@@ -252,9 +292,8 @@ impl Blocks {
             Some(block) => block,
             None => SharedMemory::attach(name)?,
         };
-        let Some(bytes) =
-            BLOCK_DATA.checked_add(len).and_then(|end| block.buf().get(BLOCK_DATA..end))
-        else {
+        let fits = BLOCK_DATA.checked_add(len).is_some_and(|end| end <= block.size());
+        if !fits {
             let _ = block.unlink();
             return Err(Error::Protocol(format!(
                 "queue: large item block {name} is too short for {len} bytes"
@@ -273,7 +312,7 @@ impl Blocks {
                 )))
             }
         }
-        let result = read(bytes);
+        let result = read(ItemBytes { block: &block, len });
         let before = state(&block).swap(FREE, AcqRel);
         Os::wake(state(&block), 1);
         if before == RELEASED {

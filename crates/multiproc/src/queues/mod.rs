@@ -526,10 +526,9 @@ fn encode_record_into<T: Serialize + 'static>(
             return Ok(Record { kind: KIND_INLINE, payload, block: None });
         }
         // Large: straight into a block, without an intermediate copy.
-        let mut block = ring.blocks.take(total, deadline)?;
-        let buf = block.data_mut(total);
-        buf[..prefix.len()].copy_from_slice(prefix);
-        buf[prefix.len()..].copy_from_slice(bytes);
+        let block = ring.blocks.take(total, deadline)?;
+        block.write(0, prefix)?;
+        block.write(prefix.len(), bytes)?;
         return indirect_record(block, total, payload);
     }
     Codec::Postcard.encode_into(item, &mut payload)?;
@@ -537,8 +536,8 @@ fn encode_record_into<T: Serialize + 'static>(
         return Ok(Record { kind: KIND_INLINE, payload, block: None });
     }
     let total = payload.len();
-    let mut block = ring.blocks.take(total, deadline)?;
-    block.data_mut(total).copy_from_slice(&payload);
+    let block = ring.blocks.take(total, deadline)?;
+    block.write(0, &payload)?;
     indirect_record(block, total, Vec::new())
 }
 
@@ -587,18 +586,53 @@ fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
                 rest.len()
             )));
         }
-        let mut vec = Vec::with_capacity(len);
-        if len >= 4 << 20 {
-            crate::sys::mem::advise_huge_pages(&mut vec);
-        }
+        let mut vec = byte_vector(len);
         vec.extend_from_slice(rest);
-        let mut slot = Some(vec);
-        return (&mut slot as &mut dyn Any)
-            .downcast_mut::<Option<T>>()
-            .and_then(Option::take)
-            .ok_or_else(|| Error::Codec("byte vector type mismatch".into()));
+        return as_item(vec);
     }
     Codec::Postcard.decode(bytes)
+}
+
+/// An empty byte vector with room for `len` bytes (huge pages for large ones).
+fn byte_vector(len: usize) -> Vec<u8> {
+    let mut vec = Vec::with_capacity(len);
+    if len >= 4 << 20 {
+        crate::sys::mem::advise_huge_pages(&mut vec);
+    }
+    vec
+}
+
+/// `vec` as the item type `T`, which is `Vec<u8>`.
+fn as_item<T: 'static>(vec: Vec<u8>) -> Result<T> {
+    let mut slot = Some(vec);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .ok_or_else(|| Error::Codec("byte vector type mismatch".into()))
+}
+
+/// Decodes one item held in a large-item block, copying it out once: byte vectors
+/// straight into the vector returned, other items into a buffer they are decoded from.
+fn decode_block_item<T: DeserializeOwned + 'static>(item: blocks::ItemBytes<'_>) -> Result<T> {
+    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        let mut head = [0u8; 10];
+        let head = &mut head[..item.len().min(10)];
+        item.read_at(0, head)?;
+        let (len, rest) = read_varint(head)?;
+        let prefix = head.len() - rest.len();
+        if item.len() - prefix != len {
+            return Err(Error::Codec(format!(
+                "a byte vector of {len} bytes in a record of {} bytes",
+                item.len() - prefix
+            )));
+        }
+        let mut vec = byte_vector(len);
+        item.extend_vec(prefix, &mut vec)?;
+        return as_item(vec);
+    }
+    let mut bytes = Vec::with_capacity(item.len());
+    item.extend_vec(0, &mut bytes)?;
+    Codec::Postcard.decode(&bytes)
 }
 
 fn decode_record<T: DeserializeOwned + 'static>(
@@ -611,7 +645,7 @@ fn decode_record<T: DeserializeOwned + 'static>(
         _ => {
             let (name, len): (String, u64) = Codec::Postcard.decode(payload)?;
             let len = usize::try_from(len).unwrap_or(usize::MAX);
-            ring.blocks.read(&name, len, decode_item)?
+            ring.blocks.read(&name, len, decode_block_item)?
         }
     }
 }

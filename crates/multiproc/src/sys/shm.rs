@@ -1,26 +1,68 @@
 //! Shared memory: POSIX `shm_open` segments, anonymous `memfd` segments, and mappings.
 //!
-//! A [`Mapping`] is a `MAP_SHARED` view of a descriptor. It hands out three kinds of
-//! access, each sound on its own terms:
-//! - atomics (`&AtomicU32`, `&AtomicU64`) at aligned offsets, for the words that processes
-//!   synchronise on;
-//! - copies in and out (`read`, `write`, `copy_out`, `copy_in`) of plain-old-data bytes,
-//!   for values guarded by those words;
-//! - whole slices (`as_slice`, `as_mut_slice`) through `&self` / `&mut self`, for a
-//!   process's exclusive handle on a block it shares by convention (Python's
-//!   `SharedMemory.buf`).
+//! A [`Mapping`] is a `MAP_SHARED` view of a descriptor. Other handles in this process
+//! and other processes may write the same bytes at any moment, so its safe access paths
+//! never hand out a plain reference to the mapped bytes:
+//! - atomics (`&AtomicU32`, `&AtomicU64`, any [`SharedAtomic`]) at aligned offsets, for
+//!   the words that processes synchronise on (atomics are made for shared mutation);
+//! - copies in and out (`read`, `write`, `copy_out`, `copy_in`, `extend_vec`), volatile
+//!   element reads and writes (`read_volatile`, `write_volatile`) and fills (`fill`) of
+//!   plain-old-data values, through raw pointers only;
+//! - whole slices (`as_slice`, `as_mut_slice`) only through `unsafe fn`s whose callers
+//!   promise that nothing writes (or, for the mutable slice, touches) the bytes while the
+//!   slice lives.
 //!
-//! Other processes may write the same bytes at any moment; that is the nature of shared
-//! memory, and the safe layers above make it a matter of correct results (locks), not of
-//! memory safety within this process.
+//! A block that a peer truncates (`ftruncate` to fewer bytes) stays mapped at its old
+//! length here, but touching a page past the new end raises `SIGBUS`: that is not a
+//! memory-safety hole (the process dies), but it is a way for a peer to kill us.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{
+    AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicIsize, AtomicU16, AtomicU32, AtomicU64,
+    AtomicU8, AtomicUsize,
+};
 
 use rustix::fs::Mode;
 use rustix::mm::{MapFlags, ProtFlags};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The atomic integer types that a block of shared memory can be viewed through
+/// (`AtomicU8` to `AtomicU64`, `AtomicI8` to `AtomicI64`, `AtomicUsize`, `AtomicIsize`).
+/// Sealed: every bit pattern is a valid value of each, and each has the size and
+/// alignment of its integer.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// let shm = multiproc::shared_memory::SharedMemory::create(16)?;
+/// shm.atomic::<AtomicU64>(1)?.fetch_add(5, Ordering::SeqCst);
+/// assert_eq!(shm.read_volatile::<u64>(1)?, 5);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait SharedAtomic: sealed::Sealed + Sync + 'static {}
+
+macro_rules! shared_atomic {
+    ($($ty:ty),*) => {$(
+        impl sealed::Sealed for $ty {}
+        impl SharedAtomic for $ty {}
+    )*};
+}
+shared_atomic!(
+    AtomicU8,
+    AtomicU16,
+    AtomicU32,
+    AtomicU64,
+    AtomicUsize,
+    AtomicI8,
+    AtomicI16,
+    AtomicI32,
+    AtomicI64,
+    AtomicIsize
+);
 
 /// A shared, read-write mapping of a whole descriptor.
 pub(crate) struct Mapping {
@@ -28,10 +70,11 @@ pub(crate) struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is plain memory shared with other processes; every access path
-// above is either atomic, a raw copy, or a slice whose borrow follows `&self`/`&mut self`,
-// so sending or sharing the handle between threads adds nothing that processes don't
-// already do.
+// SAFETY: the mapping is plain memory shared with other processes; every safe access
+// path is either atomic or a raw copy through a pointer (never a reference to the bytes),
+// and the slice views are `unsafe fn`s whose callers exclude every other writer, this
+// process's threads included; so sending or sharing the handle between threads adds
+// nothing that processes don't already do.
 unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
@@ -71,11 +114,74 @@ impl Mapping {
 
     fn check(&self, offset: usize, size: usize, align: usize) {
         assert!(
-            offset.checked_add(size).is_some_and(|end| end <= self.len),
+            self.fits(offset, size),
             "shared memory access at {offset}+{size} outside a mapping of {} bytes",
             self.len
         );
         assert!((self.addr() + offset) % align == 0, "misaligned shared memory access at {offset}");
+    }
+
+    /// Whether `size` bytes from `offset` lie inside the mapping.
+    pub(crate) fn fits(&self, offset: usize, size: usize) -> bool {
+        offset.checked_add(size).is_some_and(|end| end <= self.len)
+    }
+
+    /// The atomic `A` at `offset` (aligned for `A`, in bounds: checked).
+    pub(crate) fn atomic<A: SharedAtomic>(&self, offset: usize) -> &A {
+        self.check(offset, size_of::<A>(), align_of::<A>());
+        // SAFETY: in bounds and aligned (checked); the memory lives as long as `&self`;
+        // every `SharedAtomic` is an atomic integer, which accepts any bit pattern and is
+        // designed for shared mutation.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<A>() }
+    }
+
+    /// A volatile read of the `T` at `offset` (aligned for `T`, in bounds: checked).
+    pub(crate) fn read_volatile<T: bytemuck::Pod>(&self, offset: usize) -> T {
+        self.check(offset, size_of::<T>(), align_of::<T>());
+        // SAFETY: in bounds and aligned (checked); `T: Pod` accepts any bit pattern; no
+        // reference to the bytes is made.
+        unsafe { self.ptr.as_ptr().add(offset).cast::<T>().read_volatile() }
+    }
+
+    /// A volatile write of `value` at `offset` (aligned for `T`, in bounds: checked).
+    pub(crate) fn write_volatile<T: bytemuck::Pod>(&self, offset: usize, value: T) {
+        self.check(offset, size_of::<T>(), align_of::<T>());
+        // SAFETY: in bounds and aligned (checked); the safe paths make no reference to
+        // the bytes, and the unsafe slice views' callers promise that nothing writes
+        // while their slices live.
+        unsafe { self.ptr.as_ptr().add(offset).cast::<T>().write_volatile(value) }
+    }
+
+    /// Writes `value` into the `count` elements of type `T` starting at `offset` (aligned
+    /// for `T`, in bounds: checked).
+    pub(crate) fn fill<T: bytemuck::Pod>(&self, offset: usize, count: usize, value: T) {
+        let bytes = count.saturating_mul(size_of::<T>());
+        self.check(offset, bytes, align_of::<T>());
+        let start = self.ptr.as_ptr().wrapping_add(offset).cast::<T>();
+        for i in 0..count {
+            // SAFETY: element `i < count` is in bounds and aligned (checked above); a raw
+            // write, no reference to the bytes (see `write_volatile`).
+            unsafe { start.add(i).write(value) }
+        }
+    }
+
+    /// Appends the `len` bytes starting at `offset` to `vec`, copying them straight into
+    /// its spare capacity.
+    pub(crate) fn extend_vec(&self, offset: usize, len: usize, vec: &mut Vec<u8>) {
+        self.check(offset, len, 1);
+        vec.reserve(len);
+        let old = vec.len();
+        // SAFETY: source in bounds (checked); `reserve` made room for `len` more bytes
+        // after `old`, a distinct Rust allocation; after the copy those bytes are
+        // initialised, so the new length is valid.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                vec.as_mut_ptr().add(old),
+                len,
+            );
+            vec.set_len(old + len);
+        }
     }
 
     /// The 32-bit atomic at `offset` (4-aligned, in bounds: checked).
@@ -103,8 +209,8 @@ impl Mapping {
     /// Copies `value` into the mapping at `offset` (any alignment).
     pub(crate) fn write<T: bytemuck::Pod>(&self, offset: usize, value: T) {
         self.check(offset, size_of::<T>(), 1);
-        // SAFETY: in bounds (checked); no Rust reference to these bytes is handed out
-        // through `&self` (only through `as_slice`, which callers keep separate).
+        // SAFETY: in bounds (checked); a raw write, no reference to the bytes (see
+        // `write_volatile`).
         unsafe { self.ptr.as_ptr().add(offset).cast::<T>().write_unaligned(value) }
     }
 
@@ -123,16 +229,25 @@ impl Mapping {
     }
 
     /// The whole mapping as bytes.
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes that live as long as `&self`.
+    ///
+    /// # Safety
+    /// While the slice lives, nothing writes the mapped bytes: not this handle's other
+    /// paths, not another mapping of the same segment in this process (on any thread), not
+    /// another process; and nobody shrinks the segment below this mapping's length.
+    pub(crate) unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes that live as long as `&self`; the
+        // caller promises they do not change while the slice lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The whole mapping as mutable bytes; `&mut self` makes this the only view in this
-    /// process.
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as `as_slice`, and the exclusive borrow of `self` excludes every other
-        // access path of this process for the slice's lifetime.
+    /// The whole mapping as mutable bytes.
+    ///
+    /// # Safety
+    /// While the slice lives, nothing else reads or writes the mapped bytes (this process's
+    /// other mappings and threads, other processes), and nobody shrinks the segment.
+    pub(crate) unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as `as_slice`; the exclusive borrow of `self` excludes this handle's
+        // other paths, and the caller promises the rest.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
