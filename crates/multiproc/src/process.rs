@@ -796,15 +796,23 @@ where
     let mut parent_end = Some(parent_end);
     let mut child_end = Some(child_end);
     let mut args = Some(args);
-    let pid = sys::spawn::fork(info.daemon, held, || {
+    let pid = sys::spawn::fork(info.daemon, held, |setup| {
         // In the child: whatever happens here ends in `exit_now`, never in the caller.
         drop(parent_end.take());
         set_child_lineage(&info.name, &info.identity, info.daemon, me.pid, me.name.clone());
         CHILD_COUNTER.store(0, Ordering::Relaxed);
         forget_children();
-        let Some(args) = args.take() else { return 70 };
-        let outcome = call_target(target, args);
-        let code = outcome.exit_code();
+        let (outcome, code) = match (setup, args.take()) {
+            (Ok(()), Some(args)) => {
+                let outcome = call_target(target, args);
+                let code = outcome.exit_code();
+                (outcome, code)
+            }
+            (Err(e), _) => {
+                (ChildOutcome::Failed(format!("the forked child could not start: {e}")), 70)
+            }
+            (Ok(()), None) => (ChildOutcome::Failed("the arguments were taken".into()), 70),
+        };
         if let Some(fd) = child_end.take() {
             let _ = Connection::from_fd(fd).send(&outcome);
         }

@@ -123,8 +123,10 @@ fn a_joined_process_leaves_no_zombie() {
 /// Runs in a child: makes `prctl(PR_SET_PDEATHSIG)` fail with `EPERM` in this process and
 /// its descendants, then forks a daemon, which must arm that signal first and so cannot
 /// start. Reports on `conn` from every process that comes back from `start`, and returns
-/// the daemon's exit code.
-fn fork_a_daemon_that_cannot_arm_its_signal((conn,): (Connection,)) -> Option<i32> {
+/// the daemon's exit code and the error it reported.
+fn fork_a_daemon_that_cannot_arm_its_signal(
+    (conn,): (Connection,),
+) -> (Option<i32>, Option<String>) {
     use seccompiler::{
         BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
         SeccompRule,
@@ -149,8 +151,10 @@ fn fork_a_daemon_that_cannot_arm_its_signal((conn,): (Connection,)) -> Option<i3
     let daemon = Process::new(|_: ()| {}, ()).daemon(true).start_method(StartMethod::Fork);
     let started = daemon.start();
     conn.send(&(std::process::id(), started.is_ok())).unwrap();
-    daemon.join(LONG).ok()?;
-    daemon.exitcode()
+    if daemon.join(LONG).is_err() {
+        return (None, None);
+    }
+    (daemon.exitcode(), daemon.panic_message())
 }
 
 #[test]
@@ -168,6 +172,10 @@ fn a_forked_child_that_fails_to_set_itself_up_ends_instead_of_returning_to_the_c
         }
     }
     assert_eq!(reports, [(middle, true)], "only the parent may return from start()");
-    // The daemon ended at once, with the code of a child that could not set itself up.
-    assert_eq!(h.join().unwrap(), Some(70));
+    // The daemon ended at once, with the code of a child that could not set itself up, and
+    // said why.
+    let (exitcode, message) = h.join().unwrap();
+    assert_eq!(exitcode, Some(70));
+    let message = message.unwrap();
+    assert!(message.contains("parent-death signal"), "{message}");
 }

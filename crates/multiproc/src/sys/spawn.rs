@@ -182,14 +182,19 @@ fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
 ///
 /// `held` (lock guards the caller took so that no other thread holds those locks at the
 /// instant of the fork) is released in both processes right after the fork. A daemon
-/// child arms its parent-death signal first. The child never returns into the caller's
-/// stack: every way out of it (an error while setting it up, a panic that escapes
-/// `child`, `child`'s return) ends it through [`exit_now`].
+/// child arms its parent-death signal first, and `child` gets the error if that failed
+/// (to report it and return an exit code). The child never returns into the caller's
+/// stack: every way out of it (a panic that escapes `child`, `child`'s return) ends it
+/// through [`exit_now`].
 ///
 /// In a multi-threaded parent only the calling thread exists in the child; locks held by
 /// other threads stay locked there. This is the documented hazard of the `fork` start
 /// method, which users opt into.
-pub(crate) fn fork<H>(daemon: bool, held: H, child: impl FnOnce() -> i32) -> io::Result<Pid> {
+pub(crate) fn fork<H>(
+    daemon: bool,
+    held: H,
+    child: impl FnOnce(io::Result<()>) -> i32,
+) -> io::Result<Pid> {
     let parent = rustix::process::getpid();
     // SAFETY: fork has no memory-safety preconditions of its own; the child continues with
     // a copy of this thread only, which the `fork` start method documents, and leaves
@@ -199,18 +204,21 @@ pub(crate) fn fork<H>(daemon: bool, held: H, child: impl FnOnce() -> i32) -> io:
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            let mut setup = Ok(());
             if daemon {
-                if let Err(e) = set_parent_process_death_signal(Some(Signal::KILL)) {
-                    eprintln!(
-                        "multiproc: forked daemon could not arm its parent-death signal: {e}"
-                    );
-                    exit_now(70);
-                }
-                if getppid() != Some(parent) {
+                // Armed first, then checked: a parent that died before the signal was armed
+                // is no longer this process's parent, and nobody is left to report to.
+                setup = set_parent_process_death_signal(Some(Signal::KILL)).map_err(|e| {
+                    io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("cannot arm the parent-death signal: {e}"),
+                    )
+                });
+                if setup.is_ok() && getppid() != Some(parent) {
                     exit_now(1);
                 }
             }
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(setup)));
             exit_now(code.unwrap_or(70))
         }
         pid => Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned pid 0")),
