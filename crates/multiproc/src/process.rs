@@ -789,6 +789,10 @@ where
         None,
     )?;
     let me = context::current_process();
+    // The hook must be in place before the fork: installing it takes the panic hook's
+    // lock, which a thread of this process that is panicking at the instant of the fork
+    // would leave held in the child for ever.
+    install_reporting_hook();
     // Hold the locks the child will need across the fork, so that no other thread holds
     // them at that instant (a lock held by a thread that does not exist in the child stays
     // locked there forever). Both sides release their copy right after the fork.
@@ -959,8 +963,13 @@ pub(crate) fn catch_reported<T>(f: impl FnOnce() -> T) -> std::result::Result<T,
     result.map_err(|payload| panic_message(payload.as_ref()))
 }
 
+/// Installs the hook that keeps [`catch_reported`] panics quiet (once per process; a
+/// forked child inherits it). It passes every other panic to the hook it replaces.
 fn install_reporting_hook() {
     static INSTALLED: Once = Once::new();
+    if std::thread::panicking() {
+        return; // `set_hook` may not be called while unwinding; the next call installs it.
+    }
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
