@@ -355,3 +355,39 @@ fn caught_child_panics_print_nothing_in_the_child_and_reach_the_parent() {
     assert_eq!(all.matches("stack backtrace").count(), 1, "stderr:\n{stderr}");
     assert!(stderr.contains("unexpected panic in a thread"), "stderr:\n{stderr}");
 }
+
+#[test]
+fn a_forked_child_can_panic_while_another_thread_of_the_parent_is_panicking() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Another thread panics over and over, so that it is often inside the panic hook (which
+    // holds the standard library's panic-output lock) at the instant of a fork: a child
+    // that then printed its own panic through that hook would wait for that lock for ever.
+    let stop = Arc::new(AtomicBool::new(false));
+    let panicker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut panics = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::panic::catch_unwind(|| panic!("a panic in another thread"));
+                panics += 1;
+            }
+            panics
+        })
+    };
+    for i in 0..20 {
+        let p =
+            Process::new(|i: u32| panic!("expected panic {i}"), i).start_method(StartMethod::Fork);
+        p.start().unwrap();
+        if let Err(e) = p.join(Some(Duration::from_secs(30))) {
+            let _ = p.kill();
+            let _ = p.join(LONG);
+            stop.store(true, Ordering::Relaxed);
+            panic!("forked child {i} did not end: {e}");
+        }
+        assert_eq!(p.exitcode(), Some(1));
+        assert_eq!(p.panic_message(), Some(format!("expected panic {i}")));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(panicker.join().unwrap() > 0);
+}
