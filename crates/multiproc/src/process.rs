@@ -10,6 +10,18 @@
 //! the value or the panic message, and exits without ever running `main`. So there is no
 //! ceremony: it works the same in binaries, examples, tests and doc-tests.
 //!
+//! The function must belong to the program itself: one from a shared object loaded at run
+//! time (a `cdylib` opened with `dlopen`) is not where the child would look for it, so
+//! [`Process::start`] refuses it with [`Error::InvalidArgument`] before anything is
+//! started. Under [`StartMethod::Fork`] the child shares the parent's address space and
+//! any function will do.
+//!
+//! # Panics in the child
+//! A panic of the target reaches the parent ([`Process::panic_message`], or the error of
+//! [`JoinHandle::join`]) and prints nothing in the child, not even with `RUST_BACKTRACE`
+//! set: an expected panic stays quiet. A panic the library does not catch (on another
+//! thread of the child) prints as usual.
+//!
 //! # Exit codes
 //! As in Python: `None` while running, `0` on success, `N` after
 //! `std::process::exit(N)`, `1` after a panic, `-N` when killed by signal `N`.
@@ -143,7 +155,10 @@ impl Process {
     /// A process that will run `target(args)` once [started](Self::start).
     ///
     /// Arguments are encoded with serde when the process starts (under the default spawn
-    /// method); [`Connection`]s among them are passed as descriptors.
+    /// method); [`Connection`]s among them are passed as descriptors. Under the spawn
+    /// method `target` must be a function of the program itself, not of a shared object
+    /// loaded at run time: [`start`](Self::start) refuses one with
+    /// [`Error::InvalidArgument`].
     ///
     /// ```
     /// let p = multiproc::Process::new(|x: i32| assert_eq!(x, 7), 7);
@@ -644,6 +659,9 @@ impl fmt::Debug for Process {
 
 /// Runs `f(args)` in a new process and returns a handle to its result, like
 /// `std::thread::spawn`.
+///
+/// Under the spawn start method `f` must be a function of the program itself (see
+/// [`Process::new`]); a panic in `f` arrives as an error and prints nothing in the child.
 ///
 /// ```
 /// let handle = multiproc::spawn(|(a, b): (u64, u64)| a * b, (6, 7))?;

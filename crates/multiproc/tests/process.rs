@@ -221,8 +221,9 @@ fn a_spawned_child_reads_end_of_file_from_stdin() {
 }
 
 /// Compiles `tests/fixtures/foreign_target.rs` into a shared object and loads it: returns
-/// its target, a function that lives outside this program, and the object's path.
-fn load_foreign_target() -> (fn(u32), PathBuf) {
+/// its target and its barrier action, functions that live outside this program, and the
+/// object's path.
+fn load_foreign_target() -> (fn(u32), fn(), PathBuf) {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     let dir = std::env::temp_dir()
         .join(format!("multiproc-foreign-target-{}-{nanos}", std::process::id()));
@@ -247,16 +248,21 @@ fn load_foreign_target() -> (fn(u32), PathBuf) {
         let symbol = library.get::<*const fn(u32)>(b"MULTIPROC_FOREIGN_TARGET").expect("symbol");
         **symbol
     };
+    // SAFETY: likewise, `MULTIPROC_FOREIGN_ACTION` is a `static fn()`.
+    let action: fn() = unsafe {
+        let symbol = library.get::<*const fn()>(b"MULTIPROC_FOREIGN_ACTION").expect("symbol");
+        **symbol
+    };
     // The file can go; the object stays mapped for as long as this process runs, which a
     // forked child calling `target` needs.
     std::mem::forget(library);
     std::fs::remove_dir_all(&dir).unwrap();
-    (target, object)
+    (target, action, object)
 }
 
 #[test]
 fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_forked() {
-    let (target, object) = load_foreign_target();
+    let (target, action, object) = load_foreign_target();
     let object = object.display().to_string();
 
     let p = Process::new(target, 5).start_method(StartMethod::Spawn);
@@ -283,6 +289,13 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
     }
     pool.close();
     pool.join(LONG).unwrap();
+
+    // So does a barrier whose action is such a function, when it is sent to a child.
+    let barrier = multiproc::synchronize::Barrier::new(1, Some(action), None).unwrap();
+    match spawn(|b: multiproc::synchronize::Barrier| b.parties(), barrier) {
+        Err(Error::Codec(message)) => assert!(message.contains(&object), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 
     // A forked child shares the parent's address space: there the function is where it was.
     let p = Process::new(target, 5).start_method(StartMethod::Fork);
