@@ -220,10 +220,15 @@ fn a_spawned_child_reads_end_of_file_from_stdin() {
     assert_eq!(spawn(stdin_and_socket_count, ()).unwrap().join().unwrap(), (0, true));
 }
 
-/// Compiles `tests/fixtures/foreign_target.rs` into a shared object and loads it: returns
-/// its target and its barrier action, functions that live outside this program, and the
-/// object's path.
-fn load_foreign_target() -> (fn(u32), fn(), PathBuf) {
+/// A shared object loaded at run time, and functions that live in it.
+struct ForeignObject {
+    target: fn(u32),
+    action: fn(),
+    path: PathBuf,
+}
+
+/// Compiles `tests/fixtures/foreign_target.rs` into a shared object and loads it.
+fn load_foreign_target() -> ForeignObject {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     let dir = std::env::temp_dir()
         .join(format!("multiproc-foreign-target-{}-{nanos}", std::process::id()));
@@ -257,13 +262,13 @@ fn load_foreign_target() -> (fn(u32), fn(), PathBuf) {
     // forked child calling `target` needs.
     std::mem::forget(library);
     std::fs::remove_dir_all(&dir).unwrap();
-    (target, action, object)
+    ForeignObject { target, action, path: object }
 }
 
 #[test]
 fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_forked() {
-    let (target, action, object) = load_foreign_target();
-    let object = object.display().to_string();
+    let ForeignObject { target, action, path } = load_foreign_target();
+    let object = path.display().to_string();
 
     let p = Process::new(target, 5).start_method(StartMethod::Spawn);
     match p.start() {

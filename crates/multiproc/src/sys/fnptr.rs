@@ -32,8 +32,11 @@ fn anchor_ptr() -> *const u8 {
 ///
 /// Implemented for `fn() -> R` and `fn(A) -> R` below, and for other concrete
 /// function-pointer types with [`impl_fn_ptr!`]; both implement it by a plain cast to an
-/// address and by a `transmute` from a code address, which only a function pointer allows.
-pub(crate) trait FnPtr: Copy {
+/// address and by a `transmute` from a code address.
+///
+/// # Safety
+/// Implement it only for function-pointer types (an `unsafe impl`, so only in `sys`).
+pub(crate) unsafe trait FnPtr: Copy {
     /// The function's address.
     fn addr(self) -> *const ();
     /// The function pointer of type `Self` at `addr`.
@@ -47,7 +50,8 @@ pub(crate) trait FnPtr: Copy {
 /// `for<'a> fn(&'a [u8])`, which the generic implementations do not cover).
 macro_rules! impl_fn_ptr {
     ($($t:ty),* $(,)?) => {$(
-        impl $crate::sys::fnptr::FnPtr for $t {
+        // SAFETY: the cast in `addr` compiles only for a function-pointer type.
+        unsafe impl $crate::sys::fnptr::FnPtr for $t {
             fn addr(self) -> *const () {
                 self as *const ()
             }
@@ -62,7 +66,8 @@ macro_rules! impl_fn_ptr {
 }
 pub(crate) use impl_fn_ptr;
 
-impl<R> FnPtr for fn() -> R {
+// SAFETY: a function-pointer type.
+unsafe impl<R> FnPtr for fn() -> R {
     fn addr(self) -> *const () {
         self as *const ()
     }
@@ -72,7 +77,8 @@ impl<R> FnPtr for fn() -> R {
     }
 }
 
-impl<A, R> FnPtr for fn(A) -> R {
+// SAFETY: a function-pointer type.
+unsafe impl<A, R> FnPtr for fn(A) -> R {
     fn addr(self) -> *const () {
         self as *const ()
     }
