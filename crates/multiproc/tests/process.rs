@@ -309,9 +309,6 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
     assert_eq!(p.exitcode(), Some(15));
 }
 
-/// Set in the environment of the test binary that [`panicking_children`] runs in.
-const PANIC_HELPER_VAR: &str = "MULTIPROC_TEST_PANICKING_CHILDREN";
-
 /// Starts children whose targets panic, in every way the library catches and reports,
 /// and one whose own thread panics (which the library does not catch); prints what the
 /// parent receives. Run by
@@ -320,7 +317,6 @@ const PANIC_HELPER_VAR: &str = "MULTIPROC_TEST_PANICKING_CHILDREN";
 #[test]
 #[ignore = "a helper, run by caught_child_panics_print_nothing_in_the_child_and_reach_the_parent"]
 fn panicking_children() {
-    assert!(std::env::var_os(PANIC_HELPER_VAR).is_some(), "run only as a helper");
     both_methods(|m| {
         let p = Process::new(|m: String| panic!("expected panic under {m}"), format!("{m:?}"))
             .start_method(m);
@@ -349,7 +345,6 @@ fn panicking_children() {
 fn caught_child_panics_print_nothing_in_the_child_and_reach_the_parent() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["panicking_children", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(PANIC_HELPER_VAR, "1")
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .output()
