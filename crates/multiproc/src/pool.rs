@@ -635,6 +635,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
         T: Send + 'static,
     {
+        let func = FnRef::task(f)?;
         let chunksize = chunksize
             .unwrap_or_else(|| len.div_ceil(4 * self.inner.processes))
             .clamp(1, u32::MAX as usize);
@@ -653,7 +654,7 @@ impl Pool {
         let job = self.inner.new_job(Box::new(sink))?;
         // If encoding fails or the input iterator panics, the job must not stay open.
         let mut guard = CancelOnDrop { inner: &self.inner, job: Some(job) };
-        let mut encoder = ChunkEncoder::new(job, FnRef::task(f), 0);
+        let mut encoder = ChunkEncoder::new(job, func, 0);
         let mut group_limit = 1usize;
         let mut items = items.peekable();
         while items.peek().is_some() {
@@ -1117,6 +1118,7 @@ where
             return Err(Error::InvalidArgument("chunksize must be at least 1".into()));
         }
         let chunksize = chunksize.min(u32::MAX as usize);
+        let func = FnRef::task(f)?;
         let stream = Arc::new(Stream {
             state: Mutex::new(StreamState {
                 ordered: BTreeMap::new(),
@@ -1141,7 +1143,7 @@ where
             inner: pool.inner.clone(),
             stream,
             job,
-            func: FnRef::task(f),
+            func,
             input: Some(input),
             chunksize,
             taken: 0,
@@ -1624,23 +1626,26 @@ struct FnRef {
 }
 
 impl FnRef {
-    /// A task function, run in batches by `sys::spawn::batch_trampoline`.
-    fn task<A, R>(f: fn(A) -> R) -> FnRef
+    /// A task function, run in batches by `sys::spawn::batch_trampoline`; an error for a
+    /// function that workers could not find (one of another loaded object).
+    fn task<A, R>(f: fn(A) -> R) -> Result<FnRef>
     where
         A: DeserializeOwned,
         R: Serialize,
     {
-        let (layout, trampoline, target) = sys::spawn::batch_offsets_for(f);
-        FnRef { layout, trampoline, target }
+        let (layout, trampoline, target) =
+            sys::spawn::batch_offsets_for(f).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(FnRef { layout, trampoline, target })
     }
 
     /// An initializer, run once by `sys::spawn::trampoline` (which handles descriptors).
-    fn initializer<A>(f: fn(A)) -> FnRef
+    fn initializer<A>(f: fn(A)) -> Result<FnRef>
     where
         A: DeserializeOwned,
     {
-        let (layout, trampoline, target) = sys::spawn::offsets_for(f);
-        FnRef { layout, trampoline, target }
+        let (layout, trampoline, target) =
+            sys::spawn::offsets_for(f).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(FnRef { layout, trampoline, target })
     }
 }
 
@@ -1986,7 +1991,7 @@ impl Initializer {
             let mut out = Vec::new();
             Codec::Postcard.encode_into(args, &mut out).map(|()| out)
         });
-        Ok(Initializer { func: FnRef::initializer(f), args: encoded?, fds: Fds(Arc::new(fds)) })
+        Ok(Initializer { func: FnRef::initializer(f)?, args: encoded?, fds: Fds(Arc::new(fds)) })
     }
 }
 
@@ -3277,30 +3282,18 @@ where
                 continue;
             }
         };
-        match catch_unwind(AssertUnwindSafe(|| f(args))) {
+        // A panic reaches the parent as this item's error; the worker prints nothing.
+        match crate::process::catch_reported(|| f(args)) {
             Ok(value) => {
                 if let Err(e) = encode_item(&value, batch.out, &mut wide) {
                     let message = format!("the result could not be encoded: {e}");
                     push_status(batch.out, ST_FAILED, message.as_bytes());
                 }
             }
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
-                push_status(batch.out, ST_PANICKED, message.as_bytes());
-            }
+            Err(message) => push_status(batch.out, ST_PANICKED, message.as_bytes()),
         }
     }
     WIDE.store(wide, Ordering::Relaxed);
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
 }
 
 /// Whether the last item this process encoded (of a task, or a result) needed the long

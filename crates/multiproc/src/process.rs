@@ -10,6 +10,18 @@
 //! the value or the panic message, and exits without ever running `main`. So there is no
 //! ceremony: it works the same in binaries, examples, tests and doc-tests.
 //!
+//! The function must belong to the program itself: one from a shared object loaded at run
+//! time (a `cdylib` opened with `dlopen`) is not where the child would look for it, so
+//! [`Process::start`] refuses it with [`Error::InvalidArgument`] before anything is
+//! started. Under [`StartMethod::Fork`] the child shares the parent's address space and
+//! any function will do.
+//!
+//! # Panics in the child
+//! A panic of the target reaches the parent ([`Process::panic_message`], or the error of
+//! [`JoinHandle::join`]) and prints nothing in the child, not even with `RUST_BACKTRACE`
+//! set: an expected panic stays quiet. A panic the library does not catch (on another
+//! thread of the child) prints as usual.
+//!
 //! # Exit codes
 //! As in Python: `None` while running, `0` on success, `N` after
 //! `std::process::exit(N)`, `1` after a panic, `-N` when killed by signal `N`.
@@ -20,13 +32,14 @@
 //! [`Process::start`] and [`active_children`] reap later, so no zombie outlives the next
 //! call into the library.
 
+use std::cell::Cell;
 use std::fmt;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -142,7 +155,10 @@ impl Process {
     /// A process that will run `target(args)` once [started](Self::start).
     ///
     /// Arguments are encoded with serde when the process starts (under the default spawn
-    /// method); [`Connection`]s among them are passed as descriptors.
+    /// method); [`Connection`]s among them are passed as descriptors. Under the spawn
+    /// method `target` must be a function of the program itself, not of a shared object
+    /// loaded at run time: [`start`](Self::start) refuses one with
+    /// [`Error::InvalidArgument`].
     ///
     /// ```
     /// let p = multiproc::Process::new(|x: i32| assert_eq!(x, 7), 7);
@@ -644,6 +660,9 @@ impl fmt::Debug for Process {
 /// Runs `f(args)` in a new process and returns a handle to its result, like
 /// `std::thread::spawn`.
 ///
+/// Under the spawn start method `f` must be a function of the program itself (see
+/// [`Process::new`]); a panic in `f` arrives as an error and prints nothing in the child.
+///
 /// ```
 /// let handle = multiproc::spawn(|(a, b): (u64, u64)| a * b, (6, 7))?;
 /// assert_eq!(handle.join()?, 42);
@@ -732,7 +751,8 @@ where
             "this process was spawned but did not run its bootstrap; refusing to spawn again",
         ));
     }
-    let (layout, trampoline, target) = sys::spawn::offsets_for(target);
+    let (layout, trampoline, target) =
+        sys::spawn::offsets_for(target).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let (encoded, handles) = reduction::export_handles(|| {
         let mut out = Vec::new();
         Codec::Postcard.encode_into(args, &mut out).map(|()| out)
@@ -787,38 +807,50 @@ where
         None,
     )?;
     let me = context::current_process();
+    // The hook must be in place before the fork: installing it takes the panic hook's
+    // lock, which a thread of this process that is panicking at the instant of the fork
+    // would leave held in the child for ever.
+    install_reporting_hook();
     // Hold the locks the child will need across the fork, so that no other thread holds
     // them at that instant (a lock held by a thread that does not exist in the child stays
-    // locked there forever). Both sides release their copy after the fork.
+    // locked there forever). Both sides release their copy right after the fork.
     let held = ForkLocks::take();
-    let forked = sys::spawn::fork(info.daemon);
-    drop(held);
-    match forked? {
-        sys::spawn::Forked::Child => {
-            drop(parent_end);
-            set_child_lineage(&info.name, &info.identity, info.daemon, me.pid, me.name);
-            CHILD_COUNTER.store(0, Ordering::Relaxed);
-            forget_children();
-            let outcome = call_target(target, args);
-            let code = outcome.exit_code();
-            let channel = Connection::from_fd(child_end);
-            let _ = channel.send(&outcome);
-            flush_std();
-            sys::spawn::exit_now(code)
+    let mut parent_end = Some(parent_end);
+    let mut child_end = Some(child_end);
+    let mut args = Some(args);
+    let pid = sys::spawn::fork(info.daemon, held, |setup| {
+        // In the child: whatever happens here ends in `exit_now`, never in the caller.
+        drop(parent_end.take());
+        set_child_lineage(&info.name, &info.identity, info.daemon, me.pid, me.name.clone());
+        CHILD_COUNTER.store(0, Ordering::Relaxed);
+        forget_children();
+        let (outcome, code) = match (setup, args.take()) {
+            (Ok(()), Some(args)) => {
+                let outcome = call_target(target, args);
+                let code = outcome.exit_code();
+                (outcome, code)
+            }
+            (Err(e), _) => {
+                (ChildOutcome::Failed(format!("the forked child could not start: {e}")), 70)
+            }
+            (Ok(()), None) => (ChildOutcome::Failed("the arguments were taken".into()), 70),
+        };
+        if let Some(fd) = child_end.take() {
+            let _ = Connection::from_fd(fd).send(&outcome);
         }
-        sys::spawn::Forked::Parent(pid) => {
-            drop(child_end);
-            drop(args);
-            let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
-            Ok(Running {
-                pid,
-                pidfd,
-                channel: Some(Connection::from_fd(parent_end)),
-                outcome: None,
-                exitcode: None,
-            })
-        }
-    }
+        flush_std();
+        code
+    })?;
+    drop(child_end);
+    drop(args);
+    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+    Ok(Running {
+        pid,
+        pidfd,
+        channel: parent_end.map(Connection::from_fd),
+        outcome: None,
+        exitcode: None,
+    })
 }
 
 /// The process-wide locks a forked child may take: held across `fork` by the forking
@@ -915,7 +947,7 @@ where
 }
 
 fn call_target<A, R: Serialize>(f: fn(A) -> R, args: A) -> ChildOutcome {
-    match catch_unwind(AssertUnwindSafe(|| f(args))) {
+    match catch_reported(|| f(args)) {
         Ok(value) => {
             let mut out = Vec::new();
             match Codec::Postcard.encode_into(&value, &mut out) {
@@ -923,8 +955,45 @@ fn call_target<A, R: Serialize>(f: fn(A) -> R, args: A) -> ChildOutcome {
                 Err(e) => ChildOutcome::Failed(format!("the result could not be encoded: {e}")),
             }
         }
-        Err(payload) => ChildOutcome::Panicked(panic_message(payload.as_ref())),
+        Err(message) => ChildOutcome::Panicked(message),
     }
+}
+
+thread_local! {
+    /// Set while this thread runs [`catch_reported`]: its panics are the library's to report.
+    static REPORTING_PANICS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` in a child process, catching a panic that the library reports to the parent:
+/// `Err` carries the panic's message.
+///
+/// A panic caught here prints nothing in the child (no "thread panicked" line and no
+/// backtrace, even with `RUST_BACKTRACE` set): its message reaches the parent as the
+/// error, and an expected panic stays quiet there. Panics of other threads, and panics
+/// of this thread outside `f`, print as usual through whichever hook was installed before.
+pub(crate) fn catch_reported<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    install_reporting_hook();
+    let outer = REPORTING_PANICS.with(|r| r.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    REPORTING_PANICS.with(|r| r.set(outer));
+    result.map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// Installs the hook that keeps [`catch_reported`] panics quiet (once per process; a
+/// forked child inherits it). It passes every other panic to the hook it replaces.
+fn install_reporting_hook() {
+    static INSTALLED: Once = Once::new();
+    if std::thread::panicking() {
+        return; // `set_hook` may not be called while unwinding; the next call installs it.
+    }
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !REPORTING_PANICS.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

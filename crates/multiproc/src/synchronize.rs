@@ -1167,8 +1167,9 @@ struct BarrierExtra {
 
 impl Serialize for Barrier {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let action = self.action.map(crate::sys::spawn::action_offsets).transpose();
         let extra = BarrierExtra {
-            action: self.action.map(crate::sys::spawn::action_offsets),
+            action: action.map_err(|e| serde::ser::Error::custom(format!("Barrier: {e}")))?,
             timeout: self.timeout,
         };
         serialize_segment(&self.segment, "Barrier", extra, s)

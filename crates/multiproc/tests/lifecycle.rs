@@ -4,7 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use multiproc::{pipe, Connection, Process};
+use multiproc::{pipe, spawn, Connection, Error, Process, StartMethod};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
@@ -16,9 +16,9 @@ fn pidfd(pid: i32) -> OwnedFd {
 
 /// Waits up to `timeout` for the process behind `pidfd` to end.
 fn ended_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now().checked_add(timeout);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
         let ts = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos() as i64 };
         let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
         match poll(&mut fds, Some(&ts)) {
@@ -118,4 +118,64 @@ fn a_joined_process_leaves_no_zombie() {
     let pid = p.pid().unwrap();
     p.join(LONG).unwrap();
     assert!(is_gone(pid));
+}
+
+/// Runs in a child: makes `prctl(PR_SET_PDEATHSIG)` fail with `EPERM` in this process and
+/// its descendants, then forks a daemon, which must arm that signal first and so cannot
+/// start. Reports on `conn` from every process that comes back from `start`, and returns
+/// the daemon's exit code and the error it reported.
+fn fork_a_daemon_that_cannot_arm_its_signal(
+    (conn,): (Connection,),
+) -> (Option<i32>, Option<String>) {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+    let pdeathsig = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::PR_SET_PDEATHSIG as u64,
+    )
+    .unwrap();
+    let filter = SeccompFilter::new(
+        [(libc::SYS_prctl, vec![SeccompRule::new(vec![pdeathsig]).unwrap()])].into(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let program: BpfProgram = filter.try_into().unwrap();
+    seccompiler::apply_filter(&program).unwrap();
+
+    let daemon = Process::new(|_: ()| {}, ()).daemon(true).start_method(StartMethod::Fork);
+    let started = daemon.start();
+    conn.send(&(std::process::id(), started.is_ok())).unwrap();
+    if daemon.join(LONG).is_err() {
+        return (None, None);
+    }
+    (daemon.exitcode(), daemon.panic_message())
+}
+
+#[test]
+fn a_forked_child_that_fails_to_set_itself_up_ends_instead_of_returning_to_the_caller() {
+    let (parent, child) = pipe(true).unwrap();
+    let h = spawn(fork_a_daemon_that_cannot_arm_its_signal, (child,)).unwrap();
+    let middle = h.process().pid().unwrap() as u32;
+    // Every process that comes back from `start` reports; the pipe ends once all are gone.
+    let mut reports = Vec::new();
+    loop {
+        match parent.recv_timeout::<(u32, bool)>(Duration::from_secs(60)) {
+            Ok(report) => reports.push(report),
+            Err(Error::Eof) => break,
+            Err(e) => panic!("waiting for reports: {e} (so far {reports:?})"),
+        }
+    }
+    assert_eq!(reports, [(middle, true)], "only the parent may return from start()");
+    // The daemon ended at once, with the code of a child that could not set itself up, and
+    // said why.
+    let (exitcode, message) = h.join().unwrap();
+    assert_eq!(exitcode, Some(70));
+    let message = message.unwrap();
+    assert!(message.contains("parent-death signal"), "{message}");
 }

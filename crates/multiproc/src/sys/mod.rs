@@ -6,7 +6,7 @@
 //!
 //! | item | what it does |
 //! |---|---|
-//! | [`fnptr`] | turns a function pointer into an image-relative offset and back, so a re-executed child can call the function its parent named |
+//! | [`fnptr`] | turns a function pointer into an image-relative offset and back, so a re-executed child can call the function its parent named; refuses functions of other loaded objects |
 //! | [`mem`] | advice to the kernel about large receive buffers |
 //! | [`pid`] | the current pid and thread id, cached across calls and forgotten across `fork`; the current CPU; a lock-free cell of leaked values |
 //! | [`shm`] | POSIX and anonymous shared memory segments and their mappings (atomics, copies, volatile access and fills; slice views only as `unsafe fn`) |

@@ -15,7 +15,7 @@
 //! and then checks that its parent is still the one that started it.
 //!
 //! **Fork.** [`fork`] wraps `fork(2)`; the child runs the target and leaves through
-//! [`exit_now`], never returning into the caller's stack.
+//! [`exit_now`], never returning into the caller's stack, whatever goes wrong in it.
 
 use std::ffi::OsString;
 use std::io;
@@ -177,39 +177,51 @@ fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
     Ok(pid)
 }
 
-/// Result of [`fork`].
-pub(crate) enum Forked {
-    /// In the parent, with the child's pid.
-    Parent(Pid),
-    /// In the child.
-    Child,
-}
-
-/// `fork(2)`.
+/// `fork(2)`: runs `child` in a new process, which ends with the code it returns; returns
+/// the child's pid in the parent.
+///
+/// `held` (lock guards the caller took so that no other thread holds those locks at the
+/// instant of the fork) is released in both processes right after the fork. A daemon
+/// child arms its parent-death signal first, and `child` gets the error if that failed
+/// (to report it and return an exit code). The child never returns into the caller's
+/// stack: every way out of it (a panic that escapes `child`, `child`'s return) ends it
+/// through [`exit_now`].
 ///
 /// In a multi-threaded parent only the calling thread exists in the child; locks held by
 /// other threads stay locked there. This is the documented hazard of the `fork` start
 /// method, which users opt into.
-pub(crate) fn fork(daemon: bool) -> io::Result<Forked> {
+pub(crate) fn fork<H>(
+    daemon: bool,
+    held: H,
+    child: impl FnOnce(io::Result<()>) -> i32,
+) -> io::Result<Pid> {
     let parent = rustix::process::getpid();
     // SAFETY: fork has no memory-safety preconditions of its own; the child continues with
     // a copy of this thread only, which the `fork` start method documents, and leaves
-    // through `exit_now` without unwinding into frames it shares with the parent.
+    // through `exit_now` below without unwinding into frames it shares with the parent.
     let pid = unsafe { libc::fork() };
+    drop(held);
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => {
+            let mut setup = Ok(());
             if daemon {
-                set_parent_process_death_signal(Some(Signal::KILL))?;
-                if getppid() != Some(parent) {
+                // Armed first, then checked: a parent that died before the signal was armed
+                // is no longer this process's parent, and nobody is left to report to.
+                setup = set_parent_process_death_signal(Some(Signal::KILL)).map_err(|e| {
+                    io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("cannot arm the parent-death signal: {e}"),
+                    )
+                });
+                if setup.is_ok() && getppid() != Some(parent) {
                     exit_now(1);
                 }
             }
-            Ok(Forked::Child)
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(setup)));
+            exit_now(code.unwrap_or(70))
         }
-        pid => Ok(Forked::Parent(
-            Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned pid 0"))?,
-        )),
+        pid => Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned pid 0")),
     }
 }
 
@@ -222,6 +234,10 @@ pub(crate) fn exit_now(code: i32) -> ! {
 
 /// The signature shared by every trampoline: target offset, argument bytes, handles.
 pub(crate) type Trampoline = fn(isize, &[u8], Vec<OwnedFd>) -> crate::process::ChildOutcome;
+
+fnptr::impl_fn_ptr!(Trampoline, BatchTrampoline);
+
+pub(crate) use fnptr::NotInImage;
 
 /// Runs in a spawned child: resolves `target` as `fn(A) -> R` and lets the safe code in
 /// `process` decode the arguments, call it and encode the result.
@@ -244,14 +260,16 @@ where
     crate::process::run_target(f, args, handles)
 }
 
-/// The offsets a parent sends so that a child can call `f`.
-pub(crate) fn offsets_for<A, R>(f: fn(A) -> R) -> (isize, isize, isize)
+/// The offsets a parent sends so that a child can call `f`: (layout check, trampoline,
+/// target). An error when a re-executed child could not find `f` by its offset (it lives
+/// in another loaded object).
+pub(crate) fn offsets_for<A, R>(f: fn(A) -> R) -> Result<(isize, isize, isize), NotInImage>
 where
     A: serde::de::DeserializeOwned,
     R: serde::Serialize,
 {
     let tramp: Trampoline = trampoline::<A, R>;
-    (fnptr::layout_check(), fnptr::offset_of(tramp), fnptr::offset_of(f))
+    Ok((fnptr::layout_check(), fnptr::offset_of(tramp)?, fnptr::offset_of(f)?))
 }
 
 /// The trampoline named by a bootstrap message, or `None` when the message comes from a
@@ -266,9 +284,10 @@ pub(crate) fn resolve_trampoline(layout: isize, offset: isize) -> Option<Trampol
 }
 
 /// The offsets that name a parameterless function (a barrier's action) for any process
-/// running this image: (layout check, offset).
-pub(crate) fn action_offsets(f: fn()) -> (isize, isize) {
-    (fnptr::layout_check(), fnptr::offset_of(f))
+/// running this image: (layout check, offset); an error for a function of another loaded
+/// object.
+pub(crate) fn action_offsets(f: fn()) -> Result<(isize, isize), NotInImage> {
+    Ok((fnptr::layout_check(), fnptr::offset_of(f)?))
 }
 
 /// The function named by [`action_offsets`], or `None` when the offsets come from another
@@ -300,14 +319,15 @@ where
     crate::pool::run_batch(f, batch)
 }
 
-/// The offsets a pool sends so that a worker can run batches of `f`.
-pub(crate) fn batch_offsets_for<A, R>(f: fn(A) -> R) -> (isize, isize, isize)
+/// The offsets a pool sends so that a worker can run batches of `f`; an error for a
+/// function of another loaded object.
+pub(crate) fn batch_offsets_for<A, R>(f: fn(A) -> R) -> Result<(isize, isize, isize), NotInImage>
 where
     A: serde::de::DeserializeOwned,
     R: serde::Serialize,
 {
     let tramp: BatchTrampoline = batch_trampoline::<A, R>;
-    (fnptr::layout_check(), fnptr::offset_of(tramp), fnptr::offset_of(f))
+    Ok((fnptr::layout_check(), fnptr::offset_of(tramp)?, fnptr::offset_of(f)?))
 }
 
 /// The batch trampoline named by a pool's task, or `None` when it comes from a different
