@@ -14,13 +14,18 @@
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
+pub(crate) mod barrier;
+pub(crate) mod condition;
+pub(crate) mod event;
 pub(crate) mod lock;
+pub(crate) mod ring;
 pub(crate) mod semaphore;
+pub(crate) mod wake;
 
 /// The atomics the algorithms use: std's here; the loom model checker's when
 /// `tests/loom_raw.rs` compiles these files under `--cfg loom`.
 pub(crate) mod atomic {
-    pub(crate) use std::sync::atomic::{fence, AtomicU32};
+    pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 }
 
 /// What the algorithms need from the operating system.
