@@ -38,6 +38,10 @@
 //! A getter spins briefly, then sleeps on a futex that producers bump after publishing;
 //! putters waiting for room do the same on a futex that consumers bump. Idle waiters use
 //! no CPU.
+//!
+//! The indices, records and waiting are the algorithm in `raw::ring` (apart from the
+//! operating system, and model-checked by `tests/loom_raw.rs`); this module lays the ring
+//! out in its segment and encodes, decodes and moves large items.
 
 use std::any::{Any, TypeId};
 use std::fmt;
