@@ -783,6 +783,10 @@ impl Event {
         self.segment.word(EVENT_FLAG)
     }
 
+    fn sleepers(&self) -> &AtomicU32 {
+        self.segment.word(EVENT_SLEEPERS)
+    }
+
     /// Whether the flag is set.
     ///
     /// ```
@@ -792,7 +796,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn is_set(&self) -> bool {
-        self.flag().load(Acquire) != 0
+        raw::event::is_set(self.flag())
     }
 
     /// Sets the flag and wakes every waiter.
@@ -804,10 +808,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self) {
-        self.flag().store(1, SeqCst);
-        if self.segment.word(EVENT_SLEEPERS).load(SeqCst) > 0 {
-            Os::wake(self.flag(), u32::MAX);
-        }
+        raw::event::set::<Os>(self.flag(), self.sleepers());
     }
 
     /// Clears the flag.
@@ -820,7 +821,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn clear(&self) {
-        self.flag().store(0, SeqCst);
+        raw::event::clear(self.flag());
     }
 
     /// Waits until the flag is set, at most `timeout`; returns whether it is set (Python's
@@ -833,31 +834,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = deadline(timeout);
-        for round in 0..raw::SPIN_ROUNDS {
-            if self.is_set() {
-                return true;
-            }
-            if timeout.is_some_and(|t| t.is_zero()) {
-                return false;
-            }
-            raw::spin_pause(round);
-        }
-        let sleepers = self.segment.word(EVENT_SLEEPERS);
-        loop {
-            if self.is_set() {
-                return true;
-            }
-            let left = raw::remaining(deadline);
-            if left.is_some_and(|l| l.is_zero()) {
-                return false;
-            }
-            sleepers.fetch_add(1, SeqCst);
-            if self.flag().load(SeqCst) == 0 {
-                Os::wait(self.flag(), 0, left);
-            }
-            sleepers.fetch_sub(1, SeqCst);
-        }
+        raw::event::wait::<Os>(self.flag(), self.sleepers(), deadline(timeout))
     }
 }
 
@@ -1025,21 +1002,9 @@ impl ConditionGuard<'_> {
     /// ```
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let seq = self.cond.seq();
-        let seen = seq.load(SeqCst);
+        let seen = raw::condition::prepare(seq);
         let levels = self.cond.unlock_all(self.levels);
-        let deadline = deadline(timeout);
-        let mut notified = false;
-        for round in 0..raw::SPIN_ROUNDS {
-            if seq.load(SeqCst) != seen {
-                notified = true;
-                break;
-            }
-            raw::spin_pause(round);
-        }
-        if !notified {
-            Os::wait(seq, seen, raw::remaining(deadline));
-            notified = seq.load(SeqCst) != seen || deadline.is_none_or(|d| Instant::now() < d);
-        }
+        let notified = raw::condition::wait::<Os>(seq, seen, deadline(timeout));
         // Re-acquire without a deadline, as Python does: the caller holds the lock again
         // when `wait` returns, whatever happened.
         self.owner_died |= self.cond.lock_levels(levels, None)?;
@@ -1082,8 +1047,7 @@ impl ConditionGuard<'_> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify(&self, n: u32) {
-        self.cond.seq().fetch_add(1, SeqCst);
-        Os::wake(self.cond.seq(), n);
+        raw::condition::notify::<Os>(self.cond.seq(), n);
     }
 
     /// Wakes every waiter.
@@ -1136,7 +1100,6 @@ const BAR_BROKEN: usize = 20;
 const BAR_FAILED_GEN: usize = 24;
 const BAR_SLEEPERS: usize = 28;
 const BAR_PIDS: usize = 32;
-const FAILED_VALID: u32 = 1 << 31;
 
 /// A barrier for a fixed number of processes (Python's `multiprocessing.Barrier`).
 ///
@@ -1228,17 +1191,6 @@ impl Barrier {
         Ok(Barrier { segment, action, timeout })
     }
 
-    fn word(&self, offset: usize) -> &AtomicU32 {
-        self.segment.word(offset)
-    }
-
-    fn lock(&self) -> BarrierLock<'_> {
-        // The internal lock is held only for a few instructions by live processes; a dead
-        // holder is taken over like any lock's.
-        raw::lock::acquire::<Os>(self.word(BAR_LOCK), my_pid(), None);
-        BarrierLock { word: self.word(BAR_LOCK) }
-    }
-
     /// The number of parties.
     ///
     /// ```
@@ -1246,7 +1198,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn parties(&self) -> u32 {
-        self.word(BAR_PARTIES).load(Relaxed)
+        raw::barrier::parties(self)
     }
 
     /// How many parties are waiting now.
@@ -1256,7 +1208,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn n_waiting(&self) -> u32 {
-        self.word(BAR_COUNT).load(SeqCst)
+        raw::barrier::n_waiting(self)
     }
 
     /// Whether the barrier is broken.
@@ -1270,7 +1222,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn broken(&self) -> bool {
-        self.word(BAR_BROKEN).load(SeqCst) != 0
+        raw::barrier::broken(self)
     }
 
     /// Waits until all parties have arrived, at most `timeout` (default: the barrier's);
@@ -1286,71 +1238,12 @@ impl Barrier {
     /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
         let deadline = deadline(timeout.or(self.timeout));
-        let guard = self.lock();
-        if self.broken() {
-            return Err(Error::BrokenBarrier);
-        }
-        let parties = self.parties();
-        let generation = self.word(BAR_GENERATION).load(SeqCst);
-        let index = self.word(BAR_COUNT).load(SeqCst);
-        self.word(BAR_PIDS + 4 * index as usize).store(my_pid(), SeqCst);
-        if index + 1 == parties {
-            let outcome = match self.action {
-                Some(action) => std::panic::catch_unwind(action).map_err(|_| ()),
-                None => Ok(()),
-            };
-            if outcome.is_err() {
-                self.break_locked();
-                drop(guard);
-                return Err(Error::BrokenBarrier);
-            }
-            self.word(BAR_COUNT).store(0, SeqCst);
-            self.word(BAR_GENERATION).store(next_generation(generation), SeqCst);
-            drop(guard);
-            Os::wake(self.word(BAR_GENERATION), u32::MAX);
-            return Ok(index);
-        }
-        self.word(BAR_COUNT).store(index + 1, SeqCst);
-        drop(guard);
-
-        let mut check_round = 0;
-        loop {
-            let interval = raw::check_interval(check_round);
-            let left = raw::remaining(deadline);
-            let nap = left.map_or(interval, |l| l.min(interval));
-            let sleepers = self.word(BAR_SLEEPERS);
-            sleepers.fetch_add(1, SeqCst);
-            if self.word(BAR_GENERATION).load(SeqCst) == generation {
-                Os::wait(self.word(BAR_GENERATION), generation, Some(nap));
-            }
-            sleepers.fetch_sub(1, SeqCst);
-            check_round += 1;
-
-            let _guard = self.lock();
-            if self.word(BAR_GENERATION).load(SeqCst) != generation {
-                let failed = self.word(BAR_FAILED_GEN).load(SeqCst);
-                return if failed == (generation | FAILED_VALID) {
-                    Err(Error::BrokenBarrier)
-                } else {
-                    Ok(index)
-                };
-            }
-            if self.broken() {
-                return Err(Error::BrokenBarrier);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                self.break_locked();
-                return Err(Error::BrokenBarrier);
-            }
-            let count = self.word(BAR_COUNT).load(SeqCst) as usize;
-            let someone_died = (0..count)
-                .map(|i| self.word(BAR_PIDS + 4 * i).load(SeqCst))
-                .any(|pid| !Os::alive(pid));
-            if someone_died {
-                self.break_locked();
-                return Err(Error::BrokenBarrier);
-            }
-        }
+        let action = || match self.action {
+            Some(action) => std::panic::catch_unwind(action).is_ok(),
+            None => true,
+        };
+        raw::barrier::wait::<Os, _>(self, my_pid(), action, deadline)
+            .map_err(|raw::barrier::Broken| Error::BrokenBarrier)
     }
 
     /// Breaks the barrier: current and future waiters get [`Error::BrokenBarrier`] until
@@ -1363,8 +1256,7 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn abort(&self) {
-        let _guard = self.lock();
-        self.break_locked();
+        raw::barrier::abort::<Os, _>(self, my_pid());
     }
 
     /// Returns the barrier to its empty, unbroken state; parties waiting now get
@@ -1378,38 +1270,25 @@ impl Barrier {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn reset(&self) {
-        let _guard = self.lock();
-        let generation = self.word(BAR_GENERATION).load(SeqCst);
-        if self.word(BAR_COUNT).load(SeqCst) > 0 {
-            self.word(BAR_FAILED_GEN).store(generation | FAILED_VALID, SeqCst);
-        }
-        self.word(BAR_COUNT).store(0, SeqCst);
-        self.word(BAR_BROKEN).store(0, SeqCst);
-        self.word(BAR_GENERATION).store(next_generation(generation), SeqCst);
-        Os::wake(self.word(BAR_GENERATION), u32::MAX);
-    }
-
-    /// Marks the barrier broken and wakes every waiter; the internal lock is held.
-    fn break_locked(&self) {
-        let generation = self.word(BAR_GENERATION).load(SeqCst);
-        self.word(BAR_FAILED_GEN).store(generation | FAILED_VALID, SeqCst);
-        self.word(BAR_BROKEN).store(1, SeqCst);
-        self.word(BAR_COUNT).store(0, SeqCst);
-        Os::wake(self.word(BAR_GENERATION), u32::MAX);
+        raw::barrier::reset::<Os, _>(self, my_pid());
     }
 }
 
-/// Generations count in 31 bits; the top bit marks a valid `BAR_FAILED_GEN`.
-fn next_generation(generation: u32) -> u32 {
-    generation.wrapping_add(1) & !FAILED_VALID
-}
+impl raw::barrier::Layout for Barrier {
+    fn word(&self, word: raw::barrier::Word) -> &AtomicU32 {
+        use raw::barrier::Word;
+        self.segment.word(match word {
+            Word::Lock => BAR_LOCK,
+            Word::Parties => BAR_PARTIES,
+            Word::Count => BAR_COUNT,
+            Word::Generation => BAR_GENERATION,
+            Word::Broken => BAR_BROKEN,
+            Word::FailedGen => BAR_FAILED_GEN,
+            Word::Sleepers => BAR_SLEEPERS,
+        })
+    }
 
-struct BarrierLock<'a> {
-    word: &'a AtomicU32,
-}
-
-impl Drop for BarrierLock<'_> {
-    fn drop(&mut self) {
-        raw::lock::release::<Os>(self.word);
+    fn pid(&self, index: usize) -> &AtomicU32 {
+        self.segment.word(BAR_PIDS + 4 * index)
     }
 }

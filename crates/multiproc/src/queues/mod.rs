@@ -38,11 +38,15 @@
 //! A getter spins briefly, then sleeps on a futex that producers bump after publishing;
 //! putters waiting for room do the same on a futex that consumers bump. Idle waiters use
 //! no CPU.
+//!
+//! The indices, records and waiting are the algorithm in `raw::ring` (apart from the
+//! operating system, and model-checked by `tests/loom_raw.rs`); this module lays the ring
+//! out in its segment and encodes, decodes and moves large items.
 
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +56,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::raw::{self, Platform};
+use crate::raw::{self, ring};
 use crate::synchronize::{Os, Segment};
 
 mod blocks;
@@ -80,37 +84,16 @@ const H_JOIN_SEQ: usize = 900; // u32 futex: bumped when unfinished reaches 0
 const H_JOINERS_ASLEEP: usize = 904; // u32
 const DATA: usize = 1024;
 
-const POS_BITS: u32 = 40;
-const POS_MASK: u64 = (1 << POS_BITS) - 1;
-const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
-
-const RECORD_HEADER: usize = 8;
-const KIND_INLINE: u32 = 1;
-const KIND_INDIRECT: u32 = 2;
-const KIND_WRAP: u32 = 3;
+const RECORD_HEADER: usize = ring::RECORD_HEADER;
+const KIND_INLINE: u32 = ring::KIND_INLINE;
+const KIND_INDIRECT: u32 = ring::KIND_INDIRECT;
 
 /// Default ring size: room for tens of thousands of small items.
 pub const DEFAULT_CAPACITY: usize = 4 << 20;
 /// Largest ring (positions and counts fit their packed fields with a wide margin).
 pub const MAX_CAPACITY: usize = 1 << 30;
 /// Largest item bound: at most this many items can be counted in a ring.
-pub const MAX_MAXSIZE: usize = (COUNT_MASK as usize) / 2;
-
-fn pack(count: u64, pos: u64) -> u64 {
-    ((count & COUNT_MASK) << POS_BITS) | (pos & POS_MASK)
-}
-
-fn pos_of(word: u64) -> u64 {
-    word & POS_MASK
-}
-
-fn count_of(word: u64) -> u64 {
-    word >> POS_BITS
-}
-
-fn pad8(n: usize) -> usize {
-    (n + 7) & !7
-}
+pub const MAX_MAXSIZE: usize = (ring::COUNT_MASK as usize) / 2;
 
 /// The shared ring, independent of the item type.
 #[derive(Clone)]
@@ -156,27 +139,17 @@ impl Ring {
         self.segment.word(offset)
     }
 
-    fn tail(&self) -> &AtomicU64 {
-        self.segment.word64(H_TAIL)
-    }
-
-    fn head(&self) -> &AtomicU64 {
-        self.segment.word64(H_HEAD)
-    }
-
     fn maxsize(&self) -> u64 {
         u64::from(self.word(H_MAXSIZE).load(Relaxed))
     }
 
     fn closed(&self) -> bool {
-        self.word(H_CLOSED).load(Acquire) != 0
+        ring::closed(self)
     }
 
     /// Items in the ring (exact at the instant of the two loads).
     fn len(&self) -> u64 {
-        let head = self.head().load(Acquire);
-        let tail = self.tail().load(Acquire);
-        count_of(tail).wrapping_sub(count_of(head)) & COUNT_MASK
+        ring::len(self)
     }
 
     /// The largest payload that fits inline (a quarter of the ring, so large items never
@@ -185,277 +158,87 @@ impl Ring {
         self.capacity / 4 - RECORD_HEADER
     }
 
-    fn lock(&self, offset: usize, deadline: Option<Instant>) -> Result<RingLock<'_>> {
-        match raw::lock::acquire::<Os>(self.word(offset), crate::sys::pid::pid(), deadline) {
-            Some(_) => Ok(RingLock { word: self.word(offset) }),
-            None => Err(Error::Timeout(Duration::ZERO)),
-        }
-    }
-
-    /// With the producer lock held: appends as many of `records` as fit (in order) and
-    /// publishes them with one store. Returns how many were appended.
-    fn push_locked(&self, records: &[Record]) -> usize {
-        // `head` only moves forward, so a stale view of it is a safe underestimate of the
-        // room; re-read the consumers' line only when the stale view says "full".
-        let cached_head = self.segment.word64(H_CACHED_HEAD);
-        let mut head = cached_head.load(Relaxed);
-        let tail = self.tail().load(Relaxed);
-        if !self.has_room(head, tail, records.first()) {
-            head = self.head().load(Acquire);
-            cached_head.store(head, Relaxed);
-        }
-        let maxsize = self.maxsize();
-        let mut pos = pos_of(tail);
-        let mut count = count_of(tail);
-        let used_start = pos_of(head);
-        let head_count = count_of(head);
-        let mut pushed = 0;
-        for record in records {
-            let items = count.wrapping_sub(head_count) & COUNT_MASK;
-            if maxsize != 0 && items >= maxsize {
-                break;
-            }
-            let need = RECORD_HEADER + pad8(record.payload.len());
-            let phys = (pos & (self.capacity as u64 - 1)) as usize;
-            let waste = if phys + need > self.capacity { self.capacity - phys } else { 0 };
-            let used = pos.wrapping_sub(used_start) & POS_MASK;
-            let free = self.capacity as u64 - used;
-            if (waste + need) as u64 > free {
-                break;
-            }
-            let map = self.segment.mapping();
-            let mut at = phys;
-            if waste > 0 {
-                map.write::<u32>(DATA + at, 0);
-                map.write::<u32>(DATA + at + 4, KIND_WRAP);
-                at = 0;
-            }
-            map.write::<u32>(DATA + at, record.payload.len() as u32);
-            map.write::<u32>(DATA + at + 4, record.kind);
-            map.copy_in(DATA + at + RECORD_HEADER, &record.payload);
-            pos = pos.wrapping_add((waste + need) as u64) & POS_MASK;
-            count = count.wrapping_add(1) & COUNT_MASK;
-            pushed += 1;
-        }
-        if pushed > 0 {
-            self.tail().store(pack(count, pos), Release);
-        }
-        pushed
-    }
-
-    /// Whether `record` fits after `tail` as seen with `head` (both packed words).
-    fn has_room(&self, head: u64, tail: u64, record: Option<&Record>) -> bool {
-        let Some(record) = record else { return true };
-        let maxsize = self.maxsize();
-        let items = count_of(tail).wrapping_sub(count_of(head)) & COUNT_MASK;
-        if maxsize != 0 && items >= maxsize {
-            return false;
-        }
-        let need = RECORD_HEADER + pad8(record.payload.len());
-        let phys = (pos_of(tail) & (self.capacity as u64 - 1)) as usize;
-        let waste = if phys + need > self.capacity { self.capacity - phys } else { 0 };
-        let used = pos_of(tail).wrapping_sub(pos_of(head)) & POS_MASK;
-        (waste + need) as u64 <= self.capacity as u64 - used
-    }
-
-    /// With the consumer lock held: takes up to `max` records and retires them with one
-    /// store.
-    fn pop_locked(&self, max: usize, out: &mut Popped) -> Result<()> {
-        // `tail` only moves forward: re-read the producers' line only when the last view
-        // of it says "empty".
-        let cached_tail = self.segment.word64(H_CACHED_TAIL);
-        let head = self.head().load(Relaxed);
-        let mut tail = cached_tail.load(Acquire);
-        if pos_of(tail) == pos_of(head) {
-            tail = self.tail().load(Acquire);
-            cached_tail.store(tail, Release);
-        }
-        let mut pos = pos_of(head);
-        let mut count = count_of(head);
-        let map = self.segment.mapping();
-        let mut taken = 0;
-        while taken < max && pos != pos_of(tail) {
-            let mut phys = (pos & (self.capacity as u64 - 1)) as usize;
-            let mut advance = 0usize;
-            if self.capacity - phys < RECORD_HEADER || map.read::<u32>(DATA + phys + 4) == KIND_WRAP
-            {
-                advance = self.capacity - phys;
-                phys = 0;
-            }
-            let len = map.read::<u32>(DATA + phys) as usize;
-            let kind = map.read::<u32>(DATA + phys + 4);
-            if RECORD_HEADER + pad8(len) > self.capacity - phys
-                || !(KIND_INLINE..=KIND_INDIRECT).contains(&kind)
-            {
-                return Err(Error::Protocol(format!(
-                    "queue ring corrupted: record of {len} bytes, kind {kind} at offset {phys}"
-                )));
-            }
-            let start = out.bytes.len();
-            out.bytes.resize(start + len, 0);
-            map.copy_out(DATA + phys + RECORD_HEADER, &mut out.bytes[start..]);
-            out.records.push((kind, start..start + len));
-            advance += RECORD_HEADER + pad8(len);
-            pos = pos.wrapping_add(advance as u64) & POS_MASK;
-            count = count.wrapping_add(1) & COUNT_MASK;
-            taken += 1;
-        }
-        if taken > 0 {
-            self.head().store(pack(count, pos), Release);
-        }
-        Ok(())
-    }
-
-    /// Wakes sleepers on `seq` after this process changed what they wait for.
-    ///
-    /// Pairs with [`Ring::sleep`]: the sleeper registers in `asleep` and then re-checks its
-    /// condition; the waker changed the condition and then (after a full fence) reads
-    /// `asleep`. One of the two sees the other, so a wake-up is never lost; and when
-    /// nobody sleeps, the waker touches no shared line but its own.
-    fn wake(&self, seq: usize, asleep: usize, n: u32) {
-        std::sync::atomic::fence(SeqCst);
-        if self.word(asleep).load(Relaxed) > 0 {
-            self.word(seq).fetch_add(1, SeqCst);
-            Os::wake(self.word(seq), n);
-        }
-    }
-
-    fn signal_items(&self, n: u32) {
-        self.wake(H_ITEMS_SEQ, H_GETTERS_ASLEEP, n);
-    }
-
-    fn signal_room(&self) {
-        self.wake(H_ROOM_SEQ, H_PUTTERS_ASLEEP, i32::MAX as u32);
-    }
-
-    /// Sleeps on `seq` while `still_waiting()` holds, at most until `deadline` and at most
-    /// [`NAP`] (so a wake-up lost to a waker killed mid-call costs one nap, not forever).
-    fn sleep(
-        &self,
-        seq: usize,
-        asleep: usize,
-        deadline: Option<Instant>,
-        still_waiting: impl Fn() -> bool,
-    ) {
-        let seen = self.word(seq).load(SeqCst);
-        let asleep = self.word(asleep);
-        asleep.fetch_add(1, SeqCst);
-        if still_waiting() {
-            let nap = raw::remaining(deadline).map_or(NAP, |l| l.min(NAP));
-            Os::wait(self.word(seq), seen, Some(nap));
-        }
-        asleep.fetch_sub(1, SeqCst);
-    }
-
-    fn has_items(&self) -> bool {
-        pos_of(self.tail().load(SeqCst)) != pos_of(self.head().load(SeqCst))
-    }
-
     /// Puts records (in order), waiting for room until `deadline`. Returns how many were
     /// put (all, unless the deadline passed or an error came), and the error.
     fn put_records(&self, records: &[Record], deadline: Option<Instant>) -> (usize, Result<()>) {
         let mut done = 0;
-        let result = self.put_records_from(records, deadline, &mut done);
+        let result =
+            ring::put::<Os, _, _>(self, crate::sys::pid::pid(), records, deadline, &mut done)
+                .map_err(ring_error);
         (done, result)
-    }
-
-    fn put_records_from(
-        &self,
-        records: &[Record],
-        deadline: Option<Instant>,
-        done: &mut usize,
-    ) -> Result<()> {
-        let mut round = 0u32;
-        while *done < records.len() {
-            if self.closed() {
-                return Err(Error::Closed("queue"));
-            }
-            let before = self.head().load(SeqCst);
-            let pushed = {
-                let _guard = match self.lock(H_PUT_LOCK, deadline) {
-                    Ok(guard) => guard,
-                    Err(Error::Timeout(_)) => break,
-                    Err(e) => return Err(e),
-                };
-                self.push_locked(&records[*done..])
-            };
-            if pushed > 0 {
-                *done += pushed;
-                self.signal_items(pushed as u32);
-                round = 0;
-                continue;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
-            if round < raw::SPIN_ROUNDS {
-                raw::spin_pause(round);
-                round += 1;
-            } else {
-                // Room appears when a consumer moves `head`.
-                self.sleep(H_ROOM_SEQ, H_PUTTERS_ASLEEP, deadline, || {
-                    self.head().load(SeqCst) == before && !self.closed()
-                });
-            }
-        }
-        Ok(())
     }
 
     /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
     fn get_records(&self, max: usize, out: &mut Popped, deadline: Option<Instant>) -> Result<bool> {
-        let mut round = 0u32;
-        loop {
-            if round == 0 || self.has_items() {
-                let before = out.records.len();
-                {
-                    let _guard = match self.lock(H_GET_LOCK, deadline) {
-                        Ok(guard) => guard,
-                        Err(Error::Timeout(_)) => return Ok(false),
-                        Err(e) => return Err(e),
-                    };
-                    self.pop_locked(max, out)?;
-                }
-                if out.records.len() > before {
-                    self.signal_room();
-                    return Ok(true);
-                }
-            }
-            if self.closed() {
-                return Err(Error::Closed("queue"));
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-            if round < raw::SPIN_ROUNDS * 4 {
-                raw::spin_pause(round);
-                round += 1;
-            } else {
-                self.sleep(H_ITEMS_SEQ, H_GETTERS_ASLEEP, deadline, || {
-                    !self.has_items() && !self.closed()
-                });
-            }
-        }
+        ring::get::<Os, _, _>(self, crate::sys::pid::pid(), max, out, deadline).map_err(ring_error)
     }
 
     fn close(&self) {
-        self.word(H_CLOSED).store(1, SeqCst);
-        for seq in [H_ITEMS_SEQ, H_ROOM_SEQ] {
-            self.word(seq).fetch_add(1, SeqCst);
-            Os::wake(self.word(seq), i32::MAX as u32);
-        }
+        ring::close::<Os, _>(self);
     }
 }
 
-/// Longest single futex sleep of a queue waiter.
-const NAP: Duration = Duration::from_millis(250);
-
-struct RingLock<'a> {
-    word: &'a AtomicU32,
+fn ring_error(failure: ring::Failure) -> Error {
+    match failure {
+        ring::Failure::Closed => Error::Closed("queue"),
+        ring::Failure::Corrupt { len, kind, at } => Error::Protocol(format!(
+            "queue ring corrupted: record of {len} bytes, kind {kind} at offset {at}"
+        )),
+    }
 }
 
-impl Drop for RingLock<'_> {
-    fn drop(&mut self) {
-        raw::lock::release::<Os>(self.word);
+impl ring::Layout for Ring {
+    #[inline]
+    fn word(&self, word: ring::Word) -> &AtomicU32 {
+        self.segment.word(match word {
+            ring::Word::PutLock => H_PUT_LOCK,
+            ring::Word::GetLock => H_GET_LOCK,
+            ring::Word::Closed => H_CLOSED,
+            ring::Word::ItemsSeq => H_ITEMS_SEQ,
+            ring::Word::GettersAsleep => H_GETTERS_ASLEEP,
+            ring::Word::RoomSeq => H_ROOM_SEQ,
+            ring::Word::PuttersAsleep => H_PUTTERS_ASLEEP,
+        })
+    }
+
+    #[inline]
+    fn word64(&self, word: ring::Word64) -> &AtomicU64 {
+        self.segment.word64(match word {
+            ring::Word64::Tail => H_TAIL,
+            ring::Word64::Head => H_HEAD,
+            ring::Word64::CachedHead => H_CACHED_HEAD,
+            ring::Word64::CachedTail => H_CACHED_TAIL,
+        })
+    }
+
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    #[inline]
+    fn maxsize(&self) -> u64 {
+        Ring::maxsize(self)
+    }
+
+    #[inline]
+    fn write_u32(&self, at: usize, value: u32) {
+        self.segment.mapping().write::<u32>(DATA + at, value);
+    }
+
+    #[inline]
+    fn read_u32(&self, at: usize) -> u32 {
+        self.segment.mapping().read::<u32>(DATA + at)
+    }
+
+    #[inline]
+    fn copy_in(&self, at: usize, src: &[u8]) {
+        self.segment.mapping().copy_in(DATA + at, src);
+    }
+
+    #[inline]
+    fn copy_out(&self, at: usize, dst: &mut [u8]) {
+        self.segment.mapping().copy_out(DATA + at, dst);
     }
 }
 
@@ -464,6 +247,16 @@ impl Drop for RingLock<'_> {
 struct Popped {
     records: Vec<(u32, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
+}
+
+impl ring::Sink for Popped {
+    #[inline]
+    fn record(&mut self, kind: u32, len: usize) -> &mut [u8] {
+        let start = self.bytes.len();
+        self.bytes.resize(start + len, 0);
+        self.records.push((kind, start..start + len));
+        &mut self.bytes[start..]
+    }
 }
 
 thread_local! {
@@ -481,6 +274,18 @@ struct Record {
     payload: Vec<u8>,
     /// A large item's block, held by the producer until the record is published.
     block: Option<Outgoing>,
+}
+
+impl ring::Outbound for Record {
+    #[inline]
+    fn kind(&self) -> u32 {
+        self.kind
+    }
+
+    #[inline]
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
 }
 
 /// After a put: the blocks of the first `published` records are handed to their
@@ -1140,7 +945,8 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     }
 
     fn wake_joiners(&self) {
-        self.inner.ring.wake(H_JOIN_SEQ, H_JOINERS_ASLEEP, i32::MAX as u32);
+        let ring = &self.inner.ring;
+        raw::wake::wake::<Os>(ring.word(H_JOIN_SEQ), ring.word(H_JOINERS_ASLEEP), i32::MAX as u32);
     }
 
     /// Waits until every item put has been marked done, at most `timeout`;
@@ -1164,9 +970,13 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout(timeout.unwrap_or_default()));
             }
-            ring.sleep(H_JOIN_SEQ, H_JOINERS_ASLEEP, deadline, || {
-                self.unfinished().load(SeqCst) != 0
-            });
+            let nap = raw::remaining(deadline).map_or(ring::NAP, |l| l.min(ring::NAP));
+            raw::wake::sleep::<Os>(
+                ring.word(H_JOIN_SEQ),
+                ring.word(H_JOINERS_ASLEEP),
+                Some(nap),
+                || self.unfinished().load(SeqCst) != 0,
+            );
         }
     }
 

@@ -1,9 +1,19 @@
-//! Synchronisation algorithms on 32-bit words, apart from the operating system.
+//! Synchronisation algorithms on 32- and 64-bit words, apart from the operating system:
+//! the lock, the semaphore, Event, Condition, Barrier, the sleep/wake handshake, and the
+//! queue ring (its indices, records and waiting).
 //!
-//! Each algorithm works on `AtomicU32`s that may live in memory shared between processes,
-//! and reaches the OS only through a [`Platform`]: how to sleep on a word, how to wake
-//! sleepers, whether a process is alive. The real platform (futexes and `/proc`) lives in
-//! `synchronize`; tests substitute their own liveness to simulate dead owners.
+//! Each algorithm works on atomics that may live in memory shared between processes (laid
+//! out by its caller, through a small `Layout` trait where there are several), and reaches
+//! the OS only through a [`Platform`]: how to sleep on a word, how to wake sleepers,
+//! whether a process is alive. The real platform (futexes and `/proc`) lives in
+//! `synchronize`, and the real types (`synchronize`, `queues`) are thin layers over these
+//! functions; tests substitute their own liveness to simulate dead owners, and
+//! `tests/loom_raw.rs` compiles these very files with loom's atomics and a model futex.
+//!
+//! The orderings that pair two sides through a fence are written with explicit
+//! `fence(SeqCst)`s on both sides (not only `SeqCst` accesses): equivalent in Rust's
+//! memory model, and the form loom checks exactly (it treats `SeqCst` accesses as
+//! acquire/release, but models `SeqCst` fences).
 //!
 //! # Owner-died recovery
 //! A lock word holds its owner's pid. A waiter that sleeps for a while re-checks that the
@@ -14,13 +24,18 @@
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
+pub(crate) mod barrier;
+pub(crate) mod condition;
+pub(crate) mod event;
 pub(crate) mod lock;
+pub(crate) mod ring;
 pub(crate) mod semaphore;
+pub(crate) mod wake;
 
 /// The atomics the algorithms use: std's here; the loom model checker's when
 /// `tests/loom_raw.rs` compiles these files under `--cfg loom`.
 pub(crate) mod atomic {
-    pub(crate) use std::sync::atomic::{fence, AtomicU32};
+    pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 }
 
 /// What the algorithms need from the operating system.
