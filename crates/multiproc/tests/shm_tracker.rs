@@ -83,7 +83,7 @@ fn a_block_still_mapped_by_a_live_process_is_not_cleaned() {
     let child = Process::new(create_and_leave, (theirs,));
     child.start().unwrap();
     let name: String = mine.recv_timeout(LONG.unwrap()).unwrap();
-    let mut attached = SharedMemory::attach(&name).unwrap();
+    let attached = SharedMemory::attach(&name).unwrap();
     mine.send(&()).unwrap();
     let pid = child.pid().unwrap();
     child.join(LONG).unwrap();
@@ -91,7 +91,7 @@ fn a_block_still_mapped_by_a_live_process_is_not_cleaned() {
 
     let report = clean_orphans_of(pid).unwrap();
     assert!(report.removed.is_empty(), "clean removed a block this process maps: {report:?}");
-    attached.buf_mut()[0] = 1;
+    attached.write_at(0, &[1]).unwrap();
     SharedMemory::attach(&name).unwrap(); // still there by name
 
     // Unmapped by everyone: now it is an orphan.
