@@ -429,9 +429,12 @@ fn a_one_gib_item_travels_through_a_small_ring() {
     use serde_bytes::ByteBuf;
     const GIB: usize = 1 << 30;
     let q: Queue<ByteBuf> = Queue::with_capacity(0, 64 * 1024).unwrap();
+    // Making and copying 1 GiB in a debug build on a loaded machine can take minutes: the
+    // consumer waits for as long as the item takes (a hang still ends at the deadline).
+    const VERY_LONG: Option<Duration> = Some(Duration::from_secs(900));
     let consumer = multiproc::spawn(
         |q: Queue<ByteBuf>| {
-            let item = q.get(LONG).unwrap();
+            let item = q.get(VERY_LONG).unwrap();
             let sample: Vec<u8> = (0..item.len()).step_by(4093).map(|i| item[i]).collect();
             (item.len(), sample)
         },
@@ -444,7 +447,7 @@ fn a_one_gib_item_travels_through_a_small_ring() {
         item[i] = (i % 251) as u8;
     }
     let expected: Vec<u8> = (0..GIB).step_by(4093).map(|i| item[i]).collect();
-    q.put(ByteBuf::from(item), LONG).unwrap();
+    q.put(ByteBuf::from(item), VERY_LONG).unwrap();
     let (len, sample) = consumer.join().unwrap();
     assert_eq!(len, GIB);
     assert!(sample == expected, "the 1 GiB item arrived altered");
