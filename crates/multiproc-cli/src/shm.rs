@@ -22,6 +22,9 @@ enum ShmCommand {
     /// Remove the orphaned blocks (their creator is gone); live and kept blocks, and
     /// objects multiproc did not name, are left alone.
     Clean {
+        /// Only the blocks that this process created.
+        #[arg(long)]
+        pid: Option<i32>,
         /// Print a JSON object {"removed": [...], "failed": [...]} instead of text.
         #[arg(long)]
         json: bool,
@@ -34,7 +37,7 @@ enum ShmCommand {
 pub fn run(args: ShmArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
         ShmCommand::List { json } => list(json),
-        ShmCommand::Clean { json, dry_run } => clean(json, dry_run),
+        ShmCommand::Clean { json, dry_run, pid } => clean(json, dry_run, pid),
     }
 }
 
@@ -50,15 +53,19 @@ fn list(json: bool) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn clean(json: bool, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn clean(json: bool, dry_run: bool, pid: Option<i32>) -> Result<(), Box<dyn std::error::Error>> {
     let (removed, failed) = if dry_run {
         let orphans = shared_memory::list_blocks()?
             .into_iter()
             .filter(|b| b.state == shared_memory::BlockState::Orphaned)
+            .filter(|b| pid.is_none_or(|pid| pid == b.owner_pid))
             .collect();
         (orphans, Vec::new())
     } else {
-        let report = shared_memory::clean_orphans()?;
+        let report = match pid {
+            Some(pid) => shared_memory::clean_orphans_of(pid)?,
+            None => shared_memory::clean_orphans()?,
+        };
         (report.removed, report.failed)
     };
     if json {

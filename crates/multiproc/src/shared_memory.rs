@@ -827,7 +827,7 @@ pub struct BlockInfo {
 /// What [`clean_orphans`] did.
 ///
 /// ```
-/// let report = multiproc::shared_memory::clean_orphans()?;
+/// let report = multiproc::shared_memory::clean_orphans_of(std::process::id() as i32)?;
 /// assert!(report.failed.is_empty());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -981,9 +981,29 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub fn clean_orphans() -> Result<CleanReport> {
+    clean(None)
+}
+
+/// Unlinks the orphaned blocks (see [`clean_orphans`]) that process `pid` created, and
+/// no others: for a program (or a test) that cleans up after its own children without
+/// touching what other programs left.
+///
+/// ```
+/// use multiproc::shared_memory::{clean_orphans_of, SharedMemory};
+/// let live = SharedMemory::create(8)?;
+/// let report = clean_orphans_of(std::process::id() as i32)?;
+/// assert!(report.removed.is_empty()); // this process runs: none of its blocks is orphaned
+/// SharedMemory::attach(live.name())?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn clean_orphans_of(pid: i32) -> Result<CleanReport> {
+    clean(Some(pid))
+}
+
+fn clean(only: Option<i32>) -> Result<CleanReport> {
     let mut report = CleanReport::default();
     for block in list_blocks()? {
-        if block.state != BlockState::Orphaned {
+        if block.state != BlockState::Orphaned || only.is_some_and(|pid| pid != block.owner_pid) {
             continue;
         }
         match sys_shm::shm_unlink(&block.name) {
