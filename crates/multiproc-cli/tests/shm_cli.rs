@@ -90,7 +90,7 @@ fn list_and_clean_after_a_killed_creator() {
     };
     let dry = json(&["shm", "clean", "--dry-run", "--json", "--pid", &child_pid_arg]);
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(names(&dry), [orphan.clone()], "{dry}");
+    assert_eq!(names(&dry), std::slice::from_ref(&orphan), "{dry}");
     assert!(exists(&orphan), "--dry-run removed a block");
 
     // The child's orphan goes; this process's live and kept blocks stay, and so does the
@@ -101,7 +101,7 @@ fn list_and_clean_after_a_killed_creator() {
         assert!(report["failed"].as_array().unwrap().is_empty(), "{report}");
         removed.extend(names(&report));
     }
-    assert_eq!(removed, [orphan.clone()]);
+    assert_eq!(removed, std::slice::from_ref(&orphan));
     for survivor in [live.name(), kept.name(), foreign.name()] {
         assert!(exists(survivor), "{survivor} is gone");
     }
