@@ -164,6 +164,29 @@ pub fn check_interpreters(binary: &str, tests: &[&str]) {
     }
 }
 
+/// Any interpreter, for a test of `binary` that needs one but no particular version: the
+/// newest of [`MINORS`] found, else `python3` on `PATH` if it is 3.8 or later. When there
+/// is none: as [`require`].
+pub fn require_any(binary: &str, tests: &[&str]) -> Option<Interpreter> {
+    if let Some(python) = MINORS.iter().rev().find_map(|minor| find(minor).ok()) {
+        return Some(python);
+    }
+    let fallback = Path::new("python3");
+    let why = match version_of(fallback) {
+        Ok(version) => {
+            let minor = version.split('.').nth(1).and_then(|m| m.parse::<u32>().ok());
+            if version.starts_with("3.") && minor.is_some_and(|m| m >= 8) {
+                return Some(Interpreter { program: fallback.to_path_buf(), version });
+            }
+            format!("python3 is {version}")
+        }
+        Err(why) => why,
+    };
+    assert!(!in_ci(), "CPython is required in CI (CI=true) but missing: {why}");
+    report_skips(binary, tests);
+    None
+}
+
 /// Writes the one line naming what this binary skips, the first time it is called.
 fn report_skips(binary: &str, tests: &[&str]) {
     static REPORTED: OnceLock<()> = OnceLock::new();
