@@ -24,7 +24,8 @@ mod manager_work_queue;
 
 mod common;
 use common::waits::{
-    thread_exists, timed_private_futex_sleepers, timed_private_futex_threads, wait_until,
+    all_threads_asleep, thread_exists, timed_private_futex_sleepers, timed_private_futex_threads,
+    wait_until,
 };
 
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
@@ -873,7 +874,7 @@ fn an_idle_server_uses_no_cpu_after_a_burst_of_calls() {
     }
     let pid = m.server_pid().unwrap();
     // The server's waiter polls briefly after the last call, then sleeps.
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until("every thread of the server to sleep", || all_threads_asleep(pid));
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;

@@ -425,10 +425,12 @@ fn an_idle_consumer_uses_no_cpu() {
 fn a_one_gib_item_travels_through_a_small_ring() {
     use serde_bytes::ByteBuf;
     const GIB: usize = 1 << 30;
+    // Filling and copying 1 GiB takes minutes in a debug build on a loaded machine.
+    const GIB_LONG: Option<Duration> = Some(Duration::from_secs(600));
     let q: Queue<ByteBuf> = Queue::with_capacity(0, 64 * 1024).unwrap();
     let consumer = multiproc::spawn(
         |q: Queue<ByteBuf>| {
-            let item = q.get(LONG).unwrap();
+            let item = q.get(GIB_LONG).unwrap();
             let sample: Vec<u8> = (0..item.len()).step_by(4093).map(|i| item[i]).collect();
             (item.len(), sample)
         },
@@ -441,7 +443,7 @@ fn a_one_gib_item_travels_through_a_small_ring() {
         item[i] = (i % 251) as u8;
     }
     let expected: Vec<u8> = (0..GIB).step_by(4093).map(|i| item[i]).collect();
-    q.put(ByteBuf::from(item), LONG).unwrap();
+    q.put(ByteBuf::from(item), GIB_LONG).unwrap();
     let (len, sample) = consumer.join().unwrap();
     assert_eq!(len, GIB);
     assert!(sample == expected, "the 1 GiB item arrived altered");
