@@ -1267,7 +1267,7 @@ pub struct BlockInfo {
 /// What [`clean_orphans`] did.
 ///
 /// ```
-/// let report = multiproc::shared_memory::clean_orphans()?;
+/// let report = multiproc::shared_memory::clean_orphans_of(std::process::id() as i32)?;
 /// assert!(report.failed.is_empty());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -1440,7 +1440,9 @@ pub fn list_blocks() -> Result<Vec<BlockInfo>> {
 /// did not name, are never touched.
 /// A block that vanishes meanwhile (cleaned by someone else) is skipped.
 ///
-/// ```
+/// (Not run as a doc test: a test must not clean what other programs left.)
+///
+/// ```no_run
 /// use multiproc::shared_memory::{clean_orphans, SharedMemory};
 /// let live = SharedMemory::create(8)?;
 /// let report = clean_orphans()?;

@@ -3,16 +3,17 @@
 //! CPython's `Listener`, raw bytes and pickled values both ways, both authentication
 //! dialects, and wrong keys.
 //!
-//! Each test runs for CPython 3.11.7, 3.12.1 and 3.13.0 (`PYENV_VERSION=… python3`). A
-//! version that is not installed is skipped with a line saying so, and the test passes.
-//! The Python side is `tests/python/peer.py`; every Python process is killed if it
+//! Each test runs for CPython 3.11, 3.12 and 3.13, any patch release (see
+//! `common::python` for where interpreters are found). A version that is missing fails
+//! the test in CI (`CI=true`); elsewhere its tests pass without running, and the binary
+//! writes one line to its stderr naming what it skipped. The Python side is `tests/python/peer.py`; every Python process is killed if it
 //! outlives its test's time limit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -24,6 +25,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+mod common;
+use common::python::Interpreter;
+
 /// Generous limit for anything that waits on Python.
 const LONG: Duration = Duration::from_secs(60);
 /// A Python process that runs longer than this is killed and the test fails.
@@ -34,36 +38,6 @@ const OTHER_KEY_HEX: &str = "6f74686572206b6579";
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/peer.py")
-}
-
-/// Whether `python3` runs CPython `version` under pyenv; prints why not otherwise.
-fn have_python(version: &str, test: &str) -> bool {
-    let output = Command::new("python3")
-        .env("PYENV_VERSION", version)
-        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
-        .stdin(Stdio::null())
-        .output();
-    match output {
-        Err(e) => {
-            println!("skipped {test} for CPython {version}: cannot run python3 ({e})");
-            false
-        }
-        Ok(o) if !o.status.success() => {
-            println!(
-                "skipped {test} for CPython {version}: PYENV_VERSION={version} python3 failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            false
-        }
-        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() != version => {
-            println!(
-                "skipped {test} for CPython {version}: python3 is {}",
-                String::from_utf8_lossy(&o.stdout).trim()
-            );
-            false
-        }
-        Ok(_) => true,
-    }
 }
 
 /// A running `peer.py`, killed (through a pidfd, so never the wrong process) if it
@@ -80,16 +54,17 @@ struct Python {
 }
 
 impl Python {
-    fn start(version: &str, args: &[&str]) -> Python {
-        let mut child = Command::new("python3")
-            .env("PYENV_VERSION", version)
+    fn start(python: &Interpreter, args: &[&str]) -> Python {
+        let version = python.version.as_str();
+        let mut child = python
+            .command()
             .arg(script())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start python3");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.program.display()));
         // The child is not reaped before the waiter thread below reaps it, so the pid is
         // still ours here.
         let pidfd = rustix::process::Pid::from_raw(child.id() as i32).and_then(|pid| {
@@ -401,10 +376,10 @@ fn unique(tag: &str) -> String {
 }
 
 /// CPython's Client connects to our Listener three times: raw bytes, pickles both ways.
-fn their_client_our_listener(version: &str) {
+fn their_client_our_listener(cpython: &Interpreter) {
     let listener = Listener::bind("127.0.0.1:0", Some(KEY)).unwrap();
     let address = listener.address().to_string();
-    let python = Python::start(version, &["connect", &address, KEY_HEX, "3"]);
+    let python = Python::start(cpython, &["connect", &address, KEY_HEX, "3"]);
     drive_echo_bytes(&listener.accept_timeout(LONG).unwrap());
     let pickles = drive_echo_pickle(listener.accept_timeout(LONG).unwrap());
     drive_python_values(listener.accept_timeout(LONG).unwrap());
@@ -413,8 +388,8 @@ fn their_client_our_listener(version: &str) {
 }
 
 /// Our Client connects to CPython's Listener (port chosen by CPython) three times.
-fn our_client_their_listener(version: &str) {
-    let mut python = Python::start(version, &["listen", "127.0.0.1:0", KEY_HEX, "3"]);
+fn our_client_their_listener(cpython: &Interpreter) {
+    let mut python = Python::start(cpython, &["listen", "127.0.0.1:0", KEY_HEX, "3"]);
     let address = python.line("ADDRESS ");
     drive_echo_bytes(&Client::connect_timeout(&address, Some(KEY), LONG).unwrap());
     let pickles = drive_echo_pickle(Client::connect_timeout(&address, Some(KEY), LONG).unwrap());
@@ -424,15 +399,16 @@ fn our_client_their_listener(version: &str) {
 }
 
 /// Our listener sending 3.11-style 20-byte challenges, and our client doing the same.
-fn legacy_dialect_both_ways(version: &str) {
+fn legacy_dialect_both_ways(cpython: &Interpreter) {
+    let version = cpython.version.as_str();
     let listener =
         Listener::bind("127.0.0.1:0", Some(KEY)).unwrap().with_dialect(AuthDialect::Legacy);
     let address = listener.address().to_string();
-    let python = Python::start(version, &["connect", &address, KEY_HEX, "1"]);
+    let python = Python::start(cpython, &["connect", &address, KEY_HEX, "1"]);
     drive_hello(&listener.accept_timeout(LONG).unwrap(), version);
     assert_eq!(python.success(), "ok hello:1");
 
-    let mut python = Python::start(version, &["listen", "127.0.0.1:0", KEY_HEX, "1"]);
+    let mut python = Python::start(cpython, &["listen", "127.0.0.1:0", KEY_HEX, "1"]);
     let address = python.line("ADDRESS ");
     let client = Client::new(&address, Some(KEY))
         .unwrap()
@@ -443,11 +419,12 @@ fn legacy_dialect_both_ways(version: &str) {
 }
 
 /// Unix socket paths and abstract names, without an authkey on either side.
-fn unix_sockets_without_key(version: &str) {
+fn unix_sockets_without_key(cpython: &Interpreter) {
+    let version = cpython.version.as_str();
     let dir = std::env::temp_dir().join(unique("dir"));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("py.sock");
-    let mut python = Python::start(version, &["listen", path.to_str().unwrap(), "-", "1"]);
+    let mut python = Python::start(cpython, &["listen", path.to_str().unwrap(), "-", "1"]);
     let address = python.line("ADDRESS ");
     assert_eq!(address, path.to_str().unwrap());
     drive_hello(&Client::connect_timeout(&address, None, LONG).unwrap(), version);
@@ -456,7 +433,7 @@ fn unix_sockets_without_key(version: &str) {
 
     let ours = dir.join("rust.sock");
     let listener = Listener::bind(ours.to_str().unwrap(), None).unwrap();
-    let python = Python::start(version, &["connect", ours.to_str().unwrap(), "-", "1"]);
+    let python = Python::start(cpython, &["connect", ours.to_str().unwrap(), "-", "1"]);
     drive_hello(&listener.accept_timeout(LONG).unwrap(), version);
     assert_eq!(python.success(), "ok hello:1");
     drop(listener);
@@ -464,13 +441,13 @@ fn unix_sockets_without_key(version: &str) {
 
     let name = format!("@{}", unique("abstract"));
     let listener = Listener::bind(&name, Some(KEY)).unwrap();
-    let python = Python::start(version, &["connect", &name, KEY_HEX, "1"]);
+    let python = Python::start(cpython, &["connect", &name, KEY_HEX, "1"]);
     drive_hello(&listener.accept_timeout(LONG).unwrap(), version);
     assert_eq!(python.success(), "ok hello:1");
     drop(listener);
 
     let mut python =
-        Python::start(version, &["listen", &format!("@{}", unique("py")), KEY_HEX, "1"]);
+        Python::start(cpython, &["listen", &format!("@{}", unique("py")), KEY_HEX, "1"]);
     let address = python.line("ADDRESS ");
     assert!(address.starts_with('@'), "{address}");
     drive_hello(&Client::connect_timeout(&address, Some(KEY), LONG).unwrap(), version);
@@ -479,23 +456,24 @@ fn unix_sockets_without_key(version: &str) {
 
 /// A wrong key fails on both sides, whoever listens; our listener then accepts CPython
 /// with the right key.
-fn wrong_key_both_ways(version: &str) {
+fn wrong_key_both_ways(cpython: &Interpreter) {
+    let version = cpython.version.as_str();
     let listener = Listener::bind("127.0.0.1:0", Some(KEY)).unwrap();
     let address = listener.address().to_string();
     let python =
-        Python::start(version, &["connect", &address, OTHER_KEY_HEX, "1", "--expect-auth-failure"]);
+        Python::start(cpython, &["connect", &address, OTHER_KEY_HEX, "1", "--expect-auth-failure"]);
     match listener.accept_timeout(LONG) {
         Err(Error::Authentication(_)) => {}
         other => panic!("{other:?}"),
     }
     let result = python.success();
     assert!(result.starts_with("auth_failed"), "{result}");
-    let python = Python::start(version, &["connect", &address, KEY_HEX, "1"]);
+    let python = Python::start(cpython, &["connect", &address, KEY_HEX, "1"]);
     drive_hello(&listener.accept_timeout(LONG).unwrap(), version);
     assert_eq!(python.success(), "ok hello:1");
 
     let mut python = Python::start(
-        version,
+        cpython,
         &["listen", "127.0.0.1:0", OTHER_KEY_HEX, "1", "--expect-auth-failure"],
     );
     let address = python.line("ADDRESS ");
@@ -507,26 +485,36 @@ fn wrong_key_both_ways(version: &str) {
     assert!(result.starts_with("auth_failed"), "{result}");
 }
 
+/// The scenarios, each a module of tests, one per CPython minor version.
+const SCENARIOS: [&str; 5] = [
+    "their_client_our_listener",
+    "our_client_their_listener",
+    "legacy_dialect_both_ways",
+    "unix_sockets_without_key",
+    "wrong_key_both_ways",
+];
+
 macro_rules! for_each_version {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
-                fn run(version: &str) {
-                    if super::have_python(version, stringify!($name)) {
-                        super::$name(version);
+                fn run(minor: &str) {
+                    let tests = super::SCENARIOS;
+                    if let Some(python) = super::common::python::require(minor, "interop_cpython", &tests) {
+                        super::$name(&python);
                     }
                 }
                 #[test]
                 fn cpython_3_11() {
-                    run("3.11.7");
+                    run("3.11");
                 }
                 #[test]
                 fn cpython_3_12() {
-                    run("3.12.1");
+                    run("3.12");
                 }
                 #[test]
                 fn cpython_3_13() {
-                    run("3.13.0");
+                    run("3.13");
                 }
             }
         )*
@@ -540,3 +528,10 @@ for_each_version!(
     unix_sockets_without_key,
     wrong_key_both_ways,
 );
+
+/// Names the interpreters found and what is skipped for want of one; fails in CI when one
+/// is missing (see `common::python`).
+#[test]
+fn cpython_interpreters() {
+    common::python::check_interpreters("interop_cpython", &SCENARIOS);
+}

@@ -22,7 +22,22 @@ mod manager_value;
 #[path = "../examples/manager_work_queue.rs"]
 mod manager_work_queue;
 
+mod common;
+use common::waits::{
+    all_threads_asleep, thread_exists, timed_private_futex_sleepers, timed_private_futex_threads,
+    wait_until,
+};
+
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+/// Waits until `n` calls are blocked in the server `pid` (each blocked call's thread
+/// waits on its object's condition variable, in slices: a private futex wait with a
+/// timeout, which nothing else in a server does); fails the test after a long deadline.
+fn wait_blocked_calls(pid: u32, n: usize) {
+    wait_until(&format!("{n} calls blocked in the server {pid}"), || {
+        timed_private_futex_sleepers(pid) == n
+    });
+}
 
 /// Parses `[1, 2, 3]`.
 fn parse_list(line: &str) -> Vec<i64> {
@@ -290,7 +305,7 @@ fn queue_blocks_in_the_server_and_joins() {
         q.clone(),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(50)); // the consumer waits in the server
+    wait_blocked_calls(m.server_pid().unwrap(), 1); // the consumer waits in the server
     for i in 0..10 {
         q.put(&i, None).unwrap();
     }
@@ -362,7 +377,7 @@ fn a_killed_server_makes_calls_fail_not_hang() {
     let pid = m.server_pid().unwrap();
     // A call blocked in the server when it dies fails too.
     let blocked = std::thread::spawn(move || q.get(None));
-    std::thread::sleep(Duration::from_millis(50));
+    wait_blocked_calls(pid, 1);
     let pid_t = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid_t, rustix::process::Signal::KILL).unwrap();
     // The signal takes effect asynchronously: a request could still be answered before.
@@ -397,10 +412,14 @@ fn a_client_dying_in_a_blocking_get_loses_no_item() {
     let q = m.queue::<u32>(0).unwrap();
     let p = Process::new(|q: QueueProxy<u32>| drop(q.get(None)), q.clone());
     p.start().unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // it waits in the server now
+    let server = m.server_pid().unwrap();
+    wait_blocked_calls(server, 1); // it waits in the server now
+    let serving = timed_private_futex_threads(server);
+    assert_eq!(serving.len(), 1);
     p.kill().unwrap();
     p.join(None).unwrap();
-    std::thread::sleep(Duration::from_millis(300)); // the server notices the hang-up
+    // The server noticed the hang-up: the thread that served the dead client has ended.
+    wait_until("the server to notice the hang-up", || !thread_exists(server, serving[0]));
     q.put(&7, None).unwrap();
     assert_eq!(q.get(Some(Duration::from_secs(5))).unwrap(), 7);
     m.shutdown().unwrap();
@@ -639,7 +658,7 @@ fn condition_rlock_and_bounded_semaphore_across_processes() {
     }
     let hs: Vec<_> =
         (0..2).map(|_| multiproc::spawn(waiter, (cond.clone(), ready.clone())).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_blocked_calls(m.server_pid().unwrap(), 2); // both wait on the condition
     assert!(cond.acquire(LONG).unwrap());
     ready.set(&true).unwrap();
     cond.notify_all().unwrap();
@@ -855,7 +874,7 @@ fn an_idle_server_uses_no_cpu_after_a_burst_of_calls() {
     }
     let pid = m.server_pid().unwrap();
     // The server's waiter polls briefly after the last call, then sleeps.
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until("every thread of the server to sleep", || all_threads_asleep(pid));
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
@@ -910,6 +929,7 @@ fn locks_held_by_a_killed_local_client_pass_to_the_next_taker() {
         let lock = lock.clone();
         std::thread::spawn(move || lock.acquire(LONG).unwrap())
     };
+    wait_blocked_calls(manager.server_pid().unwrap(), 1);
     holder.kill().unwrap();
     holder.join(LONG).unwrap();
     assert!(waiter.join().unwrap(), "the blocked waiter did not get the lock");

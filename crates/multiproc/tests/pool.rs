@@ -8,6 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use multiproc::pool::Pool;
+use multiproc::synchronize::Event;
 use multiproc::{pipe, Connection, Error, RawValue, StartMethod};
 use rustix::process::{getpid, kill_process, Pid, Signal};
 
@@ -529,10 +530,10 @@ fn workers_killed_from_outside_are_replaced_and_the_rest_completes() {
     });
 }
 
-/// Counts its start in shared memory, sleeps `ms`, returns `x`.
-fn counted_sleep((started, x, ms): (RawValue<u32>, u64, u64)) -> u64 {
+/// Counts its start in shared memory, waits for `gate` (at most a minute), returns `x`.
+fn counted_gate((started, gate, x): (RawValue<u32>, Event, u64)) -> u64 {
     started.fetch_add(1);
-    std::thread::sleep(Duration::from_millis(ms));
+    assert!(gate.wait(Some(Duration::from_secs(60))), "the gate never opened");
     x
 }
 
@@ -540,18 +541,23 @@ fn counted_sleep((started, x, ms): (RawValue<u32>, u64, u64)) -> u64 {
 fn killing_every_worker_at_once_loses_only_their_running_tasks() {
     let pool = pool(3, StartMethod::Spawn);
     let started = RawValue::new(0u32).unwrap();
-    let tasks: Vec<_> = (0..30).map(|x| (started.clone(), x, 50)).collect();
-    let mut it = pool.imap(counted_sleep, tasks, 1).unwrap();
-    // Every worker is in the middle of a task…
+    let gate = Event::new().unwrap();
+    let tasks: Vec<_> = (0..30).map(|x| (started.clone(), gate.clone(), x)).collect();
+    let mut it = pool.imap(counted_gate, tasks, 1).unwrap();
+    // Every worker is in the middle of a task, which cannot end before the gate opens…
     let deadline = Instant::now() + Duration::from_secs(60);
     while started.get() < 3 {
-        assert!(Instant::now() < deadline);
+        assert!(Instant::now() < deadline, "{} tasks started", started.get());
         std::thread::sleep(Duration::from_millis(1));
     }
+    assert_eq!(started.get(), 3, "a worker ran two tasks at once");
     let victims = pool.pids();
+    assert_eq!(victims.len(), 3);
     for &pid in &victims {
-        let _ = kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL);
+        kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL).unwrap();
     }
+    wait_gone(&victims);
+    gate.set();
     // …so exactly the three running tasks are lost, and the 27 others complete.
     let results: Vec<_> = it.by_ref().collect();
     assert_eq!(results.len(), 30);

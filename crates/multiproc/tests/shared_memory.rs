@@ -2,26 +2,36 @@
 //! tracker that cleans up after killed creators, `ShareableList`, and interop with
 //! CPython's `multiprocessing.shared_memory` (stdlib only) in both directions.
 //!
-//! The CPython tests run for 3.11.7, 3.12.1 and 3.13.0 (`PYENV_VERSION=… python3`); a
-//! version that cannot run is skipped with a line saying so, and the test passes. The
-//! Python side is `tests/python/shm_peer.py`.
+//! The CPython tests run for CPython 3.11, 3.12 and 3.13, any patch release (see
+//! `common::python` for where interpreters are found). A missing version fails them in CI
+//! (`CI=true`); elsewhere its part is skipped and the binary writes one line to its stderr
+//! naming what it skipped. The Python side is `tests/python/shm_peer.py`.
 //!
 //! Every test removes what it creates: the suite leaves nothing in `/dev/shm`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use multiproc::shared_memory::{
-    clean_orphans, list_blocks, BlockState, ListItem, ShareableList, SharedMemory,
+    clean_orphans_of, list_blocks, BlockState, ListItem, ShareableList, SharedMemory,
 };
 use multiproc::{pipe, Connection, Error, Process, StartMethod};
 
+mod common;
+use common::python::{Interpreter, MINORS};
+
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
-const PYTHONS: [&str; 3] = ["3.11.7", "3.12.1", "3.13.0"];
+/// The tests that run CPython, once per minor version of `common::python::MINORS`.
+const CPYTHON_TESTS: [&str; 4] = [
+    "cpython_creates_a_block_and_rust_attaches",
+    "rust_creates_a_block_and_cpython_attaches",
+    "cpython_creates_a_shareable_list_and_rust_reads_and_writes_it",
+    "rust_creates_a_shareable_list_and_cpython_reads_and_writes_it",
+];
 
 fn exists(name: &str) -> bool {
     std::path::Path::new("/dev/shm").join(name).exists()
@@ -472,8 +482,9 @@ fn wait_for_state(name: &str, want: Option<BlockState>) {
     }
 }
 
-/// The one test that kills creators and cleans (tests in this binary run concurrently,
-/// and the others' blocks are live, which clean leaves alone).
+/// The one test that kills creators and cleans. It cleans only after its own processes
+/// (`clean_orphans_of`), never machine-wide: other tests and programs may have orphans of
+/// their own that they are still looking at.
 #[test]
 fn clean_removes_the_blocks_of_killed_creators_only() {
     let start = |keep: bool| {
@@ -512,11 +523,19 @@ fn clean_removes_the_blocks_of_killed_creators_only() {
     assert_eq!(kept_info.state, BlockState::Kept);
     assert!(!kept_info.owner_alive);
 
-    let report = clean_orphans().unwrap();
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert!(report.removed.iter().any(|b| b.name == orphan), "{report:?}");
+    // The owner's orphan goes, not the names that only look like its; the keeper's kept
+    // block and this process's live one stay.
+    let creators = [owner.pid().unwrap(), keeper.pid().unwrap(), std::process::id() as i32];
+    let mut removed = Vec::new();
+    for pid in creators {
+        let report = clean_orphans_of(pid).unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert!(report.removed.iter().all(|b| b.owner_pid == pid), "{report:?}");
+        removed.extend(report.removed);
+    }
+    assert!(removed.iter().any(|b| b.name == orphan), "{removed:?}");
     for untouched in [live.name(), cpython_like.name(), lookalike.name(), kept.as_str()] {
-        assert!(report.removed.iter().all(|b| b.name != untouched), "{untouched}");
+        assert!(removed.iter().all(|b| b.name != untouched), "{untouched}");
         assert!(exists(untouched), "clean removed {untouched}");
     }
     assert!(!exists(&orphan));
@@ -647,25 +666,16 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/shm_peer.py")
 }
 
-/// Whether `python3` runs CPython `version` under pyenv; prints why not otherwise.
-fn have_python(version: &str, test: &str) -> bool {
-    let output = Command::new("python3")
-        .env("PYENV_VERSION", version)
-        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
-        .stdin(Stdio::null())
-        .output();
-    let why = match output {
-        Err(e) => format!("cannot run python3 ({e})"),
-        Ok(o) if !o.status.success() => {
-            format!("python3 failed: {}", String::from_utf8_lossy(&o.stderr).trim())
-        }
-        Ok(o) if String::from_utf8_lossy(&o.stdout).trim() != version => {
-            format!("python3 is {}", String::from_utf8_lossy(&o.stdout).trim())
-        }
-        Ok(_) => return true,
-    };
-    println!("skipped {test} for CPython {version}: {why}");
-    false
+/// The interpreter for `minor`, or `None` when the test skips it (see `common::python`).
+fn python(minor: &str) -> Option<Interpreter> {
+    common::python::require(minor, "shared_memory", &CPYTHON_TESTS)
+}
+
+/// Names the interpreters found and what is skipped for want of one; fails in CI when one
+/// is missing.
+#[test]
+fn cpython_interpreters() {
+    common::python::check_interpreters("shared_memory", &CPYTHON_TESTS);
 }
 
 /// A running `shm_peer.py`, killed when dropped if it still runs.
@@ -677,16 +687,17 @@ struct Peer {
 }
 
 impl Peer {
-    fn start(version: &str, args: &[&str]) -> Peer {
-        let mut child = Command::new("python3")
-            .env("PYENV_VERSION", version)
+    fn start(python: &Interpreter, args: &[&str]) -> Peer {
+        let version = python.version.as_str();
+        let mut child = python
+            .command()
             .arg(script())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start python3");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.program.display()));
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -780,11 +791,10 @@ fn decode(line: &str) -> ListItem {
 
 #[test]
 fn cpython_creates_a_block_and_rust_attaches() {
-    for version in PYTHONS {
-        if !have_python(version, "cpython_creates_a_block_and_rust_attaches") {
-            continue;
-        }
-        let mut py = Peer::start(version, &["create-shm", "100"]);
+    for minor in MINORS {
+        let Some(python) = python(minor) else { continue };
+        let version = python.version.as_str();
+        let mut py = Peer::start(&python, &["create-shm", "100"]);
         let line = py.line();
         let words: Vec<&str> = line.split(' ').collect();
         assert_eq!(words[0], "name", "{line}");
@@ -808,16 +818,15 @@ fn cpython_creates_a_block_and_rust_attaches() {
 
 #[test]
 fn rust_creates_a_block_and_cpython_attaches() {
-    for version in PYTHONS {
-        if !have_python(version, "rust_creates_a_block_and_cpython_attaches") {
-            continue;
-        }
+    for minor in MINORS {
+        let Some(python) = python(minor) else { continue };
+        let version = python.version.as_str();
         let mut shm = SharedMemory::create(4099).unwrap();
         // SAFETY: no other handle or process knows the new block while the view lives.
         for (i, b) in unsafe { shm.buf_mut() }.iter_mut().enumerate() {
             *b = (i * 7 % 256) as u8;
         }
-        let py = Peer::start(version, &["attach-shm", shm.name()]);
+        let py = Peer::start(&python, &["attach-shm", shm.name()]);
         assert_eq!(py.line(), "size 4099 ok", "CPython {version}");
         py.finish();
         let mut out = [0u8; 6];
@@ -829,11 +838,10 @@ fn rust_creates_a_block_and_cpython_attaches() {
 
 #[test]
 fn cpython_creates_a_shareable_list_and_rust_reads_and_writes_it() {
-    for version in PYTHONS {
-        if !have_python(version, "cpython_creates_a_shareable_list") {
-            continue;
-        }
-        let mut py = Peer::start(version, &["create-list"]);
+    for minor in MINORS {
+        let Some(python) = python(minor) else { continue };
+        let version = python.version.as_str();
+        let mut py = Peer::start(&python, &["create-list"]);
         let line = py.line();
         let name = line.strip_prefix("name ").unwrap().to_string();
         let mut sl = ShareableList::attach(&name).unwrap();
@@ -877,14 +885,13 @@ fn cpython_creates_a_shareable_list_and_rust_reads_and_writes_it() {
 
 #[test]
 fn rust_creates_a_shareable_list_and_cpython_reads_and_writes_it() {
-    for version in PYTHONS {
-        if !have_python(version, "rust_creates_a_shareable_list") {
-            continue;
-        }
+    for minor in MINORS {
+        let Some(python) = python(minor) else { continue };
+        let version = python.version.as_str();
         let mut items = sample();
         items.push(ListItem::Str("\u{e9}".repeat(5))); // sized by UTF-8 length here
         let sl = ShareableList::create(&items).unwrap();
-        let mut py = Peer::start(version, &["attach-list", sl.name()]);
+        let mut py = Peer::start(&python, &["attach-list", sl.name()]);
         assert_eq!(py.line(), format!("attached {}", items.len()));
         py.send("dump");
         assert_eq!(py.items(), items, "CPython {version} reads Rust's list");

@@ -6,7 +6,17 @@ use std::time::{Duration, Instant};
 use multiproc::synchronize::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 use multiproc::{pipe, Connection, Error, Process, StartMethod};
 
+mod common;
+use common::waits::{shared_futex_sleepers, wait_until};
+
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+/// Waits until `process` sleeps on a process-shared futex (a lock, semaphore, event or
+/// condition of this library); fails the test after a long deadline.
+fn wait_asleep(process: &Process, on: &str) {
+    let pid = process.pid().expect("started") as u32;
+    wait_until(&format!("process {pid} to sleep on {on}"), || shared_futex_sleepers(pid) > 0);
+}
 
 fn run_all(processes: &[Process]) {
     for p in processes {
@@ -95,7 +105,8 @@ fn a_waiter_blocked_on_a_dead_holder_gets_the_lock() {
         lock.clone(),
     )
     .unwrap();
-    assert!(matches!(waiter.join_timeout(Duration::from_millis(100)), Err(Error::Timeout(_))));
+    wait_asleep(waiter.process(), "the held lock");
+    assert!(matches!(waiter.join_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
     holder.kill().unwrap();
     holder.join(LONG).unwrap();
     assert!(waiter.join().unwrap(), "the waiter saw owner_died");
@@ -135,6 +146,9 @@ fn a_semaphore_wakes_processes_one_unit_at_a_time() {
     for w in &waiters {
         w.start().unwrap();
     }
+    for w in &waiters {
+        wait_asleep(w, "the semaphore");
+    }
     for expected in 1..=3 {
         sem.release().unwrap();
         parent.recv_timeout::<i32>(Duration::from_secs(60)).unwrap();
@@ -163,7 +177,10 @@ fn an_event_releases_every_waiting_process() {
     for w in &waiters {
         w.start().unwrap();
     }
-    assert!(!parent.poll(Some(Duration::from_millis(50))).unwrap());
+    for w in &waiters {
+        wait_asleep(w, "the event");
+    }
+    assert!(!parent.poll(Some(Duration::ZERO)).unwrap());
     event.set();
     for _ in 0..3 {
         assert!(parent.recv_timeout::<bool>(Duration::from_secs(60)).unwrap());
@@ -173,10 +190,20 @@ fn an_event_releases_every_waiting_process() {
     }
 }
 
-/// Waits for the shared "ready" predicate, kept in a semaphore's value.
-fn consume((cond, ready, report): (Condition, Semaphore, Connection)) {
+/// Waits for the shared "ready" predicate, kept in a semaphore's value; releases
+/// `entered` once, when it first finds the predicate false (holding the lock, just before
+/// it waits).
+fn consume((cond, ready, entered, report): (Condition, Semaphore, Semaphore, Connection)) {
     let mut guard = cond.acquire(None).unwrap();
-    let ok = guard.wait_for(|| ready.get_value() > 0, Some(Duration::from_secs(60))).unwrap();
+    let mut first = true;
+    let predicate = || {
+        let ready = ready.get_value() > 0;
+        if !ready && std::mem::take(&mut first) {
+            entered.release().unwrap();
+        }
+        ready
+    };
+    let ok = guard.wait_for(predicate, Some(Duration::from_secs(60))).unwrap();
     report.send(&ok).unwrap();
 }
 
@@ -184,18 +211,25 @@ fn consume((cond, ready, report): (Condition, Semaphore, Connection)) {
 fn a_condition_notifies_waiting_processes() {
     for cond in [Condition::new().unwrap(), Condition::with_lock(Lock::new().unwrap()).unwrap()] {
         let ready = Semaphore::new(0).unwrap();
+        let entered = Semaphore::new(0).unwrap();
         let (parent, child) = pipe(true).unwrap();
         let waiters: Vec<Process> = (0..2)
             .map(|_| {
-                Process::new(consume, (cond.clone(), ready.clone(), child.try_clone().unwrap()))
+                let args =
+                    (cond.clone(), ready.clone(), entered.clone(), child.try_clone().unwrap());
+                Process::new(consume, args)
             })
             .collect();
         for w in &waiters {
             w.start().unwrap();
         }
-        assert!(!parent.poll(Some(Duration::from_millis(50))).unwrap());
+        // Both found the predicate false under the lock; once this process holds the lock
+        // too, both are inside their wait (which gives the lock up only once waiting).
+        entered.acquire(LONG).unwrap();
+        entered.acquire(LONG).unwrap();
         {
             let guard = cond.acquire(None).unwrap();
+            assert!(!parent.poll(Some(Duration::ZERO)).unwrap());
             ready.release().unwrap();
             guard.notify_all();
         }
@@ -224,9 +258,12 @@ fn a_process_killed_inside_a_condition_wait_blocks_nobody() {
     let p = Process::new(wait_on_condition_forever, (cond.clone(), child));
     p.start().unwrap();
     parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap();
+    // The child held the lock when it reported: holding it now means the child is inside
+    // its wait, where it dies.
+    let mut guard = cond.acquire(Some(Duration::from_secs(30))).unwrap();
+    wait_asleep(&p, "the condition");
     p.kill().unwrap();
     p.join(LONG).unwrap();
-    let mut guard = cond.acquire(Some(Duration::from_secs(30))).unwrap();
     guard.notify_all();
     assert!(!guard.wait(Some(Duration::from_millis(10))).unwrap());
 }

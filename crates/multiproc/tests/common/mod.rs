@@ -1,0 +1,5 @@
+//! Helpers shared by several test binaries (each binary uses some of them).
+#![allow(dead_code)]
+
+pub mod python;
+pub mod waits;
