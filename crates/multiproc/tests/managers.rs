@@ -735,7 +735,7 @@ fn user_registered_types_across_processes() {
     assert_eq!(snap, [("a".to_string(), 6), ("b".to_string(), 3)].into());
     // A panicking method and an unknown one are errors; the server keeps serving.
     assert!(
-        matches!(t.call::<_, ()>("boom", &()), Err(Error::Remote(e)) if e.contains("panicked"))
+        matches!(t.call::<_, ()>("boom", &()), Err(Error::Remote(e)) if e.contains("panicked in 'boom': boom"))
     );
     assert!(
         matches!(t.call::<_, ()>("nope", &()), Err(Error::Remote(e)) if e.contains("no method"))

@@ -664,10 +664,12 @@ fn object_call(object: &Object, method: &str, args: &[u8], client: &Connection) 
             Object::Barrier(barrier) => barrier_method(barrier, method, args, client),
             Object::User(_, object) => {
                 let mut object = object.lock().unwrap_or_else(|p| p.into_inner());
-                let call = std::panic::AssertUnwindSafe(|| object.call(method, args));
-                match std::panic::catch_unwind(call) {
+                // A panic is the caller's error, reported to it, not the server's to print.
+                match crate::process::catch_reported(|| object.call(method, args)) {
                     Ok(result) => result.map_err(msg),
-                    Err(_) => Err(msg(format!("the object panicked in '{method}'"))),
+                    Err(message) => {
+                        Err(msg(format!("the object panicked in '{method}': {message}")))
+                    }
                 }
             }
         }
