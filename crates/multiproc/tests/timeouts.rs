@@ -37,6 +37,11 @@ fn queue_put_get_accept_zero_and_max() {
     assert!(matches!(q.get_many(4, ZERO), Err(Error::Empty)));
     q.put(4, MAX).unwrap();
     assert_eq!(q.get_many(4, MAX).unwrap(), vec![4]);
+    q.put_many([6], MAX).unwrap();
+    assert!(matches!(q.put_many([7], ZERO), Err(Error::Full)));
+    assert_eq!(q.get_many(4, ZERO).unwrap(), vec![6]);
+    q.put_many([8], ZERO).unwrap();
+    assert_eq!(q.get(ZERO).unwrap(), 8);
 
     // MAX while the queue is empty: sleeps with no deadline and wakes for the item.
     let producer = q.clone();
@@ -244,6 +249,19 @@ fn manager_proxies_accept_zero_and_max() {
     let t = after_a_while(move || producer.put(&5, MAX).unwrap());
     assert_eq!(q.get(MAX).unwrap(), 5);
     t.join().unwrap();
+    // A manager queue is joinable: join waits for a task_done per item put (1, 5, 6).
+    q.put(&6, ZERO).unwrap();
+    assert!(matches!(q.join(ZERO), Err(Error::Timeout(_))));
+    assert_eq!(q.get(ZERO).unwrap(), 6);
+    let worker = q.clone();
+    let t = after_a_while(move || {
+        worker.task_done().unwrap();
+        worker.task_done().unwrap();
+        worker.task_done().unwrap();
+    });
+    q.join(MAX).unwrap();
+    t.join().unwrap();
+    q.join(ZERO).unwrap();
 
     let lock = manager.lock().unwrap();
     assert!(lock.acquire(MAX).unwrap());
