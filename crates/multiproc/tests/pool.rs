@@ -667,12 +667,18 @@ fn async_result_get_wait_ready_successful() {
 // --------------------------------------------------------------------------------------
 // Initializer, maxtasksperchild, start methods
 
+/// Set by the initializer in each worker. Not an environment variable: a forked worker
+/// that calls `set_var` can deadlock on the environment lock, which another thread of
+/// this multi-threaded test process may have held at the moment of the fork (the fork
+/// hazard the `Fork` start method documents). The parent never touches this cell.
+static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn set_marker(value: String) {
-    std::env::set_var("POOL_TEST_MARKER", value);
+    MARKER.set(value).expect("the initializer runs once per worker");
 }
 
 fn read_marker(_: ()) -> String {
-    std::env::var("POOL_TEST_MARKER").unwrap_or_default()
+    MARKER.get().cloned().unwrap_or_default()
 }
 
 #[test]

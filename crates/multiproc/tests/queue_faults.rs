@@ -143,13 +143,16 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
     let mut rng = Rng(seed);
     let mut kills = 0;
     let mut next_id = 0;
-    let mut killed_producers = Vec::new();
+    // Every producer this test started: a killed one leaves the block it was filling, and
+    // one that exited may leave a block whose reader was killed mid-read.
+    let mut our_producers = Vec::new();
     for _round in 0..rounds {
         let done = Event::new().unwrap();
         let mut producers: Vec<(u32, Process, bool)> = Vec::new();
         for _ in 0..3 {
             let p = Process::new(producer, (q.clone(), next_id, big)).daemon(true);
             p.start().unwrap();
+            our_producers.push(p.pid().unwrap());
             producers.push((next_id, p, false));
             next_id += 1;
         }
@@ -167,7 +170,6 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
             if rng.below(2) == 0 {
                 let victim = rng.below(producers.len() as u64) as usize;
                 if producers[victim].1.is_alive() {
-                    killed_producers.push(producers[victim].1.pid().unwrap());
                     producers[victim].1.kill().unwrap();
                     producers[victim].2 = true;
                     kills += 1;
@@ -272,10 +274,20 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
         }
         assert!(got == payload(id, seq, big), "item {id}/{seq} arrived altered");
     }
-    // Blocks of large items that killed producers never published belong to dead
-    // processes: remove those, and only those (others' orphans are not ours to clean).
-    for pid in killed_producers {
+    // Blocks left by this test's producers belong to dead processes: remove those, and
+    // only those (others' orphans are not ours to clean).
+    // While this process holds the queue they are still reachable (a block may carry a
+    // queued item), so the queue goes first.
+    drop(q);
+    for &pid in &our_producers {
         let report = multiproc::shared_memory::clean_orphans_of(pid).unwrap();
         assert!(report.failed.is_empty(), "{:?}", report.failed);
     }
+    let left: Vec<_> = multiproc::shared_memory::list_blocks()
+        .unwrap()
+        .into_iter()
+        .filter(|b| our_producers.contains(&b.owner_pid))
+        .map(|b| b.name)
+        .collect();
+    assert!(left.is_empty(), "blocks of this test's producers left behind: {left:?}");
 }
