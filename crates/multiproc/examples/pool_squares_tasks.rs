@@ -3,6 +3,8 @@
 //! four processes and poison pills: `pool.map` hands out the tasks and collects the results
 //! in task order.
 
+use std::time::Duration;
+
 use multiproc::pool::Pool;
 
 /// A task: (task id, value) → (task id, value²), as the seed's worker computes it.
@@ -19,7 +21,7 @@ pub fn main() -> multiproc::Result<()> {
     let results = pool.map(worker, tasks, None)?;
     // Let the workers stop, as the seed's poison pills do.
     pool.close();
-    pool.join(None)?; // as the seed's join: no time limit (a loaded machine may be slow)
+    pool.join(Some(Duration::from_secs(60)))?; // generous: a loaded machine may be slow
     println!("{results:?}"); // [(0, 1), (1, 4), (2, 9), (3, 16), (4, 25)]
     Ok(())
 }
