@@ -124,5 +124,32 @@ impl Error {
     }
 }
 
+/// The `(start, end)` that `range` selects among `len` elements, or an
+/// [`Error::InvalidArgument`] for a reversed, overflowing or out-of-range one.
+pub(crate) fn range_within(
+    range: impl std::ops::RangeBounds<usize>,
+    len: usize,
+) -> Result<(usize, usize)> {
+    use std::ops::Bound;
+    let start = match range.start_bound() {
+        Bound::Included(&s) => Some(s),
+        Bound::Excluded(&s) => s.checked_add(1),
+        Bound::Unbounded => Some(0),
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1),
+        Bound::Excluded(&e) => Some(e),
+        Bound::Unbounded => Some(len),
+    };
+    match (start, end) {
+        (Some(s), Some(e)) if s <= e && e <= len => Ok((s, e)),
+        _ => Err(Error::InvalidArgument(format!(
+            "range {:?}..{:?} is out of range for {len} elements",
+            range.start_bound(),
+            range.end_bound(),
+        ))),
+    }
+}
+
 /// `Result<T, multiproc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

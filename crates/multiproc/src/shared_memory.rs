@@ -145,7 +145,7 @@
 
 use std::fmt;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -754,26 +754,7 @@ impl SharedMemory {
     /// ```
     pub fn fill_of<T: Pod>(&self, range: impl RangeBounds<usize>, value: T) -> Result<()> {
         let total = self.size() / size_of::<T>().max(1);
-        let start = match range.start_bound() {
-            Bound::Included(&s) => Some(s),
-            Bound::Excluded(&s) => s.checked_add(1),
-            Bound::Unbounded => Some(0),
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e.checked_add(1),
-            Bound::Excluded(&e) => Some(e),
-            Bound::Unbounded => Some(total),
-        };
-        let (start, end) = match (start, end) {
-            (Some(s), Some(e)) if s <= e => (s, e),
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "a reversed or overflowing element range {:?}..{:?}",
-                    range.start_bound(),
-                    range.end_bound()
-                )))
-            }
-        };
+        let (start, end) = crate::error::range_within(range, total)?;
         let offset = self.element_offset::<T>(start, end - start)?;
         self.map.fill(offset, end - start, value);
         Ok(())

@@ -89,7 +89,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::{Bound, Deref, DerefMut, RangeBounds};
+use std::ops::{Deref, DerefMut, RangeBounds};
 use std::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -442,25 +442,7 @@ impl<T: CType> Shared<T> {
     }
 
     fn range(&self, range: impl RangeBounds<usize>) -> Result<(usize, usize)> {
-        let start = match range.start_bound() {
-            Bound::Included(&s) => Some(s),
-            Bound::Excluded(&s) => s.checked_add(1),
-            Bound::Unbounded => Some(0),
-        };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e.checked_add(1),
-            Bound::Excluded(&e) => Some(e),
-            Bound::Unbounded => Some(self.len),
-        };
-        match (start, end) {
-            (Some(s), Some(e)) if s <= e && e <= self.len => Ok((s, e)),
-            _ => Err(Error::InvalidArgument(format!(
-                "range {:?}..{:?} is out of range for {} elements",
-                range.start_bound(),
-                range.end_bound(),
-                self.len
-            ))),
-        }
+        crate::error::range_within(range, self.len)
     }
 
     fn set_range(&self, start: usize, values: &[T]) -> Result<()> {
