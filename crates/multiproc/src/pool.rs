@@ -514,11 +514,7 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn close(&self) {
-        let mut shared = lock(&self.inner.shared);
-        if shared.phase == Phase::Running {
-            shared.phase = Phase::Closed;
-        }
-        self.inner.wake_locked(&mut shared);
+        self.inner.close();
     }
 
     /// Stops the workers at once (`SIGTERM`, then `SIGKILL` after a grace period); tasks
@@ -535,9 +531,7 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn terminate(&self) {
-        let mut shared = lock(&self.inner.shared);
-        shared.phase = Phase::Terminated;
-        self.inner.wake_locked(&mut shared);
+        self.inner.set_phase(Phase::Terminated);
     }
 
     /// Waits until the workers have exited, at most `timeout` (`None`: as long as it
@@ -827,26 +821,7 @@ impl PoolBuilder {
             maxtasks,
             init,
         };
-        let wake = rustix::event::eventfd(
-            0,
-            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-        )?;
-        let inner = Arc::new(Inner {
-            shared: Mutex::new(Shared {
-                phase: Phase::Running,
-                inbox: Vec::new(),
-                sleeping: false,
-                pids: Vec::new(),
-                finished: false,
-                next_job: 1,
-                broken: None,
-                dispatcher: std::thread::current().id(),
-            }),
-            changed: Condvar::new(),
-            wake,
-            processes,
-            owner: sys::pid::pid(),
-        });
+        let inner = Arc::new(Inner::new(processes)?);
         let (started_tx, started_rx) = mpsc::channel();
         let for_thread = inner.clone();
         let thread = std::thread::Builder::new()
@@ -1907,6 +1882,44 @@ enum Submission {
 }
 
 impl Inner {
+    fn new(processes: usize) -> Result<Inner> {
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        Ok(Inner {
+            shared: Mutex::new(Shared {
+                phase: Phase::Running,
+                inbox: Vec::new(),
+                sleeping: false,
+                pids: Vec::new(),
+                finished: false,
+                next_job: 1,
+                broken: None,
+                dispatcher: std::thread::current().id(),
+            }),
+            changed: Condvar::new(),
+            wake,
+            processes,
+            owner: sys::pid::pid(),
+        })
+    }
+
+    /// Accepts no more work (a terminated pool stays terminated).
+    fn close(&self) {
+        let mut shared = lock(&self.shared);
+        if shared.phase == Phase::Running {
+            shared.phase = Phase::Closed;
+        }
+        self.wake_locked(&mut shared);
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        let mut shared = lock(&self.shared);
+        shared.phase = phase;
+        self.wake_locked(&mut shared);
+    }
+
     /// Registers a job; fails unless the pool accepts work.
     fn new_job(&self, sink: Box<dyn Sink>) -> Result<u64> {
         if sys::pid::pid() != self.owner {
@@ -2224,15 +2237,17 @@ struct Dispatcher {
     retry_start_at: Option<Instant>,
     broken: Option<Broken>,
     inbox: Vec<Submission>,
+    /// The phase the last [`absorb`](Self::absorb) saw: [`wait`](Self::wait) does not
+    /// sleep once it changed (a `close` between the two would otherwise go unnoticed, as
+    /// it wakes only a dispatcher already asleep).
+    phase: Phase,
 }
 
 static WORKER_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Dispatcher {
-    fn thread_main(inner: Arc<Inner>, config: Config, started: mpsc::Sender<Result<()>>) {
-        lock(&inner.shared).dispatcher = std::thread::current().id();
-        DISPATCHER_OF.with(|d| d.set(pool_id(&inner)));
-        let mut d = Dispatcher {
+    fn new(inner: Arc<Inner>, config: Config) -> Dispatcher {
+        Dispatcher {
             inner,
             config,
             workers: Vec::new(),
@@ -2243,7 +2258,14 @@ impl Dispatcher {
             retry_start_at: None,
             broken: None,
             inbox: Vec::new(),
-        };
+            phase: Phase::Running,
+        }
+    }
+
+    fn thread_main(inner: Arc<Inner>, config: Config, started: mpsc::Sender<Result<()>>) {
+        lock(&inner.shared).dispatcher = std::thread::current().id();
+        DISPATCHER_OF.with(|d| d.set(pool_id(&inner)));
+        let mut d = Dispatcher::new(inner, config);
         // The first worker starts before `Pool::new` returns (so that a pool that cannot
         // start a process says so); the others start in the background, while the first
         // already runs tasks.
@@ -2307,6 +2329,7 @@ impl Dispatcher {
             std::mem::swap(&mut shared.inbox, &mut self.inbox);
             shared.phase
         };
+        self.phase = phase;
         let mut inbox = std::mem::take(&mut self.inbox);
         for sub in inbox.drain(..) {
             match sub {
@@ -2577,7 +2600,7 @@ impl Dispatcher {
         }
         {
             let mut shared = lock(&self.inner.shared);
-            if !shared.inbox.is_empty() || shared.phase == Phase::Terminated {
+            if !shared.inbox.is_empty() || shared.phase != self.phase {
                 timeout = Some(Duration::ZERO);
             } else {
                 shared.sleeping = true;
@@ -3394,4 +3417,32 @@ fn push_blob(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `close` wakes the dispatcher only if it is asleep. A `close` that lands after the
+    /// dispatcher looked at the phase but before it went to sleep must still end its sleep:
+    /// on a loaded machine that window is wide, and `join` then waited for ever.
+    #[test]
+    fn a_close_between_looking_and_sleeping_is_not_lost() {
+        let inner = Arc::new(Inner::new(1).unwrap());
+        let config =
+            Config { processes: 1, method: StartMethod::Spawn, maxtasks: None, init: None };
+        let mut d = Dispatcher::new(inner.clone(), config);
+        assert_eq!(d.absorb(), Phase::Running);
+        inner.close();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // No workers and no start to retry: only the eventfd can end this sleep.
+            d.wait(false);
+            let _ = done_tx.send(d.absorb());
+        });
+        let phase = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the dispatcher slept through a close() it had not seen");
+        assert_eq!(phase, Phase::Closed);
+    }
 }
