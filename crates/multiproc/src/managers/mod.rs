@@ -83,18 +83,23 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::Process;
 
+mod containers;
+mod fast_lane;
+mod platform;
+mod primitives;
 mod proxy;
+mod registry;
 mod remote;
 pub(crate) mod server;
+mod store;
+mod wire;
 
 pub use proxy::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Namespace,
     ObjectProxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
-pub use server::{
-    decode, encode, Register, Registry, Server, SharedObject, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_MESSAGE,
-};
+pub use registry::{decode, encode, Register, Registry, SharedObject};
+pub use server::{Server, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE};
 
 use remote::{enc, Handle, Remote};
 
