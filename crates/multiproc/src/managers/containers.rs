@@ -56,6 +56,7 @@ impl OrderedMap {
     }
 }
 
+/// The position of Python index `i` (negative counts from the end) in a list of `len`.
 fn index(len: usize, i: i64) -> std::result::Result<usize, WireError> {
     let j = if i < 0 { len as i64 + i } else { i };
     if j < 0 || j >= len as i64 {
@@ -64,6 +65,7 @@ fn index(len: usize, i: i64) -> std::result::Result<usize, WireError> {
     Ok(j as usize)
 }
 
+/// Calls `method` on a dict.
 pub(super) fn dict_method(map: &Guarded<OrderedMap>, method: &str, args: &[u8]) -> Reply {
     match method {
         "get" => {
@@ -133,6 +135,7 @@ pub(super) fn dict_method(map: &Guarded<OrderedMap>, method: &str, args: &[u8]) 
     }
 }
 
+/// Calls `method` on a namespace.
 pub(super) fn namespace_method(map: &Guarded<OrderedMap>, method: &str, args: &[u8]) -> Reply {
     // Attribute names are stored as their encoding, so a namespace is a dict of str.
     match method {
@@ -144,6 +147,7 @@ pub(super) fn namespace_method(map: &Guarded<OrderedMap>, method: &str, args: &[
     }
 }
 
+/// Calls `method` on a list.
 pub(super) fn list_method(list: &Guarded<Vec<Vec<u8>>>, method: &str, args: &[u8]) -> Reply {
     match method {
         "append" => {
@@ -217,6 +221,7 @@ pub(super) fn list_method(list: &Guarded<Vec<Vec<u8>>>, method: &str, args: &[u8
     }
 }
 
+/// Calls `method` on a value.
 pub(super) fn value_method(value: &Guarded<Vec<u8>>, method: &str, args: &[u8]) -> Reply {
     match method {
         "get" => enc(&*value.lock()),

@@ -71,16 +71,19 @@ impl<T> Guarded<T> {
     }
 }
 
+/// A queue's items, and how many items put are not marked done yet.
 pub(super) struct QueueState {
     pub(super) items: VecDeque<Vec<u8>>,
     pub(super) unfinished: u64,
 }
 
+/// A queue: at most `maxsize` items (`0`: unbounded).
 pub(super) struct Queue {
     pub(super) maxsize: usize,
     pub(super) state: Guarded<QueueState>,
 }
 
+/// A semaphore's units.
 pub(super) struct Semaphore {
     pub(super) value: u64,
     /// A `BoundedSemaphore`'s initial value, which releases may not exceed.
@@ -165,6 +168,7 @@ impl Owned {
 }
 
 #[derive(Default)]
+/// A condition variable: its recursive lock, and the tickets of its waiters in order.
 pub(super) struct Condition {
     lock: Owned,
     next_ticket: u64,
@@ -172,6 +176,7 @@ pub(super) struct Condition {
     notified: std::collections::HashSet<u64>,
 }
 
+/// A barrier: how many arrived in this generation, and whether it is broken.
 pub(super) struct Barrier {
     pub(super) parties: u64,
     pub(super) count: u64,
@@ -179,6 +184,7 @@ pub(super) struct Barrier {
     pub(super) broken: bool,
 }
 
+/// Calls `method` on a queue; a blocking call waits for at most its timeout.
 pub(super) fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Connection) -> Reply {
     let state = &queue.state;
     match method {
@@ -238,6 +244,7 @@ pub(super) fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Co
     }
 }
 
+/// Calls `method` on a lock.
 pub(super) fn lock_method(
     lock: &Guarded<LockState>,
     method: &str,
@@ -276,6 +283,7 @@ pub(super) fn lock_method(
     }
 }
 
+/// Calls `method` on an event.
 pub(super) fn event_method(
     event: &Guarded<bool>,
     method: &str,
@@ -305,6 +313,7 @@ pub(super) fn event_method(
     }
 }
 
+/// Calls `method` on a semaphore.
 pub(super) fn semaphore_method(
     sem: &Guarded<Semaphore>,
     method: &str,
@@ -364,6 +373,7 @@ fn acquire_owned<T>(
     enc(&lock(&mut g).acquire(who, peer_pid(client)))
 }
 
+/// Calls `method` on a recursive lock.
 pub(super) fn rlock_method(
     lock: &Guarded<Owned>,
     method: &str,
@@ -386,6 +396,7 @@ pub(super) fn rlock_method(
     }
 }
 
+/// Calls `method` on a condition variable.
 pub(super) fn condition_method(
     cond: &Guarded<Condition>,
     method: &str,
@@ -466,6 +477,7 @@ pub(super) fn condition_method(
     }
 }
 
+/// Calls `method` on a barrier.
 pub(super) fn barrier_method(
     barrier: &Guarded<Barrier>,
     method: &str,

@@ -63,6 +63,11 @@ pub trait SharedObject: Send + 'static {
 /// }
 /// let manager = multiproc::Manager::start_with::<MyTypes>()?;
 /// assert_eq!(manager.create("Counter", &Counter(3))?.call::<_, i64>("get", &())?, 3);
+/// let a = manager.create_named("Counter", "hits", &Counter(1))?;
+/// let b = manager.create_named("Counter", "hits", &Counter(99))?; // the same object
+/// assert_eq!(a.id(), b.id());
+/// assert_eq!(b.call::<_, i64>("get", &())?, 1);
+/// assert!(manager.create("Nope", &()).is_err()); // not registered
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```

@@ -43,8 +43,14 @@ const DEFAULT_MAX_PENDING: usize = 64;
 ///
 /// ```
 /// use multiproc::managers::{Manager, Server};
+/// use std::time::Duration;
 ///
-/// let server = Server::bind("127.0.0.1:0", b"secret")?.max_message(1 << 20);
+/// let server = Server::bind("127.0.0.1:0", b"secret")? // or a socket path, `@name`, `@`
+///     .max_message(1 << 20)
+///     .max_clients(8)
+///     .max_pending(16)
+///     .handshake_timeout(Duration::from_secs(3));
+/// assert_ne!(server.address().port(), Some(0)); // the port the system chose
 /// let address = server.address().to_string();
 /// std::thread::spawn(move || server.serve_forever());
 ///
@@ -65,12 +71,6 @@ pub struct Server {
 impl Server {
     /// Binds `address` (`127.0.0.1:0`, `0.0.0.0:5000`, a socket path, `@name`, or `@` for a
     /// kernel-chosen abstract name); clients must authenticate with `authkey`.
-    ///
-    /// ```
-    /// let server = multiproc::managers::Server::bind("@", b"key")?;
-    /// assert!(server.address().to_string().starts_with('@'));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn bind(address: &str, authkey: &[u8]) -> Result<Server> {
         Ok(Server {
             listener: Listener::bind(address, Some(authkey))?
@@ -84,12 +84,6 @@ impl Server {
 
     /// The largest request frame accepted (default 64 MiB); a client that sends a bigger
     /// one gets an error reply and its connection is closed.
-    ///
-    /// ```
-    /// let server = multiproc::managers::Server::bind("@", b"key")?.max_message(4096);
-    /// # drop(server);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn max_message(mut self, bytes: usize) -> Server {
         self.max_message = bytes;
         self
@@ -98,12 +92,6 @@ impl Server {
     /// How many authenticated clients are served at once (default 1024); a client beyond
     /// that is closed once it has authenticated. Connections still in their handshake do not
     /// count: [`max_pending`](Self::max_pending) bounds those.
-    ///
-    /// ```
-    /// let server = multiproc::managers::Server::bind("@", b"key")?.max_clients(8);
-    /// # drop(server);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn max_clients(mut self, clients: usize) -> Server {
         self.max_clients = clients;
         self
@@ -112,14 +100,6 @@ impl Server {
     /// How long a client may take to complete the authentication handshake (default 10
     /// seconds; [`Duration::MAX`] waits forever). A client that takes longer is closed;
     /// it holds up no other client meanwhile.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let server = multiproc::managers::Server::bind("@", b"key")?
-    ///     .handshake_timeout(Duration::from_secs(3));
-    /// # drop(server);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn handshake_timeout(mut self, timeout: Duration) -> Server {
         self.listener = self.listener.with_handshake_timeout(Some(timeout));
         self
@@ -130,12 +110,6 @@ impl Server {
     /// is closed: a real client answers within a round trip, so the oldest is almost always
     /// a silent one, and a flood of silent connections cannot keep real clients out or use
     /// up descriptors ([`Listener::with_max_pending`]).
-    ///
-    /// ```
-    /// let server = multiproc::managers::Server::bind("@", b"key")?.max_pending(16);
-    /// # drop(server);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn max_pending(mut self, handshakes: usize) -> Server {
         self.listener = self.listener.with_max_pending(handshakes);
         self
@@ -172,22 +146,11 @@ impl Server {
     }
 
     /// The address clients connect to (with the port or abstract name the system chose).
-    ///
-    /// ```
-    /// let server = multiproc::managers::Server::bind("127.0.0.1:0", b"key")?;
-    /// assert_ne!(server.address().port(), Some(0));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn address(&self) -> &crate::connection::Address {
         self.listener.address()
     }
 
     /// Serves clients until the process ends. Returns only if accepting fails for good.
-    ///
-    /// ```no_run
-    /// multiproc::managers::Server::bind("0.0.0.0:50000", b"secret")?.serve_forever()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn serve_forever(self) -> Result<()> {
         let store = Arc::new(Store::new(self.registry));
         let active = Arc::new(AtomicUsize::new(0));

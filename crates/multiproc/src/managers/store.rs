@@ -23,6 +23,7 @@ use super::wire::{
 use crate::codec::Codec;
 use crate::connection::Connection;
 
+/// An object in the store: a built-in one, or a user type's (with its type name).
 enum Object {
     Dict(Guarded<OrderedMap>),
     List(Guarded<Vec<Vec<u8>>>),
@@ -39,6 +40,7 @@ enum Object {
 }
 
 impl Object {
+    /// The type name clients create it by.
     fn kind(&self) -> &str {
         match self {
             Object::Dict(_) => "dict",
@@ -56,6 +58,7 @@ impl Object {
         }
     }
 
+    /// A new object of type `kind` from the initial value `init` a client sent.
     fn create(
         kind: &str,
         init: &[u8],
