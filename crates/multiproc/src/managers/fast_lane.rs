@@ -18,6 +18,9 @@ use crate::codec::Codec;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
+// --------------------------------------------------------------------------------------
+// Both halves: the lane and its frames
+
 /// (requests, replies).
 pub(crate) type FastLane = (crate::queues::Queue<Vec<u8>>, crate::queues::Queue<Vec<u8>>);
 
@@ -93,6 +96,9 @@ pub(crate) fn wait_frame(
     }
 }
 
+// --------------------------------------------------------------------------------------
+// The client's half
+
 /// Asks the server to take requests over a pair of queues; `None` if it declines (the
 /// socket then carries the calls, as before). `timeout` bounds the wait for the answer.
 pub(super) fn open_fast_lane(conn: &Connection, timeout: Duration) -> Option<FastLane> {
@@ -137,6 +143,9 @@ pub(super) fn wait_reply(
     }
 }
 
+// --------------------------------------------------------------------------------------
+// The server's half
+
 /// The queues of a fast-lane request (see [`open_fast_lane`]), if `frame` is one that this
 /// server accepts: only from a client on a Unix socket that runs as this server's user
 /// (`SO_PEERCRED`). The queues' handles are not even decoded otherwise (decoding one asks
@@ -165,9 +174,8 @@ const STEER_AFTER: u32 = 64;
 /// pass it through shared memory in a fraction of that. The scheduler tends to keep such a
 /// pair together once it is (each half looks half idle), so the thread narrows its own CPU
 /// set to leave its client's CPU out, and restores it once its lane has been idle for a
-/// [`FAST_LANE_CHECK`]. Only
-/// the server's thread moves, never the client, and only within the CPU set it started
-/// with.
+/// [`FAST_LANE_CHECK`]. Only the server's thread moves, never the client, and only within
+/// the CPU set it started with.
 struct Steering {
     /// The thread's CPU set when it started serving, if it has two CPUs or more.
     allowed: Option<platform::CpuSet>,
