@@ -359,9 +359,10 @@ impl Manager {
 
     /// A new empty dict (Python's `manager.dict()`).
     ///
-    /// Every kind of object, made empty or from an initial value; the `_named` forms
-    /// ([`dict_named`](Self::dict_named), …) return the object of that name, created on
-    /// first use, so that every client that asks for a name gets the same object:
+    /// The example makes every kind of object a manager holds, empty or from an initial
+    /// value; the `_named` forms ([`dict_named`](Self::dict_named), …) return the object
+    /// of that name, created on first use, so that every client that asks for a name gets
+    /// the same object:
     ///
     /// ```
     /// let manager = multiproc::Manager::start()?;
