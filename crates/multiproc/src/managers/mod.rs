@@ -53,6 +53,9 @@
 //! shared-memory locks of [`synchronize`](crate::synchronize) also report that their owner
 //! died.
 //!
+//! Each proxy type's page runs its methods in one example, and [`Manager::dict`] shows
+//! every kind of object a manager makes; the methods' own docs say what each one does.
+//!
 //! The seed's "Hello from Process", through a managed dict:
 //!
 //! ```
@@ -83,18 +86,23 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::Process;
 
+mod containers;
+mod fast_lane;
+mod platform;
+mod primitives;
 mod proxy;
+mod registry;
 mod remote;
 pub(crate) mod server;
+mod store;
+mod wire;
 
 pub use proxy::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Namespace,
     ObjectProxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
-pub use server::{
-    decode, encode, Register, Registry, Server, SharedObject, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_MESSAGE,
-};
+pub use registry::{decode, encode, Register, Registry, SharedObject};
+pub use server::{Server, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE};
 
 use remote::{enc, Handle, Remote};
 
@@ -131,7 +139,12 @@ struct Owned {
 /// let mut items = shared_list.to_vec()?;
 /// items.sort();
 /// assert_eq!(items, [0, 1, 2]);
+/// assert!(manager.address().starts_with('@')); // an abstract socket
+/// assert_eq!(manager.authkey().len(), 32); // a random key
+/// assert_ne!(manager.server_pid()?, std::process::id());
 /// manager.shutdown()?;
+/// assert!(matches!(shared_list.len(), Err(multiproc::Error::Remote(_)))); // the server is gone
+/// manager.shutdown()?; // again: nothing to do
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Manager {
@@ -188,14 +201,6 @@ impl Manager {
     /// Starts a server in a child process on a kernel-chosen abstract Unix socket with a
     /// random 32-byte authkey, and returns the manager that owns it (Python's
     /// `Manager()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.address().starts_with('@'));
-    /// assert_eq!(manager.authkey().len(), 32);
-    /// manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn start() -> Result<Manager> {
         let mut authkey = vec![0u8; 32];
         getrandom::fill(&mut authkey)
@@ -210,11 +215,14 @@ impl Manager {
     /// ([`dict_named`](Self::dict_named), [`queue_named`](Self::queue_named), …).
     ///
     /// ```
-    /// use multiproc::Manager;
+    /// use multiproc::{Error, Manager};
     /// let server = Manager::serve("127.0.0.1:0", b"secret")?;
+    /// assert!(server.address().starts_with("127.0.0.1:"));
     /// let client = Manager::connect(server.address(), b"secret")?;
     /// client.dict_named::<String, u8>("results")?.set("a", &1)?;
     /// assert_eq!(server.dict_named::<String, u8>("results")?.get("a")?, Some(1));
+    /// assert!(matches!(Manager::connect(server.address(), b"wrong"), Err(Error::Authentication(_))));
+    /// client.shutdown()?; // only disconnects: the server belongs to `server`
     /// server.shutdown()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -224,24 +232,6 @@ impl Manager {
 
     /// Like [`start`](Self::start), with a server that can also create the user types `R`
     /// registers (see [`Register`], [`SharedObject`], [`Manager::create`]).
-    ///
-    /// ```
-    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
-    /// # #[derive(serde::Serialize, serde::Deserialize)]
-    /// # struct Counter(i64);
-    /// # impl SharedObject for Counter {
-    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
-    /// # }
-    /// struct Types;
-    /// impl Register for Types {
-    ///     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
-    /// }
-    /// let manager = multiproc::Manager::start_with::<Types>()?;
-    /// assert_eq!(manager.create("Counter", &Counter(7))?.call::<_, i64>("get", &())?, 7);
-    /// assert!(manager.create("Nope", &()).is_err());
-    /// manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn start_with<R: Register>() -> Result<Manager> {
         let mut authkey = vec![0u8; 32];
         getrandom::fill(&mut authkey)
@@ -250,48 +240,12 @@ impl Manager {
     }
 
     /// Like [`serve`](Self::serve), with the user types `R` registers.
-    ///
-    /// ```
-    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
-    /// # #[derive(serde::Serialize, serde::Deserialize)]
-    /// # struct Counter(i64);
-    /// # impl SharedObject for Counter {
-    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
-    /// # }
-    /// # struct Types;
-    /// # impl Register for Types {
-    /// #     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
-    /// # }
-    /// let server = multiproc::Manager::serve_with::<Types>("127.0.0.1:0", b"k")?;
-    /// let client = multiproc::Manager::connect(server.address(), b"k")?;
-    /// client.create_named("Counter", "hits", &Counter(0))?;
-    /// # server.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn serve_with<R: Register>(bind_addr: &str, authkey: &[u8]) -> Result<Manager> {
         Manager::spawn_server::<R>(bind_addr, authkey)
     }
 
-    /// A new object of the user type registered as `type_name`, starting as `initial`.
-    ///
-    /// ```
-    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
-    /// # #[derive(serde::Serialize, serde::Deserialize)]
-    /// # struct Counter(i64);
-    /// # impl SharedObject for Counter {
-    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
-    /// # }
-    /// # struct Types;
-    /// # impl Register for Types {
-    /// #     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
-    /// # }
-    /// let manager = multiproc::Manager::start_with::<Types>()?;
-    /// let a = manager.create("Counter", &Counter(1))?;
-    /// let b = manager.create("Counter", &Counter(2))?;
-    /// assert_ne!(a.id(), b.id());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// A new object of the user type registered as `type_name`, starting as `initial` (an
+    /// example: [`Register`]).
     pub fn create<T: Serialize + ?Sized>(
         &self,
         type_name: &str,
@@ -300,26 +254,8 @@ impl Manager {
         self.make(type_name, enc(initial)?, ObjectProxy::from_handle)
     }
 
-    /// The object of user type `type_name` called `name`, created as `initial` on first use.
-    ///
-    /// ```
-    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
-    /// # #[derive(serde::Serialize, serde::Deserialize)]
-    /// # struct Counter(i64);
-    /// # impl SharedObject for Counter {
-    /// #     fn call(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, String> { encode(&self.0) }
-    /// # }
-    /// # struct Types;
-    /// # impl Register for Types {
-    /// #     fn register(r: &mut Registry) { r.register::<Counter>("Counter"); }
-    /// # }
-    /// let manager = multiproc::Manager::start_with::<Types>()?;
-    /// let a = manager.create_named("Counter", "hits", &Counter(1))?;
-    /// let b = manager.create_named("Counter", "hits", &Counter(99))?;
-    /// assert_eq!(a.id(), b.id());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// The object of user type `type_name` called `name`, created as `initial` on first use
+    /// (later calls ignore `initial`).
     pub fn create_named<T: Serialize + ?Sized>(
         &self,
         type_name: &str,
@@ -364,17 +300,6 @@ impl Manager {
     /// Connects to a running server (one started by [`serve`](Self::serve), by `multiproc
     /// serve`, or the address of any manager) and checks that it answers. The manager does
     /// not own the server: [`shutdown`](Self::shutdown) only disconnects.
-    ///
-    /// ```
-    /// use multiproc::{Error, Manager};
-    /// let owner = Manager::start()?;
-    /// let other = Manager::connect(owner.address(), owner.authkey())?;
-    /// other.namespace_named("config")?.set("debug", &true)?;
-    /// assert!(owner.namespace_named("config")?.get::<bool>("debug")?);
-    /// assert!(matches!(Manager::connect(owner.address(), b"wrong"), Err(Error::Authentication(_))));
-    /// owner.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn connect(addr: &str, authkey: &[u8]) -> Result<Manager> {
         let manager = Manager { remote: Remote::get(addr, authkey), owned: Mutex::new(None) };
         manager.server_pid()?;
@@ -383,37 +308,16 @@ impl Manager {
 
     /// The server's address, as [`Manager::connect`] takes it (`@name` for an abstract
     /// socket, `host:port` for TCP).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::serve("127.0.0.1:0", b"k")?;
-    /// assert!(manager.address().starts_with("127.0.0.1:"));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn address(&self) -> &str {
         &self.remote.address
     }
 
     /// The authkey clients must present.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::serve("@", b"my key")?;
-    /// assert_eq!(manager.authkey(), b"my key");
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn authkey(&self) -> &[u8] {
         &self.remote.authkey
     }
 
     /// The server process's pid (a round trip: also checks that it answers).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert_ne!(manager.server_pid()?, std::process::id());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn server_pid(&self) -> Result<u32> {
         self.remote.call(0, "ping", &())
     }
@@ -421,15 +325,6 @@ impl Manager {
     /// Stops the server this manager owns and waits for it to exit (killing it if it does
     /// not within 5 seconds); for a [`connect`](Self::connect)ed manager, only closes this
     /// process's idle connections. Idempotent; dropping the manager does the same.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<u8, u8>()?;
-    /// manager.shutdown()?;
-    /// assert!(matches!(d.len(), Err(multiproc::Error::Remote(_))));
-    /// manager.shutdown()?; // again: nothing to do
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn shutdown(&self) -> Result<()> {
         self.remote.disconnect();
         let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -464,11 +359,33 @@ impl Manager {
 
     /// A new empty dict (Python's `manager.dict()`).
     ///
+    /// The example makes every kind of object a manager holds, empty or from an initial
+    /// value; the `_named` forms ([`dict_named`](Self::dict_named), …) return the object
+    /// of that name, created on first use, so that every client that asks for a name gets
+    /// the same object:
+    ///
     /// ```
     /// let manager = multiproc::Manager::start()?;
     /// let d = manager.dict::<String, Vec<u8>>()?;
-    /// d.set("k", &vec![1, 2])?;
-    /// # manager.shutdown()?;
+    /// let l = manager.list::<f64>()?;
+    /// let arr = manager.array([0.0f64; 4])?; // a ListProxy
+    /// let counter = manager.value(0i32)?;
+    /// let q = manager.queue::<String>(0)?; // 0: unbounded
+    /// let (lock, rlock, cond) = (manager.lock()?, manager.rlock()?, manager.condition()?);
+    /// let (event, barrier, sem) = (manager.event()?, manager.barrier(2)?, manager.semaphore(2)?);
+    /// let bounded = manager.bounded_semaphore(1)?;
+    /// assert!(bounded.release().is_err()); // beyond its initial value
+    /// assert!(manager.barrier(0).is_err());
+    ///
+    /// let results = manager.dict_named::<String, u8>("results")?;
+    /// assert_eq!(results.id(), manager.dict_named::<String, u8>("results")?.id());
+    /// assert!(manager.list_named::<u8>("results").is_err()); // a dict, not a list
+    /// manager.value_named("n", 1u8)?.set(&5)?;
+    /// assert_eq!(manager.value_named("n", 1u8)?.get()?, 5); // `initial` counts only once
+    /// manager.queue_named::<u32>("jobs")?;
+    /// let names: Vec<_> = manager.names()?.into_iter().map(|(name, kind)| name + ":" + &kind).collect();
+    /// assert_eq!(names, ["jobs:queue", "n:value", "results:dict"]);
+    /// manager.shutdown()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
@@ -480,16 +397,6 @@ impl Manager {
     /// The dict called `name` on the server, created empty on first use; every client
     /// that asks for the same name gets the same dict. Asking for a name that holds another
     /// kind of object is an error.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let a = manager.dict_named::<String, u8>("results")?;
-    /// let b = manager.dict_named::<String, u8>("results")?;
-    /// assert_eq!(a.id(), b.id());
-    /// assert!(manager.list_named::<u8>("results").is_err());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn dict_named<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
         &self,
         name: &str,
@@ -503,81 +410,33 @@ impl Manager {
     }
 
     /// A new empty list (Python's `manager.list()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<f64>()?;
-    /// l.append(&1.5)?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
         self.make("list", enc(&Vec::<Vec<u8>>::new())?, ListProxy::from_handle)
     }
 
     /// The list called `name`, created empty on first use.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// manager.list_named::<u8>("log")?.append(&1)?;
-    /// assert_eq!(manager.list_named::<u8>("log")?.len()?, 1);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn list_named<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<ListProxy<T>> {
         self.make_named("list", name, enc(&Vec::<Vec<u8>>::new())?, ListProxy::from_handle)
     }
 
     /// A new empty namespace (Python's `manager.Namespace()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// ns.set("x", &0)?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn namespace(&self) -> Result<Namespace> {
         self.make("namespace", Vec::new(), Namespace::from_handle)
     }
 
     /// The namespace called `name`, created empty on first use.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// manager.namespace_named("cfg")?.set("n", &3u8)?;
-    /// assert_eq!(manager.namespace_named("cfg")?.get::<u8>("n")?, 3);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn namespace_named(&self, name: &str) -> Result<Namespace> {
         self.make_named("namespace", name, Vec::new(), Namespace::from_handle)
     }
 
     /// A new value holding `initial` (Python's `manager.Value(typecode, initial)`; the
     /// type replaces the type code).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let counter = manager.value(0i32)?;
-    /// assert_eq!(counter.get()?, 0);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn value<T: Serialize + DeserializeOwned>(&self, initial: T) -> Result<ValueProxy<T>> {
         self.make("value", enc(&enc(&initial)?)?, ValueProxy::from_handle)
     }
 
     /// The value called `name`, created holding `initial` on first use (later calls ignore
     /// `initial`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// manager.value_named("n", 1u8)?.set(&5)?;
-    /// assert_eq!(manager.value_named("n", 1u8)?.get()?, 5);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn value_named<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
@@ -588,28 +447,12 @@ impl Manager {
 
     /// A new queue holding at most `maxsize` items (`0`: unbounded); Python's
     /// `manager.Queue(maxsize)` and `manager.JoinableQueue(maxsize)` in one.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<String>(0)?;
-    /// q.put("x", None)?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn queue<T: Serialize + DeserializeOwned>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
         self.make("queue", enc(&(maxsize as u64))?, QueueProxy::from_handle)
     }
 
     /// The unbounded queue called `name`, created on first use: the meeting point of a
     /// distributed work queue (see the `manager_work_queue` example).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// manager.queue_named::<u32>("jobs")?.put(&7, None)?;
-    /// assert_eq!(manager.queue_named::<u32>("jobs")?.get(None)?, 7);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn queue_named<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
@@ -618,85 +461,34 @@ impl Manager {
     }
 
     /// A new lock held in the server (Python's `manager.Lock()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let lock = manager.lock()?;
-    /// assert!(lock.acquire(None)?);
-    /// lock.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn lock(&self) -> Result<LockProxy> {
         self.make("lock", Vec::new(), LockProxy::from_handle)
     }
 
     /// A new event held in the server (Python's `manager.Event()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(!manager.event()?.is_set()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn event(&self) -> Result<EventProxy> {
         self.make("event", Vec::new(), EventProxy::from_handle)
     }
 
     /// A new semaphore with `value` units, held in the server (Python's
     /// `manager.Semaphore(value)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.semaphore(1)?.try_acquire()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn semaphore(&self, value: u64) -> Result<SemaphoreProxy> {
         self.make("semaphore", enc(&(value, false))?, SemaphoreProxy::from_handle)
     }
 
     /// A new bounded semaphore (Python's `manager.BoundedSemaphore(value)`): releasing it
     /// beyond `value` is an error.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let sem = manager.bounded_semaphore(1)?;
-    /// assert!(sem.release().is_err());
-    /// assert!(sem.try_acquire()?);
-    /// sem.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn bounded_semaphore(&self, value: u64) -> Result<SemaphoreProxy> {
         self.make("semaphore", enc(&(value, true))?, SemaphoreProxy::from_handle)
     }
 
     /// A new recursive lock held in the server (Python's `manager.RLock()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let lock = manager.rlock()?;
-    /// assert!(lock.acquire(None)?);
-    /// lock.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn rlock(&self) -> Result<RLockProxy> {
         self.make("rlock", Vec::new(), RLockProxy::from_handle)
     }
 
     /// A new condition variable with its own recursive lock, held in the server (Python's
     /// `manager.Condition()`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let cond = manager.condition()?;
-    /// assert!(cond.acquire(None)?);
-    /// cond.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn condition(&self) -> Result<ConditionProxy> {
         self.make("condition", Vec::new(), ConditionProxy::from_handle)
     }
@@ -705,15 +497,6 @@ impl Manager {
     /// type replaces the type code; the result is a [`ListProxy`], indexable, settable, of
     /// fixed length unless you append). For numbers shared on one machine, the
     /// shared-memory [`Array`](crate::Array) is far faster.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let arr = manager.array([0.0f64; 4])?;
-    /// arr.set(2, &1.5)?;
-    /// assert_eq!(arr.to_vec()?, [0.0, 0.0, 1.5, 0.0]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn array<T: Serialize + DeserializeOwned>(
         &self,
         items: impl IntoIterator<Item = T>,
@@ -724,27 +507,11 @@ impl Manager {
 
     /// A new barrier for `parties` processes, held in the server (Python's
     /// `manager.Barrier(parties)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert_eq!(manager.barrier(1)?.wait(None)?, 0);
-    /// assert!(manager.barrier(0).is_err());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn barrier(&self, parties: u64) -> Result<BarrierProxy> {
         self.make("barrier", enc(&parties)?, BarrierProxy::from_handle)
     }
 
     /// The named objects on the server: (name, kind) pairs, sorted by name.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// manager.list_named::<u8>("log")?;
-    /// assert_eq!(manager.names()?, [("log".to_string(), "list".to_string())]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn names(&self) -> Result<Vec<(String, String)>> {
         self.remote.call(0, "names", &())
     }

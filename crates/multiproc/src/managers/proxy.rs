@@ -44,15 +44,6 @@ macro_rules! proxy_common {
             }
 
             /// The object's id on its server (ids are never reused while the server runs).
-            ///
-            /// ```
-            /// let manager = multiproc::Manager::start()?;
-            /// let a = manager.dict::<u8, u8>()?;
-            /// let b = manager.dict::<u8, u8>()?;
-            /// assert_ne!(a.id(), b.id());
-            /// # manager.shutdown()?;
-            /// # Ok::<(), multiproc::Error>(())
-            /// ```
             pub fn id(&self) -> u64 {
                 self.handle.id
             }
@@ -76,7 +67,18 @@ macro_rules! proxy_common {
 /// d.set("a", &1)?;
 /// d.set("b", &2)?;
 /// assert_eq!(d.get("a")?, Some(1));
-/// assert_eq!(d.items()?, vec![("a".to_string(), 1), ("b".to_string(), 2)]);
+/// assert_eq!(d.get("missing")?, None);
+/// assert_eq!(d.insert("a", &10)?, Some(1)); // the previous value
+/// assert!(d.contains("b")? && !d.contains("c")?);
+/// assert_eq!(d.setdefault("c", &3)?, 3);
+/// assert_eq!(d.update_with("hits", |v| v.unwrap_or(0) + 1)?, 1);
+/// assert_eq!(d.pop("hits")?, Some(1));
+/// assert_eq!(d.keys()?, ["a", "b", "c"]);
+/// assert_eq!(d.items()?, vec![("a".to_string(), 10), ("b".to_string(), 2), ("c".to_string(), 3)]);
+/// d.update([("d".to_string(), 4)])?;
+/// assert_eq!(d.len()?, 4);
+/// d.clear()?;
+/// assert!(d.is_empty()?);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -93,14 +95,6 @@ where
     V: Serialize + DeserializeOwned,
 {
     /// The value for `key` (Python's `d.get(key)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// assert_eq!(d.get("missing")?, None);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -109,15 +103,6 @@ where
     }
 
     /// Sets `key` to `value` (Python's `d[key] = value`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, String>()?;
-    /// d.set("greeting", "Hello from Process")?;
-    /// assert_eq!(d.get("greeting")?.as_deref(), Some("Hello from Process"));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set<Q: Serialize + ?Sized, W: Serialize + ?Sized>(
         &self,
         key: &Q,
@@ -131,15 +116,6 @@ where
     }
 
     /// Sets `key` to `value` and returns the previous value.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<u32, u32>()?;
-    /// assert_eq!(d.insert(&1, &10)?, None);
-    /// assert_eq!(d.insert(&1, &11)?, Some(10));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn insert<Q: Serialize + ?Sized, W: Serialize + ?Sized>(
         &self,
         key: &Q,
@@ -153,16 +129,6 @@ where
     }
 
     /// Removes `key` and returns its value (Python's `d.pop(key, None)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// d.set("k", &1)?;
-    /// assert_eq!(d.pop("k")?, Some(1));
-    /// assert_eq!(d.pop("k")?, None);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn pop<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -171,15 +137,6 @@ where
     }
 
     /// The same as [`pop`](Self::pop) (Python's `del d[key]`, without the `KeyError`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<u8, u8>()?;
-    /// d.set(&1, &2)?;
-    /// assert_eq!(d.remove(&1)?, Some(2));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn remove<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
     where
         K: Borrow<Q>,
@@ -188,15 +145,6 @@ where
     }
 
     /// Whether `key` is present (Python's `key in d`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// d.set("k", &1)?;
-    /// assert!(d.contains("k")? && !d.contains("j")?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn contains<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool>
     where
         K: Borrow<Q>,
@@ -205,89 +153,34 @@ where
     }
 
     /// The number of entries (Python's `len(d)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<u8, u8>()?;
-    /// d.update([(1, 1), (2, 4)])?;
-    /// assert_eq!(d.len()?, 2);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn len(&self) -> Result<usize> {
         self.handle.call::<_, u64>("len", &()).map(|n| n as usize)
     }
 
     /// Whether the dict is empty.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.dict::<u8, u8>()?.is_empty()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
 
     /// The keys, in insertion order (a snapshot).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// d.set("b", &1)?;
-    /// d.set("a", &2)?;
-    /// assert_eq!(d.keys()?, ["b", "a"]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn keys(&self) -> Result<Vec<K>> {
         let keys: Vec<Vec<u8>> = self.handle.call("keys", &())?;
         keys.iter().map(|k| dec(k)).collect()
     }
 
     /// The values, in insertion order of their keys (a snapshot).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// d.set("b", &1)?;
-    /// d.set("a", &2)?;
-    /// assert_eq!(d.values()?, [1, 2]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn values(&self) -> Result<Vec<V>> {
         let values: Vec<Vec<u8>> = self.handle.call("values", &())?;
         values.iter().map(|v| dec(v)).collect()
     }
 
     /// The entries, in insertion order (a snapshot; Python's `dict(d)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<u8, char>()?;
-    /// d.set(&2, &'b')?;
-    /// d.set(&1, &'a')?;
-    /// assert_eq!(d.items()?, [(2, 'b'), (1, 'a')]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>> {
         let items: Vec<(Vec<u8>, Vec<u8>)> = self.handle.call("items", &())?;
         items.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect()
     }
 
     /// Sets every entry of `entries`, in one round trip (Python's `d.update(...)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// d.update([("x".to_string(), 1), ("y".to_string(), 2)])?;
-    /// assert_eq!(d.get("y")?, Some(2));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn update<I: IntoIterator<Item = (K, V)>>(&self, entries: I) -> Result<()> {
         let items = entries
             .into_iter()
@@ -297,31 +190,12 @@ where
     }
 
     /// Removes every entry.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<u8, u8>()?;
-    /// d.set(&1, &1)?;
-    /// d.clear()?;
-    /// assert_eq!(d.len()?, 0);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn clear(&self) -> Result<()> {
         self.handle.call("clear", &())
     }
 
     /// The value for `key`, inserting `default` first if it is missing, atomically
     /// (Python's `d.setdefault(key, default)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u8>()?;
-    /// assert_eq!(d.setdefault("k", &1)?, 1);
-    /// assert_eq!(d.setdefault("k", &2)?, 1);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn setdefault<Q: Serialize + ?Sized, W: Serialize + ?Sized>(
         &self,
         key: &Q,
@@ -337,15 +211,6 @@ where
     /// Replaces the value of `key` by `f(current)` atomically with respect to every other
     /// process (a compare-and-set loop: `f` may run more than once) and returns the new
     /// value. The fix for the lost updates of `d[k] = d[k] + 1` across processes.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let d = manager.dict::<String, u32>()?;
-    /// d.update_with("hits", |v| v.unwrap_or(0) + 1)?;
-    /// assert_eq!(d.update_with("hits", |v| v.unwrap_or(0) + 1)?, 2);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn update_with<Q: Serialize + ?Sized>(
         &self,
         key: &Q,
@@ -390,7 +255,18 @@ fn cas_loop<V: Serialize + DeserializeOwned>(
 /// l.extend([1, 2, 3])?;
 /// l.append(&4)?;
 /// assert_eq!(l.get(-1)?, 4);
-/// assert_eq!(l.to_vec()?, [1, 2, 3, 4]);
+/// assert!(matches!(l.get(9), Err(multiproc::Error::Remote(_)))); // IndexError
+/// l.set(0, &0)?;
+/// l.insert(1, &9)?;
+/// assert_eq!(l.to_vec()?, [0, 9, 2, 3, 4]);
+/// assert_eq!(l.pop()?, Some(4));
+/// assert_eq!(l.pop_at(1)?, 9);
+/// l.remove(&2)?;
+/// assert_eq!(l.index(&3)?, Some(1));
+/// assert!(l.contains(&0)? && !l.contains(&7)?);
+/// assert_eq!(l.len()?, 2);
+/// l.clear()?;
+/// assert_eq!(l.pop()?, None);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -403,15 +279,6 @@ proxy_common!(ListProxy<T>, "ListProxy");
 
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends `item` (Python's `l.append(item)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<String>()?;
-    /// l.append("x")?;
-    /// assert_eq!(l.to_vec()?, ["x"]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn append<W: Serialize + ?Sized>(&self, item: &W) -> Result<()>
     where
         T: Borrow<W>,
@@ -420,15 +287,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Appends every item, in one round trip.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend(0..3)?;
-    /// assert_eq!(l.len()?, 3);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn extend<I: IntoIterator<Item = T>>(&self, items: I) -> Result<()> {
         let items = items.into_iter().map(|i| enc(&i)).collect::<Result<Vec<_>>>()?;
         self.handle.call("extend", &items)
@@ -436,31 +294,11 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// The item at `index` (negative counts from the end); an `IndexError` from the server
     /// ([`Error::Remote`]) when out of range.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend([5, 6])?;
-    /// assert_eq!((l.get(0)?, l.get(-1)?), (5, 6));
-    /// assert!(matches!(l.get(2), Err(multiproc::Error::Remote(_))));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get(&self, index: i64) -> Result<T> {
         dec(&self.handle.call::<_, Vec<u8>>("get", &index)?)
     }
 
     /// Replaces the item at `index` (Python's `l[index] = item`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend([1, 2])?;
-    /// l.set(0, &9)?;
-    /// assert_eq!(l.to_vec()?, [9, 2]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set<W: Serialize + ?Sized>(&self, index: i64, item: &W) -> Result<()>
     where
         T: Borrow<W>,
@@ -469,16 +307,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Inserts `item` before `index` (clamped, as Python's `l.insert`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend([1, 3])?;
-    /// l.insert(1, &2)?;
-    /// assert_eq!(l.to_vec()?, [1, 2, 3]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn insert<W: Serialize + ?Sized>(&self, index: i64, item: &W) -> Result<()>
     where
         T: Borrow<W>,
@@ -487,15 +315,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Removes and returns the last item (Python's `l.pop()`); `None` when empty.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend([1, 2])?;
-    /// assert_eq!(l.pop()?, Some(2));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn pop(&self) -> Result<Option<T>> {
         match self.handle.call::<_, Vec<u8>>("pop", &None::<i64>) {
             Ok(v) => dec(&v).map(Some),
@@ -505,30 +324,11 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Removes and returns the item at `index` (Python's `l.pop(index)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend([1, 2, 3])?;
-    /// assert_eq!(l.pop_at(0)?, 1);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn pop_at(&self, index: i64) -> Result<T> {
         dec(&self.handle.call::<_, Vec<u8>>("pop", &Some(index))?)
     }
 
     /// Removes the first item equal to `item` (Python's `l.remove(item)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.extend([1, 2, 1])?;
-    /// l.remove(&1)?;
-    /// assert_eq!(l.to_vec()?, [2, 1]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn remove<W: Serialize + ?Sized>(&self, item: &W) -> Result<()>
     where
         T: Borrow<W>,
@@ -537,39 +337,16 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// The number of items (Python's `len(l)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert_eq!(manager.list::<u8>()?.len()?, 0);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn len(&self) -> Result<usize> {
         self.handle.call::<_, u64>("len", &()).map(|n| n as usize)
     }
 
     /// Whether the list is empty.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.list::<u8>()?.is_empty()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
 
     /// A copy of all items (Python's `list(l)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.append(&7)?;
-    /// assert_eq!(l.to_vec()?, vec![7]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn to_vec(&self) -> Result<Vec<T>> {
         let items: Vec<Vec<u8>> = self.handle.call("to_vec", &())?;
         items.iter().map(|i| dec(i)).collect()
@@ -577,16 +354,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// The position of the first item equal to `item` (Python's `l.index(item)`), `None`
     /// if there is none.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<String>()?;
-    /// l.extend(["a".to_string(), "b".to_string()])?;
-    /// assert_eq!(l.index("b")?, Some(1));
-    /// assert_eq!(l.index("z")?, None);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn index<W: Serialize + ?Sized>(&self, item: &W) -> Result<Option<usize>>
     where
         T: Borrow<W>,
@@ -599,15 +366,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Whether an item equals `item` (Python's `item in l`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.append(&3)?;
-    /// assert!(l.contains(&3)? && !l.contains(&4)?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn contains<W: Serialize + ?Sized>(&self, item: &W) -> Result<bool>
     where
         T: Borrow<W>,
@@ -616,16 +374,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     }
 
     /// Removes every item.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let l = manager.list::<u8>()?;
-    /// l.append(&3)?;
-    /// l.clear()?;
-    /// assert!(l.is_empty()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn clear(&self) -> Result<()> {
         self.handle.call("clear", &())
     }
@@ -642,14 +390,19 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 /// atomically.
 ///
 /// ```
+/// use multiproc::managers::ListProxy;
 /// let manager = multiproc::Manager::start()?;
 /// let ns = manager.namespace()?;
 /// ns.set("x", &0i64)?;
 /// ns.set("items", &manager.list::<i64>()?)?;
 /// ns.update("x", |x: i64| x + 1)?;
-/// ns.get::<multiproc::managers::ListProxy<i64>>("items")?.append(&1)?;
+/// ns.get::<ListProxy<i64>>("items")?.append(&1)?;
 /// assert_eq!(ns.get::<i64>("x")?, 1);
-/// assert_eq!(ns.get::<multiproc::managers::ListProxy<i64>>("items")?.to_vec()?, [1]);
+/// assert_eq!(ns.get::<ListProxy<i64>>("items")?.to_vec()?, [1]);
+/// assert_eq!(ns.names()?, ["x", "items"]);
+/// assert!(ns.delete("x")? && !ns.contains("x")?);
+/// assert_eq!(ns.get_opt::<i64>("x")?, None);
+/// assert!(matches!(ns.get::<i64>("x"), Err(multiproc::Error::Remote(_)))); // AttributeError
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -662,29 +415,12 @@ proxy_common!(Namespace, "Namespace");
 
 impl Namespace {
     /// Sets attribute `name` (Python's `ns.name = value`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// ns.set("greeting", "hi")?;
-    /// assert_eq!(ns.get::<String>("greeting")?, "hi");
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set<W: Serialize + ?Sized>(&self, name: &str, value: &W) -> Result<()> {
         self.handle.call_key_value("set", name, value, |_| Ok(()))
     }
 
     /// Attribute `name` as a `T`; an `AttributeError` ([`Error::Remote`]) when it is not
     /// set, a codec error when it is not a `T`.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// assert!(matches!(ns.get::<u8>("nope"), Err(multiproc::Error::Remote(_))));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
         self.get_opt(name)?.ok_or_else(|| {
             Error::Remote(format!("AttributeError: 'Namespace' object has no attribute '{name}'"))
@@ -692,58 +428,21 @@ impl Namespace {
     }
 
     /// Attribute `name`, `None` when it is not set.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// assert_eq!(ns.get_opt::<u8>("x")?, None);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get_opt<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         self.handle.call_key("get", name, opt_value)
     }
 
     /// Whether attribute `name` is set (Python's `hasattr(ns, name)`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// ns.set("x", &1u8)?;
-    /// assert!(ns.contains("x")?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn contains(&self, name: &str) -> Result<bool> {
         self.handle.call_key("contains", name, dec)
     }
 
     /// Deletes attribute `name` (Python's `del ns.name`); whether it was set.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// ns.set("x", &1u8)?;
-    /// assert!(ns.delete("x")?);
-    /// assert!(!ns.contains("x")?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn delete(&self, name: &str) -> Result<bool> {
         self.handle.call::<_, Option<Vec<u8>>>("del", &enc(name)?).map(|v| v.is_some())
     }
 
     /// The attribute names, in the order they were first set.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// ns.set("b", &1u8)?;
-    /// ns.set("a", &2u8)?;
-    /// assert_eq!(ns.names()?, ["b", "a"]);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn names(&self) -> Result<Vec<String>> {
         let keys: Vec<Vec<u8>> = self.handle.call("keys", &())?;
         keys.iter().map(|k| dec(k)).collect()
@@ -751,15 +450,6 @@ impl Namespace {
 
     /// Replaces attribute `name` by `f(current)` atomically (compare-and-set; `f` may run
     /// more than once) and returns the new value. The attribute must be set.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ns = manager.namespace()?;
-    /// ns.set("x", &0i64)?;
-    /// assert_eq!(ns.update("x", |x: i64| x + 1)?, 1);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn update<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
@@ -784,7 +474,8 @@ impl Namespace {
 /// let counter = manager.value(0i32)?;
 /// counter.set(&5)?;
 /// assert_eq!(counter.get()?, 5);
-/// assert_eq!(counter.update(|v| v * 2)?, 10);
+/// assert_eq!(counter.swap(&6)?, 5);
+/// assert_eq!(counter.update(|v| v * 2)?, 12);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -797,27 +488,11 @@ proxy_common!(ValueProxy<T>, "ValueProxy");
 
 impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// The value (Python's `v.value`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert_eq!(manager.value("x".to_string())?.get()?, "x");
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get(&self) -> Result<T> {
         dec(&self.handle.call::<_, Vec<u8>>("get", &())?)
     }
 
     /// Sets the value (Python's `v.value = x`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let v = manager.value(1u8)?;
-    /// v.set(&2)?;
-    /// assert_eq!(v.get()?, 2);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set<W: Serialize + ?Sized>(&self, value: &W) -> Result<()>
     where
         T: Borrow<W>,
@@ -826,14 +501,6 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     }
 
     /// Sets the value and returns the previous one, atomically.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let v = manager.value(1u8)?;
-    /// assert_eq!(v.swap(&2)?, 1);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn swap<W: Serialize + ?Sized>(&self, value: &W) -> Result<T>
     where
         T: Borrow<W>,
@@ -843,14 +510,6 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
     /// Replaces the value by `f(current)` atomically with respect to every process (a
     /// compare-and-set loop: `f` may run more than once); returns the new value.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let v = manager.value(41u32)?;
-    /// assert_eq!(v.update(|x| x + 1)?, 42);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn update(&self, f: impl Fn(T) -> T) -> Result<T> {
         let mut current: Vec<u8> = self.handle.call("get", &())?;
         loop {
@@ -876,10 +535,16 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 /// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
-/// let q = manager.queue::<String>(0)?;
+/// let q = manager.queue::<String>(1)?;
 /// q.put("job", None)?;
+/// assert!(matches!(q.put_nowait("more"), Err(multiproc::Error::Full)));
+/// assert_eq!(q.qsize()?, 1);
 /// assert_eq!(q.get(Some(Duration::from_secs(5)))?, "job");
 /// assert!(matches!(q.get(Some(Duration::from_millis(10))), Err(multiproc::Error::Empty)));
+/// assert!(q.empty()?);
+/// q.task_done()?;
+/// q.join(Some(Duration::from_secs(1)))?; // every item put is marked done
+/// assert!(q.task_done().is_err()); // more than were put
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -893,16 +558,6 @@ proxy_common!(QueueProxy<T>, "QueueProxy");
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Puts `item`, waiting up to `timeout` (`None`: forever) for room in a bounded queue;
     /// [`Error::Full`] when there was none.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(1)?;
-    /// q.put(&1, None)?;
-    /// assert!(matches!(q.put(&2, Some(Duration::from_millis(10))), Err(multiproc::Error::Full)));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn put<W: Serialize + ?Sized>(&self, item: &W, timeout: Option<Duration>) -> Result<()>
     where
         T: Borrow<W>,
@@ -911,15 +566,6 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     }
 
     /// Puts `item` only if there is room now ([`Error::Full`] otherwise).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(1)?;
-    /// q.put_nowait(&1)?;
-    /// assert!(q.put_nowait(&2).is_err());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn put_nowait<W: Serialize + ?Sized>(&self, item: &W) -> Result<()>
     where
         T: Borrow<W>,
@@ -929,87 +575,32 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 
     /// Takes the oldest item, waiting up to `timeout` (`None`: forever); [`Error::Empty`]
     /// when none came.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(0)?;
-    /// q.put(&3, None)?;
-    /// assert_eq!(q.get(None)?, 3);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
         dec(&self.handle.call_blocking::<_, Vec<u8>>("get", &(true, ms(timeout)), timeout)?)
     }
 
     /// Takes the oldest item if there is one now ([`Error::Empty`] otherwise).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(0)?;
-    /// assert!(matches!(q.get_nowait(), Err(multiproc::Error::Empty)));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get_nowait(&self) -> Result<T> {
         dec(&self.handle.call::<_, Vec<u8>>("get", &(false, None::<u64>))?)
     }
 
     /// The number of items waiting.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(0)?;
-    /// q.put(&1, None)?;
-    /// assert_eq!(q.qsize()?, 1);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn qsize(&self) -> Result<usize> {
         self.handle.call::<_, u64>("qsize", &()).map(|n| n as usize)
     }
 
     /// Whether no item is waiting.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.queue::<u8>(0)?.empty()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn empty(&self) -> Result<bool> {
         Ok(self.qsize()? == 0)
     }
 
     /// Marks one item taken with `get` as processed (Python's `JoinableQueue.task_done`).
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(0)?;
-    /// q.put(&1, None)?;
-    /// q.get(None)?;
-    /// q.task_done()?;
-    /// assert!(q.task_done().is_err()); // more than were put
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn task_done(&self) -> Result<()> {
         self.handle.call("task_done", &())
     }
 
     /// Waits up to `timeout` until every item put has been marked done
     /// ([`Error::Timeout`] otherwise).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let manager = multiproc::Manager::start()?;
-    /// let q = manager.queue::<u8>(0)?;
-    /// q.join(Some(Duration::from_secs(1)))?; // nothing unfinished
-    /// q.put(&1, None)?;
-    /// assert!(matches!(q.join(Some(Duration::from_millis(10))), Err(multiproc::Error::Timeout(_))));
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
         self.handle.call_blocking("join", &ms(timeout), timeout)
     }
@@ -1023,11 +614,14 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 /// [`synchronize::Lock`](crate::synchronize::Lock) is much faster.
 ///
 /// ```
+/// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.lock()?;
 /// assert!(lock.acquire(None)?);
 /// assert!(!lock.try_acquire()?);
+/// assert!(!lock.acquire(Some(Duration::from_millis(10)))?);
 /// lock.release()?;
+/// assert!(lock.release().is_err()); // not locked
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -1041,41 +635,16 @@ proxy_common!(LockProxy, "LockProxy");
 impl LockProxy {
     /// Acquires the lock, waiting up to `timeout` (`None`: forever); whether it was
     /// acquired.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let manager = multiproc::Manager::start()?;
-    /// let lock = manager.lock()?;
-    /// assert!(lock.acquire(None)?);
-    /// assert!(!lock.acquire(Some(Duration::from_millis(10)))?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         self.handle.call_blocking("acquire", &(true, ms(timeout)), timeout)
     }
 
     /// Acquires the lock only if it is free now.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.lock()?.try_acquire()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn try_acquire(&self) -> Result<bool> {
         self.handle.call("acquire", &(false, None::<u64>))
     }
 
     /// Releases the lock; an error if it is not locked.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let lock = manager.lock()?;
-    /// assert!(lock.release().is_err());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn release(&self) -> Result<()> {
         self.handle.call("release", &())
     }
@@ -1090,6 +659,8 @@ impl LockProxy {
 /// assert!(!ev.wait(Some(Duration::from_millis(10)))?);
 /// ev.set()?;
 /// assert!(ev.is_set()? && ev.wait(None)?);
+/// ev.clear()?;
+/// assert!(!ev.is_set()?);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -1102,56 +673,21 @@ proxy_common!(EventProxy, "EventProxy");
 
 impl EventProxy {
     /// Sets the flag and wakes every waiter.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ev = manager.event()?;
-    /// ev.set()?;
-    /// assert!(ev.is_set()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set(&self) -> Result<()> {
         self.handle.call("set", &())
     }
 
     /// Clears the flag.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ev = manager.event()?;
-    /// ev.set()?;
-    /// ev.clear()?;
-    /// assert!(!ev.is_set()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn clear(&self) -> Result<()> {
         self.handle.call("clear", &())
     }
 
     /// Whether the flag is set.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(!manager.event()?.is_set()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_set(&self) -> Result<bool> {
         self.handle.call("is_set", &())
     }
 
     /// Waits up to `timeout` for the flag; whether it is set.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let ev = manager.event()?;
-    /// ev.set()?;
-    /// assert!(ev.wait(None)?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         self.handle.call_blocking("wait", &ms(timeout), timeout)
     }
@@ -1165,6 +701,7 @@ impl EventProxy {
 /// assert!(sem.acquire(None)?);
 /// assert!(!sem.try_acquire()?);
 /// sem.release()?;
+/// assert!(sem.try_acquire()?);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -1177,39 +714,16 @@ proxy_common!(SemaphoreProxy, "SemaphoreProxy");
 
 impl SemaphoreProxy {
     /// Takes one unit, waiting up to `timeout`; whether it got one.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.semaphore(2)?.acquire(None)?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         self.handle.call_blocking("acquire", &(true, ms(timeout)), timeout)
     }
 
     /// Takes one unit only if one is available now.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(!manager.semaphore(0)?.try_acquire()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn try_acquire(&self) -> Result<bool> {
         self.handle.call("acquire", &(false, None::<u64>))
     }
 
     /// Gives one unit back.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let sem = manager.semaphore(0)?;
-    /// sem.release()?;
-    /// assert!(sem.try_acquire()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn release(&self) -> Result<()> {
         self.handle.call("release", &())
     }
@@ -1218,9 +732,13 @@ impl SemaphoreProxy {
 /// A barrier in a manager's server (Python's `manager.Barrier(parties)`).
 ///
 /// ```
+/// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let barrier = manager.barrier(1)?;
 /// assert_eq!(barrier.wait(None)?, 0); // one party: passes at once
+/// let pair = manager.barrier(2)?;
+/// assert!(pair.wait(Some(Duration::from_millis(10))).is_err()); // nobody came: broken
+/// pair.reset()?;
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -1234,30 +752,11 @@ proxy_common!(BarrierProxy, "BarrierProxy");
 impl BarrierProxy {
     /// Waits until `parties` processes wait, at most `timeout` (then the barrier breaks
     /// and every waiter gets an error); returns the arrival index, `0..parties`.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let manager = multiproc::Manager::start()?;
-    /// let barrier = manager.barrier(2)?;
-    /// assert!(barrier.wait(Some(Duration::from_millis(10))).is_err()); // nobody came
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<u64> {
         self.handle.call_blocking("wait", &ms(timeout), timeout)
     }
 
     /// Resets a broken barrier.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let manager = multiproc::Manager::start()?;
-    /// let barrier = manager.barrier(2)?;
-    /// let _ = barrier.wait(Some(Duration::from_millis(10)));
-    /// barrier.reset()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn reset(&self) -> Result<()> {
         self.handle.call("reset", &())
     }
@@ -1269,7 +768,7 @@ impl BarrierProxy {
 /// ```
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.rlock()?;
-/// assert!(lock.acquire(None)? && lock.acquire(None)?);
+/// assert!(lock.acquire(None)? && lock.try_acquire()?);
 /// lock.release()?;
 /// lock.release()?;
 /// assert!(lock.release().is_err());
@@ -1286,37 +785,16 @@ proxy_common!(RLockProxy, "RLockProxy");
 impl RLockProxy {
     /// Acquires the lock (again, if this thread holds it), waiting up to `timeout`;
     /// whether it was acquired.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.rlock()?.acquire(None)?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         self.handle.call_blocking("acquire", &(owner(), true, ms(timeout)), timeout)
     }
 
     /// Acquires the lock only if that needs no wait.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.rlock()?.try_acquire()?);
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn try_acquire(&self) -> Result<bool> {
         self.handle.call("acquire", &(owner(), false, None::<u64>))
     }
 
     /// Releases one level; an error if this thread does not hold the lock.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.rlock()?.release().is_err());
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn release(&self) -> Result<()> {
         self.handle.call("release", &owner())
     }
@@ -1329,8 +807,10 @@ impl RLockProxy {
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let cond = manager.condition()?;
-/// cond.acquire(None)?;
+/// assert!(cond.wait(None).is_err()); // the lock is not held
+/// assert!(cond.acquire(None)?);
 /// assert!(!cond.wait(Some(Duration::from_millis(10)))?); // nobody notifies
+/// cond.notify(1)?;
 /// cond.notify_all()?;
 /// cond.release()?;
 /// manager.shutdown()?;
@@ -1345,71 +825,27 @@ proxy_common!(ConditionProxy, "ConditionProxy");
 
 impl ConditionProxy {
     /// Acquires the underlying lock, waiting up to `timeout`; whether it was acquired.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let cond = manager.condition()?;
-    /// assert!(cond.acquire(None)?);
-    /// cond.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         self.handle.call_blocking("acquire", &(owner(), true, ms(timeout)), timeout)
     }
 
     /// Releases the underlying lock.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// assert!(manager.condition()?.release().is_err()); // not held
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn release(&self) -> Result<()> {
         self.handle.call("release", &owner())
     }
 
     /// Releases the lock, waits up to `timeout` for a notification, takes the lock back;
     /// whether it was notified. The caller must hold the lock.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let cond = manager.condition()?;
-    /// assert!(cond.wait(None).is_err()); // the lock is not held
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         self.handle.call_blocking("wait", &(owner(), ms(timeout)), timeout)
     }
 
     /// Wakes up to `n` waiters (the longest waiting first). The caller must hold the lock.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let cond = manager.condition()?;
-    /// cond.acquire(None)?;
-    /// cond.notify(1)?;
-    /// cond.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn notify(&self, n: u64) -> Result<()> {
         self.handle.call("notify", &(owner(), n))
     }
 
     /// Wakes every waiter. The caller must hold the lock.
-    ///
-    /// ```
-    /// let manager = multiproc::Manager::start()?;
-    /// let cond = manager.condition()?;
-    /// cond.acquire(None)?;
-    /// cond.notify_all()?;
-    /// cond.release()?;
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn notify_all(&self) -> Result<()> {
         self.notify(u64::MAX)
     }
@@ -1456,22 +892,6 @@ proxy_common!(ObjectProxy, "ObjectProxy");
 impl ObjectProxy {
     /// Calls `method` with `args` on the object in the server and decodes its result as
     /// `R`; the object's error message arrives as [`Error::Remote`].
-    ///
-    /// ```
-    /// # use multiproc::managers::{encode, Register, Registry, SharedObject};
-    /// # #[derive(serde::Serialize, serde::Deserialize)]
-    /// # struct Echo;
-    /// # impl SharedObject for Echo {
-    /// #     fn call(&mut self, _: &str, args: &[u8]) -> Result<Vec<u8>, String> { Ok(args.to_vec()) }
-    /// # }
-    /// # struct Types;
-    /// # impl Register for Types { fn register(r: &mut Registry) { r.register::<Echo>("Echo"); } }
-    /// let manager = multiproc::Manager::start_with::<Types>()?;
-    /// let echo = manager.create("Echo", &Echo)?;
-    /// assert_eq!(echo.call::<_, String>("echo", "hi")?, "hi");
-    /// # manager.shutdown()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         method: &str,

@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::server::WireError;
+use super::fast_lane::{
+    open_fast_lane, reserve_cpu_stamp, split_cpu_stamp, stamp_cpu, wait_frame, wait_reply, FastLane,
+};
+use super::wire::WireError;
 use crate::codec::Codec;
 use crate::connection::{Client, Connection};
 use crate::error::{Error, Result};
@@ -51,81 +54,6 @@ pub(crate) struct Lane {
 
 /// The largest buffer a lane keeps for its next request.
 const SPARE_KEEP: usize = 64 << 10;
-
-/// (requests, replies).
-pub(crate) type FastLane = (crate::queues::Queue<Vec<u8>>, crate::queues::Queue<Vec<u8>>);
-
-/// The request that turns a connection into a fast lane: object id and method. (The
-/// method names the fast lane's frame format: a server that does not know it declines,
-/// and the client keeps to the socket.)
-pub(crate) const FAST_LANE_ID: u64 = u64::MAX;
-pub(crate) const FAST_LANE_METHOD: &str = "__fast_lane_2__";
-
-/// How long a fast-lane waiter sleeps before it checks the socket for a hang-up.
-pub(crate) const FAST_LANE_CHECK: Duration = Duration::from_millis(100);
-
-/// Every frame on a fast lane starts with the CPU its sender ran on when it sent it
-/// (`u32`, little-endian; `u32::MAX` when unknown), then the frame as on the socket.
-pub(crate) const CPU_STAMP: usize = 4;
-
-/// Reserves the CPU stamp at the start of an empty frame.
-pub(crate) fn reserve_cpu_stamp(frame: &mut Vec<u8>) {
-    frame.extend_from_slice(&[0xff; CPU_STAMP]);
-}
-
-/// Writes this thread's CPU into a frame's stamp, just before the frame is sent.
-pub(crate) fn stamp_cpu(frame: &mut [u8]) {
-    let cpu = crate::sys::pid::cpu().unwrap_or(u32::MAX);
-    frame[..CPU_STAMP].copy_from_slice(&cpu.to_le_bytes());
-}
-
-/// A received fast-lane frame's sender CPU and body; `None` if it is too short.
-pub(crate) fn split_cpu_stamp(frame: &[u8]) -> Option<(Option<u32>, &[u8])> {
-    let (stamp, body) = frame.split_first_chunk::<CPU_STAMP>()?;
-    let cpu = u32::from_le_bytes(*stamp);
-    Some(((cpu != u32::MAX).then_some(cpu), body))
-}
-
-/// How long a fast-lane waiter polls before it leaves the waiting to the queue (which
-/// spins a little more, then sleeps).
-const POLL_FOR: Duration = Duration::from_micros(50);
-
-/// Polls `queue` for a frame from a peer last seen on CPU `peer`, for up to
-/// [`POLL_FOR`]; `None` if nothing came.
-///
-/// While the peer runs on another CPU, the waiter keeps its own CPU: giving it up (as a
-/// queue's waiter does now and then) hands it to whatever else is runnable there, often
-/// for a whole scheduler slice, while the answer is a microsecond away. While the peer is
-/// on this same CPU, it cannot answer until the waiter gives the CPU up, so the waiter
-/// yields at once.
-pub(crate) fn wait_frame(
-    queue: &crate::queues::Queue<Vec<u8>>,
-    peer: Option<u32>,
-) -> Option<Vec<u8>> {
-    // The clock is read only after a first round of polls found nothing.
-    let mut start = None;
-    loop {
-        for _ in 0..16 {
-            // `empty` reads two words; `get_nowait` also reads the clock and takes a lock.
-            if !queue.empty() {
-                if let Ok(frame) = queue.get_nowait() {
-                    return Some(frame);
-                }
-            }
-            if peer.is_some() && crate::sys::pid::cpu() == peer {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-        let now = std::time::Instant::now();
-        match start {
-            None => start = Some(now),
-            Some(start) if now - start > POLL_FOR => return None,
-            Some(_) => {}
-        }
-    }
-}
 
 /// A server as seen from this process.
 pub(crate) struct Remote {
@@ -190,7 +118,7 @@ impl Remote {
                 e => self.lost(e),
             })?;
         reached.store(true, std::sync::atomic::Ordering::Relaxed);
-        let fast = if self.is_local() { self.open_fast_lane(&conn) } else { None };
+        let fast = if self.is_local() { open_fast_lane(&conn, CONNECT_TIMEOUT) } else { None };
         Ok(Lane { conn, fast, server_cpu: None, spare: Vec::new() })
     }
 
@@ -201,21 +129,6 @@ impl Remote {
             self.address.parse::<crate::connection::Address>(),
             Ok(crate::connection::Address::Unix(_) | crate::connection::Address::Abstract(_))
         )
-    }
-
-    /// Asks the server to take requests over a pair of queues; `None` if it declines (the
-    /// socket then carries the calls, as before).
-    fn open_fast_lane(&self, conn: &Connection) -> Option<FastLane> {
-        let lane: FastLane = (
-            crate::queues::Queue::with_capacity(0, 256 * 1024).ok()?,
-            crate::queues::Queue::with_capacity(0, 256 * 1024).ok()?,
-        );
-        let mut frame = enc(&(FAST_LANE_ID, FAST_LANE_METHOD)).ok()?;
-        frame.extend_from_slice(&enc(&lane).ok()?);
-        conn.send_bytes(&frame).ok()?;
-        let reply = conn.recv_bytes_timeout(Some(1024), CONNECT_TIMEOUT).ok()?;
-        let reply: std::result::Result<Vec<u8>, WireError> = dec(&reply).ok()?;
-        reply.ok().map(|_| lane)
     }
 
     fn give_back(&self, conn: Lane) {
@@ -279,7 +192,7 @@ impl Remote {
                 requests.put(frame, Some(CALL_TIMEOUT)).map_err(|e| self.lost(e))?;
                 match wait_frame(replies, lane.server_cpu) {
                     Some(reply) => reply,
-                    None => self.wait_reply(&lane, replies, wait, no_answer)?,
+                    None => wait_reply(&lane.conn, replies, wait, |e| self.lost(e), no_answer)?,
                 }
             }
             None => {
@@ -329,33 +242,6 @@ impl Remote {
             self.give_back(lane);
         }
         result
-    }
-
-    /// Waits for a fast-lane reply once [`wait_frame`] gave up: sleeps on the queue,
-    /// checking now and then that the server still holds its socket, until `wait` runs out.
-    fn wait_reply(
-        &self,
-        lane: &Lane,
-        replies: &crate::queues::Queue<Vec<u8>>,
-        wait: Option<Duration>,
-        no_answer: impl Fn() -> Error,
-    ) -> Result<Vec<u8>> {
-        let deadline = crate::deadline::within(wait);
-        loop {
-            match replies.get(Some(FAST_LANE_CHECK)) {
-                Ok(reply) => return Ok(reply),
-                Err(Error::Empty) => {
-                    // The server closes the socket when it goes.
-                    if lane.conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
-                        return Err(self.lost(Error::Eof));
-                    }
-                    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                        return Err(no_answer());
-                    }
-                }
-                Err(e) => return Err(self.lost(e)),
-            }
-        }
     }
 
     /// Calls `method` on object `id` with typed arguments, and decodes the result with
