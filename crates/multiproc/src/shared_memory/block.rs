@@ -30,6 +30,8 @@ use crate::sys::shm::{self as sys_shm, Mapping};
 /// other.read_at(0, &mut out)?;
 /// assert_eq!(&out, b"hello");
 /// assert_eq!(other.size(), 16);
+/// assert!(!shm.name().starts_with('/')); // as Python's `.name`
+/// assert!(shm.is_owner() && !other.is_owner() && !shm.is_kept());
 /// drop(other); // only attached: the block stays
 /// drop(shm); // the creator: the block is unlinked
 /// # Ok::<(), multiproc::Error>(())
@@ -53,6 +55,12 @@ pub struct SharedMemory {
 ///
 /// let shm = SharedMemory::builder().size(4096).create()?;
 /// assert!(shm.name().starts_with("psm_mp"));
+/// assert_eq!(shm.size(), 4096);
+/// assert!(SharedMemory::builder().create().is_err()); // a size is required
+///
+/// let name = format!("builder_doc_{}", std::process::id());
+/// let named = SharedMemory::builder().size(8).name(format!("/{name}")).create()?;
+/// assert_eq!(named.name(), name); // the leading '/' is optional
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -67,23 +75,11 @@ pub struct SharedMemoryBuilder {
 
 impl SharedMemoryBuilder {
     /// A builder with no size yet (it must be set), a generated name, owned, reserved.
-    ///
-    /// ```
-    /// use multiproc::shared_memory::SharedMemoryBuilder;
-    /// // Creating needs a size.
-    /// assert!(SharedMemoryBuilder::new().create().is_err());
-    /// ```
     pub fn new() -> SharedMemoryBuilder {
         SharedMemoryBuilder::default()
     }
 
     /// The size in bytes; must be positive.
-    ///
-    /// ```
-    /// let shm = multiproc::shared_memory::SharedMemory::builder().size(100).create()?;
-    /// assert_eq!(shm.size(), 100);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn size(mut self, size: usize) -> SharedMemoryBuilder {
         self.size = size;
         self
@@ -91,28 +87,22 @@ impl SharedMemoryBuilder {
 
     /// Uses this name instead of a generated one (a leading `/` is optional). The tracker
     /// does not follow blocks with names chosen this way.
-    ///
-    /// ```
-    /// use multiproc::shared_memory::SharedMemory;
-    /// let name = format!("builder_doc_{}", std::process::id());
-    /// let shm = SharedMemory::builder().size(8).name(format!("/{name}")).create()?;
-    /// assert_eq!(shm.name(), name);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn name(mut self, name: impl Into<String>) -> SharedMemoryBuilder {
         self.name = Some(name.into());
         self
     }
 
-    /// Keeps the block after its creator drops its handle or exits (default: unlinked).
-    /// A generated name is then marked kept (`psm_mk…`), so [`clean_orphans`] leaves the
-    /// block alone; remove it with [`SharedMemory::unlink`] from any handle.
+    /// Keeps the block after its creator drops its handle or exits (default: unlinked). A
+    /// generated name is then marked kept (`psm_mk…`), so
+    /// [`clean_orphans`](super::clean_orphans) leaves the block alone; remove it with
+    /// [`SharedMemory::unlink`] from any handle.
     ///
     /// ```
     /// use multiproc::shared_memory::SharedMemory;
     ///
     /// let shm = SharedMemory::builder().size(64).keep(true).create()?;
     /// assert!(shm.name().starts_with("psm_mk"));
+    /// assert!(shm.is_kept() && !shm.is_owner());
     /// let name = shm.name().to_string();
     /// drop(shm);
     /// let again = SharedMemory::attach(&name)?; // still there
@@ -242,12 +232,6 @@ impl SharedMemory {
 
     /// A builder for the other options ([`keep`](SharedMemoryBuilder::keep),
     /// [`sparse`](SharedMemoryBuilder::sparse)).
-    ///
-    /// ```
-    /// let shm = multiproc::shared_memory::SharedMemory::builder().size(8).create()?;
-    /// assert!(shm.is_owner());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn builder() -> SharedMemoryBuilder {
         SharedMemoryBuilder::new()
     }
@@ -315,24 +299,12 @@ impl SharedMemory {
     }
 
     /// The block's name, without a leading `/` (Python's `.name`).
-    ///
-    /// ```
-    /// let shm = multiproc::shared_memory::SharedMemory::create(8)?;
-    /// assert!(!shm.name().starts_with('/'));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The size in bytes: the size asked for when created, the object's size when attached
     /// (as CPython's `.size`).
-    ///
-    /// ```
-    /// let shm = multiproc::shared_memory::SharedMemory::create(12345)?;
-    /// assert_eq!(shm.size(), 12345);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn size(&self) -> usize {
         self.map.len()
     }
@@ -736,14 +708,6 @@ impl SharedMemory {
 
     /// Whether dropping this handle unlinks the block: it created the block, was not
     /// told to keep it, and this is the process that created it.
-    ///
-    /// ```
-    /// use multiproc::shared_memory::SharedMemory;
-    /// let shm = SharedMemory::create(8)?;
-    /// assert!(shm.is_owner());
-    /// assert!(!SharedMemory::attach(shm.name())?.is_owner());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_owner(&self) -> bool {
         self.unlink_in == Some(current_pid())
     }
@@ -751,7 +715,7 @@ impl SharedMemory {
     /// Hands the block over: closes this handle without unlinking, so that another
     /// process (which attaches by name and unlinks when done) decides its end. Its name
     /// still names this process as creator, so if nobody unlinks it after this process
-    /// is gone, [`clean_orphans`] removes it.
+    /// is gone, [`clean_orphans`](super::clean_orphans) removes it.
     ///
     /// ```
     /// use multiproc::shared_memory::SharedMemory;
@@ -767,14 +731,6 @@ impl SharedMemory {
     }
 
     /// Whether this handle created the block with [`keep(true)`](SharedMemoryBuilder::keep).
-    ///
-    /// ```
-    /// use multiproc::shared_memory::SharedMemory;
-    /// let shm = SharedMemory::builder().size(8).keep(true).create()?;
-    /// assert!(shm.is_kept() && !shm.is_owner());
-    /// shm.unlink()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_kept(&self) -> bool {
         self.kept
     }

@@ -276,6 +276,13 @@ const CODE_NONE: u8 = 3;
 ///
 /// let other = ShareableList::attach(sl.name())?; // as another process would
 /// assert_eq!(other.to_vec()?, sl.to_vec()?);
+/// assert!(sl.name().starts_with("psm_") && sl.shm().is_owner() && !other.shm().is_owner());
+///
+/// // One `int`: the count, two offsets, 8 bytes of data, a format and a code.
+/// let one = ShareableList::create(&[1.into()])?;
+/// assert_eq!(one.shm().size(), 8 + 16 + 8 + 9);
+/// assert!(ShareableList::create(&[])?.is_empty());
+/// one.close()?; // the creator: closes and unlinks, as `SharedMemory::close`
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct ShareableList {
@@ -288,14 +295,6 @@ pub struct ShareableList {
 impl ShareableList {
     /// Creates a list holding `items` in a new block with a generated name; the list owns
     /// the block (unlinked when dropped). Python: `ShareableList(items)`.
-    ///
-    /// ```
-    /// use multiproc::shared_memory::ShareableList;
-    /// let sl = ShareableList::create(&[1.into(), true.into(), b"raw".as_slice().into()])?;
-    /// assert_eq!(sl.len(), 3);
-    /// assert!(ShareableList::create(&[])?.is_empty());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn create(items: &[ListItem]) -> Result<ShareableList> {
         ShareableList::create_with(SharedMemory::builder(), items)
     }
@@ -371,14 +370,6 @@ impl ShareableList {
 
     /// Reads the list held by `shm`, which it takes over (an owner handle stays the
     /// owner).
-    ///
-    /// ```
-    /// use multiproc::shared_memory::{ShareableList, SharedMemory};
-    /// let sl = ShareableList::create(&[1.into()])?;
-    /// let again = ShareableList::from_shared_memory(SharedMemory::attach(sl.name())?)?;
-    /// assert_eq!(again.len(), 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn from_shared_memory(shm: SharedMemory) -> Result<ShareableList> {
         let not_a_list = |why: String| {
             Error::InvalidArgument(format!(
@@ -414,68 +405,31 @@ impl ShareableList {
     }
 
     /// The name of the block (Python's `sl.shm.name`).
-    ///
-    /// ```
-    /// let sl = multiproc::shared_memory::ShareableList::create(&[])?;
-    /// assert!(sl.name().starts_with("psm_"));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn name(&self) -> &str {
         self.shm.name()
     }
 
     /// The block (Python's `sl.shm`).
-    ///
-    /// ```
-    /// let sl = multiproc::shared_memory::ShareableList::create(&[1.into()])?;
-    /// assert_eq!(sl.shm().size(), 8 + 16 + 8 + 9);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn shm(&self) -> &SharedMemory {
         &self.shm
     }
 
     /// Gives back the block.
-    ///
-    /// ```
-    /// let sl = multiproc::shared_memory::ShareableList::create(&[1.into()])?;
-    /// let shm = sl.into_shared_memory();
-    /// assert!(shm.is_owner());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn into_shared_memory(self) -> SharedMemory {
         self.shm
     }
 
     /// Ends this handle, as [`SharedMemory::close`]: the creator also unlinks the block.
-    ///
-    /// ```
-    /// let sl = multiproc::shared_memory::ShareableList::create(&[1.into()])?;
-    /// sl.close()?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn close(self) -> Result<()> {
         self.shm.close()
     }
 
     /// The number of items (fixed when the list was made).
-    ///
-    /// ```
-    /// let sl = multiproc::shared_memory::ShareableList::create(&[1.into(), 2.into()])?;
-    /// assert_eq!(sl.len(), 2);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the list has no items.
-    ///
-    /// ```
-    /// let sl = multiproc::shared_memory::ShareableList::create(&[])?;
-    /// assert!(sl.is_empty());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -603,13 +557,6 @@ impl ShareableList {
     }
 
     /// The struct formats of all items, joined (Python's `sl.format`).
-    ///
-    /// ```
-    /// use multiproc::shared_memory::{ListItem, ShareableList};
-    /// let sl = ShareableList::create(&[1.into(), 2.0.into(), true.into(), ListItem::None, "hi".into()])?;
-    /// assert_eq!(sl.format()?, "qdxxxxxxx?xxxxxx?x8s");
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn format(&self) -> Result<String> {
         let mut all = String::new();
         for i in 0..self.len {
@@ -619,13 +566,6 @@ impl ShareableList {
     }
 
     /// All items (Python's `list(sl)`).
-    ///
-    /// ```
-    /// use multiproc::shared_memory::{ListItem, ShareableList};
-    /// let items = vec![ListItem::Int(1), ListItem::Str("x".into())];
-    /// assert_eq!(ShareableList::create(&items)?.to_vec()?, items);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn to_vec(&self) -> Result<Vec<ListItem>> {
         (0..self.len).map(|i| self.get(i)).collect()
     }

@@ -39,10 +39,6 @@ pub enum BlockState {
 
 impl BlockState {
     /// `"live"`, `"orphaned"` or `"kept"`.
-    ///
-    /// ```
-    /// assert_eq!(multiproc::shared_memory::BlockState::Orphaned.as_str(), "orphaned");
-    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             BlockState::Live => "live",

@@ -22,9 +22,10 @@ mod sealed {
     }
 }
 
-/// An element type of a [`Value`](super::Value) or [`Array`](super::Array): the Rust type of one of Python's ctypes
-/// type codes (see the [module documentation](crate::sharedctypes#type-codes)). Sealed: implemented for
-/// `i8 u8 i16 u16 i32 u32 i64 u64 f32 f64 bool` only.
+/// An element type of a [`Value`](super::Value) or [`Array`](super::Array): the Rust type
+/// of one of Python's ctypes type codes (see the [module
+/// documentation](crate::sharedctypes#type-codes)). Sealed: implemented for `i8 u8 i16 u16
+/// i32 u32 i64 u64 f32 f64 bool` only.
 ///
 /// ```
 /// use multiproc::sharedctypes::CType;

@@ -61,10 +61,10 @@
 //! which is the lost update the lock exists to prevent.
 //!
 //! # A dead holder never hangs anyone
-//! The lock of a `Value` or `Array` is a [`Lock`](crate::synchronize::Lock) or [`RLock`](crate::synchronize::RLock): if a process is killed
-//! while holding it, the next acquirer gets it, and its guard reports
-//! [`owner_died`](SyncGuard::owner_died) so the program can check what the dead process
-//! left half-done.
+//! The lock of a `Value` or `Array` is a [`Lock`](crate::synchronize::Lock) or
+//! [`RLock`](crate::synchronize::RLock): if a process is killed while holding it, the next
+//! acquirer gets it, and its guard reports [`owner_died`](SyncGuard::owner_died) so the
+//! program can check what the dead process left half-done.
 //!
 //! ```
 //! use multiproc::sharedctypes::{Array, Value};

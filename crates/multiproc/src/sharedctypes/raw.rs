@@ -28,6 +28,14 @@ use crate::error::Result;
 /// for w in &workers { w.start()?; }
 /// for w in &workers { w.join(None)?; }
 /// assert_eq!(hits.get(), 2000);
+///
+/// hits.set(5);
+/// assert_eq!(hits.swap(6), 5);
+/// assert_eq!(hits.compare_exchange(6, 7), Ok(6));
+/// assert_eq!(hits.compare_exchange(6, 8), Err(7));
+/// assert_eq!(hits.fetch_sub(8), 7); // wrapping, as C's unsigned arithmetic
+/// assert_eq!(hits.load(), u64::MAX);
+/// assert_eq!(hits.typecode(), 'Q');
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct RawValue<T> {
@@ -66,44 +74,21 @@ impl<T: CType> fmt::Debug for RawValue<T> {
 
 impl<T: CType> RawValue<T> {
     /// A new shared value holding `value`.
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(3.5_f32)?;
-    /// assert_eq!(v.get(), 3.5);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn new(value: T) -> Result<RawValue<T>> {
         Ok(RawValue { shared: Shared::from_iter(VALUE_KIND, "Value", [value])? })
     }
 
     /// The value (Python's `.value`).
-    ///
-    /// ```
-    /// assert_eq!(multiproc::RawValue::new(b'x')?.get(), b'x');
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get(&self) -> T {
         self.shared.load(0, Acquire)
     }
 
     /// Sets the value (Python's `.value = x`).
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(false)?;
-    /// v.set(true);
-    /// assert!(v.get());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set(&self, value: T) {
         self.shared.store(0, value, Release)
     }
 
     /// Python's type code of the value (`'i'`, `'d'`, …).
-    ///
-    /// ```
-    /// assert_eq!(multiproc::RawValue::new(0_i16)?.typecode(), 'h');
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn typecode(&self) -> char {
         T::TYPECODE
     }
@@ -112,72 +97,32 @@ impl<T: CType> RawValue<T> {
 impl<T: CInt> RawValue<T> {
     /// Reads the value (sequentially consistent; the same as [`get`](Self::get) but for
     /// the ordering).
-    ///
-    /// ```
-    /// assert_eq!(multiproc::RawValue::new(7_i64)?.load(), 7);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn load(&self) -> T {
         self.shared.load(0, SeqCst)
     }
 
     /// Writes the value (sequentially consistent).
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(0_u32)?;
-    /// v.store(9);
-    /// assert_eq!(v.load(), 9);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn store(&self, value: T) {
         self.shared.store(0, value, SeqCst)
     }
 
     /// Adds `value` (wrapping) without a lock; returns the previous value.
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(i32::MAX)?;
-    /// assert_eq!(v.fetch_add(1), i32::MAX);
-    /// assert_eq!(v.get(), i32::MIN);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_add(&self, value: T) -> T {
         self.shared.fetch_add(0, value)
     }
 
     /// Subtracts `value` (wrapping) without a lock; returns the previous value.
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(0_u8)?;
-    /// assert_eq!(v.fetch_sub(1), 0);
-    /// assert_eq!(v.get(), 255);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_sub(&self, value: T) -> T {
         self.shared.fetch_sub(0, value)
     }
 
     /// Replaces the value; returns the previous one.
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(1_u64)?;
-    /// assert_eq!(v.swap(2), 1);
-    /// assert_eq!(v.get(), 2);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn swap(&self, value: T) -> T {
         self.shared.swap(0, value)
     }
 
     /// Stores `new` if the value is `current`: `Ok(current)` if it did, `Err(actual)` if
     /// the value was something else.
-    ///
-    /// ```
-    /// let v = multiproc::RawValue::new(5_i16)?;
-    /// assert_eq!(v.compare_exchange(5, 6), Ok(5));
-    /// assert_eq!(v.compare_exchange(5, 7), Err(6));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
         self.shared.compare_exchange(0, current, new)
     }
@@ -194,6 +139,12 @@ impl<T: CInt> RawValue<T> {
 /// assert_eq!(arr.fetch_add(1, 5)?, 2);
 /// assert_eq!(arr.to_vec(), [10, 7, 3]);
 /// assert!(arr.get(3).is_err());
+///
+/// let squares = RawArray::from_iter((0..5).map(|i: u16| i * i))?; // Python: range(5)
+/// squares.set_range(3, &[0, 0])?;
+/// assert_eq!(squares.get_range(1..)?, [1, 4, 0, 0]);
+/// assert!(squares.set_range(4, &[1, 2]).is_err()); // does not fit: nothing written
+/// assert_eq!(RawArray::<f64>::new(2)?.to_vec(), [0.0, 0.0]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct RawArray<T> {
@@ -226,82 +177,40 @@ impl<T: CType> fmt::Debug for RawArray<T> {
 
 impl<T: CType> RawArray<T> {
     /// A new array of `size` zeros (Python's `RawArray(typecode, size)`).
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::<f64>::new(3)?;
-    /// assert_eq!(arr.to_vec(), [0.0, 0.0, 0.0]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn new(size: usize) -> Result<RawArray<T>> {
         Ok(RawArray { shared: Shared::create(ARRAY_KIND, "Array", size)? })
     }
 
     /// A new array holding a copy of `values`.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_values(&[1_u8, 2])?;
-    /// assert_eq!(arr.len(), 2);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn from_values(values: &[T]) -> Result<RawArray<T>> {
         RawArray::from_iter(values.iter().copied())
     }
 
     /// A new array holding the items of `values` (Python's `RawArray('i', range(5))`).
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_iter(0..5_i32)?;
-    /// assert_eq!(arr.to_vec(), [0, 1, 2, 3, 4]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[allow(clippy::should_implement_trait)] // fallible: it creates a shared segment
     pub fn from_iter(values: impl IntoIterator<Item = T>) -> Result<RawArray<T>> {
         Ok(RawArray { shared: Shared::from_iter(ARRAY_KIND, "Array", values)? })
     }
 
     /// The number of elements (Python's `len(arr)`).
-    ///
-    /// ```
-    /// assert_eq!(multiproc::RawArray::<i32>::new(4)?.len(), 4);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn len(&self) -> usize {
         self.shared.len
     }
 
     /// Whether the array has no elements.
-    ///
-    /// ```
-    /// assert!(multiproc::RawArray::<i32>::new(0)?.is_empty());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_empty(&self) -> bool {
         self.shared.len == 0
     }
 
-    /// Element `i` (Python's `arr[i]`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `i` is out of range.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_values(&[5_i64, 6])?;
-    /// assert_eq!(arr.get(1)?, 6);
-    /// assert!(matches!(arr.get(2), Err(multiproc::Error::InvalidArgument(_))));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// Element `i` (Python's `arr[i]`);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `i` is out of range.
     pub fn get(&self, i: usize) -> Result<T> {
         self.shared.check(i)?;
         Ok(self.shared.load(i, Acquire))
     }
 
-    /// Sets element `i` (Python's `arr[i] = x`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `i` is out
-    /// of range.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::<f32>::new(2)?;
-    /// arr.set(1, 2.5)?;
-    /// assert_eq!(arr.to_vec(), [0.0, 2.5]);
-    /// assert!(arr.set(2, 1.0).is_err());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// Sets element `i` (Python's `arr[i] = x`);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `i` is out of range.
     pub fn set(&self, i: usize, value: T) -> Result<()> {
         self.shared.check(i)?;
         self.shared.store(i, value, Release);
@@ -309,51 +218,26 @@ impl<T: CType> RawArray<T> {
     }
 
     /// All elements (Python's `arr[:]` or `list(arr)`), each read atomically.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_values(&[true, false])?;
-    /// assert_eq!(arr.to_vec(), [true, false]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn to_vec(&self) -> Vec<T> {
         self.shared.to_vec(0, self.shared.len)
     }
 
-    /// The elements in `range` (Python's `arr[a:b]`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the
-    /// range does not lie within the array.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_iter(0..10_u16)?;
-    /// assert_eq!(arr.get_range(2..5)?, [2, 3, 4]);
-    /// assert_eq!(arr.get_range(8..)?, [8, 9]);
-    /// assert!(arr.get_range(5..11).is_err());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// The elements in `range` (Python's `arr[a:b]`);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the range does not lie
+    /// within the array.
     pub fn get_range(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>> {
         let (start, end) = self.shared.range(range)?;
         Ok(self.shared.to_vec(start, end))
     }
 
     /// Writes `values` from index `start` on (Python's `arr[start:start+len(values)] =
-    /// values`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) (and nothing written) if they do not fit.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::<i8>::new(4)?;
-    /// arr.set_range(1, &[7, 8])?;
-    /// assert_eq!(arr.to_vec(), [0, 7, 8, 0]);
-    /// assert!(arr.set_range(3, &[1, 2]).is_err());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// values`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) (and nothing
+    /// written) if they do not fit.
     pub fn set_range(&self, start: usize, values: &[T]) -> Result<()> {
         self.shared.set_range(start, values)
     }
 
     /// Python's type code of the elements.
-    ///
-    /// ```
-    /// assert_eq!(multiproc::RawArray::<u64>::new(1)?.typecode(), 'Q');
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn typecode(&self) -> char {
         T::TYPECODE
     }
@@ -361,13 +245,6 @@ impl<T: CType> RawArray<T> {
 
 impl<T: CInt> RawArray<T> {
     /// Adds `value` (wrapping) to element `i` without a lock; returns its previous value.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::<u32>::new(2)?;
-    /// assert_eq!(arr.fetch_add(1, 3)?, 0);
-    /// assert_eq!(arr.to_vec(), [0, 3]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_add(&self, i: usize, value: T) -> Result<T> {
         self.shared.check(i)?;
         Ok(self.shared.fetch_add(i, value))
@@ -375,26 +252,12 @@ impl<T: CInt> RawArray<T> {
 
     /// Subtracts `value` (wrapping) from element `i` without a lock; returns its previous
     /// value.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_values(&[5_i16])?;
-    /// assert_eq!(arr.fetch_sub(0, 6)?, 5);
-    /// assert_eq!(arr.get(0)?, -1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_sub(&self, i: usize, value: T) -> Result<T> {
         self.shared.check(i)?;
         Ok(self.shared.fetch_sub(i, value))
     }
 
     /// Replaces element `i` without a lock; returns its previous value.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_values(&[1_u8, 2])?;
-    /// assert_eq!(arr.swap(1, 9)?, 2);
-    /// assert_eq!(arr.to_vec(), [1, 9]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn swap(&self, i: usize, value: T) -> Result<T> {
         self.shared.check(i)?;
         Ok(self.shared.swap(i, value))
@@ -402,13 +265,6 @@ impl<T: CInt> RawArray<T> {
 
     /// Stores `new` in element `i` if it is `current`, without a lock: `Ok(Ok(current))`,
     /// or `Ok(Err(actual))` if it was something else.
-    ///
-    /// ```
-    /// let arr = multiproc::RawArray::from_values(&[0_i64])?;
-    /// assert_eq!(arr.compare_exchange(0, 0, 1)?, Ok(0));
-    /// assert_eq!(arr.compare_exchange(0, 0, 2)?, Err(1));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn compare_exchange(
         &self,
         i: usize,

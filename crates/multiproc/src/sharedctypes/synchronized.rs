@@ -39,20 +39,12 @@ pub enum SyncLock {
 }
 
 impl From<Lock> for SyncLock {
-    /// ```
-    /// let lock: multiproc::sharedctypes::SyncLock = multiproc::synchronize::Lock::new()?.into();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     fn from(lock: Lock) -> SyncLock {
         SyncLock::Lock(lock)
     }
 }
 
 impl From<RLock> for SyncLock {
-    /// ```
-    /// let lock: multiproc::sharedctypes::SyncLock = multiproc::synchronize::RLock::new()?.into();
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     fn from(lock: RLock) -> SyncLock {
         SyncLock::RLock(lock)
     }
@@ -60,18 +52,8 @@ impl From<RLock> for SyncLock {
 
 impl SyncLock {
     /// Acquires the lock, waiting at most `timeout` (`None`: as long as it takes);
-    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken. A holder that died is taken over and reported
-    /// by [`SyncGuard::owner_died`].
-    ///
-    /// ```
-    /// let counter = multiproc::Value::new(0_i32)?;
-    /// {
-    ///     let _g = counter.get_lock().acquire(None)?;
-    ///     counter.set(counter.get() + 1);
-    /// }
-    /// assert_eq!(counter.get(), 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken. A holder that died is
+    /// taken over and reported by [`SyncGuard::owner_died`].
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<SyncGuard<'_>> {
         Ok(SyncGuard(match self {
             SyncLock::Lock(lock) => HeldLock::Lock(lock.acquire(timeout)?),
@@ -99,12 +81,6 @@ pub struct SyncGuard<'a>(HeldLock<'a>);
 impl SyncGuard<'_> {
     /// Whether the previous holder died holding the lock: what it protects may be
     /// half-updated.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(0_u8)?;
-    /// assert!(!v.get_lock().acquire(None)?.owner_died());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn owner_died(&self) -> bool {
         match &self.0 {
             HeldLock::Lock(g) => g.owner_died(),
@@ -122,7 +98,8 @@ impl fmt::Debug for SyncGuard<'_> {
 /// One number in shared memory with a lock (Python's `multiprocessing.Value`).
 ///
 /// The lock is for read-modify-write sequences; single reads and writes are atomic by
-/// themselves and do not take it (see the [module documentation](crate::sharedctypes#what-is-atomic-and-what-needs-the-lock)).
+/// themselves and do not take it (see the [module
+/// documentation](crate::sharedctypes#what-is-atomic-and-what-needs-the-lock)).
 ///
 /// ```
 /// use multiproc::{Process, Value};
@@ -143,6 +120,15 @@ impl fmt::Debug for SyncGuard<'_> {
 /// p1.join(None)?;
 /// p2.join(None)?;
 /// assert_eq!(counter.get(), 2000);
+///
+/// // A guard over a private copy, written back when it drops:
+/// *counter.lock(None)? += 1;
+/// // Lock-free, for integers (as its raw value, `get_obj()`, has them too):
+/// assert_eq!(counter.fetch_add(9), 2001);
+/// assert_eq!(counter.swap(7), 2010);
+/// assert_eq!(counter.compare_exchange(7, 8), Ok(7));
+/// assert_eq!(counter.get_obj().compare_exchange(7, 9), Err(8));
+/// assert_eq!(counter.typecode(), 'i');
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
@@ -160,100 +146,41 @@ impl<T: CType> fmt::Debug for Value<T> {
 
 impl<T: CType> Value<T> {
     /// A new value with a new [`RLock`] (Python's `Value(typecode, value)`).
-    ///
-    /// ```
-    /// let num = multiproc::Value::new(0.0_f64)?;
-    /// num.set(3.14159);
-    /// assert_eq!(num.get(), 3.14159);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn new(value: T) -> Result<Value<T>> {
         Value::with_lock(value, RLock::new()?)
     }
 
     /// A new value guarded by an existing [`Lock`] or [`RLock`] (Python's `lock=` argument).
-    ///
-    /// ```
-    /// use multiproc::{synchronize::Lock, Value};
-    /// let lock = Lock::new()?;
-    /// let a = Value::with_lock(1_i32, lock.clone())?;
-    /// let b = Value::with_lock(2_i32, lock)?;
-    /// let _g = a.get_lock().acquire(None)?;
-    /// // One lock guards both values.
-    /// assert!(matches!(b.get_lock().acquire(Some(std::time::Duration::ZERO)), Err(multiproc::Error::Timeout(_))));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn with_lock(value: T, lock: impl Into<SyncLock>) -> Result<Value<T>> {
         Ok(Value { raw: RawValue::new(value)?, lock: lock.into() })
     }
 
     /// A new value without a lock (Python's `Value(typecode, value, lock=False)`).
-    ///
-    /// ```
-    /// let v = multiproc::Value::raw(1_u32)?;
-    /// assert_eq!(v.fetch_add(1), 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn raw(value: T) -> Result<RawValue<T>> {
         RawValue::new(value)
     }
 
     /// Puts a lock beside an existing raw value (Python's `synchronized(obj, lock)`).
-    ///
-    /// ```
-    /// use multiproc::{RawValue, Value, synchronize::RLock};
-    /// let raw = RawValue::new(4_i8)?;
-    /// let v = Value::from_raw(raw.clone(), RLock::new()?);
-    /// raw.set(5);
-    /// assert_eq!(v.get(), 5);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn from_raw(raw: RawValue<T>, lock: impl Into<SyncLock>) -> Value<T> {
         Value { raw, lock: lock.into() }
     }
 
     /// The value (Python's `.value`). Atomic; does not take the lock.
-    ///
-    /// ```
-    /// assert_eq!(multiproc::Value::new(42_i32)?.get(), 42);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get(&self) -> T {
         self.raw.get()
     }
 
     /// Sets the value (Python's `.value = x`). Atomic; does not take the lock.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(0_i32)?;
-    /// v.set(-3);
-    /// assert_eq!(v.get(), -3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn set(&self, value: T) {
         self.raw.set(value)
     }
 
     /// The lock (Python's `get_lock()`).
-    ///
-    /// ```
-    /// let counter = multiproc::Value::new(0_i32)?;
-    /// let _g = counter.get_lock().acquire(None)?;
-    /// counter.set(counter.get() + 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get_lock(&self) -> &SyncLock {
         &self.lock
     }
 
     /// The value without its lock (Python's `get_obj()`).
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(2_u16)?;
-    /// assert_eq!(v.get_obj().fetch_add(1), 2);
-    /// assert_eq!(v.get(), 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get_obj(&self) -> &RawValue<T> {
         &self.raw
     }
@@ -261,18 +188,6 @@ impl<T: CType> Value<T> {
     /// Acquires the lock (waiting at most `timeout`) and returns a guard that
     /// dereferences to the value. A change made through the guard is written back when it
     /// drops, before the lock is released; a panic while it is held writes nothing.
-    ///
-    /// ```
-    /// let counter = multiproc::Value::new(0_i32)?;
-    /// *counter.lock(None)? += 1;
-    /// {
-    ///     let mut v = counter.lock(None)?;
-    ///     *v *= 10;
-    ///     assert!(!v.owner_died());
-    /// }
-    /// assert_eq!(counter.get(), 10);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn lock(&self, timeout: Option<Duration>) -> Result<ValueGuard<'_, T>> {
         let lock = self.lock.acquire(timeout)?;
         let value = self.raw.get();
@@ -280,11 +195,6 @@ impl<T: CType> Value<T> {
     }
 
     /// Python's type code of the value (`'i'`, `'d'`, …).
-    ///
-    /// ```
-    /// assert_eq!(multiproc::Value::new(0.0_f64)?.typecode(), 'd');
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn typecode(&self) -> char {
         T::TYPECODE
     }
@@ -292,73 +202,34 @@ impl<T: CType> Value<T> {
 
 impl<T: CInt> Value<T> {
     /// Reads the value, sequentially consistent, without the lock.
-    ///
-    /// ```
-    /// assert_eq!(multiproc::Value::new(3_u8)?.load(), 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn load(&self) -> T {
         self.raw.load()
     }
 
     /// Writes the value, sequentially consistent, without the lock.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(0_i64)?;
-    /// v.store(-1);
-    /// assert_eq!(v.load(), -1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn store(&self, value: T) {
         self.raw.store(value)
     }
 
     /// Adds `value` (wrapping) atomically, without the lock; returns the previous value.
     /// Much faster than a locked increment, and as safe against lost updates.
-    ///
-    /// ```
-    /// let counter = multiproc::Value::new(0_i32)?;
-    /// assert_eq!(counter.fetch_add(5), 0);
-    /// assert_eq!(counter.get(), 5);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_add(&self, value: T) -> T {
         self.raw.fetch_add(value)
     }
 
     /// Subtracts `value` (wrapping) atomically, without the lock; returns the previous
     /// value.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(5_u64)?;
-    /// assert_eq!(v.fetch_sub(2), 5);
-    /// assert_eq!(v.get(), 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_sub(&self, value: T) -> T {
         self.raw.fetch_sub(value)
     }
 
     /// Replaces the value atomically, without the lock; returns the previous one.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(1_i32)?;
-    /// assert_eq!(v.swap(0), 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn swap(&self, value: T) -> T {
         self.raw.swap(value)
     }
 
     /// Stores `new` if the value is `current`, atomically, without the lock:
     /// `Ok(current)` or `Err(actual)`.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(0_u32)?;
-    /// assert_eq!(v.compare_exchange(0, 1), Ok(0));
-    /// assert_eq!(v.compare_exchange(0, 2), Err(1));
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> {
         self.raw.compare_exchange(current, new)
     }
@@ -391,12 +262,6 @@ pub struct ValueGuard<'a, T: CType> {
 
 impl<T: CType> ValueGuard<'_, T> {
     /// Whether the lock's previous holder died holding it.
-    ///
-    /// ```
-    /// let v = multiproc::Value::new(0_i32)?;
-    /// assert!(!v.lock(None)?.owner_died());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn owner_died(&self) -> bool {
         self.lock.owner_died()
     }
@@ -451,6 +316,22 @@ impl<T: CType> fmt::Debug for ValueGuard<'_, T> {
 /// p.start()?;
 /// p.join(None)?;
 /// assert_eq!(format!("{:?}", arr.to_vec()), "[10.0, 11.0, 12.0, 13.0, 14.0]");
+///
+/// // Python's `Array('i', [1, 2, 3])`, `arr[0] = 5`, `arr[1:3]`:
+/// let ints = Array::from_values(&[1_i32, 2, 3])?;
+/// ints.set(0, 5)?;
+/// assert_eq!(ints.get_range(1..3)?, [2, 3]);
+/// assert!(ints.get(3).is_err()); // out of range: an error, not a panic
+/// {
+///     // A guard over a private copy of the elements, written back when it drops.
+///     let mut elems = ints.lock(None)?;
+///     for e in elems.iter_mut() {
+///         *e *= 2;
+///     }
+/// }
+/// assert_eq!(ints.to_vec(), [10, 4, 6]);
+/// assert_eq!(ints.fetch_add(1, 1)?, 4); // lock-free, for integers
+/// assert_eq!((ints.len(), ints.typecode()), (3, 'i'));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
@@ -468,36 +349,18 @@ impl<T: CType> fmt::Debug for Array<T> {
 
 impl<T: CType> Array<T> {
     /// A new array of `size` zeros with a new [`RLock`] (Python's `Array(typecode, size)`).
-    ///
-    /// ```
-    /// let arr2 = multiproc::Array::<f64>::new(10)?;
-    /// assert_eq!(arr2.to_vec(), [0.0; 10]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn new(size: usize) -> Result<Array<T>> {
         Ok(Array { raw: RawArray::new(size)?, lock: RLock::new()?.into() })
     }
 
     /// A new array holding a copy of `values`, with a new [`RLock`] (Python's
     /// `Array('i', [1, 2, 3])`).
-    ///
-    /// ```
-    /// let arr1 = multiproc::Array::from_values(&[1_i32, 2, 3, 4, 5])?;
-    /// assert_eq!(format!("{:?}", arr1.to_vec()), "[1, 2, 3, 4, 5]");
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn from_values(values: &[T]) -> Result<Array<T>> {
         Array::with_lock(values, RLock::new()?)
     }
 
     /// A new array holding the items of `values`, with a new [`RLock`] (Python's
     /// `Array('i', range(5))`).
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_iter((0..5).map(|i: i32| i * i))?;
-    /// assert_eq!(arr.to_vec(), [0, 1, 4, 9, 16]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     #[allow(clippy::should_implement_trait)] // fallible: it creates a shared segment
     pub fn from_iter(values: impl IntoIterator<Item = T>) -> Result<Array<T>> {
         Ok(Array { raw: RawArray::from_iter(values)?, lock: RLock::new()?.into() })
@@ -505,73 +368,35 @@ impl<T: CType> Array<T> {
 
     /// A new array holding a copy of `values`, guarded by an existing [`Lock`] or
     /// [`RLock`] (Python's `lock=` argument). For zeros, pass `&[0; n]`.
-    ///
-    /// ```
-    /// use multiproc::{synchronize::Lock, Array};
-    /// let arr = Array::with_lock(&[0_i32; 5], Lock::new()?)?;
-    /// assert_eq!(arr.len(), 5);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn with_lock(values: &[T], lock: impl Into<SyncLock>) -> Result<Array<T>> {
         Ok(Array { raw: RawArray::from_values(values)?, lock: lock.into() })
     }
 
     /// Puts a lock beside an existing raw array (Python's `synchronized(obj, lock)`).
-    ///
-    /// ```
-    /// use multiproc::{Array, RawArray, synchronize::RLock};
-    /// let raw = RawArray::<i32>::new(2)?;
-    /// let arr = Array::from_raw(raw.clone(), RLock::new()?);
-    /// raw.set(0, 1)?;
-    /// assert_eq!(arr.get(0)?, 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn from_raw(raw: RawArray<T>, lock: impl Into<SyncLock>) -> Array<T> {
         Array { raw, lock: lock.into() }
     }
 
     /// The number of elements (Python's `len(arr)`).
-    ///
-    /// ```
-    /// assert_eq!(multiproc::Array::<i32>::new(3)?.len(), 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn len(&self) -> usize {
         self.raw.len()
     }
 
     /// Whether the array has no elements.
-    ///
-    /// ```
-    /// assert!(!multiproc::Array::<i32>::new(3)?.is_empty());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
 
-    /// Element `i` (Python's `arr[i]`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if out of range.
-    /// Atomic; does not take the lock.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_values(&[1.5_f32])?;
-    /// assert_eq!(arr.get(0)?, 1.5);
-    /// assert!(arr.get(1).is_err());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// Element `i` (Python's `arr[i]`);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if out of range. Atomic;
+    /// does not take the lock.
     pub fn get(&self, i: usize) -> Result<T> {
         self.raw.get(i)
     }
 
-    /// Sets element `i` (Python's `arr[i] = x`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if out of
-    /// range. Atomic; does not take the lock.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::<i32>::new(2)?;
-    /// arr.set(0, 7)?;
-    /// assert_eq!(arr.to_vec(), [7, 0]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// Sets element `i` (Python's `arr[i] = x`);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if out of range. Atomic;
+    /// does not take the lock.
     pub fn set(&self, i: usize, value: T) -> Result<()> {
         self.raw.set(i, value)
     }
@@ -579,67 +404,30 @@ impl<T: CType> Array<T> {
     /// All elements (Python's `arr[:]`, `list(arr)`). Each element is read atomically;
     /// for a snapshot that no lock holder is half-way through changing, read under the
     /// lock: `arr.lock(None)?.to_vec()`.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_values(&[3_u64, 4])?;
-    /// assert_eq!(arr.to_vec(), [3, 4]);
-    /// assert_eq!(arr.lock(None)?.to_vec(), [3, 4]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn to_vec(&self) -> Vec<T> {
         self.raw.to_vec()
     }
 
-    /// The elements in `range` (Python's `arr[a:b]`); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the
-    /// range does not lie within the array.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_iter(0..5_i32)?;
-    /// assert_eq!(arr.get_range(1..=2)?, [1, 2]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// The elements in `range` (Python's `arr[a:b]`);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if the range does not lie
+    /// within the array.
     pub fn get_range(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>> {
         self.raw.get_range(range)
     }
 
-    /// Writes `values` from index `start` on; [`Error::InvalidArgument`](crate::Error::InvalidArgument) (and nothing
-    /// written) if they do not fit.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::<i32>::new(3)?;
-    /// arr.set_range(0, &[1, 2, 3])?;
-    /// assert_eq!(arr.to_vec(), [1, 2, 3]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
+    /// Writes `values` from index `start` on;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (and nothing written) if
+    /// they do not fit.
     pub fn set_range(&self, start: usize, values: &[T]) -> Result<()> {
         self.raw.set_range(start, values)
     }
 
     /// The lock (Python's `get_lock()`).
-    ///
-    /// ```
-    /// let arr = multiproc::Array::<i32>::new(5)?;
-    /// {
-    ///     let _g = arr.get_lock().acquire(None)?;
-    ///     for i in 0..arr.len() {
-    ///         arr.set(i, arr.get(i)? + 1)?;
-    ///     }
-    /// }
-    /// assert_eq!(arr.to_vec(), [1; 5]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get_lock(&self) -> &SyncLock {
         &self.lock
     }
 
     /// The array without its lock (Python's `get_obj()`).
-    ///
-    /// ```
-    /// let arr = multiproc::Array::<u8>::new(1)?;
-    /// arr.get_obj().fetch_add(0, 1)?;
-    /// assert_eq!(arr.get(0)?, 1);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn get_obj(&self) -> &RawArray<T> {
         &self.raw
     }
@@ -648,18 +436,6 @@ impl<T: CType> Array<T> {
     /// dereferences to the elements (`&mut [T]`): a copy read under the lock. Elements
     /// changed through the guard are written back when it drops, before the lock is
     /// released; a panic while it is held writes nothing back.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_values(&[1_i32, 2, 3])?;
-    /// {
-    ///     let mut elems = arr.lock(None)?;
-    ///     for e in elems.iter_mut() {
-    ///         *e *= 2;
-    ///     }
-    /// }
-    /// assert_eq!(arr.to_vec(), [2, 4, 6]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn lock(&self, timeout: Option<Duration>) -> Result<ArrayGuard<'_, T>> {
         let lock = self.lock.acquire(timeout)?;
         let original = self.raw.to_vec();
@@ -668,11 +444,6 @@ impl<T: CType> Array<T> {
     }
 
     /// Python's type code of the elements.
-    ///
-    /// ```
-    /// assert_eq!(multiproc::Array::<i8>::new(1)?.typecode(), 'b');
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn typecode(&self) -> char {
         T::TYPECODE
     }
@@ -681,50 +452,22 @@ impl<T: CType> Array<T> {
 impl<T: CInt> Array<T> {
     /// Adds `value` (wrapping) to element `i` atomically, without the lock; returns its
     /// previous value.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::<i32>::new(5)?;
-    /// for i in 0..arr.len() {
-    ///     arr.fetch_add(i, 10)?;
-    /// }
-    /// assert_eq!(arr.to_vec(), [10; 5]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_add(&self, i: usize, value: T) -> Result<T> {
         self.raw.fetch_add(i, value)
     }
 
     /// Subtracts `value` (wrapping) from element `i` atomically, without the lock;
     /// returns its previous value.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_values(&[3_u16])?;
-    /// assert_eq!(arr.fetch_sub(0, 1)?, 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn fetch_sub(&self, i: usize, value: T) -> Result<T> {
         self.raw.fetch_sub(i, value)
     }
 
     /// Replaces element `i` atomically, without the lock; returns its previous value.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_values(&[3_i8])?;
-    /// assert_eq!(arr.swap(0, 4)?, 3);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn swap(&self, i: usize, value: T) -> Result<T> {
         self.raw.swap(i, value)
     }
 
     /// Stores `new` in element `i` if it is `current`, atomically, without the lock.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::from_values(&[0_u32, 0])?;
-    /// assert_eq!(arr.compare_exchange(1, 0, 5)?, Ok(0));
-    /// assert_eq!(arr.to_vec(), [0, 5]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn compare_exchange(
         &self,
         i: usize,
@@ -763,12 +506,6 @@ pub struct ArrayGuard<'a, T: CType> {
 
 impl<T: CType> ArrayGuard<'_, T> {
     /// Whether the lock's previous holder died holding it.
-    ///
-    /// ```
-    /// let arr = multiproc::Array::<i32>::new(1)?;
-    /// assert!(!arr.lock(None)?.owner_died());
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
     pub fn owner_died(&self) -> bool {
         self.lock.owner_died()
     }
