@@ -143,6 +143,9 @@
 //! locks and a queue's ring keep their shared state in anonymous (`memfd`) segments
 //! instead, sealed against shrinking before they leave the process.
 
+// The block and its builder (`block`), the names it gets (`naming`), the orphan tracker
+// (`tracker`), `ShareableList` (`shareable_list`), and the few operating-system calls not
+// yet behind `sys/` (`os`).
 mod block;
 mod naming;
 mod os;

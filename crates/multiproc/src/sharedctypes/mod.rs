@@ -87,6 +87,9 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 
+// The element types (`ctype`), the shared cell every handle reads and writes (`cell`), the
+// cells without a lock (`raw`: RawValue, RawArray) and with one (`synchronized`: Value,
+// Array, their lock and guards).
 mod cell;
 mod ctype;
 mod raw;
