@@ -71,6 +71,9 @@
 //! [`Connection`]s can be arguments of tasks (a connection is handed to the worker that
 //! decodes the task, once).
 //!
+//! [`Process`]: crate::Process
+//! [`Connection`]: crate::Connection
+//!
 //! # Layout
 //! | file | what it holds |
 //! |---|---|
