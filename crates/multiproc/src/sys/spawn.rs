@@ -235,7 +235,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// The signature shared by every trampoline: target offset, argument bytes, handles.
 pub(crate) type Trampoline = fn(isize, &[u8], Vec<OwnedFd>) -> crate::process::ChildOutcome;
 
-fnptr::impl_fn_ptr!(Trampoline, BatchTrampoline);
+fnptr::impl_fn_ptr!(Trampoline);
 
 pub(crate) use fnptr::NotInImage;
 
@@ -301,14 +301,36 @@ pub(crate) fn resolve_action(layout: isize, offset: isize) -> Option<fn()> {
     Some(unsafe { fnptr::resolve::<fn()>(offset) })
 }
 
-/// The signature of a pool worker's trampoline: target offset, the batch of items to run.
-pub(crate) type BatchTrampoline = fn(isize, &mut crate::pool::Batch<'_, '_>);
+/// A batch of items that a pool worker runs through one function. Implemented above `sys`
+/// (by the pool's worker), so that `sys` names no type of the layers above it.
+pub(crate) trait RunBatch {
+    /// Runs every item of the batch through `f`.
+    fn run_batch<A, R>(&mut self, f: fn(A) -> R)
+    where
+        A: serde::de::DeserializeOwned,
+        R: serde::Serialize;
+}
 
-/// Runs in a pool worker: resolves `target` as `fn(A) -> R` and lets the safe code in
-/// `pool` run a batch of items through it (one resolution per batch, no per-item
-/// allocation: what makes microsecond tasks cheap).
-pub(crate) fn batch_trampoline<A, R>(target: isize, batch: &mut crate::pool::Batch<'_, '_>)
+/// The signature of a pool worker's trampoline: target offset, the batch of items to run.
+pub(crate) type BatchTrampoline<B> = fn(isize, &mut B);
+
+// SAFETY: a function-pointer type.
+unsafe impl<B> fnptr::FnPtr for BatchTrampoline<B> {
+    fn addr(self) -> *const () {
+        self as *const ()
+    }
+    unsafe fn from_addr(addr: *const ()) -> Self {
+        // SAFETY: as in `impl_fn_ptr!`.
+        unsafe { std::mem::transmute::<*const (), BatchTrampoline<B>>(addr) }
+    }
+}
+
+/// Runs in a pool worker: resolves `target` as `fn(A) -> R` and lets the batch (safe code
+/// in `pool`) run its items through it (one resolution per batch, no per-item allocation:
+/// what makes microsecond tasks cheap).
+pub(crate) fn batch_trampoline<B, A, R>(target: isize, batch: &mut B)
 where
+    B: RunBatch,
     A: serde::de::DeserializeOwned,
     R: serde::Serialize,
 {
@@ -316,27 +338,33 @@ where
     // together with this very monomorphisation (`batch_offsets_for`), and
     // `resolve_batch_trampoline` checked that this process runs the same image.
     let f: fn(A) -> R = unsafe { fnptr::resolve(target) };
-    crate::pool::run_batch(f, batch)
+    batch.run_batch(f)
 }
 
-/// The offsets a pool sends so that a worker can run batches of `f`; an error for a
+/// The offsets a pool sends so that a worker can run batches `B` of `f`; an error for a
 /// function of another loaded object.
-pub(crate) fn batch_offsets_for<A, R>(f: fn(A) -> R) -> Result<(isize, isize, isize), NotInImage>
+pub(crate) fn batch_offsets_for<B, A, R>(f: fn(A) -> R) -> Result<(isize, isize, isize), NotInImage>
 where
+    B: RunBatch,
     A: serde::de::DeserializeOwned,
     R: serde::Serialize,
 {
-    let tramp: BatchTrampoline = batch_trampoline::<A, R>;
+    let tramp: BatchTrampoline<B> = batch_trampoline::<B, A, R>;
     Ok((fnptr::layout_check(), fnptr::offset_of(tramp)?, fnptr::offset_of(f)?))
 }
 
 /// The batch trampoline named by a pool's task, or `None` when it comes from a different
-/// executable image.
-pub(crate) fn resolve_batch_trampoline(layout: isize, offset: isize) -> Option<BatchTrampoline> {
+/// executable image. `B` must be the batch type the offsets were taken with (the pool has
+/// one; lifetimes aside, which do not change the function).
+pub(crate) fn resolve_batch_trampoline<B: RunBatch>(
+    layout: isize,
+    offset: isize,
+) -> Option<BatchTrampoline<B>> {
     if layout != fnptr::layout_check() {
         return None;
     }
     // SAFETY: the layout check proves this process runs the image the parent ran, where
-    // `offset` was taken from a `BatchTrampoline` by `batch_offsets_for`.
-    Some(unsafe { fnptr::resolve::<BatchTrampoline>(offset) })
+    // `offset` was taken from a `BatchTrampoline<B>` by `batch_offsets_for` (with the one
+    // batch type of the pool: a function's monomorphisation does not depend on lifetimes).
+    Some(unsafe { fnptr::resolve::<BatchTrampoline<B>>(offset) })
 }
