@@ -895,4 +895,3 @@ fn string_escape_decode(line: &[u8]) -> std::result::Result<Vec<u8>, Fail> {
     }
     Ok(out)
 }
-

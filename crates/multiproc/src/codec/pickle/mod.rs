@@ -193,4 +193,3 @@ fn printable(bytes: &[u8]) -> String {
     }
     s
 }
-
