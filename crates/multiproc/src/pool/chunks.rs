@@ -16,8 +16,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::wire::{encode_item, Rd, WIDE};
-use super::worker::Batch;
+use super::wire::{encode_item, Batch, Rd, TAG_TASK, WIDE};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -241,4 +240,14 @@ impl ChunkEncoder {
             next: 0,
         })
     }
+}
+
+/// Appends a TASK record's fields; its items follow.
+pub(super) fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
+    out.push(TAG_TASK);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(chunk.func.layout as i64).to_le_bytes());
+    out.extend_from_slice(&(chunk.func.trampoline as i64).to_le_bytes());
+    out.extend_from_slice(&(chunk.func.target as i64).to_le_bytes());
+    out.extend_from_slice(&chunk.count.to_le_bytes());
 }

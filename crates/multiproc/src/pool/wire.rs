@@ -20,12 +20,11 @@
 //!
 //! Integers in records are little-endian.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::chunks::Chunk;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::reduction;
@@ -83,14 +82,18 @@ pub(super) fn frame_at(buf: &[u8]) -> Frame {
     }
 }
 
-/// Appends a TASK record's fields; its items follow.
-pub(super) fn encode_task(out: &mut Vec<u8>, seq: u32, chunk: &Chunk) {
-    out.push(TAG_TASK);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&(chunk.func.layout as i64).to_le_bytes());
-    out.extend_from_slice(&(chunk.func.trampoline as i64).to_le_bytes());
-    out.extend_from_slice(&(chunk.func.target as i64).to_le_bytes());
-    out.extend_from_slice(&chunk.count.to_le_bytes());
+/// The items of one chunk, as a worker runs them (see `sys::spawn::batch_trampoline`; the worker
+/// module implements `RunBatch` for it).
+pub(super) struct Batch<'a, 'b> {
+    /// Positioned at the first item.
+    pub(super) rd: &'a mut Rd<'b>,
+    pub(super) count: u32,
+    /// The chunk's sequence number, shifted: `tag | i` says "running item i".
+    pub(super) tag: u64,
+    pub(super) progress: &'a AtomicU64,
+    /// Where each item's `[status][len][bytes]` goes.
+    pub(super) out: &'a mut Vec<u8>,
+    pub(super) malformed: bool,
 }
 
 /// Reads little-endian integers and length-prefixed blobs; `None` past the end.

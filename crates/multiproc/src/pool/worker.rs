@@ -20,10 +20,10 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::chunks::{Chunk, FnRef};
+use super::chunks::{encode_task, Chunk, FnRef};
 use super::wire::{
-    decode_item, encode_item, encode_task, push_blob, push_status, Rd, ST_FAILED, ST_OK,
-    ST_PANICKED, TAG_EXIT, TAG_INIT_FAILED, TAG_READY, TAG_RESULT, TAG_TASK, WIDE,
+    decode_item, encode_item, push_blob, push_status, Batch, Rd, ST_FAILED, ST_OK, ST_PANICKED,
+    TAG_EXIT, TAG_INIT_FAILED, TAG_READY, TAG_RESULT, TAG_TASK, WIDE,
 };
 use super::{FLUSH_AFTER, FLUSH_BYTES, WORKER_BYTES_MAX};
 use crate::codec::Codec;
@@ -421,19 +421,6 @@ fn run_chunk(rd: &mut Rd<'_>, out: &mut Vec<u8>, progress: &Progress) -> Option<
     let bytes = (out.len() - bytes_at - 8) as u64;
     out[bytes_at..bytes_at + 8].copy_from_slice(&bytes.to_le_bytes());
     Some(ended)
-}
-
-/// The items of one chunk, as a worker runs them (see `sys::spawn::batch_trampoline`).
-pub(super) struct Batch<'a, 'b> {
-    /// Positioned at the first item.
-    rd: &'a mut Rd<'b>,
-    count: u32,
-    /// The chunk's sequence number, shifted: `tag | i` says "running item i".
-    tag: u64,
-    progress: &'a AtomicU64,
-    /// Where each item's `[status][len][bytes]` goes.
-    out: &'a mut Vec<u8>,
-    malformed: bool,
 }
 
 /// What `sys::spawn::batch_trampoline` calls with the function it resolved: a worker's
