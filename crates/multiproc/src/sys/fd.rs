@@ -1,5 +1,5 @@
-//! Plain descriptors: pipes, eventfds, reads and writes, status flags, sizes, and the
-//! process's descriptor limit.
+//! Plain descriptors: pipes, eventfds, reads and writes, status flags, sizes, the
+//! process's descriptor limit, and which errors say that descriptors or memory ran out.
 //!
 //! Every function returns `io::Result` and retries nothing: an interrupted call comes back
 //! as [`io::ErrorKind::Interrupted`], a full non-blocking one as
@@ -65,4 +65,11 @@ pub(crate) fn ftruncate(fd: impl AsFd, len: u64) -> io::Result<()> {
 /// This process's soft limit on open descriptors (`RLIMIT_NOFILE`); `None`: unlimited.
 pub(crate) fn descriptor_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Whether `e` says the process or the system ran out of descriptors or memory (a
+/// condition that may pass: `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`).
+#[allow(dead_code)] // for the managers' server, which still names libc until it is converted
+pub(crate) fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }

@@ -3,22 +3,23 @@
 //! contract.
 //!
 //! Everything else in multiproc is `#![deny(unsafe_code)]` and reaches the operating system
-//! only through this module (it alone names `rustix` and `libc`). Each function here
-//! states what it needs from its caller; each `unsafe` block states why it holds. Nothing
-//! here calls up into the rest of the crate (beyond `crate::error` and `crate::deadline`,
-//! two leaves): where a spawned child must run code of an upper layer, that layer names the
-//! function by offset ([`spawn::ChildEntry`], [`spawn::Runner`]).
+//! through this module, which alone names `rustix` and `libc` (the pool, the managers'
+//! server and shared memory are being moved onto it; the wrappers they need are here).
+//! Each function here states what it needs from its caller; each `unsafe` block states why
+//! it holds. Nothing here calls up into the rest of the crate (beyond `crate::error` and
+//! `crate::deadline`, two leaves): where a spawned child must run code of an upper layer,
+//! that layer names the function by offset ([`spawn::ChildEntry`], [`spawn::Runner`]).
 //!
 //! | item | what it does |
 //! |---|---|
 //! | [`cpu`] | yielding the processor; a thread's CPU affinity set |
-//! | [`fd`] | pipes (and their size), eventfds, `read`/`write`/`writev`, non-blocking mode, `ftruncate`, the descriptor limit |
+//! | [`fd`] | pipes (and their size), eventfds, `read`/`write`/`writev`, non-blocking mode, `ftruncate`, the descriptor limit, out-of-resources errors |
 //! | [`fnptr`] | turns a function pointer into an image-relative offset and back, so a re-executed child can call the function its parent named; refuses functions of other loaded objects |
 //! | [`futex`] | sleeping on and waking a process-shared 32-bit word |
 //! | [`mem`] | advice to the kernel about large receive buffers |
 //! | [`pid`] | the current pid and thread id, cached across calls and forgotten across `fork`; the current CPU; a lock-free cell of leaked values |
 //! | [`poll`] | `poll(2)` with a timeout or a deadline |
-//! | [`proc`] | pidfds of children (signals, reaping), whether a pid is alive (`/proc`), the user id, signal names |
+//! | [`proc`] | pidfds of children (signals, reaping), whether a pid is alive (`/proc`) or exists, the user id, signal names and numbers |
 //! | [`shm`] | POSIX and anonymous shared memory segments and their mappings (atomics, copies, volatile access and fills; slice views only as `unsafe fn`) |
 //! | [`socket`] | socket pairs, TCP and Unix listening and connecting, socket options, peer credentials, descriptors passed as `SCM_RIGHTS` |
 //! | [`spawn`] | the constructor that runs a spawned child before `main`, the `fork` start method, the `exec` of the current binary, and the trampolines by which a child calls a target named by offset |

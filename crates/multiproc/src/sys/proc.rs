@@ -1,5 +1,5 @@
 //! Other processes: pidfds of children (signals, reaping), whether a pid is alive, the
-//! user id, signal names.
+//! user id, signal names and numbers.
 //!
 //! Linux-only here: pidfds (`pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)`) and
 //! `/proc/PID/stat`. A second backend would keep a [`PidFd`] as the bare pid (signals by
@@ -140,4 +140,34 @@ pub(crate) fn pid_exists(pid: i32) -> bool {
 /// The real user id of this process.
 pub(crate) fn uid() -> u32 {
     rustix::process::getuid().as_raw()
+}
+
+/// The number of `SIGKILL`.
+#[allow(dead_code)] // for the pool, which still names libc until it is converted
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// The C name (`"SIGTERM"`) of signal number `signal`, for the common signals.
+#[allow(dead_code)] // for the pool, which still names libc until it is converted
+pub(crate) fn signal_c_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
 }

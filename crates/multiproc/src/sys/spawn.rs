@@ -7,9 +7,9 @@
 //! hands it to the child's entry function, which receives the bootstrap message, runs the
 //! target and exits: `main` never runs in a spawned child. The parent names that entry
 //! function ([`ChildEntry`], `process`'s) by its image-relative offset in [`ENTRY_VAR`], so
-//! this layer calls nothing above it by name. This is why
-//! spawning needs no ceremony in binaries, examples, unit tests, integration tests,
-//! doc-tests or under nextest: the same constructor is linked into all of them.
+//! this layer calls nothing above it by name. This is why spawning needs no ceremony in
+//! binaries, examples, unit tests, integration tests, doc-tests or under nextest: the same
+//! constructor is linked into all of them.
 //!
 //! Nothing runs in the child between fork and exec, so the standard library starts it with
 //! `posix_spawn` (a `vfork`-style clone): the cost of starting a child does not grow with
@@ -368,7 +368,8 @@ pub(crate) fn resolve_trampoline_of<X: Runner>(
     }
     // SAFETY: the layout check proves this process runs the image the parent ran, where
     // `offset` was taken from a `Trampoline<X::Outcome>` by `trampoline_offsets::<X, _, _>`
-    // (the crate has one runner, `process`'s).
+    // (a trampoline's type depends on its runner's outcome only; the crate has one runner,
+    // `process`'s).
     Some(unsafe { fnptr::resolve::<Trampoline<X::Outcome>>(offset) })
 }
 
