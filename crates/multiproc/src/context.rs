@@ -94,7 +94,7 @@ pub(crate) fn set_lineage(lineage: Lineage) {
 }
 
 fn lineage() -> Lineage {
-    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    let pid = crate::sys::pid::pid() as i32;
     match LINEAGE.get() {
         Some(l) => {
             let mut l = l.clone();

@@ -108,12 +108,6 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
-impl From<rustix::io::Errno> for Error {
-    fn from(errno: rustix::io::Errno) -> Self {
-        Error::Io(errno.into())
-    }
-}
-
 impl Error {
     /// A timeout error reported by an inner deadline, relabelled with the caller's timeout.
     pub(crate) fn with_timeout(self, timeout: Duration) -> Error {

@@ -74,6 +74,7 @@ mod process;
 pub mod queues;
 mod raw;
 mod reduction;
+mod segment;
 pub mod shared_memory;
 pub mod sharedctypes;
 pub mod synchronize;

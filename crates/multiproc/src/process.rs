@@ -42,9 +42,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
-use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +51,12 @@ use crate::context::{self, Lineage, ProcessInfo, StartMethod};
 use crate::error::{Error, Result};
 use crate::reduction;
 use crate::sys;
+use crate::sys::poll::{PollFd, PollFlags};
+use crate::sys::proc::{PidFd, Signal};
+
+/// Whether process `pid` is alive (it lives in `sys::proc`; the managers' server still
+/// names it here).
+pub(crate) use crate::sys::proc::pid_is_alive;
 
 /// What a child reports to its parent before it exits.
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,10 +102,10 @@ struct LaunchInfo {
 }
 
 struct Running {
-    pid: Pid,
+    pid: i32,
     /// A pidfd for the child: readable once it has ended, and the handle for signals and
     /// `waitid` that cannot hit a recycled pid.
-    pidfd: OwnedFd,
+    pidfd: PidFd,
     /// The bootstrap socket, over which the outcome arrives; `None` once it is read.
     channel: Option<Connection>,
     outcome: Option<ChildOutcome>,
@@ -288,7 +291,7 @@ impl Process {
         match launch(&info) {
             Ok(running) => {
                 register_child(running.pid, &self.name);
-                if let Ok(dup) = running.pidfd.try_clone() {
+                if let Ok(dup) = running.pidfd.try_clone_fd() {
                     let _ = self.sentinel.set(dup);
                 }
                 *self.lock() = State::Started(running);
@@ -399,7 +402,7 @@ impl Process {
     /// ```
     pub fn pid(&self) -> Option<i32> {
         match &*self.lock() {
-            State::Started(r) => Some(r.pid.as_raw_nonzero().get()),
+            State::Started(r) => Some(r.pid),
             _ => None,
         }
     }
@@ -415,7 +418,7 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn terminate(&self) -> Result<()> {
-        self.signal(Signal::TERM)
+        self.signal(Signal::Term)
     }
 
     /// Sends `SIGKILL` (Python's `kill()`). Does nothing if the process has ended.
@@ -429,7 +432,7 @@ impl Process {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn kill(&self) -> Result<()> {
-        self.signal(Signal::KILL)
+        self.signal(Signal::Kill)
     }
 
     fn signal(&self, signal: Signal) -> Result<()> {
@@ -439,10 +442,7 @@ impl Process {
             return Ok(());
         }
         // A pidfd names exactly this child, even if its pid were reused.
-        match rustix::process::pidfd_send_signal(&running.pidfd, signal) {
-            Ok(()) | Err(Errno::SRCH) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(running.pidfd.send(signal)?)
     }
 
     /// Releases the process's resources (Python's `close()`); an error while it runs.
@@ -476,7 +476,7 @@ impl Process {
     fn take_result<R: DeserializeOwned>(&self) -> Result<R> {
         let mut state = self.lock();
         let running = started(&mut state)?;
-        let pid = running.pid.as_raw_nonzero().get();
+        let pid = running.pid;
         let exitcode = running.exitcode.unwrap_or(1);
         match running.outcome.take() {
             Some(ChildOutcome::Returned(bytes)) => Codec::Postcard.decode(&bytes),
@@ -503,9 +503,8 @@ fn started(state: &mut State) -> Result<&mut Running> {
 
 fn describe_exit(exitcode: i32) -> String {
     if exitcode < 0 {
-        let name = Signal::from_named_raw(-exitcode)
-            .map(|s| format!("{s:?}"))
-            .unwrap_or_else(|| format!("signal {}", -exitcode));
+        let name =
+            sys::proc::signal_name(-exitcode).unwrap_or_else(|| format!("signal {}", -exitcode));
         format!("killed by {name}")
     } else {
         format!("exited with code {exitcode} before returning a value")
@@ -577,27 +576,9 @@ impl Running {
     }
 
     fn reap(&mut self) -> Result<()> {
-        let status = loop {
-            match rustix::process::waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED)
-            {
-                Err(Errno::INTR) => continue,
-                other => break other?,
-            }
-        };
-        self.exitcode = Some(match status {
-            Some(s) => exitcode_of(&s),
-            None => 1,
-        });
+        self.exitcode = Some(self.pidfd.reap()?);
         unregister_child(self.pid);
         Ok(())
-    }
-}
-
-fn exitcode_of(status: &rustix::process::WaitIdStatus) -> i32 {
-    if let Some(signal) = status.terminating_signal() {
-        -signal
-    } else {
-        status.exit_status().unwrap_or(1)
     }
 }
 
@@ -752,7 +733,7 @@ where
         ));
     }
     let (layout, trampoline, target) =
-        sys::spawn::offsets_for(target).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        offsets_for(target).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let (encoded, handles) = reduction::export_handles(|| {
         let mut out = Vec::new();
         Codec::Postcard.encode_into(args, &mut out).map(|()| out)
@@ -772,15 +753,10 @@ where
     let mut message = Vec::new();
     Codec::Postcard.encode_into(&bootstrap, &mut message)?;
 
-    let (parent_end, child_end) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )?;
-    let pid = sys::spawn::exec_self(child_end.as_fd(), info.daemon)?;
+    let (parent_end, child_end) = sys::socket::pair()?;
+    let pid = sys::spawn::exec_self(child_end.as_fd(), info.daemon, spawned_child_main)?;
     drop(child_end);
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+    let pidfd = PidFd::open(pid)?;
     let channel = Connection::from_fd(parent_end);
     let mut running = Running { pid, pidfd, channel: None, outcome: None, exitcode: None };
     let sent = reduction::send_handles(channel.as_fd(), &handles)
@@ -788,7 +764,7 @@ where
     drop(handles);
     running.channel = Some(channel);
     if let Err(e) = sent {
-        let _ = rustix::process::pidfd_send_signal(&running.pidfd, Signal::KILL);
+        let _ = running.pidfd.send(Signal::Kill);
         let _ = running.wait(None);
         return Err(e);
     }
@@ -800,12 +776,7 @@ where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let (parent_end, child_end) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let (parent_end, child_end) = sys::socket::pair()?;
     let me = context::current_process();
     // The hook must be in place before the fork: installing it takes the panic hook's
     // lock, which a thread of this process that is panicking at the instant of the fork
@@ -843,7 +814,7 @@ where
     })?;
     drop(child_end);
     drop(args);
-    let pidfd = rustix::process::pidfd_open(pid, PidfdFlags::empty())?;
+    let pidfd = PidFd::open(pid)?;
     Ok(Running {
         pid,
         pidfd,
@@ -860,7 +831,7 @@ struct ForkLocks {
     _sharer: std::sync::MutexGuard<'static, Option<reduction::Sharer>>,
     _stdout: std::io::StdoutLock<'static>,
     _stderr: std::io::StderrLock<'static>,
-    _dropped: std::sync::MutexGuard<'static, Vec<(Pid, OwnedFd)>>,
+    _dropped: std::sync::MutexGuard<'static, Vec<(i32, PidFd)>>,
     _children: std::sync::MutexGuard<'static, Vec<ActiveChild>>,
 }
 
@@ -880,9 +851,9 @@ impl ForkLocks {
 // --------------------------------------------------------------------------------------
 // The child side
 
-/// Entry point of a spawned child (called before `main` by `sys::spawn`); returns the exit
-/// code.
-pub(crate) fn spawned_child_main(socket: OwnedFd) -> i32 {
+/// Entry point of a spawned child (called before `main` by `sys::spawn`, which the parent
+/// names it to by offset); returns the exit code.
+fn spawned_child_main(socket: OwnedFd) -> i32 {
     match spawned_child(socket) {
         Ok(code) => code,
         Err(e) => {
@@ -903,8 +874,7 @@ fn spawned_child(socket: OwnedFd) -> Result<i32> {
         bootstrap.parent_pid,
         bootstrap.parent_name,
     );
-    let Some(trampoline) = sys::spawn::resolve_trampoline(bootstrap.layout, bootstrap.trampoline)
-    else {
+    let Some(trampoline) = resolve_trampoline(bootstrap.layout, bootstrap.trampoline) else {
         return Err(Error::Protocol(
             "the bootstrap message comes from a different executable".into(),
         ));
@@ -926,12 +896,48 @@ fn set_child_lineage(
     context::set_lineage(Lineage {
         me: ProcessInfo {
             name: name.to_string(),
-            pid: rustix::process::getpid().as_raw_nonzero().get(),
+            pid: sys::pid::pid() as i32,
             daemon,
             identity: identity.to_vec(),
         },
         parent: Some((parent_pid, parent_name)),
     });
+}
+
+/// The runner of targets that a child calls by offset (see `sys::spawn`).
+struct Targets;
+
+impl sys::spawn::Runner for Targets {
+    type Outcome = ChildOutcome;
+    fn run<A, R>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> ChildOutcome
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        run_target(f, args, handles)
+    }
+}
+
+/// The signature shared by every trampoline: target offset, argument bytes, handles.
+pub(crate) type Trampoline = sys::spawn::Trampoline<ChildOutcome>;
+
+/// The offsets a parent sends so that a child can call `f`: (layout check, trampoline,
+/// target). An error when a re-executed child could not find `f` by its offset (it lives
+/// in another loaded object).
+pub(crate) fn offsets_for<A, R>(
+    f: fn(A) -> R,
+) -> std::result::Result<(isize, isize, isize), sys::spawn::NotInImage>
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    sys::spawn::trampoline_offsets::<Targets, A, R>(f)
+}
+
+/// The trampoline named by a bootstrap message, or `None` when the message comes from a
+/// different executable image.
+pub(crate) fn resolve_trampoline(layout: isize, offset: isize) -> Option<Trampoline> {
+    sys::spawn::resolve_trampoline_of::<Targets>(layout, offset)
 }
 
 /// Decodes the arguments and runs the target (called through the trampoline).
@@ -1011,23 +1017,6 @@ fn flush_std() {
     let _ = std::io::stderr().flush();
 }
 
-/// Whether process `pid` is alive: it exists and is not a zombie. Unknown states (no
-/// `/proc`, no permission) count as alive, the safe answer for lock recovery.
-pub(crate) fn pid_is_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the command name, which is in parentheses and may itself
-            // contain parentheses: take the last one.
-            let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
-            !matches!(state, Some('Z' | 'X' | 'x'))
-        }
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
-    }
-}
-
 // --------------------------------------------------------------------------------------
 // Children registry
 
@@ -1041,18 +1030,17 @@ pub struct ActiveChild {
 }
 
 static CHILDREN: Mutex<Vec<ActiveChild>> = Mutex::new(Vec::new());
-static DROPPED: Mutex<Vec<(Pid, OwnedFd)>> = Mutex::new(Vec::new());
+static DROPPED: Mutex<Vec<(i32, PidFd)>> = Mutex::new(Vec::new());
 
-fn register_child(pid: Pid, name: &str) {
+fn register_child(pid: i32, name: &str) {
     CHILDREN
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push(ActiveChild { pid: pid.as_raw_nonzero().get(), name: name.to_string() });
+        .push(ActiveChild { pid, name: name.to_string() });
 }
 
-fn unregister_child(pid: Pid) {
-    let raw = pid.as_raw_nonzero().get();
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.pid != raw);
+fn unregister_child(pid: i32) {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.pid != pid);
 }
 
 fn forget_children() {
@@ -1063,16 +1051,11 @@ fn forget_children() {
 /// Reaps children whose `Process` was dropped while they ran.
 fn reap_dropped() {
     let mut dropped = DROPPED.lock().unwrap_or_else(|p| p.into_inner());
-    dropped.retain(|(pid, pidfd)| {
-        match rustix::process::waitid(
-            WaitId::PidFd(pidfd.as_fd()),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-        ) {
-            Ok(None) => true,
-            Ok(Some(_)) | Err(_) => {
-                unregister_child(*pid);
-                false
-            }
+    dropped.retain(|(pid, pidfd)| match pidfd.try_reap() {
+        Ok(None) => true,
+        Ok(Some(_)) | Err(_) => {
+            unregister_child(*pid);
+            false
         }
     });
 }
@@ -1093,17 +1076,5 @@ fn reap_dropped() {
 pub fn active_children() -> Vec<ActiveChild> {
     reap_dropped();
     let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    children
-        .into_iter()
-        .filter(|c| {
-            let Some(pid) = Pid::from_raw(c.pid) else { return false };
-            matches!(
-                rustix::process::waitid(
-                    WaitId::Pid(pid),
-                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
-                ),
-                Ok(None)
-            )
-        })
-        .collect()
+    children.into_iter().filter(|c| sys::proc::child_is_running(c.pid)).collect()
 }

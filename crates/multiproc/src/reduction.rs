@@ -31,9 +31,8 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::time::Duration;
 
-use rustix::io::Errno;
-
 use crate::error::{Error, Result};
+use crate::sys;
 
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
@@ -146,10 +145,8 @@ pub(crate) fn import_reopenable(handle: Handle, what: &str) -> Result<OwnedFd> {
 /// Whether the peer of the Unix socket `socket` is a process of this user on this
 /// machine (`SO_PEERCRED`). False for any other kind of socket (TCP).
 pub(crate) fn peer_is_local_same_user(socket: BorrowedFd<'_>) -> bool {
-    let unix = rustix::net::sockopt::socket_domain(socket)
-        .is_ok_and(|d| d == rustix::net::AddressFamily::UNIX);
-    unix && rustix::net::sockopt::socket_peercred(socket)
-        .is_ok_and(|c| c.uid == rustix::process::getuid())
+    sys::socket::is_unix(socket)
+        && sys::socket::peer_credentials(socket).is_ok_and(|c| c.uid == sys::proc::uid())
 }
 
 // --------------------------------------------------------------------------------------
@@ -189,9 +186,7 @@ impl Sharer {
 pub(crate) fn max_waiting() -> usize {
     static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CAP.get_or_init(|| {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
+        let limit = sys::fd::descriptor_limit().unwrap_or(u64::MAX);
         usize::try_from(limit / 4).unwrap_or(usize::MAX).clamp(64, 4096)
     })
 }
@@ -284,7 +279,7 @@ pub(crate) fn export_socket(fd: BorrowedFd<'_>, what: &str) -> Result<Handle> {
 /// The sharer's thread: answers each request (an 8-byte id, from a process of this user)
 /// with the descriptor, once, or with none.
 fn serve_shared(listener: UnixListener) {
-    let uid = rustix::process::getuid();
+    let uid = sys::proc::uid();
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else {
             // Out of descriptors, say: wait rather than spin on the failing accept.
@@ -293,7 +288,7 @@ fn serve_shared(listener: UnixListener) {
         };
         let _ = stream.set_read_timeout(Some(SHARE_TIMEOUT));
         let _ = stream.set_write_timeout(Some(SHARE_TIMEOUT));
-        let same_user = rustix::net::sockopt::socket_peercred(&stream).is_ok_and(|c| c.uid == uid);
+        let same_user = sys::socket::peer_credentials(&stream).is_ok_and(|c| c.uid == uid);
         let mut id = [0u8; 8];
         if !same_user || stream.read_exact(&mut id).is_err() {
             continue;
@@ -328,8 +323,8 @@ pub(crate) fn import_socket(handle: Handle, what: &str) -> Result<OwnedFd> {
     })?;
     // The socket must belong to the sender the message names, and to this user: a process
     // squatting on the name is asked nothing.
-    let creds = rustix::net::sockopt::socket_peercred(&stream)?;
-    if creds.uid != rustix::process::getuid() || creds.pid.as_raw_nonzero().get() as u32 != pid {
+    let creds = sys::socket::peer_credentials(&stream)?;
+    if creds.uid != sys::proc::uid() || creds.pid as u32 != pid {
         return Err(Error::Codec(format!(
             "{what}: the socket of process {pid}'s sharer belongs to another process or user"
         )));
@@ -350,7 +345,6 @@ pub(crate) fn import_socket(handle: Handle, what: &str) -> Result<OwnedFd> {
 
 /// Sends handles over a Unix socket: a 4-byte count with the descriptors attached.
 pub(crate) fn send_handles(socket: BorrowedFd<'_>, handles: &[OwnedFd]) -> Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     if handles.len() > MAX_HANDLES {
         return Err(Error::InvalidArgument(format!(
             "{} handles in one set of arguments; at most {MAX_HANDLES} can be passed",
@@ -359,57 +353,27 @@ pub(crate) fn send_handles(socket: BorrowedFd<'_>, handles: &[OwnedFd]) -> Resul
     }
     let count = (handles.len() as u32).to_be_bytes();
     let borrowed: Vec<BorrowedFd<'_>> = handles.iter().map(|h| h.as_fd()).collect();
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
-        return Err(Error::InvalidArgument("too many handles".into()));
-    }
-    let sent = loop {
-        match rustix::net::sendmsg(
-            socket,
-            &[std::io::IoSlice::new(&count)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
-            Err(Errno::INTR) => continue,
-            other => break other?,
-        }
-    };
+    let sent = sys::socket::send_with_fds(socket, &count, &borrowed)?;
     if sent != count.len() {
         return Err(Error::Protocol("short write of the handle count".into()));
     }
     Ok(())
 }
 
-/// Linux's limit on descriptors in one `SCM_RIGHTS` message.
-const MAX_HANDLES: usize = 253;
+/// The most descriptors one message carries (Linux's limit for one `SCM_RIGHTS` message).
+const MAX_HANDLES: usize = sys::socket::MAX_FDS;
 
 /// Receives what [`send_handles`] sent.
 pub(crate) fn recv_handles(socket: BorrowedFd<'_>) -> Result<Vec<OwnedFd>> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut count = [0u8; 4];
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_HANDLES))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut got = 0;
     let mut fds = Vec::new();
     while got < 4 {
-        let mut iov = [std::io::IoSliceMut::new(&mut count[got..])];
-        let received =
-            match rustix::net::recvmsg(socket, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
-                Err(Errno::INTR) => continue,
-                other => other?,
-            };
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(rights) = message {
-                fds.extend(rights);
-            }
-        }
-        if received.bytes == 0 {
+        let received = sys::socket::recv_with_fds(socket, &mut count[got..], &mut fds)?;
+        if received == 0 {
             return Err(Error::Eof);
         }
-        got += received.bytes;
+        got += received;
     }
     let expected = u32::from_be_bytes(count) as usize;
     if fds.len() != expected {
@@ -428,9 +392,8 @@ mod tests {
     #[test]
     fn an_unsealed_segment_is_refused() {
         // A peer's own memfd, never sealed: it could shrink it under our mapping.
-        let unsealed = rustix::fs::memfd_create("hostile", rustix::fs::MemfdFlags::CLOEXEC)
-            .expect("memfd_create");
-        rustix::fs::ftruncate(&unsealed, 4096).unwrap();
+        let unsealed = crate::sys::shm::memfd_unsealed("hostile").expect("memfd_create");
+        crate::sys::fd::ftruncate(&unsealed, 4096).unwrap();
         let handle = export_reopenable(unsealed.as_fd(), "Queue").unwrap();
         let e = import_reopenable(handle, "Queue").unwrap_err().to_string();
         assert!(e.contains("not sealed"), "{e}");
@@ -444,7 +407,7 @@ mod tests {
         let handle = export_reopenable(sealed.as_fd(), "Queue").unwrap();
         let fd = import_reopenable(handle, "Queue").unwrap();
         assert_eq!(crate::sys::shm::size_of_fd(&fd).unwrap(), 4096);
-        assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "a sealed segment could shrink");
+        assert!(crate::sys::fd::ftruncate(&fd, 0).is_err(), "a sealed segment could shrink");
     }
 
     #[test]

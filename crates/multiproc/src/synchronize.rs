@@ -43,49 +43,19 @@
 //! ```
 
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::raw::{self, lock::Acquired, Platform};
+use crate::raw::{self, lock::Acquired, Os, Platform};
 use crate::reduction;
-use crate::sys::shm::Mapping;
-
-// --------------------------------------------------------------------------------------
-// The platform: futexes on shared memory, liveness from /proc.
-
-pub(crate) struct Os;
-
-impl Platform for Os {
-    fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-        let timespec = timeout.map(|t| rustix::thread::futex::Timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: t.subsec_nanos() as i64,
-        });
-        // Shared (not PRIVATE) futex: waiters in other processes map the same page.
-        let _ = rustix::thread::futex::wait(
-            word,
-            rustix::thread::futex::Flags::empty(),
-            expected,
-            timespec.as_ref(),
-        );
-    }
-
-    fn wake(word: &AtomicU32, n: u32) {
-        // The kernel reads the count as a signed int: "all" is i32::MAX, not u32::MAX.
-        let n = n.min(i32::MAX as u32);
-        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), n);
-    }
-
-    fn alive(pid: u32) -> bool {
-        crate::process::pid_is_alive(pid as i32)
-    }
-}
+/// The shared segment of a primitive (it lives in `segment`; the pool and the shared
+/// values still name it here).
+pub(crate) use crate::segment::Segment;
 
 fn my_pid() -> u32 {
     crate::sys::pid::pid()
@@ -114,77 +84,14 @@ enum Kind {
     Barrier = 0x4d50_4252,
 }
 
-const KIND: usize = 0;
-
-/// A shared segment holding one primitive. Word 0 is its [`Kind`].
-pub(crate) struct Segment {
-    fd: OwnedFd,
-    map: Mapping,
+/// Creates the segment of a primitive of `kind`.
+fn create(kind: Kind, len: usize) -> Result<Arc<Segment>> {
+    Segment::new(&format!("{kind:?}").to_lowercase(), kind as u32, len)
 }
 
-impl Segment {
-    pub(crate) fn new(kind_name: &str, kind: u32, len: usize) -> Result<Arc<Segment>> {
-        let fd = crate::sys::shm::memfd(&format!("multiproc-{kind_name}"), len)?;
-        let map = Mapping::map(fd.as_fd(), len)?;
-        map.atomic_u32(KIND).store(kind, Release);
-        Ok(Arc::new(Segment { fd, map }))
-    }
-
-    fn create(kind: Kind, len: usize) -> Result<Arc<Segment>> {
-        Segment::new(&format!("{kind:?}").to_lowercase(), kind as u32, len)
-    }
-
-    pub(crate) fn word(&self, offset: usize) -> &AtomicU32 {
-        self.map.atomic_u32(offset)
-    }
-
-    pub(crate) fn word64(&self, offset: usize) -> &AtomicU64 {
-        self.map.atomic_u64(offset)
-    }
-
-    pub(crate) fn mapping(&self) -> &Mapping {
-        &self.map
-    }
-
-    /// The (device, inode) of the segment's memory, the same in every process.
-    pub(crate) fn identity(&self) -> Result<(u64, u64)> {
-        Ok(crate::sys::shm::identity(self.fd.as_fd())?)
-    }
-
-    pub(crate) fn export(&self, what: &str) -> Result<reduction::Handle> {
-        reduction::export_reopenable(self.fd.as_fd(), what)
-    }
-
-    /// Maps a received descriptor, checking its size and kind tag.
-    pub(crate) fn import(
-        handle: reduction::Handle,
-        what: &str,
-        kind: u32,
-        min_len: usize,
-    ) -> Result<Arc<Segment>> {
-        let fd = reduction::import_reopenable(handle, what)?;
-        let len = crate::sys::shm::size_of_fd(fd.as_fd())?;
-        if len < min_len.max(4) {
-            return Err(Error::Codec(format!(
-                "{what}: shared segment of {len} bytes is too small"
-            )));
-        }
-        let map = Mapping::map(fd.as_fd(), len)?;
-        if map.atomic_u32(KIND).load(Acquire) != kind {
-            return Err(Error::Codec(format!("{what}: the handle is not a {what}")));
-        }
-        Ok(Arc::new(Segment { fd, map }))
-    }
-
-    fn import_kind(handle: reduction::Handle, kind: Kind, min_len: usize) -> Result<Arc<Segment>> {
-        Segment::import(handle, &format!("{kind:?}"), kind as u32, min_len)
-    }
-}
-
-impl fmt::Debug for Segment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Segment").field("len", &self.map.len()).finish()
-    }
+/// Maps a received segment of a primitive of `kind`.
+fn import_kind(handle: reduction::Handle, kind: Kind, min_len: usize) -> Result<Arc<Segment>> {
+    Segment::import(handle, &format!("{kind:?}"), kind as u32, min_len)
 }
 
 /// The serialized form of a primitive: its segment's handle and kind-specific constants.
@@ -211,8 +118,7 @@ fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
     min_len: usize,
 ) -> std::result::Result<(Arc<Segment>, E), D::Error> {
     let sent = Sent::<E>::deserialize(deserializer)?;
-    let segment =
-        Segment::import_kind(sent.handle, kind, min_len).map_err(crate::codec::de_error)?;
+    let segment = import_kind(sent.handle, kind, min_len).map_err(crate::codec::de_error)?;
     Ok((segment, sent.extra))
 }
 
@@ -289,7 +195,7 @@ impl Lock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        Ok(Lock { segment: Segment::create(Kind::Lock, LOCK_LEN)? })
+        Ok(Lock { segment: create(Kind::Lock, LOCK_LEN)? })
     }
 
     fn word(&self) -> &AtomicU32 {
@@ -443,7 +349,7 @@ impl RLock {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        Ok(RLock { segment: Segment::create(Kind::RLock, RLOCK_LEN)? })
+        Ok(RLock { segment: create(Kind::RLock, RLOCK_LEN)? })
     }
 
     fn word(&self) -> &AtomicU32 {
@@ -594,7 +500,7 @@ impl Semaphore {
     }
 
     fn with_max(value: u32, max: u32) -> Result<Semaphore> {
-        let segment = Segment::create(Kind::Semaphore, SEM_LEN)?;
+        let segment = create(Kind::Semaphore, SEM_LEN)?;
         segment.word(SEM_COUNT).store(value, SeqCst);
         segment.word(SEM_MAX).store(max, SeqCst);
         Ok(Semaphore { segment })
@@ -776,7 +682,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Event> {
-        Ok(Event { segment: Segment::create(Kind::Event, EVENT_LEN)? })
+        Ok(Event { segment: create(Kind::Event, EVENT_LEN)? })
     }
 
     fn flag(&self) -> &AtomicU32 {
@@ -925,10 +831,7 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_lock(lock: Lock) -> Result<Condition> {
-        Ok(Condition {
-            lock: CondLock::Lock(lock),
-            segment: Segment::create(Kind::Condition, COND_LEN)?,
-        })
+        Ok(Condition { lock: CondLock::Lock(lock), segment: create(Kind::Condition, COND_LEN)? })
     }
 
     /// A condition over an existing [`RLock`].
@@ -940,10 +843,7 @@ impl Condition {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_rlock(lock: RLock) -> Result<Condition> {
-        Ok(Condition {
-            lock: CondLock::RLock(lock),
-            segment: Segment::create(Kind::Condition, COND_LEN)?,
-        })
+        Ok(Condition { lock: CondLock::RLock(lock), segment: create(Kind::Condition, COND_LEN)? })
     }
 
     fn seq(&self) -> &AtomicU32 {
@@ -1186,7 +1086,7 @@ impl Barrier {
                 "a barrier needs 1 to 1000 parties, not {parties}"
             )));
         }
-        let segment = Segment::create(Kind::Barrier, BAR_PIDS + 4 * parties as usize)?;
+        let segment = create(Kind::Barrier, BAR_PIDS + 4 * parties as usize)?;
         segment.word(BAR_PARTIES).store(parties, SeqCst);
         Ok(Barrier { segment, action, timeout })
     }

@@ -250,7 +250,7 @@ fn recv_message(conn: &Connection, deadline: Option<Instant>, what: &str) -> Res
 }
 
 fn send_message(conn: &Connection, message: &[u8], deadline: Option<Instant>) -> Result<()> {
-    super::send_frame(rustix::fd::AsFd::as_fd(conn), message, deadline).map_err(|e| match e {
+    super::send_frame(std::os::fd::AsFd::as_fd(conn), message, deadline).map_err(|e| match e {
         Error::Eof => {
             Error::Authentication("the peer closed the connection during the handshake".into())
         }
@@ -350,7 +350,7 @@ pub(crate) fn server_handshake(
     dialect: AuthDialect,
     deadline: Option<Instant>,
 ) -> Result<()> {
-    let fd = rustix::fd::AsFd::as_fd(conn);
+    let fd = std::os::fd::AsFd::as_fd(conn);
     let mut handshake = ServerHandshake::new(dialect)?;
     loop {
         match handshake.advance(fd, authkey) {
@@ -403,7 +403,7 @@ impl Step {
 #[derive(Debug)]
 pub(crate) enum Progress {
     /// Call `advance` again once the socket is ready for these events.
-    Wait(rustix::event::PollFlags),
+    Wait(crate::sys::poll::PollFlags),
     /// The peer is authenticated; the socket holds nothing of the handshake any more.
     Done,
     /// The peer failed (or broke off) the handshake: close the socket.
@@ -430,11 +430,8 @@ pub(crate) struct ServerHandshake {
 
 /// A socket error in the middle of a handshake: that peer's handshake failed, whatever
 /// the reason (so that a server loop takes it for one client's failure, not its own).
-fn broken(e: rustix::io::Errno) -> Error {
-    Error::Authentication(format!(
-        "the connection failed during the handshake: {}",
-        std::io::Error::from(e)
-    ))
+fn broken(e: std::io::Error) -> Error {
+    Error::Authentication(format!("the connection failed during the handshake: {e}"))
 }
 
 /// One frame (CPython's 4-byte big-endian length, then the payload).
@@ -462,22 +459,23 @@ impl ServerHandshake {
 
     /// Sends and receives what the socket `fd` allows without blocking.
     pub(crate) fn advance(&mut self, fd: BorrowedFd<'_>, authkey: &[u8]) -> Progress {
-        use rustix::event::PollFlags;
-        use rustix::io::Errno;
-        use rustix::net::{RecvFlags, SendFlags};
+        use crate::sys::poll::PollFlags;
+        use crate::sys::socket::{recv_nonblocking, send_nonblocking};
+        use std::io::ErrorKind;
         loop {
             if self.sent < self.out.len() {
-                match rustix::net::send(
-                    fd,
-                    &self.out[self.sent..],
-                    SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-                ) {
+                match send_nonblocking(fd, &self.out[self.sent..]) {
                     Ok(n) => self.sent += n,
-                    Err(Errno::INTR) => {}
-                    Err(Errno::AGAIN) => return Progress::Wait(PollFlags::OUT),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        return Progress::Wait(PollFlags::OUT)
+                    }
                     Err(e) => {
                         return Progress::Failed(self.failure.take().unwrap_or_else(|| {
-                            if matches!(e, Errno::PIPE | Errno::CONNRESET) {
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+                            ) {
                                 Error::Authentication(
                                     "the peer closed the connection during the handshake".into(),
                                 )
@@ -516,8 +514,8 @@ impl ServerHandshake {
             if self.input.len() < want {
                 let have = self.input.len();
                 self.input.resize(want, 0);
-                match rustix::net::recv(fd, &mut self.input[have..], RecvFlags::DONTWAIT) {
-                    Ok((n, _)) => {
+                match recv_nonblocking(fd, &mut self.input[have..]) {
+                    Ok(n) => {
                         self.input.truncate(have + n);
                         if n == 0 {
                             return Progress::Failed(Error::Authentication(format!(
@@ -528,16 +526,16 @@ impl ServerHandshake {
                     }
                     Err(e) => {
                         self.input.truncate(have);
-                        match e {
-                            Errno::INTR => {}
-                            Errno::AGAIN => return Progress::Wait(PollFlags::IN),
-                            Errno::CONNRESET => {
+                        match e.kind() {
+                            ErrorKind::Interrupted => {}
+                            ErrorKind::WouldBlock => return Progress::Wait(PollFlags::IN),
+                            ErrorKind::ConnectionReset => {
                                 return Progress::Failed(Error::Authentication(format!(
                                     "the peer closed the connection while we waited for {}",
                                     self.step.awaited()
                                 )))
                             }
-                            e => return Progress::Failed(broken(e)),
+                            _ => return Progress::Failed(broken(e)),
                         }
                     }
                 }
@@ -670,13 +668,13 @@ mod tests {
         // A header announcing more than a handshake message, and the long-frame marker.
         for header in [300u32.to_be_bytes(), u32::MAX.to_be_bytes()] {
             let (server, client) = super::super::pipe(true).unwrap();
-            rustix::io::write(&client, &header).unwrap();
+            crate::sys::fd::write(&client, &header).unwrap();
             let e = server_handshake(&server, b"key", AuthDialect::Modern, deadline()).unwrap_err();
             assert!(matches!(&e, Error::Authentication(m) if m.contains("at most 256")), "{e:?}");
         }
         // Half a header, then the peer hangs up.
         let (server, client) = super::super::pipe(true).unwrap();
-        rustix::io::write(&client, &[0, 0]).unwrap();
+        crate::sys::fd::write(&client, &[0, 0]).unwrap();
         drop(client);
         let e = server_handshake(&server, b"key", AuthDialect::Modern, deadline()).unwrap_err();
         assert!(matches!(&e, Error::Authentication(m) if m.contains("closed")), "{e:?}");

@@ -36,13 +36,11 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
-use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketAddrAny, SocketAddrUnix, SocketFlags, SocketType};
-
 use super::auth::{self, AuthDialect};
 use super::{poll_until, wait_fd, Connection, Waitable};
 use crate::error::{Error, Result};
+use crate::sys::poll::{PollFd, PollFlags};
+use crate::sys::socket::{self, Family, SocketName, UnixAddr};
 
 /// How long [`Listener::accept`] waits for a client to complete the authentication
 /// handshake, unless changed with [`Listener::with_handshake_timeout`].
@@ -139,43 +137,25 @@ impl Address {
         }
     }
 
-    fn unix_socket_address(&self) -> Result<SocketAddrUnix> {
+    fn unix_socket_address(&self) -> Result<UnixAddr> {
         let result = match self {
-            Address::Unix(path) => SocketAddrUnix::new(path.as_path()),
-            Address::Abstract(name) if name.is_empty() => Ok(SocketAddrUnix::new_unnamed()),
-            Address::Abstract(name) => SocketAddrUnix::new_abstract_name(name),
-            Address::Tcp(_) => Err(Errno::AFNOSUPPORT),
+            Address::Unix(path) => UnixAddr::path(path.as_path()),
+            Address::Abstract(name) if name.is_empty() => Ok(UnixAddr::unnamed()),
+            Address::Abstract(name) => UnixAddr::abstract_name(name),
+            Address::Tcp(_) => Err(socket::family_not_supported()),
         };
         result.map_err(|e| {
             Error::InvalidArgument(format!(
-                "{self} is not a valid Unix socket address ({}): at most 107 bytes, without NUL bytes in a path",
-                io::Error::from(e)
+                "{self} is not a valid Unix socket address ({e}): at most 107 bytes, without NUL bytes in a path",
             ))
         })
     }
 
-    fn from_socket_addr_any(addr: &SocketAddrAny) -> Option<Address> {
-        match addr.address_family() {
-            AddressFamily::INET | AddressFamily::INET6 => {
-                SocketAddr::try_from(addr.clone()).ok().map(Address::Tcp)
-            }
-            AddressFamily::UNIX => {
-                let unix = SocketAddrUnix::try_from(addr.clone()).ok()?;
-                if unix.is_unnamed() {
-                    None
-                } else if let Some(name) = unix.abstract_name() {
-                    // An unnamed peer may also come back as an empty abstract name.
-                    if name.is_empty() {
-                        return None;
-                    }
-                    Some(Address::Abstract(name.to_vec()))
-                } else {
-                    use std::os::unix::ffi::OsStrExt;
-                    let path = unix.path_bytes()?;
-                    Some(Address::Unix(PathBuf::from(std::ffi::OsStr::from_bytes(path))))
-                }
-            }
-            _ => None,
+    fn from_socket_name(name: SocketName) -> Address {
+        match name {
+            SocketName::Inet(a) => Address::Tcp(a),
+            SocketName::Path(path) => Address::Unix(path),
+            SocketName::Abstract(name) => Address::Abstract(name),
         }
     }
 }
@@ -398,25 +378,24 @@ impl Listener {
         let address: Address = address.parse()?;
         let (fd, bound) = match &address {
             Address::Tcp(tcp) => {
-                let family = if tcp.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
-                let fd = new_socket(family, SocketFlags::NONBLOCK)?;
-                rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
-                rustix::net::bind(&fd, tcp).map_err(|e| context(e, "cannot bind", &address))?;
-                let bound = rustix::net::getsockname(&fd)
-                    .ok()
-                    .and_then(|a| SocketAddr::try_from(a).ok())
-                    .map_or_else(|| address.clone(), Address::Tcp);
+                let family = if tcp.is_ipv4() { Family::Inet } else { Family::Inet6 };
+                let fd = socket::stream_socket(family, true)?;
+                socket::set_reuse_address(&fd)?;
+                socket::bind_inet(&fd, tcp).map_err(|e| context(e, "cannot bind", &address))?;
+                let bound = match socket::local_name(&fd) {
+                    Some(SocketName::Inet(a)) => Address::Tcp(a),
+                    _ => address.clone(),
+                };
                 (fd, bound)
             }
             Address::Unix(_) | Address::Abstract(_) => {
                 let unix = address.unix_socket_address()?;
-                let fd = new_socket(AddressFamily::UNIX, SocketFlags::NONBLOCK)?;
-                rustix::net::bind(&fd, &unix).map_err(|e| context(e, "cannot bind", &address))?;
+                let fd = socket::stream_socket(Family::Unix, true)?;
+                socket::bind_unix(&fd, &unix).map_err(|e| context(e, "cannot bind", &address))?;
                 let bound = match &address {
                     // The kernel chose a name: ask which.
-                    Address::Abstract(name) if name.is_empty() => rustix::net::getsockname(&fd)
-                        .ok()
-                        .and_then(|a| Address::from_socket_addr_any(&a))
+                    Address::Abstract(name) if name.is_empty() => socket::local_name(&fd)
+                        .map(Address::from_socket_name)
                         .unwrap_or_else(|| address.clone()),
                     _ => address.clone(),
                 };
@@ -439,7 +418,7 @@ impl Listener {
             last_accepted: Mutex::new(None),
             socket_file,
         };
-        rustix::net::listen(&listener.fd, BACKLOG)
+        socket::listen(&listener.fd, BACKLOG)
             .map_err(|e| context(e, "cannot listen on", &listener.address))?;
         Ok(listener)
     }
@@ -694,22 +673,14 @@ impl Listener {
 
     /// Accepts one connection if one is waiting.
     fn accept_one(&self) -> Result<Option<(OwnedFd, Option<Address>)>> {
-        loop {
-            match rustix::net::acceptfrom_with(&self.fd, SocketFlags::CLOEXEC) {
-                Ok((fd, peer)) => {
-                    let peer = peer.as_ref().and_then(Address::from_socket_addr_any);
-                    if matches!(peer, Some(Address::Tcp(_))) {
-                        // Only latency is at stake if this fails.
-                        let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
-                    }
-                    return Ok(Some((fd, peer)));
-                }
-                // A client that gave up before we accepted it: look for the next.
-                Err(Errno::INTR) | Err(Errno::CONNABORTED) => continue,
-                Err(Errno::AGAIN) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            }
+        // A client that gave up before we accepted it is skipped: `accept` looks for the next.
+        let Some((fd, peer)) = socket::accept(&self.fd)? else { return Ok(None) };
+        let peer = peer.map(Address::from_socket_name);
+        if matches!(peer, Some(Address::Tcp(_))) {
+            // Only latency is at stake if this fails.
+            let _ = socket::set_nodelay(&fd);
         }
+        Ok(Some((fd, peer)))
     }
 
     /// The connection to a client that is accepted (and authenticated).
@@ -802,7 +773,7 @@ impl Drop for Listener {
 }
 
 impl AsFd for Listener {
-    /// The listening socket, for example to wait on it with [`poll(2)`](rustix::event::poll).
+    /// The listening socket, for example to wait on it with `poll(2)`.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -1021,7 +992,7 @@ impl Client {
             )),
             Address::Unix(_) | Address::Abstract(_) => {
                 let unix = self.address.unix_socket_address()?;
-                let fd = new_socket(AddressFamily::UNIX, SocketFlags::empty())?;
+                let fd = socket::stream_socket(Family::Unix, false)?;
                 if let Some(deadline) = deadline {
                     // A Unix connect blocks while the listener's queue is full; the send
                     // timeout bounds that wait.
@@ -1029,28 +1000,15 @@ impl Client {
                     if left.is_zero() {
                         return Err(timed_out());
                     }
-                    rustix::net::sockopt::set_socket_timeout(
-                        &fd,
-                        rustix::net::sockopt::Timeout::Send,
-                        Some(left),
-                    )?;
+                    socket::set_send_timeout(&fd, Some(left))?;
                 }
-                loop {
-                    match rustix::net::connect(&fd, &unix) {
-                        Ok(()) => break,
-                        Err(Errno::INTR) => continue,
-                        Err(Errno::AGAIN) | Err(Errno::INPROGRESS) | Err(Errno::TIMEDOUT) => {
-                            return Err(timed_out())
-                        }
-                        Err(e) => return Err(context(e, "cannot connect to", &self.address)),
-                    }
+                match socket::connect_unix(&fd, &unix) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
+                    Err(e) => return Err(context(e, "cannot connect to", &self.address)),
                 }
                 if deadline.is_some() {
-                    rustix::net::sockopt::set_socket_timeout(
-                        &fd,
-                        rustix::net::sockopt::Timeout::Send,
-                        None,
-                    )?;
+                    socket::set_send_timeout(&fd, None)?;
                 }
                 fd
             }
@@ -1080,12 +1038,8 @@ impl fmt::Debug for Client {
 // --------------------------------------------------------------------------------------
 // Helpers
 
-fn new_socket(family: AddressFamily, flags: SocketFlags) -> Result<OwnedFd> {
-    Ok(rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC | flags, None)?)
-}
-
-fn context(errno: Errno, what: &str, address: &Address) -> Error {
-    io_context(io::Error::from(errno), what, address)
+fn context(e: io::Error, what: &str, address: &Address) -> Error {
+    io_context(e, what, address)
 }
 
 fn io_context(e: io::Error, what: &str, address: &Address) -> Error {

@@ -34,14 +34,14 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
-use rustix::io::Errno;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::reduction;
+use crate::sys;
+use crate::sys::poll::{PollFd, PollFlags};
 
 pub(crate) mod auth;
 mod listener;
@@ -161,14 +161,13 @@ impl Spinner {
             until = until.min(deadline);
         }
         loop {
-            let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-            if matches!(rustix::event::poll(&mut fds, Some(&ZERO_TIMESPEC)), Ok(n) if n > 0) {
+            if sys::poll::ready_now(fd, PollFlags::IN) {
                 return true;
             }
             if Instant::now() >= until {
                 return false;
             }
-            rustix::thread::sched_yield();
+            sys::cpu::yield_now();
         }
     }
 
@@ -185,8 +184,6 @@ impl Spinner {
         };
     }
 }
-
-const ZERO_TIMESPEC: rustix::event::Timespec = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
 
 /// A received payload: in the read buffer, or in its own allocation.
 enum Payload<'a> {
@@ -226,18 +223,13 @@ impl Payload<'_> {
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )?;
+        let (a, b) = sys::socket::pair()?;
         Ok((Connection::from_fd(a), Connection::from_fd(b)))
     } else {
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (r, w) = sys::fd::pipe()?;
         // A bigger pipe halves the number of wake-ups for large messages; the system limit
         // may refuse, which only costs speed.
-        let _ = rustix::pipe::fcntl_setpipe_size(&w, 1 << 20);
+        let _ = sys::fd::set_pipe_size(&w, 1 << 20);
         Ok((Connection::with_direction(r, true, false), Connection::with_direction(w, false, true)))
     }
 }
@@ -625,7 +617,7 @@ impl Connection {
         reader.compact_if_drained();
         let mut got = take;
         while got < len {
-            match retry(|| rustix::io::read(fd, &mut buf[got..len])) {
+            match retry(|| sys::fd::read(fd, &mut buf[got..len])) {
                 Ok(0) => {
                     let e = Error::Protocol(format!(
                         "the stream ended in the middle of a message ({got} of {len} bytes received)"
@@ -797,7 +789,7 @@ impl Reader {
                 }
             }
             let room = self.buf.capacity() - self.buf.len();
-            let n = retry(|| rustix::io::read(fd, rustix::buffer::spare_capacity(&mut self.buf)))?;
+            let n = retry(|| sys::fd::read_spare(fd, &mut self.buf))?;
             if !spun {
                 self.spin.blocked_for(started.elapsed());
             }
@@ -839,7 +831,7 @@ impl Reader {
                 vec.reserve_exact(grow);
                 advise_huge_pages(&mut vec);
             }
-            let result = retry(|| rustix::io::read(fd, rustix::buffer::spare_capacity(&mut vec)));
+            let result = retry(|| sys::fd::read_spare(fd, &mut vec));
             match result {
                 Ok(0) => {
                     let e = Error::Protocol(format!(
@@ -918,11 +910,11 @@ fn write_all(
             }
         }
         let written = if first.is_empty() {
-            retry(|| rustix::io::write(fd, second))
+            retry(|| sys::fd::write(fd, second))
         } else if second.is_empty() {
-            retry(|| rustix::io::write(fd, first))
+            retry(|| sys::fd::write(fd, first))
         } else {
-            retry(|| rustix::io::writev(fd, &[IoSlice::new(first), IoSlice::new(second)]))
+            retry(|| sys::fd::writev(fd, &[IoSlice::new(first), IoSlice::new(second)]))
         };
         let mut n = match written {
             Ok(n) => n,
@@ -942,11 +934,11 @@ fn is_peer_gone(e: &std::io::Error) -> bool {
 }
 
 /// Retries a system call interrupted by a signal.
-fn retry<T>(mut f: impl FnMut() -> std::result::Result<T, Errno>) -> Result<T> {
+fn retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> Result<T> {
     loop {
         match f() {
-            Err(Errno::INTR) => continue,
-            Err(Errno::CONNRESET) => return Err(Error::Eof),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(Error::Eof),
             other => return other.map_err(Error::from),
         }
     }
@@ -972,22 +964,7 @@ pub(crate) fn wait_fd(
 
 /// `poll(2)` with a deadline, resumed after signals.
 pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<usize> {
-    loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(rustix::event::Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: left.subsec_nanos() as i64,
-                })
-            }
-        };
-        match rustix::event::poll(fds, timeout.as_ref()) {
-            Err(Errno::INTR) => continue,
-            other => return Ok(other?),
-        }
-    }
+    Ok(sys::poll::poll_until(fds, deadline)?)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

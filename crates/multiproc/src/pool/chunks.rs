@@ -47,7 +47,7 @@ impl FnRef {
         A: DeserializeOwned,
     {
         let (layout, trampoline, target) =
-            sys::spawn::offsets_for(f).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            crate::process::offsets_for(f).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         Ok(FnRef { layout, trampoline, target })
     }
 }

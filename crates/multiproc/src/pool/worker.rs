@@ -363,7 +363,7 @@ fn flush(conn: &Connection, out: &mut Vec<u8>) -> bool {
 
 /// Runs the pool's initializer; the error says why it failed.
 fn run_initializer(func: FnRef, args: &[u8], fds: &Fds) -> std::result::Result<(), String> {
-    let Some(tramp) = sys::spawn::resolve_trampoline(func.layout, func.trampoline) else {
+    let Some(tramp) = crate::process::resolve_trampoline(func.layout, func.trampoline) else {
         return Err("the initializer comes from a different executable".into());
     };
     let handles = fds

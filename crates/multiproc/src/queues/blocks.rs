@@ -50,9 +50,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::raw::Platform;
+use crate::raw::{Os, Platform};
 use crate::shared_memory::SharedMemory;
-use crate::synchronize::Os;
 
 /// Where an item starts in its block (after the header line).
 pub(super) const BLOCK_DATA: usize = 64;
@@ -228,7 +227,7 @@ impl Blocks {
             let now = state(&block).load(Acquire);
             // A reader gone mid-copy took its item with it: the block holds nothing.
             let gone = now == READING
-                && !crate::process::pid_is_alive(reader(&block).load(Acquire) as i32);
+                && !crate::sys::proc::pid_is_alive(reader(&block).load(Acquire) as i32);
             if (now == FREE || gone)
                 && state(&block).compare_exchange(now, FULL, AcqRel, Acquire).is_ok()
             {

@@ -56,8 +56,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
-use crate::raw::{self, ring};
-use crate::synchronize::{Os, Segment};
+use crate::raw::{self, ring, Os};
+use crate::segment::Segment;
 
 mod blocks;
 use blocks::{Blocks, Outgoing};

@@ -5,8 +5,8 @@
 //! Each algorithm works on atomics that may live in memory shared between processes (laid
 //! out by its caller, through a small `Layout` trait where there are several), and reaches
 //! the OS only through a [`Platform`]: how to sleep on a word, how to wake sleepers,
-//! whether a process is alive. The real platform (futexes and `/proc`) lives in
-//! `synchronize`, and the real types (`synchronize`, `queues`) are thin layers over these
+//! whether a process is alive. The real platform, [`Os`] (futexes and `/proc`, through
+//! `sys`), is in `os.rs`, and the real types (`synchronize`, `queues`) are thin layers over these
 //! functions; tests substitute their own liveness to simulate dead owners, and
 //! `tests/loom_raw.rs` compiles these very files with loom's atomics and a model futex.
 //!
@@ -28,9 +28,12 @@ pub(crate) mod barrier;
 pub(crate) mod condition;
 pub(crate) mod event;
 pub(crate) mod lock;
+mod os;
 pub(crate) mod ring;
 pub(crate) mod semaphore;
 pub(crate) mod wake;
+
+pub(crate) use os::Os;
 
 /// The atomics the algorithms use: std's here; the loom model checker's when
 /// `tests/loom_raw.rs` compiles these files under `--cfg loom`.

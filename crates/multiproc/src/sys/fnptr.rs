@@ -46,12 +46,16 @@ pub(crate) unsafe trait FnPtr: Copy {
     unsafe fn from_addr(addr: *const ()) -> Self;
 }
 
-/// Implements [`FnPtr`] for concrete function-pointer types (such as higher-ranked ones,
-/// `for<'a> fn(&'a [u8])`, which the generic implementations do not cover).
+/// Implements [`FnPtr`] for function-pointer types the generic implementations do not
+/// cover: higher-ranked ones (`for<'a> fn(&'a [u8])`) and aliases generic over a type
+/// (`impl_fn_ptr!([O] Trampoline<O>)`).
 macro_rules! impl_fn_ptr {
-    ($($t:ty),* $(,)?) => {$(
+    ($t:ty) => {
+        $crate::sys::fnptr::impl_fn_ptr!([] $t);
+    };
+    ([$($g:ident),*] $t:ty) => {
         // SAFETY: the cast in `addr` compiles only for a function-pointer type.
-        unsafe impl $crate::sys::fnptr::FnPtr for $t {
+        unsafe impl<$($g),*> $crate::sys::fnptr::FnPtr for $t {
             fn addr(self) -> *const () {
                 self as *const ()
             }
@@ -62,7 +66,7 @@ macro_rules! impl_fn_ptr {
                 unsafe { std::mem::transmute::<*const (), $t>(addr) }
             }
         }
-    )*};
+    };
 }
 pub(crate) use impl_fn_ptr;
 

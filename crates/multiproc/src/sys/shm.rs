@@ -286,6 +286,13 @@ pub(crate) fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// An empty anonymous segment that is *not* sealed (its size is the caller's to set with
+/// `fd::ftruncate`): what a hostile peer could send, for tests of [`memfd`]'s callers.
+#[cfg(test)]
+pub(crate) fn memfd_unsealed(name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?)
+}
+
 /// Whether `fd` is sealed against shrinking, so that a mapping of its current size stays
 /// valid whatever other processes do with it: what a received segment must be before it
 /// is mapped. False for anything that does not support seals.

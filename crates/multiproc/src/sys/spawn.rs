@@ -4,10 +4,12 @@
 //! child's standard input and the environment variable [`SPAWN_FD_VAR`] set. In the child,
 //! a constructor (an `.init_array` entry, run by the dynamic loader before `main`) sees the
 //! variable, removes it, moves the socket off descriptor 0 (which becomes `/dev/null`) and
-//! hands it to [`crate::process::spawned_child_main`], which receives the bootstrap
-//! message, runs the target and exits: `main` never runs in a spawned child. This is why
-//! spawning needs no ceremony in binaries, examples, unit tests, integration tests,
-//! doc-tests or under nextest: the same constructor is linked into all of them.
+//! hands it to the child's entry function, which receives the bootstrap message, runs the
+//! target and exits: `main` never runs in a spawned child. The parent names that entry
+//! function ([`ChildEntry`], `process`'s) by its image-relative offset in [`ENTRY_VAR`], so
+//! this layer calls nothing above it by name. This is why spawning needs no ceremony in
+//! binaries, examples, unit tests, integration tests, doc-tests or under nextest: the same
+//! constructor is linked into all of them.
 //!
 //! Nothing runs in the child between fork and exec, so the standard library starts it with
 //! `posix_spawn` (a `vfork`-style clone): the cost of starting a child does not grow with
@@ -16,6 +18,12 @@
 //!
 //! **Fork.** [`fork`] wraps `fork(2)`; the child runs the target and leaves through
 //! [`exit_now`], never returning into the caller's stack, whatever goes wrong in it.
+//!
+//! **Targets by offset.** A child calls the target its parent named through a
+//! *trampoline*: a monomorphisation of [`Runner`]'s entry for the target's `fn(A) -> R`,
+//! named by offset next to the target (see `fnptr`). The [`Runner`] (`process`'s) decodes
+//! the arguments, calls the target and encodes the outcome; this layer only resolves the
+//! two offsets, which is the unsafe part.
 
 use std::ffi::OsString;
 use std::io;
@@ -25,11 +33,20 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::fnptr;
 
 /// Names the bootstrap socket's descriptor in a spawned child's environment.
 pub(crate) const SPAWN_FD_VAR: &str = "MULTIPROC_SPAWN_FD";
+
+/// In a spawned child's environment: `layout,offset` of its [`ChildEntry`] (see `fnptr`).
+pub(crate) const ENTRY_VAR: &str = "MULTIPROC_SPAWN_ENTRY";
+
+/// What a spawned child runs before `main`: it gets the bootstrap socket and returns the
+/// exit code.
+pub(crate) type ChildEntry = fn(OwnedFd) -> i32;
 
 /// In a daemon child's environment: the pid of the parent it must die with.
 const DAEMON_PARENT_VAR: &str = "MULTIPROC_DAEMON_PARENT";
@@ -46,6 +63,11 @@ fn spawned_child_entry() {
     // SAFETY: the constructor runs before `main`, on the only thread of the process, so no
     // other thread reads the environment while it changes.
     unsafe { std::env::remove_var(SPAWN_FD_VAR) };
+    let entry_value = std::env::var_os(ENTRY_VAR);
+    if entry_value.is_some() {
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(ENTRY_VAR) };
+    }
     let daemon_parent = std::env::var_os(DAEMON_PARENT_VAR);
     if daemon_parent.is_some() {
         // SAFETY: as above.
@@ -76,9 +98,35 @@ fn spawned_child_entry() {
             exit_now(70);
         }
     };
+    let Some(entry) = entry_value.as_deref().and_then(resolve_entry) else {
+        eprintln!(
+            "multiproc: spawned child got no usable {ENTRY_VAR} ({entry_value:?}): was it \
+             started by a different executable?"
+        );
+        exit_now(70);
+    };
     ignore_sigpipe();
-    let code = crate::process::spawned_child_main(socket);
+    let code = entry(socket);
     std::process::exit(code);
+}
+
+/// The value of [`ENTRY_VAR`] that names `entry` to a child running this image.
+fn entry_value(entry: ChildEntry) -> io::Result<String> {
+    let offset = fnptr::offset_of(entry).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(format!("{},{offset}", fnptr::layout_check()))
+}
+
+/// The entry function named by a value of [`ENTRY_VAR`], or `None` when it is malformed
+/// or comes from another executable image.
+fn resolve_entry(value: &std::ffi::OsStr) -> Option<ChildEntry> {
+    let (layout, offset) = value.to_str()?.split_once(',')?;
+    let (layout, offset) = (layout.parse::<isize>().ok()?, offset.parse::<isize>().ok()?);
+    if layout != fnptr::layout_check() {
+        return None;
+    }
+    // SAFETY: the layout check proves this process runs the image the parent ran, where
+    // `offset` was taken from a `ChildEntry` by `entry_value`.
+    Some(unsafe { fnptr::resolve::<ChildEntry>(offset) })
 }
 
 /// Moves the bootstrap socket from standard input to a descriptor of its own (close-on-exec)
@@ -108,16 +156,22 @@ fn ignore_sigpipe() {
     }
 }
 
-/// Executes the current binary as a spawned child that bootstraps from `socket`.
+/// Executes the current binary as a spawned child that bootstraps from `socket` by
+/// calling `entry` before `main`; returns the child's pid.
 ///
 /// `daemon` children get `PR_SET_PDEATHSIG(SIGKILL)`, so they die with their parent. Linux
 /// sends that signal when the *thread* that forked the child ends, so daemons are forked
 /// by a spawner thread that lives as long as the process: a daemon started from a
 /// short-lived thread (a test, a pool worker) still lives exactly as long as its parent.
-pub(crate) fn exec_self(socket: BorrowedFd<'_>, daemon: bool) -> io::Result<Pid> {
+pub(crate) fn exec_self(
+    socket: BorrowedFd<'_>,
+    daemon: bool,
+    entry: ChildEntry,
+) -> io::Result<i32> {
     let fd = socket.as_raw_fd();
+    let entry = entry_value(entry)?;
     if !daemon {
-        return exec_self_now(fd, false);
+        return exec_self_now(fd, &entry, false);
     }
     let (reply_to, reply) = mpsc::channel();
     let gone = || io::Error::other("the daemon spawner thread could not be started");
@@ -129,13 +183,13 @@ pub(crate) fn exec_self(socket: BorrowedFd<'_>, daemon: bool) -> io::Result<Pid>
             *spawner = start_spawner().map(|sender| (me, sender));
         }
         let (_, sender) = spawner.as_ref().ok_or_else(gone)?;
-        sender.send((fd, reply_to)).map_err(|_| gone())?;
+        sender.send((fd, entry, reply_to)).map_err(|_| gone())?;
     }
     // `socket` stays borrowed (so open) until the spawner answers.
     reply.recv().map_err(|_| gone())?
 }
 
-type SpawnRequest = (RawFd, mpsc::Sender<io::Result<Pid>>);
+type SpawnRequest = (RawFd, String, mpsc::Sender<io::Result<i32>>);
 pub(crate) type Spawner = Option<(u32, mpsc::Sender<SpawnRequest>)>;
 
 static SPAWNER: Mutex<Spawner> = Mutex::new(None);
@@ -151,26 +205,33 @@ fn start_spawner() -> Option<mpsc::Sender<SpawnRequest>> {
     std::thread::Builder::new()
         .name("multiproc-daemon-spawner".into())
         .spawn(move || {
-            for (fd, reply_to) in incoming {
-                let _ = reply_to.send(exec_self_now(fd, true));
+            for (fd, entry, reply_to) in incoming {
+                let _ = reply_to.send(exec_self_now(fd, &entry, true));
             }
         })
         .ok()
         .map(|_| requests)
 }
 
-fn exec_self_now(fd: RawFd, daemon: bool) -> io::Result<Pid> {
+fn exec_self_now(fd: RawFd, entry: &str, daemon: bool) -> io::Result<i32> {
     let arg0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
     // SAFETY: `exec_self`'s caller keeps the socket open until this returns.
     let socket = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
     let mut command = Command::new("/proc/self/exe");
-    command.arg0(arg0).arg(CHILD_ARG).env(SPAWN_FD_VAR, "0").stdin(Stdio::from(socket));
+    command
+        .arg0(arg0)
+        .arg(CHILD_ARG)
+        .env(SPAWN_FD_VAR, "0")
+        .env(ENTRY_VAR, entry)
+        .stdin(Stdio::from(socket));
     if daemon {
         command.env(DAEMON_PARENT_VAR, rustix::process::getpid().as_raw_nonzero().to_string());
     }
     let child = command.spawn()?;
-    let pid = Pid::from_raw(child.id() as i32)
-        .ok_or_else(|| io::Error::other("spawned child has pid 0"))?;
+    let pid = child.id() as i32;
+    if pid == 0 {
+        return Err(io::Error::other("spawned child has pid 0"));
+    }
     // The child is reaped through its pid/pidfd by `process`; `std::process::Child` does
     // neither kill nor wait on drop.
     drop(child);
@@ -194,7 +255,7 @@ pub(crate) fn fork<H>(
     daemon: bool,
     held: H,
     child: impl FnOnce(io::Result<()>) -> i32,
-) -> io::Result<Pid> {
+) -> io::Result<i32> {
     let parent = rustix::process::getpid();
     // SAFETY: fork has no memory-safety preconditions of its own; the child continues with
     // a copy of this thread only, which the `fork` start method documents, and leaves
@@ -221,7 +282,7 @@ pub(crate) fn fork<H>(
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child(setup)));
             exit_now(code.unwrap_or(70))
         }
-        pid => Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork returned pid 0")),
+        pid => Ok(pid),
     }
 }
 
@@ -232,55 +293,73 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The signature shared by every trampoline: target offset, argument bytes, handles.
-pub(crate) type Trampoline = fn(isize, &[u8], Vec<OwnedFd>) -> crate::process::ChildOutcome;
+/// How a child runs a target that its parent named by offset: the layer above decodes
+/// the arguments (and takes the handles that came with them), calls `f`, and encodes what
+/// it returned or how it failed.
+pub(crate) trait Runner {
+    /// What the child reports.
+    type Outcome;
+    /// Runs `f` on the encoded `args`.
+    fn run<A, R>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> Self::Outcome
+    where
+        A: DeserializeOwned,
+        R: Serialize;
+}
 
-fnptr::impl_fn_ptr!(Trampoline);
+/// The signature shared by every trampoline: target offset, argument bytes, handles.
+pub(crate) type Trampoline<O> = fn(isize, &[u8], Vec<OwnedFd>) -> O;
+
+fnptr::impl_fn_ptr!([O] Trampoline<O>);
 
 pub(crate) use fnptr::NotInImage;
 
-/// Runs in a spawned child: resolves `target` as `fn(A) -> R` and lets the safe code in
-/// `process` decode the arguments, call it and encode the result.
+/// Runs in a spawned child: resolves `target` as `fn(A) -> R` and lets the runner `X`
+/// decode the arguments, call it and encode the result.
 ///
-/// Its monomorphisation for `(A, R)` is named by offset in the bootstrap message next to
-/// the target's offset; both offsets were taken together from one `fn(A) -> R`.
-pub(crate) fn trampoline<A, R>(
-    target: isize,
-    args: &[u8],
-    handles: Vec<OwnedFd>,
-) -> crate::process::ChildOutcome
+/// Its monomorphisation for `(X, A, R)` is named by offset in the bootstrap message next
+/// to the target's offset; both offsets were taken together from one `fn(A) -> R`.
+fn trampoline<X, A, R>(target: isize, args: &[u8], handles: Vec<OwnedFd>) -> X::Outcome
 where
-    A: serde::de::DeserializeOwned,
-    R: serde::Serialize,
+    X: Runner,
+    A: DeserializeOwned,
+    R: Serialize,
 {
     // SAFETY: `target` was produced by `fnptr::offset_of::<fn(A) -> R>` in the parent,
-    // paired with this very monomorphisation, and `resolve_trampoline` checked that this
-    // process runs the parent's image.
+    // paired with this very monomorphisation (`trampoline_offsets`), and
+    // `resolve_trampoline_of` checked that this process runs the parent's image.
     let f: fn(A) -> R = unsafe { fnptr::resolve(target) };
-    crate::process::run_target(f, args, handles)
+    X::run(f, args, handles)
 }
 
-/// The offsets a parent sends so that a child can call `f`: (layout check, trampoline,
-/// target). An error when a re-executed child could not find `f` by its offset (it lives
-/// in another loaded object).
-pub(crate) fn offsets_for<A, R>(f: fn(A) -> R) -> Result<(isize, isize, isize), NotInImage>
+/// The offsets a parent sends so that a child can call `f` through the runner `X`:
+/// (layout check, trampoline, target). An error when a re-executed child could not find
+/// `f` by its offset (it lives in another loaded object).
+pub(crate) fn trampoline_offsets<X, A, R>(
+    f: fn(A) -> R,
+) -> Result<(isize, isize, isize), NotInImage>
 where
-    A: serde::de::DeserializeOwned,
-    R: serde::Serialize,
+    X: Runner,
+    A: DeserializeOwned,
+    R: Serialize,
 {
-    let tramp: Trampoline = trampoline::<A, R>;
+    let tramp: Trampoline<X::Outcome> = trampoline::<X, A, R>;
     Ok((fnptr::layout_check(), fnptr::offset_of(tramp)?, fnptr::offset_of(f)?))
 }
 
-/// The trampoline named by a bootstrap message, or `None` when the message comes from a
-/// different executable image.
-pub(crate) fn resolve_trampoline(layout: isize, offset: isize) -> Option<Trampoline> {
+/// The trampoline of runner `X` named by a bootstrap message, or `None` when the message
+/// comes from a different executable image.
+pub(crate) fn resolve_trampoline_of<X: Runner>(
+    layout: isize,
+    offset: isize,
+) -> Option<Trampoline<X::Outcome>> {
     if layout != fnptr::layout_check() {
         return None;
     }
     // SAFETY: the layout check proves this process runs the image the parent ran, where
-    // `offset` was taken from a `Trampoline` by `offsets_for`.
-    Some(unsafe { fnptr::resolve::<Trampoline>(offset) })
+    // `offset` was taken from a `Trampoline<X::Outcome>` by `trampoline_offsets::<X, _, _>`
+    // (a trampoline's type depends on its runner's outcome only; the crate has one runner,
+    // `process`'s).
+    Some(unsafe { fnptr::resolve::<Trampoline<X::Outcome>>(offset) })
 }
 
 /// The offsets that name a parameterless function (a barrier's action) for any process
@@ -314,16 +393,7 @@ pub(crate) trait RunBatch {
 /// The signature of a pool worker's trampoline: target offset, the batch of items to run.
 pub(crate) type BatchTrampoline<B> = fn(isize, &mut B);
 
-// SAFETY: a function-pointer type.
-unsafe impl<B> fnptr::FnPtr for BatchTrampoline<B> {
-    fn addr(self) -> *const () {
-        self as *const ()
-    }
-    unsafe fn from_addr(addr: *const ()) -> Self {
-        // SAFETY: as in `impl_fn_ptr!`.
-        unsafe { std::mem::transmute::<*const (), BatchTrampoline<B>>(addr) }
-    }
-}
+fnptr::impl_fn_ptr!([B] BatchTrampoline<B>);
 
 /// Runs in a pool worker: resolves `target` as `fn(A) -> R` and lets the batch (safe code
 /// in `pool`) run its items through it (one resolution per batch, no per-item allocation:

@@ -1,0 +1,173 @@
+//! Other processes: pidfds of children (signals, reaping), whether a pid is alive, the
+//! user id, signal names and numbers.
+//!
+//! Linux-only here: pidfds (`pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)`) and
+//! `/proc/PID/stat`. A second backend would keep a [`PidFd`] as the bare pid (signals by
+//! `kill`, reaping by `waitpid`, readiness through a kqueue `EVFILT_PROC` descriptor) and
+//! tell liveness with `kill(pid, 0)` plus `proc_pidinfo` for zombies.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
+
+/// A signal this crate sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// `SIGTERM`.
+    Term,
+    /// `SIGKILL`.
+    Kill,
+}
+
+impl Signal {
+    fn raw(self) -> rustix::process::Signal {
+        match self {
+            Signal::Term => rustix::process::Signal::TERM,
+            Signal::Kill => rustix::process::Signal::KILL,
+        }
+    }
+}
+
+/// The name of signal number `signal` as the crate prints it, if it is a known one.
+pub(crate) fn signal_name(signal: i32) -> Option<String> {
+    rustix::process::Signal::from_named_raw(signal).map(|s| format!("{s:?}"))
+}
+
+/// A child process named by a pidfd: readable (for `poll`) once the child has ended, and
+/// the handle for signals and reaping, which never reach another process even if the pid
+/// is reused.
+#[derive(Debug)]
+pub(crate) struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// A pidfd for the process `pid`.
+    pub(crate) fn open(pid: i32) -> io::Result<PidFd> {
+        let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::other("pid 0 has no pidfd"))?;
+        Ok(PidFd(rustix::process::pidfd_open(pid, PidfdFlags::empty())?))
+    }
+
+    /// Sends `signal`; nothing (and no error) once the process has ended.
+    pub(crate) fn send(&self, signal: Signal) -> io::Result<()> {
+        match rustix::process::pidfd_send_signal(&self.0, signal.raw()) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits for the child to end and reaps it: its exit code as Python reports it (`N`
+    /// after `exit(N)`, `-N` after signal `N`). Resumed after signals.
+    pub(crate) fn reap(&self) -> io::Result<i32> {
+        loop {
+            match rustix::process::waitid(WaitId::PidFd(self.0.as_fd()), WaitIdOptions::EXITED) {
+                Err(Errno::INTR) => continue,
+                other => return Ok(other?.as_ref().map_or(1, exitcode_of)),
+            }
+        }
+    }
+
+    /// Reaps the child if it has ended: `Ok(None)` while it runs.
+    pub(crate) fn try_reap(&self) -> io::Result<Option<i32>> {
+        let status = rustix::process::waitid(
+            WaitId::PidFd(self.0.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        )?;
+        Ok(status.as_ref().map(exitcode_of))
+    }
+
+    /// A duplicate of the descriptor (readable once the child has ended).
+    pub(crate) fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.0.try_clone()
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Python's exit code for a `waitid` status.
+fn exitcode_of(status: &WaitIdStatus) -> i32 {
+    if let Some(signal) = status.terminating_signal() {
+        -signal
+    } else {
+        status.exit_status().unwrap_or(1)
+    }
+}
+
+/// Whether the child `pid` of this process still runs (it exists and has not ended);
+/// leaves it unreaped.
+pub(crate) fn child_is_running(pid: i32) -> bool {
+    let Some(pid) = Pid::from_raw(pid) else { return false };
+    matches!(
+        rustix::process::waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+        ),
+        Ok(None)
+    )
+}
+
+/// Whether process `pid` is alive: it exists and is not a zombie. Unknown states (no
+/// `/proc`, no permission) count as alive, the safe answer for lock recovery.
+pub(crate) fn pid_is_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the command name, which is in parentheses and may itself
+            // contain parentheses: take the last one.
+            let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
+            !matches!(state, Some('Z' | 'X' | 'x'))
+        }
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether a process `pid` exists (possibly a zombie, possibly another user's), by
+/// `kill(pid, 0)`: only "no such process" says no.
+#[allow(dead_code)] // for shared memory, which still calls rustix until it is converted
+pub(crate) fn pid_exists(pid: i32) -> bool {
+    match Pid::from_raw(pid) {
+        Some(p) => !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)),
+        None => false,
+    }
+}
+
+/// The real user id of this process.
+pub(crate) fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+/// The number of `SIGKILL`.
+#[allow(dead_code)] // for the pool, which still names libc until it is converted
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// The C name (`"SIGTERM"`) of signal number `signal`, for the common signals.
+#[allow(dead_code)] // for the pool, which still names libc until it is converted
+pub(crate) fn signal_c_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
+}
