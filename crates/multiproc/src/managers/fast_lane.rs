@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
-use super::platform;
 use super::store::{Seen, Store};
 use super::wire::{Reply, WireError};
 use crate::codec::Codec;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::sys::cpu::CpuSet;
 
 // --------------------------------------------------------------------------------------
 // Both halves: the lane and its frames
@@ -178,7 +178,7 @@ const STEER_AFTER: u32 = 64;
 /// the CPU set it started with.
 struct Steering {
     /// The thread's CPU set when it started serving, if it has two CPUs or more.
-    allowed: Option<platform::CpuSet>,
+    allowed: Option<CpuSet>,
     /// Requests in a row that came from a client on this thread's CPU.
     shared: u32,
     /// Whether the thread's CPU set is narrowed now.
@@ -187,7 +187,7 @@ struct Steering {
 
 impl Steering {
     fn new() -> Steering {
-        let allowed = platform::sched_getaffinity(None).ok().filter(|set| set.count() >= 2);
+        let allowed = CpuSet::of_this_thread().ok().filter(|set| set.count() >= 2);
         Steering { allowed, shared: 0, steered: false }
     }
 
@@ -201,13 +201,12 @@ impl Steering {
         }
         self.shared += 1;
         let client = client as usize;
-        if self.shared < STEER_AFTER || client >= platform::CpuSet::MAX_CPU {
+        if self.shared < STEER_AFTER {
             return;
         }
         self.shared = 0;
-        let mut elsewhere = *allowed;
-        elsewhere.unset(client);
-        if elsewhere.count() > 0 && platform::sched_setaffinity(None, &elsewhere).is_ok() {
+        let Some(elsewhere) = allowed.without(client) else { return };
+        if elsewhere.count() > 0 && elsewhere.apply_to_this_thread().is_ok() {
             self.steered = true;
         }
     }
@@ -217,7 +216,7 @@ impl Steering {
         self.shared = 0;
         if self.steered {
             if let Some(allowed) = &self.allowed {
-                let _ = platform::sched_setaffinity(None, allowed);
+                let _ = allowed.apply_to_this_thread();
             }
             self.steered = false;
         }

@@ -88,7 +88,6 @@ use crate::process::Process;
 
 mod containers;
 mod fast_lane;
-mod platform;
 mod primitives;
 mod proxy;
 mod registry;

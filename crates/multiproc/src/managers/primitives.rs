@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::platform::peer_pid;
 use super::wire::{dec, enc, millis, msg, no_method, Reply, WireError};
 use crate::connection::Connection;
 
@@ -536,4 +535,10 @@ pub(super) fn barrier_method(
         "broken" => enc(&barrier.lock().broken),
         other => Err(no_method("barrier", other)),
     }
+}
+
+/// The process on the other end of a client connection, when the kernel can tell (a Unix
+/// socket on this machine); `None` over TCP.
+fn peer_pid(client: &Connection) -> Option<i32> {
+    crate::sys::socket::peer_credentials(client).ok().map(|c| c.pid)
 }

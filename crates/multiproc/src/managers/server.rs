@@ -163,7 +163,7 @@ impl Server {
                 }
                 // A client that failed its handshake (or took too long) is closed already.
                 Err(Error::Authentication(_)) => continue,
-                Err(Error::Io(e)) if is_transient(&e) => {
+                Err(Error::Io(e)) if crate::sys::fd::is_out_of_resources(&e) => {
                     // Out of descriptors or memory: back off instead of spinning.
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
@@ -194,10 +194,6 @@ impl Server {
             }
         }
     }
-}
-
-fn is_transient(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Serves one authenticated client.

@@ -33,6 +33,7 @@ use crate::connection::{poll_until, Connection};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::sys;
 
 /// What the dispatcher needs from the [`PoolBuilder`](super::PoolBuilder).
 pub(super) struct Config {
@@ -611,7 +612,7 @@ impl Dispatcher {
         let w = &mut self.workers[i];
         w.exited = true;
         let _ = w.process.join(Some(Duration::from_secs(5)));
-        let exitcode = w.process.exitcode().unwrap_or(-(libc::SIGKILL));
+        let exitcode = w.process.exitcode().unwrap_or(-sys::proc::SIGKILL);
         let pid = w.pid;
         let ready = w.ready;
         let progress = w.progress.word().load(Ordering::Acquire);
@@ -741,28 +742,10 @@ fn describe_exit(exitcode: i32) -> String {
 
 /// "SIGKILL" for 9, "signal 99" for a number without a name.
 fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_string()
+    match sys::proc::signal_c_name(signal) {
+        Some(name) => name.to_string(),
+        None => format!("signal {signal}"),
+    }
 }
 
 // --------------------------------------------------------------------------------------
@@ -789,7 +772,7 @@ impl Dispatcher {
     /// Waits in `poll`, at most `timeout`, on the wake-up eventfd and on every worker's
     /// pipes and pidfd; returns (worker index, `EV_*` bits) for each worker with news.
     fn poll_workers(&self, timeout: Option<Duration>) -> Vec<(usize, u8)> {
-        use rustix::event::{PollFd, PollFlags};
+        use crate::sys::poll::{PollFd, PollFlags};
         // (worker index, what) for each descriptor polled after the eventfd.
         let mut slots: Vec<(usize, u8)> = Vec::with_capacity(self.workers.len() * 2);
         let mut fds = Vec::with_capacity(1 + self.workers.len() * 2);
@@ -830,21 +813,18 @@ impl Dispatcher {
 
 /// An eventfd that wakes the dispatcher (close-on-exec, non-blocking).
 pub(super) fn wake_fd() -> Result<OwnedFd> {
-    Ok(rustix::event::eventfd(
-        0,
-        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-    )?)
+    Ok(sys::fd::eventfd()?)
 }
 
 /// Wakes the dispatcher from its `poll` through the eventfd `fd`.
 pub(super) fn wake(fd: &OwnedFd) {
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+    let _ = sys::fd::write(fd, &1u64.to_ne_bytes());
 }
 
 /// Clears the wake-ups counted in the eventfd `fd`.
 fn drain_wakes(fd: &OwnedFd) {
     let mut drain = [0u8; 8];
-    let _ = rustix::io::read(fd, &mut drain);
+    let _ = sys::fd::read(fd, &mut drain);
 }
 
 /// The pipes of a new worker, `((task read end, task write end), (result read end, result
@@ -854,15 +834,15 @@ fn worker_pipes() -> Result<((OwnedFd, OwnedFd), (OwnedFd, OwnedFd))> {
     // Two pipes rather than a socket pair: a pipe can hold 1 MiB (a socket's buffer is
     // capped lower), so a large chunk or batch of results crosses in one piece instead
     // of in several hand-offs between two busy processes.
-    let (task_rx, task_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let (result_rx, result_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let (task_rx, task_tx) = sys::fd::pipe()?;
+    let (result_rx, result_tx) = sys::fd::pipe()?;
     for end in [&task_tx, &result_tx] {
         // The system may refuse (per-user pipe memory): then only speed suffers.
-        let _ = rustix::pipe::fcntl_setpipe_size(end, PIPE_BYTES);
+        let _ = sys::fd::set_pipe_size(end, PIPE_BYTES);
     }
     // The parent's ends never block: the dispatcher polls them.
-    rustix::fs::fcntl_setfl(&task_tx, rustix::fs::OFlags::NONBLOCK)?;
-    rustix::fs::fcntl_setfl(&result_rx, rustix::fs::OFlags::NONBLOCK)?;
+    sys::fd::set_nonblocking(&task_tx)?;
+    sys::fd::set_nonblocking(&result_rx)?;
     Ok(((task_rx, task_tx), (result_rx, result_tx)))
 }
 
@@ -878,13 +858,13 @@ enum Transfer {
     Failed,
 }
 
-impl From<rustix::io::Result<usize>> for Transfer {
-    fn from(result: rustix::io::Result<usize>) -> Transfer {
-        use rustix::io::Errno;
+impl From<std::io::Result<usize>> for Transfer {
+    fn from(result: std::io::Result<usize>) -> Transfer {
+        use std::io::ErrorKind;
         match result {
             Ok(n) => Transfer::Done(n),
-            Err(Errno::INTR) => Transfer::Interrupted,
-            Err(Errno::AGAIN) => Transfer::WouldBlock,
+            Err(e) if e.kind() == ErrorKind::Interrupted => Transfer::Interrupted,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Transfer::WouldBlock,
             Err(_) => Transfer::Failed,
         }
     }
@@ -892,13 +872,13 @@ impl From<rustix::io::Result<usize>> for Transfer {
 
 /// `writev` of `slices` to the pipe `fd`.
 fn write_vectored(fd: &OwnedFd, slices: &[std::io::IoSlice<'_>]) -> Transfer {
-    rustix::io::writev(fd, slices).into()
+    sys::fd::writev(fd, slices).into()
 }
 
 /// A `read` from the pipe `fd` into the spare capacity of `buf`, which grows by what was
 /// read.
 fn read_appending(fd: &OwnedFd, buf: &mut Vec<u8>) -> Transfer {
-    rustix::io::read(fd, rustix::buffer::spare_capacity(buf)).into()
+    sys::fd::read_spare(fd, buf).into()
 }
 
 #[cfg(test)]

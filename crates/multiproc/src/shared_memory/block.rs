@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::current_pid;
 use super::io_context;
 use super::naming::{create_generated, validate_name};
-use super::os::current_pid;
 use super::{Pod, SharedAtomic};
 use crate::error::{Error, Result};
 use crate::sys::shm::{self as sys_shm, Mapping};

@@ -144,11 +144,9 @@
 //! instead, sealed against shrinking before they leave the process.
 
 // The block and its builder (`block`), the names it gets (`naming`), the orphan tracker
-// (`tracker`), `ShareableList` (`shareable_list`), and the few operating-system calls not
-// yet behind `sys/` (`os`).
+// (`tracker`) and `ShareableList` (`shareable_list`).
 mod block;
 mod naming;
-mod os;
 mod shareable_list;
 mod tracker;
 
@@ -176,6 +174,11 @@ pub use bytemuck::Pod;
 pub use crate::sys::shm::SharedAtomic;
 
 /// An `io::Error` of the same kind with `what` in front of its message.
+/// This process's pid, as blocks record it.
+fn current_pid() -> i32 {
+    crate::sys::pid::pid() as i32
+}
+
 fn io_context(e: io::Error, what: String) -> Error {
     Error::Io(io::Error::new(e.kind(), format!("{what}: {e}")))
 }

@@ -6,9 +6,10 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
+use super::current_pid;
 use super::io_context;
-use super::os::{current_pid, proc_stat};
 use crate::error::{Error, Result};
+use crate::sys::proc::proc_stat;
 use crate::sys::shm as sys_shm;
 
 /// The longest name POSIX shared memory accepts on Linux.

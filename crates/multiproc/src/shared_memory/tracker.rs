@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::io_context;
 use super::naming::parse_generated;
-use super::os::alive;
 use crate::error::Result;
+use crate::sys::proc::process_runs as alive;
 use crate::sys::shm as sys_shm;
 
 /// What became of a block's creator, as [`list_blocks`] sees it.

@@ -12,11 +12,9 @@ pub(crate) fn yield_now() {
 }
 
 /// A set of CPUs, as the scheduler's affinity mask of a thread.
-#[allow(dead_code)] // for the managers' server, which still calls rustix until it is converted
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CpuSet(rustix::thread::CpuSet);
 
-#[allow(dead_code)] // for the managers' server, which still calls rustix until it is converted
 impl CpuSet {
     /// The CPUs the calling thread may run on.
     pub(crate) fn of_this_thread() -> io::Result<CpuSet> {

@@ -22,14 +22,12 @@ pub(crate) fn set_pipe_size(fd: impl AsFd, bytes: usize) -> io::Result<usize> {
 
 /// Makes reads and writes on `fd` non-blocking (its other status flags are replaced:
 /// what a fresh pipe or socket end has, none, stays so).
-#[allow(dead_code)] // for the pool, which still calls rustix until it is converted
 pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK)?)
 }
 
 /// An `eventfd` counter, close-on-exec and non-blocking: written to wake a poller, read
 /// to reset.
-#[allow(dead_code)] // for the pool, which still calls rustix until it is converted
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     use rustix::event::EventfdFlags;
     Ok(rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
@@ -56,8 +54,8 @@ pub(crate) fn writev(fd: impl AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     Ok(rustix::io::writev(fd, bufs)?)
 }
 
-/// Sets the size of the file `fd` refers to.
-#[allow(dead_code)] // for shared memory, which still calls rustix until it is converted
+/// Sets the size of the file `fd` refers to (tests shrink segments with it).
+#[cfg(test)]
 pub(crate) fn ftruncate(fd: impl AsFd, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)
 }
@@ -69,7 +67,6 @@ pub(crate) fn descriptor_limit() -> Option<u64> {
 
 /// Whether `e` says the process or the system ran out of descriptors or memory (a
 /// condition that may pass: `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`).
-#[allow(dead_code)] // for the managers' server, which still names libc until it is converted
 pub(crate) fn is_out_of_resources(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }

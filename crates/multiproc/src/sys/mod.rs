@@ -71,7 +71,6 @@ pub(crate) mod mem;
 pub(crate) mod pid;
 pub(crate) mod poll;
 pub(crate) mod proc;
-#[allow(dead_code)] // used by the shared-state modules as they land
 pub(crate) mod shm;
 pub(crate) mod socket;
 pub(crate) mod spawn;

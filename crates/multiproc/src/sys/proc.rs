@@ -116,20 +116,63 @@ pub(crate) fn pid_is_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the command name, which is in parentheses and may itself
-            // contain parentheses: take the last one.
-            let state = stat.rfind(')').and_then(|i| stat[i + 1..].trim_start().chars().next());
-            !matches!(state, Some('Z' | 'X' | 'x'))
-        }
-        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    match proc_stat(pid) {
+        Ok(Some(s)) => !s.is_zombie(),
+        Ok(None) => false,
+        Err(_) => true,
     }
+}
+
+/// Whether the process `pid` that started at `start` (0: unknown) still runs. Zombies
+/// and dead processes are gone; a pid now used by a later process is gone. When `/proc`
+/// cannot tell (not mounted, or hiding other users' processes), `kill(pid, 0)` decides,
+/// and a doubt means "alive", so that nothing is ever cleaned on a guess.
+pub(crate) fn process_runs(pid: i32, start: u64) -> bool {
+    match proc_stat(pid) {
+        Ok(Some(s)) => !s.is_zombie() && (start == 0 || s.start == start),
+        Ok(None) => pid_exists(pid),
+        Err(_) => true,
+    }
+}
+
+/// The fields of `/proc/PID/stat` that tell whether a process runs, and which one it is.
+pub(crate) struct ProcStat {
+    /// The state letter (`R`, `S`, `Z`, …).
+    pub(crate) state: char,
+    /// The start time, in clock ticks after boot: with the pid, it names one process.
+    pub(crate) start: u64,
+}
+
+impl ProcStat {
+    fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Reads `/proc/PID/stat`: `Ok(None)` if there is no such process.
+pub(crate) fn proc_stat(pid: i32) -> io::Result<Option<ProcStat>> {
+    if pid <= 0 {
+        return Ok(None);
+    }
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(t) => t,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESRCH)) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the
+    // last ')'. The state is field 3, the start time field 22.
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat: {text:?}"));
+    let after = &text[text.rfind(')').ok_or_else(bad)? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let state = fields.first().and_then(|s| s.chars().next()).ok_or_else(bad)?;
+    let start = fields.get(19).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    Ok(Some(ProcStat { state, start }))
 }
 
 /// Whether a process `pid` exists (possibly a zombie, possibly another user's), by
 /// `kill(pid, 0)`: only "no such process" says no.
-#[allow(dead_code)] // for shared memory, which still calls rustix until it is converted
 pub(crate) fn pid_exists(pid: i32) -> bool {
     match Pid::from_raw(pid) {
         Some(p) => !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH)),
@@ -143,11 +186,9 @@ pub(crate) fn uid() -> u32 {
 }
 
 /// The number of `SIGKILL`.
-#[allow(dead_code)] // for the pool, which still names libc until it is converted
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 
 /// The C name (`"SIGTERM"`) of signal number `signal`, for the common signals.
-#[allow(dead_code)] // for the pool, which still names libc until it is converted
 pub(crate) fn signal_c_name(signal: i32) -> Option<&'static str> {
     Some(match signal {
         libc::SIGHUP => "SIGHUP",
@@ -170,4 +211,18 @@ pub(crate) fn signal_c_name(signal: i32) -> Option<&'static str> {
         libc::SIGSYS => "SIGSYS",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_has_a_start_time() {
+        let me = crate::sys::pid::pid() as i32;
+        let stat = proc_stat(me).unwrap().unwrap();
+        assert!(pid_is_alive(me));
+        assert!(process_runs(me, stat.start));
+        assert!(!process_runs(me, stat.start + 1), "a different start time is another process");
+    }
 }
