@@ -37,6 +37,12 @@ pub enum Error {
     #[error("the queue is full")]
     Full,
 
+    /// Nobody is left on the other side: every other process that held the queue (or the
+    /// channel) is gone, so a `get` would wait for ever (crossbeam's `RecvError`, std's
+    /// `Disconnected`).
+    #[error("disconnected: no other process holds the {0} any more")]
+    Disconnected(&'static str),
+
     /// The object was closed by this process ([`crate::Connection::close`], …).
     #[error("{0} is closed")]
     Closed(&'static str),
@@ -142,6 +148,86 @@ pub(crate) fn range_within(
             range.start_bound(),
             range.end_bound(),
         ))),
+    }
+}
+
+/// A put that did not happen, with its item handed back (as crossbeam's
+/// `SendTimeoutError<T>` does): the queue stayed full ([`Error::Full`]), was closed
+/// ([`Error::Closed`]), or the item could not be encoded ([`Error::Codec`]), and so on.
+///
+/// `?` turns it into an [`Error`] (dropping the item), so functions that return
+/// [`Result`] need nothing special.
+///
+/// ```
+/// use multiproc::{Error, PutError};
+///
+/// let e = PutError::new(7u32, Error::Full);
+/// assert!(matches!(e.error(), Error::Full));
+/// assert_eq!(e.to_string(), "the queue is full");
+/// let (item, error) = e.into_parts();
+/// assert_eq!(item, 7);
+/// assert!(matches!(error, Error::Full));
+/// let plain: Error = PutError::new("x", Error::Closed("queue")).into();
+/// assert!(matches!(plain, Error::Closed("queue")));
+/// ```
+pub struct PutError<T> {
+    item: T,
+    error: Error,
+}
+
+impl<T> PutError<T> {
+    /// `item` was not put, because of `error`.
+    pub fn new(item: T, error: Error) -> PutError<T> {
+        PutError { item, error }
+    }
+
+    /// Why the item was not put.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The item that was not put.
+    pub fn item(&self) -> &T {
+        &self.item
+    }
+
+    /// The item back, for another try.
+    pub fn into_item(self) -> T {
+        self.item
+    }
+
+    /// The item and the error.
+    pub fn into_parts(self) -> (T, Error) {
+        (self.item, self.error)
+    }
+
+    /// The same error with the item mapped (a proxy hands back the caller's item).
+    pub fn map_item<U>(self, f: impl FnOnce(T) -> U) -> PutError<U> {
+        PutError { item: f(self.item), error: self.error }
+    }
+}
+
+impl<T> std::fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Error {
+        e.error
     }
 }
 

@@ -86,7 +86,7 @@ pub use context::{
     cpu_count, current_process, get_start_method, parent_process, process_cpu_count,
     set_start_method, ParentProcess, ProcessInfo, StartMethod,
 };
-pub use error::{Error, Result};
+pub use error::{Error, PutError, Result};
 pub use managers::Manager;
 pub use process::{active_children, spawn, ActiveChild, JoinHandle, Process};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
