@@ -8,7 +8,7 @@ use multiproc::synchronize::Lock;
 use multiproc::{Array, Process};
 
 fn increment_array((arr, lock, amount): (Array<i32>, Lock, i32)) {
-    let _guard = lock.acquire(None).expect("acquire"); // with lock:
+    let _guard = lock.acquire().expect("acquire"); // with lock:
     for i in 0..arr.len() {
         let x = arr.get(i).expect("index in range");
         arr.set(i, x + amount).expect("index in range"); // arr[i] += amount

@@ -10,7 +10,7 @@ use multiproc::{Process, Value};
 /// SAFE: the lock protects the shared value.
 fn safe_increment((counter, lock): (Value<i32>, Lock)) {
     for _ in 0..1_000_000 {
-        let _guard = lock.acquire(None).expect("acquire");
+        let _guard = lock.acquire().expect("acquire");
         counter.set(counter.get() + 1);
     }
 }

@@ -8,7 +8,7 @@ use multiproc::{Process, Value};
 
 fn increment((shared_counter, n): (Value<i32>, u32)) {
     for _ in 0..n {
-        let _guard = shared_counter.get_lock().acquire(None).expect("acquire"); // with shared_counter.get_lock():
+        let _guard = shared_counter.get_lock().acquire().expect("acquire"); // with shared_counter.get_lock():
         shared_counter.set(shared_counter.get() + 1);
     }
 }

@@ -9,7 +9,7 @@ use multiproc::{Process, Value};
 
 fn increment((shared_counter, lock, n): (Value<i32>, Lock, u32)) {
     for _ in 0..n {
-        let _guard = lock.acquire(None).expect("acquire"); // with lock:
+        let _guard = lock.acquire().expect("acquire"); // with lock:
         shared_counter.set(shared_counter.get() + 1);
     }
 }

@@ -15,7 +15,7 @@
 //! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`queues::Queue`] and its methods; plus `put_many` / `get_many` |
 //! | `SimpleQueue()`, `JoinableQueue()`, `task_done()`, `join()` | [`queues::SimpleQueue`], [`queues::JoinableQueue`] |
 //! | `Lock()`, `RLock()`, `Semaphore(n)`, `BoundedSemaphore(n)`, `Condition()`, `Event()`, `Barrier(n)` | [`synchronize::Lock`], [`synchronize::RLock`], [`synchronize::Semaphore`], [`synchronize::BoundedSemaphore`], [`synchronize::Condition`], [`synchronize::Event`], [`synchronize::Barrier`] |
-//! | `with lock:` | `let _guard = lock.acquire(None)?;` |
+//! | `with lock:` | `let _guard = lock.acquire()?;` |
 //! | `Value('i', 0)`, `Array('d', 5)`, `RawValue`, `RawArray` | [`sharedctypes`] |
 //! | `shared_memory.SharedMemory(create=True, size=n)`, `ShareableList` | [`shared_memory::SharedMemory`], [`shared_memory::ShareableList`] |
 //! | `EOFError`, `AuthenticationError`, `BufferTooShort` | [`Error::Eof`], [`Error::Authentication`], [`Error::BufferTooShort`] |

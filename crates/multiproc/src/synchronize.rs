@@ -5,8 +5,15 @@
 //! # How they work
 //! Each primitive is a few 32-bit words in an anonymous shared memory segment (a `memfd`),
 //! operated on with atomics and futexes (the algorithms are in `raw`). A blocking call spins
-//! briefly, then sleeps in the kernel; an idle waiter uses no CPU. Every blocking call
-//! takes an optional timeout.
+//! briefly, then sleeps in the kernel; an idle waiter uses no CPU.
+//!
+//! # Blocking calls
+//! Every blocking call comes in three forms, as in `std` and crossbeam, keeping Python's
+//! verbs: [`acquire`](Lock::acquire) waits as long as it takes,
+//! [`acquire_timeout(d)`](Lock::acquire_timeout) at most `d` (any [`Duration`], `ZERO` and
+//! `MAX` included), and [`try_acquire`](Lock::try_acquire) not at all; running out of time
+//! is [`Error::Timeout`]. Every acquire returns a guard that releases on drop; `wait`
+//! (of [`Event`], [`Barrier`] and a [`ConditionGuard`]) comes as `wait` and `wait_timeout`.
 //!
 //! Handles are cheap to clone (clones are the same primitive), and they travel to child
 //! processes as arguments: the segment's descriptor is passed, so nothing is left in
@@ -26,7 +33,7 @@
 //! use multiproc::Process;
 //!
 //! fn worker((lock, name): (Lock, String)) {
-//!     let _guard = lock.acquire(None).unwrap();
+//!     let _guard = lock.acquire().unwrap();
 //!     println!("{name} is alone in its critical section");
 //! }
 //!
@@ -65,8 +72,13 @@ fn my_tid() -> u32 {
     crate::sys::pid::tid()
 }
 
-fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    crate::deadline::within(timeout)
+fn deadline(timeout: Duration) -> Option<Instant> {
+    crate::deadline::after(timeout)
+}
+
+/// The error of a `try_` form that found the primitive taken.
+fn would_block() -> Error {
+    Error::Timeout(Duration::ZERO)
 }
 
 // --------------------------------------------------------------------------------------
@@ -166,10 +178,10 @@ const LOCK_LEN: usize = 8;
 /// use std::time::Duration;
 ///
 /// let lock = Lock::new()?;
-/// let guard = lock.acquire(None)?;
-/// assert!(lock.try_acquire()?.is_none());
+/// let guard = lock.acquire()?;
+/// assert!(lock.try_acquire().is_err());
 /// drop(guard);
-/// assert!(lock.acquire(Some(Duration::from_secs(1)))?.owner_died() == false);
+/// assert!(!lock.acquire_timeout(Duration::from_secs(1))?.owner_died());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Clone)]
@@ -202,44 +214,62 @@ impl Lock {
         self.segment.word(LOCK_WORD)
     }
 
-    /// Acquires the lock, waiting at most `timeout` (`None`: as long as it takes);
+    /// Acquires the lock, waiting as long as it takes (Python's `acquire()`).
+    ///
+    /// ```
+    /// let lock = multiproc::synchronize::Lock::new()?;
+    /// let held = lock.acquire()?;
+    /// assert!(lock.is_locked());
+    /// # drop(held);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self) -> Result<LockGuard<'_>> {
+        self.acquire_until(None, Duration::MAX)
+    }
+
+    /// Acquires the lock, waiting at most `timeout` (Python's `acquire(timeout=t)`);
     /// [`Error::Timeout`] if it stays taken.
     ///
     /// ```
     /// use multiproc::{synchronize::Lock, Error};
     /// use std::time::Duration;
     /// let lock = Lock::new()?;
-    /// let _held = lock.acquire(None)?;
-    /// assert!(matches!(lock.acquire(Some(Duration::from_millis(10))), Err(Error::Timeout(_))));
+    /// let _held = lock.acquire()?;
+    /// assert!(matches!(lock.acquire_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<LockGuard<'_>> {
-        match raw::lock::acquire::<Os>(self.word(), my_pid(), deadline(timeout)) {
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
+        self.acquire_until(deadline(timeout), timeout)
+    }
+
+    fn acquire_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<LockGuard<'_>> {
+        match raw::lock::acquire::<Os>(self.word(), my_pid(), deadline) {
             Some(how) => Ok(LockGuard { lock: self, owner_died: how != Acquired::Normally }),
-            None => Err(Error::Timeout(timeout.unwrap_or_default())),
+            None => Err(Error::Timeout(timeout)),
         }
     }
 
-    /// Acquires the lock if it is free (Python's `acquire(block=False)`).
+    /// Acquires the lock if it is free (Python's `acquire(block=False)`);
+    /// [`Error::Timeout`] (of zero) if it is taken.
     ///
     /// ```
     /// let lock = multiproc::synchronize::Lock::new()?;
-    /// let held = lock.try_acquire()?.expect("free");
-    /// assert!(lock.try_acquire()?.is_none());
+    /// let held = lock.try_acquire()?;
+    /// assert!(lock.try_acquire().is_err());
     /// drop(held);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn try_acquire(&self) -> Result<Option<LockGuard<'_>>> {
+    pub fn try_acquire(&self) -> Result<LockGuard<'_>> {
         if raw::lock::try_acquire(self.word(), my_pid()) {
-            return Ok(Some(LockGuard { lock: self, owner_died: false }));
+            return Ok(LockGuard { lock: self, owner_died: false });
         }
         // Free the lock of a dead holder rather than report it taken forever.
         if let Some(owner) = raw::lock::owner(self.word()) {
             if !Os::alive(owner) {
-                return self.acquire(Some(Duration::from_millis(50))).map(Some).or(Ok(None));
+                return self.acquire_timeout(Duration::from_millis(50)).map_err(|_| would_block());
             }
         }
-        Ok(None)
+        Err(would_block())
     }
 
     /// Releases the lock, whoever acquired it (Python's `release()`): for a lock taken
@@ -248,7 +278,7 @@ impl Lock {
     ///
     /// ```
     /// let lock = multiproc::synchronize::Lock::new()?;
-    /// lock.acquire(None)?.leak();
+    /// lock.acquire()?.leak();
     /// assert!(lock.is_locked());
     /// lock.release()?;
     /// assert!(lock.release().is_err());
@@ -266,7 +296,7 @@ impl Lock {
     ///
     /// ```
     /// let lock = multiproc::synchronize::Lock::new()?;
-    /// let g = lock.acquire(None)?;
+    /// let g = lock.acquire()?;
     /// assert!(lock.is_locked());
     /// # drop(g);
     /// # Ok::<(), multiproc::Error>(())
@@ -282,18 +312,19 @@ impl LockGuard<'_> {
     ///
     /// ```
     /// let lock = multiproc::synchronize::Lock::new()?;
-    /// assert!(!lock.acquire(None)?.owner_died());
+    /// assert!(!lock.acquire()?.owner_died());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
 
-    /// Keeps the lock held after the guard is gone; release it with [`Lock::release`].
+    /// Keeps the lock held after the guard is gone; release it with [`Lock::release`],
+    /// here or in another process (Python's pattern of acquiring and releasing apart).
     ///
     /// ```
     /// let lock = multiproc::synchronize::Lock::new()?;
-    /// lock.acquire(None)?.leak();
+    /// lock.acquire()?.leak();
     /// lock.release()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -320,8 +351,8 @@ const RLOCK_LEN: usize = 16;
 ///
 /// ```
 /// let rlock = multiproc::synchronize::RLock::new()?;
-/// let outer = rlock.acquire(None)?;
-/// let inner = rlock.acquire(None)?; // same thread: no deadlock
+/// let outer = rlock.acquire()?;
+/// let inner = rlock.acquire()?; // same thread: no deadlock
 /// drop(inner);
 /// drop(outer);
 /// # Ok::<(), multiproc::Error>(())
@@ -369,34 +400,83 @@ impl RLock {
             && self.owner_tid().load(Relaxed) == my_tid()
     }
 
-    /// Acquires one level, waiting at most `timeout`.
+    /// Acquires one level, waiting as long as it takes (at once if this thread holds it).
     ///
     /// ```
     /// let rlock = multiproc::synchronize::RLock::new()?;
-    /// let a = rlock.acquire(None)?;
-    /// let b = rlock.acquire(None)?;
+    /// let a = rlock.acquire()?;
+    /// let b = rlock.acquire()?;
     /// assert_eq!(rlock.count(), 2);
     /// # drop((a, b));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<RLockGuard<'_>> {
-        let owner_died = self.acquire_levels(1, timeout)?;
+    pub fn acquire(&self) -> Result<RLockGuard<'_>> {
+        let owner_died = self.acquire_levels(1, None, Duration::MAX)?;
         Ok(RLockGuard { lock: self, owner_died })
     }
 
+    /// Acquires one level, waiting at most `timeout`; [`Error::Timeout`] if another
+    /// thread or process keeps it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// let a = rlock.acquire_timeout(Duration::from_secs(1))?;
+    /// # drop(a);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>> {
+        let owner_died = self.acquire_levels(1, deadline(timeout), timeout)?;
+        Ok(RLockGuard { lock: self, owner_died })
+    }
+
+    /// Acquires one level without waiting; [`Error::Timeout`] (of zero) if another thread
+    /// or process holds it.
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// let a = rlock.try_acquire()?;
+    /// let b = rlock.try_acquire()?; // this thread holds it already
+    /// # drop((a, b));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<RLockGuard<'_>> {
+        if self.held_by_me() {
+            self.count_word().fetch_add(1, Relaxed);
+            return Ok(RLockGuard { lock: self, owner_died: false });
+        }
+        if raw::lock::try_acquire(self.word(), my_pid()) {
+            self.owner_tid().store(my_tid(), Relaxed);
+            self.count_word().store(1, Relaxed);
+            return Ok(RLockGuard { lock: self, owner_died: false });
+        }
+        // A dead holder is taken over, as by `acquire`; a live one makes us fail.
+        match raw::lock::owner(self.word()) {
+            Some(owner) if !Os::alive(owner) => {
+                self.acquire_timeout(Duration::from_millis(50)).map_err(|_| would_block())
+            }
+            _ => Err(would_block()),
+        }
+    }
+
     /// Acquires `levels` levels at once (used to restore a [`Condition`] wait).
-    fn acquire_levels(&self, levels: u32, timeout: Option<Duration>) -> Result<bool> {
+    fn acquire_levels(
+        &self,
+        levels: u32,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<bool> {
         if self.held_by_me() {
             self.count_word().fetch_add(levels, Relaxed);
             return Ok(false);
         }
-        match raw::lock::acquire::<Os>(self.word(), my_pid(), deadline(timeout)) {
+        match raw::lock::acquire::<Os>(self.word(), my_pid(), deadline) {
             Some(how) => {
                 self.owner_tid().store(my_tid(), Relaxed);
                 self.count_word().store(levels, Relaxed);
                 Ok(how != Acquired::Normally)
             }
-            None => Err(Error::Timeout(timeout.unwrap_or_default())),
+            None => Err(Error::Timeout(timeout)),
         }
     }
 
@@ -429,7 +509,7 @@ impl RLock {
     ///
     /// ```
     /// let rlock = multiproc::synchronize::RLock::new()?;
-    /// let g = rlock.acquire(None)?;
+    /// let g = rlock.acquire()?;
     /// assert_eq!(rlock.count(), 1);
     /// # drop(g);
     /// # Ok::<(), multiproc::Error>(())
@@ -448,7 +528,7 @@ impl RLockGuard<'_> {
     ///
     /// ```
     /// let rlock = multiproc::synchronize::RLock::new()?;
-    /// assert!(!rlock.acquire(None)?.owner_died());
+    /// assert!(!rlock.acquire()?.owner_died());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn owner_died(&self) -> bool {
@@ -472,13 +552,20 @@ const SEM_LEN: usize = 16;
 
 /// A counting semaphore shared between processes (Python's `multiprocessing.Semaphore`).
 ///
+/// An acquire returns a [`SemaphoreGuard`] that gives its unit back when dropped. For
+/// Python's pattern of taking a unit here and giving it back elsewhere (another thread or
+/// process), [`leak`](SemaphoreGuard::leak) the guard and call [`release`](Self::release)
+/// there.
+///
 /// ```
 /// let sem = multiproc::synchronize::Semaphore::new(2)?;
-/// sem.acquire(None)?;
-/// sem.acquire(None)?;
-/// assert!(!sem.try_acquire());
-/// sem.release()?;
+/// let a = sem.acquire()?;
+/// sem.acquire()?.leak();
+/// assert!(sem.try_acquire().is_err());
+/// drop(a);
 /// assert_eq!(sem.get_value(), 1);
+/// sem.release()?; // the leaked unit
+/// assert_eq!(sem.get_value(), 2);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Clone)]
@@ -506,37 +593,64 @@ impl Semaphore {
         Ok(Semaphore { segment })
     }
 
+    /// Takes a unit, waiting as long as it takes for one.
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::Semaphore::new(1)?;
+    /// let unit = sem.acquire()?;
+    /// assert_eq!(sem.get_value(), 0);
+    /// drop(unit);
+    /// assert_eq!(sem.get_value(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
+        self.acquire_until(None, Duration::MAX)
+    }
+
     /// Takes a unit, waiting at most `timeout` for one; [`Error::Timeout`] otherwise.
     ///
     /// ```
     /// use std::time::Duration;
     /// let sem = multiproc::synchronize::Semaphore::new(0)?;
-    /// assert!(sem.acquire(Some(Duration::from_millis(10))).is_err());
+    /// assert!(sem.acquire_timeout(Duration::from_millis(10)).is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<()> {
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphoreGuard<'_>> {
+        self.acquire_until(deadline(timeout), timeout)
+    }
+
+    fn acquire_until(
+        &self,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<SemaphoreGuard<'_>> {
         let s = &self.segment;
-        if raw::semaphore::acquire::<Os>(s.word(SEM_COUNT), s.word(SEM_SLEEPERS), deadline(timeout))
-        {
-            Ok(())
+        if raw::semaphore::acquire::<Os>(s.word(SEM_COUNT), s.word(SEM_SLEEPERS), deadline) {
+            Ok(SemaphoreGuard { sem: self })
         } else {
-            Err(Error::Timeout(timeout.unwrap_or_default()))
+            Err(Error::Timeout(timeout))
         }
     }
 
-    /// Takes a unit if one is available.
+    /// Takes a unit if one is available; [`Error::Timeout`] (of zero) otherwise.
     ///
     /// ```
     /// let sem = multiproc::synchronize::Semaphore::new(1)?;
-    /// assert!(sem.try_acquire());
-    /// assert!(!sem.try_acquire());
+    /// let unit = sem.try_acquire()?;
+    /// assert!(sem.try_acquire().is_err());
+    /// # drop(unit);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn try_acquire(&self) -> bool {
-        raw::semaphore::try_acquire(self.segment.word(SEM_COUNT))
+    pub fn try_acquire(&self) -> Result<SemaphoreGuard<'_>> {
+        if raw::semaphore::try_acquire(self.segment.word(SEM_COUNT)) {
+            Ok(SemaphoreGuard { sem: self })
+        } else {
+            Err(would_block())
+        }
     }
 
-    /// Returns a unit (Python's `release()`).
+    /// Returns a unit (Python's `release()`): one whose guard was
+    /// [leaked](SemaphoreGuard::leak), here or in another process, or a new one.
     ///
     /// ```
     /// let sem = multiproc::synchronize::Semaphore::new(0)?;
@@ -577,14 +691,50 @@ impl Semaphore {
     }
 }
 
+/// One unit of a [`Semaphore`] or [`BoundedSemaphore`], given back when dropped.
+#[must_use = "the unit is given back when the guard is dropped"]
+pub struct SemaphoreGuard<'a> {
+    sem: &'a Semaphore,
+}
+
+impl SemaphoreGuard<'_> {
+    /// Keeps the unit taken after the guard is gone; give it back with
+    /// [`Semaphore::release`] (or [`BoundedSemaphore::release`]), here or in another
+    /// process.
+    ///
+    /// ```
+    /// let sem = multiproc::synchronize::Semaphore::new(1)?;
+    /// sem.acquire()?.leak();
+    /// assert_eq!(sem.get_value(), 0);
+    /// sem.release()?;
+    /// assert_eq!(sem.get_value(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // Only a bounded semaphore released past its bound by someone else refuses.
+        let _ = self.sem.release();
+    }
+}
+
+impl fmt::Debug for SemaphoreGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SemaphoreGuard").finish_non_exhaustive()
+    }
+}
+
 /// A semaphore that refuses to be released above its initial value (Python's
 /// `multiprocessing.BoundedSemaphore`).
 ///
 /// ```
 /// use multiproc::{synchronize::BoundedSemaphore, Error};
 /// let sem = BoundedSemaphore::new(1)?;
-/// sem.acquire(None)?;
-/// sem.release()?;
+/// drop(sem.acquire()?);
 /// assert!(matches!(sem.release(), Err(Error::InvalidRelease(_))));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -604,29 +754,46 @@ impl BoundedSemaphore {
         Ok(BoundedSemaphore { inner: Semaphore::with_max(value, value)? })
     }
 
-    /// Takes a unit, waiting at most `timeout`.
+    /// Takes a unit, waiting as long as it takes for one.
     ///
     /// ```
     /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
-    /// sem.acquire(None)?;
+    /// let unit = sem.acquire()?;
+    /// # drop(unit);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<()> {
-        self.inner.acquire(timeout)
+    pub fn acquire(&self) -> Result<SemaphoreGuard<'_>> {
+        self.inner.acquire()
     }
 
-    /// Takes a unit if one is available.
+    /// Takes a unit, waiting at most `timeout`; [`Error::Timeout`] otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
+    /// let unit = sem.acquire_timeout(Duration::from_secs(1))?;
+    /// # drop(unit);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphoreGuard<'_>> {
+        self.inner.acquire_timeout(timeout)
+    }
+
+    /// Takes a unit if one is available; [`Error::Timeout`] (of zero) otherwise.
     ///
     /// ```
     /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
-    /// assert!(sem.try_acquire());
+    /// let unit = sem.try_acquire()?;
+    /// assert!(sem.try_acquire().is_err());
+    /// # drop(unit);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn try_acquire(&self) -> bool {
+    pub fn try_acquire(&self) -> Result<SemaphoreGuard<'_>> {
         self.inner.try_acquire()
     }
 
-    /// Returns a unit; [`Error::InvalidRelease`] past the initial value.
+    /// Returns a unit (one whose guard was [leaked](SemaphoreGuard::leak));
+    /// [`Error::InvalidRelease`] past the initial value.
     ///
     /// ```
     /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
@@ -660,9 +827,10 @@ const EVENT_LEN: usize = 12;
 /// ```
 /// use std::time::Duration;
 /// let event = multiproc::synchronize::Event::new()?;
-/// assert!(!event.wait(Some(Duration::from_millis(5))));
+/// assert!(event.wait_timeout(Duration::from_millis(5)).is_err());
 /// event.set();
-/// assert!(event.is_set() && event.wait(None));
+/// event.wait()?;
+/// assert!(event.is_set());
 /// event.clear();
 /// assert!(!event.is_set());
 /// # Ok::<(), multiproc::Error>(())
@@ -710,7 +878,7 @@ impl Event {
     /// ```
     /// let e = multiproc::synchronize::Event::new()?;
     /// e.set();
-    /// assert!(e.wait(None));
+    /// e.wait()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self) {
@@ -730,17 +898,39 @@ impl Event {
         raw::event::clear(self.flag());
     }
 
-    /// Waits until the flag is set, at most `timeout`; returns whether it is set (Python's
-    /// `wait(timeout)`).
+    /// Waits until the flag is set, as long as it takes (Python's `wait()`).
     ///
     /// ```
-    /// use std::time::Duration;
     /// let e = multiproc::synchronize::Event::new()?;
-    /// assert!(!e.wait(Some(Duration::ZERO)));
+    /// e.set();
+    /// e.wait()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        raw::event::wait::<Os>(self.flag(), self.sleepers(), deadline(timeout))
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None, Duration::MAX)
+    }
+
+    /// Waits until the flag is set, at most `timeout` (Python's `wait(timeout)`);
+    /// [`Error::Timeout`] if it is still clear. `Duration::ZERO` checks without waiting,
+    /// as [`is_set`](Self::is_set) does.
+    ///
+    /// ```
+    /// use multiproc::{synchronize::Event, Error};
+    /// use std::time::Duration;
+    /// let e = Event::new()?;
+    /// assert!(matches!(e.wait_timeout(Duration::ZERO), Err(Error::Timeout(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(deadline(timeout), timeout)
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
+        if raw::event::wait::<Os>(self.flag(), self.sleepers(), deadline) {
+            Ok(())
+        } else {
+            Err(Error::Timeout(timeout))
+        }
     }
 }
 
@@ -767,9 +957,9 @@ enum CondLock {
 /// use std::time::Duration;
 ///
 /// let cond = Condition::new()?;
-/// let mut guard = cond.acquire(None)?;
-/// // Nobody notifies: the wait times out.
-/// assert!(!guard.wait(Some(Duration::from_millis(10)))?);
+/// let mut guard = cond.acquire()?;
+/// // Nobody notifies: the wait times out (and holds the lock again).
+/// assert!(guard.wait_timeout(Duration::from_millis(10)).is_err());
 /// guard.notify_all();
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -812,7 +1002,7 @@ impl Condition {
     ///
     /// ```
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// drop(cond.acquire(None)?);
+    /// drop(cond.acquire()?);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn new() -> Result<Condition> {
@@ -825,7 +1015,7 @@ impl Condition {
     /// use multiproc::synchronize::{Condition, Lock};
     /// let lock = Lock::new()?;
     /// let cond = Condition::with_lock(lock.clone())?;
-    /// let g = cond.acquire(None)?;
+    /// let g = cond.acquire()?;
     /// assert!(lock.is_locked());
     /// # drop(g);
     /// # Ok::<(), multiproc::Error>(())
@@ -850,28 +1040,78 @@ impl Condition {
         self.segment.word(COND_SEQ)
     }
 
-    /// Acquires the underlying lock, waiting at most `timeout`.
+    /// Acquires the underlying lock, waiting as long as it takes.
     ///
     /// ```
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// let guard = cond.acquire(None)?;
+    /// let guard = cond.acquire()?;
     /// assert!(!guard.owner_died());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<ConditionGuard<'_>> {
-        let owner_died = self.lock_levels(1, timeout)?;
+    pub fn acquire(&self) -> Result<ConditionGuard<'_>> {
+        let owner_died = self.lock_levels(1, None, Duration::MAX)?;
         Ok(ConditionGuard { cond: self, levels: 1, owner_died })
     }
 
-    fn lock_levels(&self, levels: u32, timeout: Option<Duration>) -> Result<bool> {
+    /// Acquires the underlying lock, waiting at most `timeout`; [`Error::Timeout`] if it
+    /// stays taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// let guard = cond.acquire_timeout(Duration::from_secs(1))?;
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<ConditionGuard<'_>> {
+        let owner_died = self.lock_levels(1, deadline(timeout), timeout)?;
+        Ok(ConditionGuard { cond: self, levels: 1, owner_died })
+    }
+
+    /// Acquires the underlying lock if it is free (or, for an [`RLock`], held by this
+    /// thread); [`Error::Timeout`] (of zero) otherwise.
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, Lock};
+    /// let cond = Condition::with_lock(Lock::new()?)?;
+    /// let guard = cond.try_acquire()?;
+    /// assert!(cond.try_acquire().is_err());
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<ConditionGuard<'_>> {
+        let owner_died = match &self.lock {
+            CondLock::Lock(lock) => {
+                let guard = lock.try_acquire()?;
+                let died = guard.owner_died();
+                guard.leak();
+                died
+            }
+            CondLock::RLock(rlock) => {
+                let guard = rlock.try_acquire()?;
+                let died = guard.owner_died();
+                // The condition's guard releases this level.
+                std::mem::forget(guard);
+                died
+            }
+        };
+        Ok(ConditionGuard { cond: self, levels: 1, owner_died })
+    }
+
+    fn lock_levels(
+        &self,
+        levels: u32,
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<bool> {
         match &self.lock {
             CondLock::Lock(lock) => {
-                let guard = lock.acquire(timeout)?;
+                let guard = lock.acquire_until(deadline, timeout)?;
                 let died = guard.owner_died();
                 guard.leak();
                 Ok(died)
             }
-            CondLock::RLock(rlock) => rlock.acquire_levels(levels, timeout),
+            CondLock::RLock(rlock) => rlock.acquire_levels(levels, deadline, timeout),
         }
     }
 
@@ -888,54 +1128,103 @@ impl Condition {
 }
 
 impl ConditionGuard<'_> {
-    /// Releases the lock, waits for a notification (at most `timeout`), re-acquires the
-    /// lock; returns `false` if the time ran out (Python's `wait(timeout)`). Like every
-    /// condition variable, it may return without a notification: re-check the condition,
-    /// or use [`wait_for`](Self::wait_for).
+    /// Releases the lock, waits for a notification, re-acquires the lock (Python's
+    /// `wait()`). Like every condition variable, it may return without a notification:
+    /// re-check the condition, or use [`wait_for`](Self::wait_for).
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// let mut g = cond.acquire()?;
+    /// let c = cond.clone();
+    /// // It gets the lock once `wait` has released it.
+    /// std::thread::spawn(move || c.acquire().unwrap().notify_all());
+    /// g.wait()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&mut self) -> Result<()> {
+        self.wait_until(None, Duration::MAX)
+    }
+
+    /// Releases the lock, waits for a notification at most `timeout`, re-acquires the
+    /// lock (Python's `wait(timeout)`); [`Error::Timeout`] if the time ran out. The guard
+    /// holds the lock again either way.
     ///
     /// ```
     /// use std::time::Duration;
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// let mut g = cond.acquire(None)?;
-    /// assert!(!g.wait(Some(Duration::from_millis(5)))?);
+    /// let mut g = cond.acquire()?;
+    /// assert!(g.wait_timeout(Duration::from_millis(5)).is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_until(deadline(timeout), timeout)
+    }
+
+    fn wait_until(&mut self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
         let seq = self.cond.seq();
         let seen = raw::condition::prepare(seq);
         let levels = self.cond.unlock_all(self.levels);
-        let notified = raw::condition::wait::<Os>(seq, seen, deadline(timeout));
+        let notified = raw::condition::wait::<Os>(seq, seen, deadline);
         // Re-acquire without a deadline, as Python does: the caller holds the lock again
         // when `wait` returns, whatever happened.
-        self.owner_died |= self.cond.lock_levels(levels, None)?;
+        self.owner_died |= self.cond.lock_levels(levels, None, Duration::MAX)?;
         self.levels = levels;
-        Ok(notified)
+        if notified {
+            Ok(())
+        } else {
+            Err(Error::Timeout(timeout))
+        }
     }
 
-    /// Waits until `predicate()` is true, at most `timeout` in all; returns the last value
-    /// of the predicate (Python's `wait_for`).
+    /// Waits until `predicate()` is true, as long as it takes (Python's `wait_for`).
     ///
     /// ```
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// let mut g = cond.acquire(None)?;
-    /// assert!(g.wait_for(|| true, None)?);
+    /// let mut g = cond.acquire()?;
+    /// g.wait_for(|| true)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait_for(
+    pub fn wait_for(&mut self, predicate: impl FnMut() -> bool) -> Result<()> {
+        self.wait_for_until(predicate, None, Duration::MAX)
+    }
+
+    /// Waits until `predicate()` is true, at most `timeout` in all (Python's
+    /// `wait_for(predicate, timeout)`); [`Error::Timeout`] if it is still false.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// let mut g = cond.acquire()?;
+    /// assert!(g.wait_for_timeout(|| false, Duration::from_millis(5)).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_for_timeout(
+        &mut self,
+        predicate: impl FnMut() -> bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_for_until(predicate, deadline(timeout), timeout)
+    }
+
+    fn wait_for_until(
         &mut self,
         mut predicate: impl FnMut() -> bool,
-        timeout: Option<Duration>,
-    ) -> Result<bool> {
-        let deadline = deadline(timeout);
+        deadline: Option<Instant>,
+        timeout: Duration,
+    ) -> Result<()> {
         loop {
             if predicate() {
-                return Ok(true);
+                return Ok(());
             }
-            let left = raw::remaining(deadline);
-            if left.is_some_and(|l| l.is_zero()) {
-                return Ok(false);
+            match raw::remaining(deadline) {
+                Some(left) if left.is_zero() => return Err(Error::Timeout(timeout)),
+                // A wait that times out is one more look at the predicate.
+                Some(_) => match self.wait_until(deadline, timeout) {
+                    Ok(()) | Err(Error::Timeout(_)) => {}
+                    Err(e) => return Err(e),
+                },
+                None => self.wait_until(None, timeout)?,
             }
-            self.wait(left)?;
         }
     }
 
@@ -943,7 +1232,7 @@ impl ConditionGuard<'_> {
     ///
     /// ```
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// cond.acquire(None)?.notify(1);
+    /// cond.acquire()?.notify(1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify(&self, n: u32) {
@@ -954,7 +1243,7 @@ impl ConditionGuard<'_> {
     ///
     /// ```
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// cond.acquire(None)?.notify_all();
+    /// cond.acquire()?.notify_all();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify_all(&self) {
@@ -965,7 +1254,7 @@ impl ConditionGuard<'_> {
     ///
     /// ```
     /// let cond = multiproc::synchronize::Condition::new()?;
-    /// assert!(!cond.acquire(None)?.owner_died());
+    /// assert!(!cond.acquire()?.owner_died());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn owner_died(&self) -> bool {
@@ -1005,13 +1294,14 @@ const BAR_PIDS: usize = 32;
 ///
 /// Each of `parties` callers of [`wait`](Self::wait) blocks until all have arrived; then
 /// the last one runs the optional action and all return their arrival index. A party that
-/// times out, or dies while waiting, breaks the barrier: the others get
-/// [`Error::BrokenBarrier`] until [`reset`](Self::reset).
+/// times out (it gets [`Error::Timeout`]), or dies while waiting, breaks the barrier: the
+/// others get [`Error::BrokenBarrier`] until [`reset`](Self::reset). The action and a
+/// default timeout are set with [`Barrier::builder`].
 ///
 /// ```
 /// use multiproc::synchronize::Barrier;
-/// let barrier = Barrier::new(1, None, None)?;
-/// assert_eq!(barrier.wait(None)?, 0);
+/// let barrier = Barrier::new(1)?;
+/// assert_eq!(barrier.wait()?, 0);
 /// assert_eq!(barrier.parties(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -1069,18 +1359,66 @@ impl fmt::Debug for Barrier {
     }
 }
 
-impl Barrier {
-    /// A barrier for `parties` participants (at least 1, at most 1000). `action` runs in
-    /// the last party to arrive, before any is released; `timeout` is the default for
-    /// [`wait`](Self::wait).
+/// Sets up a [`Barrier`] with an action or a default timeout (Python's
+/// `Barrier(parties, action, timeout)`); made by [`Barrier::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// fn announce() { println!("all here"); }
+/// let barrier = multiproc::synchronize::Barrier::builder(2)
+///     .action(announce)
+///     .timeout(Duration::from_secs(30))
+///     .build()?;
+/// assert_eq!(barrier.parties(), 2);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct BarrierBuilder {
+    parties: u32,
+    action: Option<fn()>,
+    timeout: Option<Duration>,
+}
+
+impl BarrierBuilder {
+    /// A function the last party to arrive runs before any is released (in its own
+    /// process). If it panics, the barrier breaks. It must be a plain function of this
+    /// executable, so that the barrier can travel to child processes.
     ///
     /// ```
     /// fn announce() { println!("all here"); }
-    /// let barrier = multiproc::synchronize::Barrier::new(2, Some(announce), None)?;
-    /// assert_eq!(barrier.parties(), 2);
+    /// let b = multiproc::synchronize::Barrier::builder(1).action(announce).build()?;
+    /// b.wait()?; // prints "all here"
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn new(parties: u32, action: Option<fn()>, timeout: Option<Duration>) -> Result<Barrier> {
+    pub fn action(mut self, action: fn()) -> BarrierBuilder {
+        self.action = Some(action);
+        self
+    }
+
+    /// How long [`Barrier::wait`] waits (by default, as long as it takes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{synchronize::Barrier, Error};
+    /// let b = Barrier::builder(2).timeout(Duration::from_millis(10)).build()?;
+    /// assert!(matches!(b.wait(), Err(Error::Timeout(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> BarrierBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The barrier; [`Error::InvalidArgument`] unless it has 1 to 1000 parties.
+    ///
+    /// ```
+    /// let b = multiproc::synchronize::Barrier::builder(3).build()?;
+    /// assert_eq!(b.parties(), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn build(self) -> Result<Barrier> {
+        let parties = self.parties;
         if !(1..=1000).contains(&parties) {
             return Err(Error::InvalidArgument(format!(
                 "a barrier needs 1 to 1000 parties, not {parties}"
@@ -1088,13 +1426,42 @@ impl Barrier {
         }
         let segment = create(Kind::Barrier, BAR_PIDS + 4 * parties as usize)?;
         segment.word(BAR_PARTIES).store(parties, SeqCst);
-        Ok(Barrier { segment, action, timeout })
+        Ok(Barrier { segment, action: self.action, timeout: self.timeout })
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` participants (at least 1, at most 1000), with no action and
+    /// no default timeout (see [`Barrier::builder`] for those).
+    ///
+    /// ```
+    /// let barrier = multiproc::synchronize::Barrier::new(2)?;
+    /// assert_eq!(barrier.parties(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn new(parties: u32) -> Result<Barrier> {
+        Barrier::builder(parties).build()
+    }
+
+    /// A builder for a barrier of `parties` participants with an action or a default
+    /// timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::synchronize::Barrier::builder(2)
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # drop(b);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn builder(parties: u32) -> BarrierBuilder {
+        BarrierBuilder { parties, action: None, timeout: None }
     }
 
     /// The number of parties.
     ///
     /// ```
-    /// assert_eq!(multiproc::synchronize::Barrier::new(3, None, None)?.parties(), 3);
+    /// assert_eq!(multiproc::synchronize::Barrier::new(3)?.parties(), 3);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn parties(&self) -> u32 {
@@ -1104,7 +1471,7 @@ impl Barrier {
     /// How many parties are waiting now.
     ///
     /// ```
-    /// assert_eq!(multiproc::synchronize::Barrier::new(3, None, None)?.n_waiting(), 0);
+    /// assert_eq!(multiproc::synchronize::Barrier::new(3)?.n_waiting(), 0);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn n_waiting(&self) -> u32 {
@@ -1114,7 +1481,7 @@ impl Barrier {
     /// Whether the barrier is broken.
     ///
     /// ```
-    /// let b = multiproc::synchronize::Barrier::new(2, None, None)?;
+    /// let b = multiproc::synchronize::Barrier::new(2)?;
     /// b.abort();
     /// assert!(b.broken());
     /// b.reset();
@@ -1125,34 +1492,65 @@ impl Barrier {
         raw::barrier::broken(self)
     }
 
-    /// Waits until all parties have arrived, at most `timeout` (default: the barrier's);
-    /// returns this party's arrival index, `0..parties`. [`Error::BrokenBarrier`] if the
-    /// barrier is or becomes broken; a timeout breaks it too (as in Python).
+    /// Waits until all parties have arrived, as long as it takes or the barrier's default
+    /// timeout ([`BarrierBuilder::timeout`]); returns this party's arrival index,
+    /// `0..parties`. [`Error::BrokenBarrier`] if the barrier is or becomes broken;
+    /// [`Error::Timeout`] if the default timeout ran out, which breaks it (as in Python).
+    ///
+    /// ```
+    /// let b = multiproc::synchronize::Barrier::new(1)?;
+    /// assert_eq!(b.wait()?, 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<u32> {
+        match self.timeout {
+            Some(timeout) => self.wait_timeout(timeout),
+            None => self.wait_until(None, Duration::MAX),
+        }
+    }
+
+    /// Waits until all parties have arrived, at most `timeout`; returns this party's
+    /// arrival index. [`Error::Timeout`] if the time ran out, which breaks the barrier
+    /// for the other parties (as in Python); [`Error::BrokenBarrier`] if it is or becomes
+    /// broken otherwise.
     ///
     /// ```
     /// use std::time::Duration;
     /// use multiproc::{synchronize::Barrier, Error};
-    /// let b = Barrier::new(2, None, None)?;
-    /// assert!(matches!(b.wait(Some(Duration::from_millis(10))), Err(Error::BrokenBarrier)));
+    /// let b = Barrier::new(2)?;
+    /// assert!(matches!(b.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
+    /// assert!(matches!(b.wait_timeout(Duration::from_millis(10)), Err(Error::BrokenBarrier)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
-        let deadline = deadline(timeout.or(self.timeout));
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_until(deadline(timeout), timeout)
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<u32> {
         let action = || match self.action {
             Some(action) => std::panic::catch_unwind(action).is_ok(),
             None => true,
         };
-        raw::barrier::wait::<Os, _>(self, my_pid(), action, deadline)
-            .map_err(|raw::barrier::Broken| Error::BrokenBarrier)
+        let was_broken = self.broken();
+        raw::barrier::wait::<Os, _>(self, my_pid(), action, deadline).map_err(
+            |raw::barrier::Broken| {
+                // The party whose time ran out (and so broke it) is told so.
+                if !was_broken && deadline.is_some_and(|d| Instant::now() >= d) {
+                    Error::Timeout(timeout)
+                } else {
+                    Error::BrokenBarrier
+                }
+            },
+        )
     }
 
     /// Breaks the barrier: current and future waiters get [`Error::BrokenBarrier`] until
     /// [`reset`](Self::reset) (Python's `abort()`).
     ///
     /// ```
-    /// let b = multiproc::synchronize::Barrier::new(2, None, None)?;
+    /// let b = multiproc::synchronize::Barrier::new(2)?;
     /// b.abort();
-    /// assert!(b.wait(None).is_err());
+    /// assert!(b.wait().is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn abort(&self) {
@@ -1163,10 +1561,10 @@ impl Barrier {
     /// [`Error::BrokenBarrier`] (Python's `reset()`).
     ///
     /// ```
-    /// let b = multiproc::synchronize::Barrier::new(1, None, None)?;
+    /// let b = multiproc::synchronize::Barrier::new(1)?;
     /// b.abort();
     /// b.reset();
-    /// assert_eq!(b.wait(None)?, 0);
+    /// assert_eq!(b.wait()?, 0);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn reset(&self) {

@@ -296,7 +296,7 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
     pool.join(LONG).unwrap();
 
     // So does a barrier whose action is such a function, when it is sent to a child.
-    let barrier = multiproc::synchronize::Barrier::new(1, Some(action), None).unwrap();
+    let barrier = multiproc::synchronize::Barrier::builder(1).action(action).build().unwrap();
     match spawn(|b: multiproc::synchronize::Barrier| b.parties(), barrier) {
         Err(Error::Codec(message)) => assert!(message.contains(&object), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),

@@ -173,7 +173,7 @@ fn large_items_outlive_their_producer_whether_it_exits_or_is_killed() {
         let ready = multiproc::synchronize::Event::new().unwrap();
         let p = Process::new(put_large_items_then, (q.clone(), ready.clone(), die));
         p.start().unwrap();
-        assert!(ready.wait(LONG));
+        ready.wait_timeout(Duration::from_secs(60)).unwrap();
         let pid = p.pid().unwrap() as u32;
         if die {
             p.kill().unwrap();
@@ -330,7 +330,7 @@ fn queues_and_locks_travel_through_queues_and_pipes() {
     let child = multiproc::spawn(
         |outer: Queue<(Queue<String>, Lock)>| {
             let (inner, lock) = outer.get(LONG).unwrap();
-            let _guard = lock.acquire(None).unwrap();
+            let _guard = lock.acquire().unwrap();
             inner.put("through the queue".to_string(), None).unwrap();
         },
         outer.clone(),

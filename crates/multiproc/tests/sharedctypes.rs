@@ -130,7 +130,7 @@ fn zero_filled_arrays_and_type_names() {
 fn a_nan_survives_bit_for_bit() {
     let v = Value::new(f64::NAN).unwrap();
     assert!(v.get().is_nan());
-    let mut g = v.lock(None).unwrap();
+    let mut g = v.lock().unwrap();
     *g = f64::from_bits(0x7ff8_0000_0000_0001);
     drop(g);
     assert_eq!(v.get().to_bits(), 0x7ff8_0000_0000_0001);
@@ -141,21 +141,21 @@ fn a_nan_survives_bit_for_bit() {
 
 fn increment_with_lock((counter, lock, n): (Value<i32>, Lock, u32)) {
     for _ in 0..n {
-        let _g = lock.acquire(None).unwrap();
+        let _g = lock.acquire().unwrap();
         counter.set(counter.get() + 1);
     }
 }
 
 fn increment_get_lock((counter, n): (Value<i32>, u32)) {
     for _ in 0..n {
-        let _g = counter.get_lock().acquire(None).unwrap();
+        let _g = counter.get_lock().acquire().unwrap();
         counter.set(counter.get() + 1);
     }
 }
 
 fn increment_guard((counter, n): (Value<i32>, u32)) {
     for _ in 0..n {
-        *counter.lock(None).unwrap() += 1;
+        *counter.lock().unwrap() += 1;
     }
 }
 
@@ -227,7 +227,7 @@ fn seed_002_without_a_lock_never_exceeds_200000() {
 }
 
 fn increment_array((arr, lock, amount): (Array<i32>, Lock, i32)) {
-    let _g = lock.acquire(None).unwrap();
+    let _g = lock.acquire().unwrap();
     for i in 0..arr.len() {
         arr.set(i, arr.get(i).unwrap() + amount).unwrap();
     }
@@ -418,7 +418,7 @@ fn a_value_travels_through_a_pipe_to_a_running_child() {
     let child = multiproc::spawn(
         |b: multiproc::Connection| {
             let v: Value<i32> = b.recv().unwrap();
-            *v.lock(None).unwrap() += 41;
+            *v.lock().unwrap() += 41;
         },
         b,
     )
@@ -432,12 +432,12 @@ fn a_value_travels_through_a_pipe_to_a_running_child() {
 #[test]
 fn a_timeout_on_a_held_lock_is_an_error() {
     let v = Value::with_lock(0_i32, Lock::new().unwrap()).unwrap();
-    let _held = v.get_lock().acquire(None).unwrap();
+    let _held = v.get_lock().acquire().unwrap();
     assert!(matches!(
-        v.get_lock().acquire(Some(Duration::from_millis(20))),
+        v.get_lock().acquire_timeout(Duration::from_millis(20)),
         Err(Error::Timeout(_))
     ));
-    assert!(matches!(v.lock(Some(Duration::from_millis(20))), Err(Error::Timeout(_))));
+    assert!(matches!(v.lock_timeout(Duration::from_millis(20)), Err(Error::Timeout(_))));
     // Single reads and writes do not take the lock: no deadlock on a held plain Lock.
     v.set(v.get() + 1);
     assert_eq!(v.get(), 1);
@@ -447,9 +447,28 @@ fn a_timeout_on_a_held_lock_is_an_error() {
 // Guards
 
 #[test]
+fn try_forms_do_not_wait_and_fail_with_timeout_zero() {
+    let zero = |e: Error| matches!(e, Error::Timeout(d) if d == Duration::ZERO);
+    let v = Value::with_lock(0_i32, Lock::new().unwrap()).unwrap();
+    let arr = Array::with_lock(&[0_u8; 3], v.get_lock().clone()).unwrap();
+    {
+        let mut g = v.try_lock().unwrap();
+        *g = 5;
+        assert!(zero(v.try_lock().unwrap_err()));
+        assert!(zero(arr.try_lock().unwrap_err()), "the array shares the value's lock");
+        assert!(zero(v.get_lock().try_acquire().unwrap_err()));
+    }
+    assert_eq!(v.get(), 5, "a try_lock guard writes back too");
+    arr.try_lock().unwrap()[1] = 7;
+    assert_eq!(arr.to_vec(), [0, 7, 0]);
+    drop(arr.lock_timeout(Duration::MAX).unwrap());
+    drop(v.get_lock().try_acquire().unwrap());
+}
+
+#[test]
 fn a_guard_writes_back_only_what_it_changed() {
     let arr = Array::from_values(&[1_i32, 2, 3]).unwrap();
-    let mut g = arr.lock(None).unwrap();
+    let mut g = arr.lock().unwrap();
     g[0] = 10;
     // A lock-free writer changes another element meanwhile: it is not overwritten.
     arr.set(2, 30).unwrap();
@@ -463,30 +482,30 @@ fn a_panic_under_a_guard_writes_nothing_and_releases_the_lock() {
     let arr = Array::from_values(&[1_i32, 2]).unwrap();
     let v = Value::new(5_u8).unwrap();
     let result = std::panic::catch_unwind(|| {
-        let mut g = arr.lock(None).unwrap();
+        let mut g = arr.lock().unwrap();
         g[0] = 100;
-        let mut h = v.lock(None).unwrap();
+        let mut h = v.lock().unwrap();
         *h = 6;
         panic!("half-way");
     });
     assert!(result.is_err());
     assert_eq!(arr.to_vec(), [1, 2]);
     assert_eq!(v.get(), 5);
-    assert!(arr.get_lock().acquire(Some(Duration::from_secs(5))).is_ok());
-    assert!(v.get_lock().acquire(Some(Duration::from_secs(5))).is_ok());
+    assert!(arr.get_lock().acquire_timeout(Duration::from_secs(5)).is_ok());
+    assert!(v.get_lock().acquire_timeout(Duration::from_secs(5)).is_ok());
 }
 
 #[test]
 fn the_default_lock_is_recursive_and_shared_locks_are_the_same_lock() {
     let v = Value::new(0_i32).unwrap();
     assert!(matches!(v.get_lock(), SyncLock::RLock(_)));
-    let _outer = v.get_lock().acquire(None).unwrap();
-    *v.lock(None).unwrap() += 1; // re-entered under the RLock
+    let _outer = v.get_lock().acquire().unwrap();
+    *v.lock().unwrap() += 1; // re-entered under the RLock
     assert_eq!(v.get(), 1);
 
     let rlock = RLock::new().unwrap();
     let arr = Array::with_lock(&[0_i64; 2], rlock.clone()).unwrap();
-    let g = arr.lock(None).unwrap();
+    let g = arr.lock().unwrap();
     assert_eq!(rlock.count(), 1);
     drop(g);
     assert_eq!(rlock.count(), 0);
@@ -496,7 +515,7 @@ fn the_default_lock_is_recursive_and_shared_locks_are_the_same_lock() {
 // A holder killed mid-update
 
 fn die_holding_the_lock((v, conn): (Value<i64>, Connection)) {
-    let _g = v.get_lock().acquire(None).unwrap();
+    let _g = v.get_lock().acquire().unwrap();
     v.set(v.get() + 1); // first half of a two-step update
     conn.send(&"holding").unwrap();
     std::thread::sleep(Duration::from_secs(120));
@@ -504,7 +523,7 @@ fn die_holding_the_lock((v, conn): (Value<i64>, Connection)) {
 }
 
 fn die_holding_the_array((arr, conn): (Array<i32>, Connection)) {
-    let mut g = arr.lock(None).unwrap();
+    let mut g = arr.lock().unwrap();
     g[0] = 1;
     conn.send(&"holding").unwrap();
     std::thread::sleep(Duration::from_secs(120));
@@ -523,12 +542,12 @@ fn a_holder_killed_mid_update_is_reported_to_the_next_acquirer() {
             p.kill().unwrap();
             p.join(LONG).unwrap();
             assert_eq!(p.exitcode(), Some(-9));
-            let g = v.get_lock().acquire(Some(Duration::from_secs(60))).unwrap();
+            let g = v.get_lock().acquire_timeout(Duration::from_secs(60)).unwrap();
             assert!(g.owner_died(), "{m:?}");
             assert_eq!(v.get(), 1, "the half-done update is visible");
             drop(g);
             // The lock works normally afterwards.
-            assert!(!v.get_lock().acquire(Some(Duration::from_secs(5))).unwrap().owner_died());
+            assert!(!v.get_lock().acquire_timeout(Duration::from_secs(5)).unwrap().owner_died());
         }
 
         let arr = Array::<i32>::new(2).unwrap();
@@ -539,7 +558,7 @@ fn a_holder_killed_mid_update_is_reported_to_the_next_acquirer() {
         assert_eq!(parent.recv::<String>().unwrap(), "holding");
         p.kill().unwrap();
         p.join(LONG).unwrap();
-        let g = arr.lock(Some(Duration::from_secs(60))).unwrap();
+        let g = arr.lock_timeout(Duration::from_secs(60)).unwrap();
         assert!(g.owner_died());
         assert_eq!(*g, [0, 0], "the dead holder's guard never wrote back");
     });

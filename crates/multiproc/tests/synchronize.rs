@@ -31,10 +31,10 @@ fn run_all(processes: &[Process]) {
 /// Inside the lock, the occupancy semaphore (of one unit) must always be free.
 fn exclusive((lock, occupancy, rounds): (Lock, Semaphore, u32)) {
     for _ in 0..rounds {
-        let _guard = lock.acquire(None).unwrap();
-        assert!(occupancy.try_acquire(), "two processes inside the lock at once");
+        let _guard = lock.acquire().unwrap();
+        let unit = occupancy.try_acquire().expect("two processes inside the lock at once");
         std::hint::spin_loop();
-        occupancy.release().unwrap();
+        drop(unit);
     }
 }
 
@@ -56,9 +56,9 @@ fn a_lock_excludes_other_processes() {
 
 /// Takes the lock (or an RLock twice), reports, and waits to be killed.
 fn hold_until_killed((lock, rlock, report): (Lock, RLock, Connection)) {
-    lock.acquire(None).unwrap().leak();
-    let a = rlock.acquire(None).unwrap();
-    let b = rlock.acquire(None).unwrap();
+    lock.acquire().unwrap().leak();
+    let a = rlock.acquire().unwrap();
+    let b = rlock.acquire().unwrap();
     std::mem::forget((a, b));
     report.send(&"holding").unwrap();
     std::thread::sleep(Duration::from_secs(120));
@@ -72,23 +72,23 @@ fn a_lock_whose_holder_was_killed_is_taken_over_with_owner_died() {
     let p = Process::new(hold_until_killed, (lock.clone(), rlock.clone(), child));
     p.start().unwrap();
     assert_eq!(parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap(), "holding");
-    assert!(lock.try_acquire().unwrap().is_none(), "the live holder keeps it");
+    assert!(lock.try_acquire().is_err(), "the live holder keeps it");
     p.kill().unwrap();
     p.join(LONG).unwrap();
 
     let started = Instant::now();
-    let guard = lock.acquire(Some(Duration::from_secs(30))).unwrap();
+    let guard = lock.acquire_timeout(Duration::from_secs(30)).unwrap();
     assert!(guard.owner_died());
     drop(guard);
-    let guard = rlock.acquire(Some(Duration::from_secs(30))).unwrap();
+    let guard = rlock.acquire_timeout(Duration::from_secs(30)).unwrap();
     assert!(guard.owner_died());
     assert_eq!(rlock.count(), 1, "the dead holder's levels are gone");
     drop(guard);
     assert!(started.elapsed() < Duration::from_secs(30));
 
     // Both stay usable, with no trace of the death.
-    assert!(!lock.acquire(None).unwrap().owner_died());
-    assert!(!rlock.acquire(None).unwrap().owner_died());
+    assert!(!lock.acquire().unwrap().owner_died());
+    assert!(!rlock.acquire().unwrap().owner_died());
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn a_waiter_blocked_on_a_dead_holder_gets_the_lock() {
     holder.start().unwrap();
     parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap();
     let waiter = multiproc::spawn(
-        |lock: Lock| lock.acquire(Some(Duration::from_secs(60))).map(|g| g.owner_died()).unwrap(),
+        |lock: Lock| lock.acquire_timeout(Duration::from_secs(60)).map(|g| g.owner_died()).unwrap(),
         lock.clone(),
     )
     .unwrap();
@@ -119,20 +119,20 @@ fn release_rules_follow_python() {
     let rlock = RLock::new().unwrap();
     let other_thread = {
         let rlock = rlock.clone();
-        std::thread::spawn(move || rlock.acquire(None).map(std::mem::forget))
+        std::thread::spawn(move || rlock.acquire().map(std::mem::forget))
     };
     other_thread.join().unwrap().unwrap();
     // Held by another thread: this thread may neither release nor take it.
-    assert!(rlock.acquire(Some(Duration::from_millis(10))).is_err());
+    assert!(rlock.acquire_timeout(Duration::from_millis(10)).is_err());
     let bounded = BoundedSemaphore::new(2).unwrap();
-    bounded.acquire(None).unwrap();
+    bounded.acquire().unwrap().leak();
     bounded.release().unwrap();
     assert!(matches!(bounded.release(), Err(Error::InvalidRelease(_))));
     assert_eq!(bounded.get_value(), 2);
 }
 
 fn take_and_report((sem, report): (Semaphore, Connection)) {
-    sem.acquire(Some(Duration::from_secs(60))).unwrap();
+    sem.acquire_timeout(Duration::from_secs(60)).unwrap().leak();
     report.send(&multiproc::current_process().pid).unwrap();
 }
 
@@ -164,7 +164,7 @@ fn a_semaphore_wakes_processes_one_unit_at_a_time() {
 }
 
 fn wait_for_event((event, report): (Event, Connection)) {
-    report.send(&event.wait(Some(Duration::from_secs(60)))).unwrap();
+    report.send(&event.wait_timeout(Duration::from_secs(60)).is_ok()).unwrap();
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn an_event_releases_every_waiting_process() {
 /// `entered` once, when it first finds the predicate false (holding the lock, just before
 /// it waits).
 fn consume((cond, ready, entered, report): (Condition, Semaphore, Semaphore, Connection)) {
-    let mut guard = cond.acquire(None).unwrap();
+    let mut guard = cond.acquire().unwrap();
     let mut first = true;
     let predicate = || {
         let ready = ready.get_value() > 0;
@@ -203,7 +203,7 @@ fn consume((cond, ready, entered, report): (Condition, Semaphore, Semaphore, Con
         }
         ready
     };
-    let ok = guard.wait_for(predicate, Some(Duration::from_secs(60))).unwrap();
+    let ok = guard.wait_for_timeout(predicate, Duration::from_secs(60)).is_ok();
     report.send(&ok).unwrap();
 }
 
@@ -225,10 +225,10 @@ fn a_condition_notifies_waiting_processes() {
         }
         // Both found the predicate false under the lock; once this process holds the lock
         // too, both are inside their wait (which gives the lock up only once waiting).
-        entered.acquire(LONG).unwrap();
-        entered.acquire(LONG).unwrap();
+        entered.acquire_timeout(Duration::from_secs(60)).unwrap().leak();
+        entered.acquire_timeout(Duration::from_secs(60)).unwrap().leak();
         {
-            let guard = cond.acquire(None).unwrap();
+            let guard = cond.acquire().unwrap();
             assert!(!parent.poll(Some(Duration::ZERO)).unwrap());
             ready.release().unwrap();
             guard.notify_all();
@@ -244,10 +244,10 @@ fn a_condition_notifies_waiting_processes() {
 }
 
 fn wait_on_condition_forever((cond, report): (Condition, Connection)) {
-    let mut guard = cond.acquire(None).unwrap();
+    let mut guard = cond.acquire().unwrap();
     report.send(&"waiting").unwrap();
     loop {
-        guard.wait(None).unwrap();
+        guard.wait().unwrap();
     }
 }
 
@@ -260,16 +260,16 @@ fn a_process_killed_inside_a_condition_wait_blocks_nobody() {
     parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap();
     // The child held the lock when it reported: holding it now means the child is inside
     // its wait, where it dies.
-    let mut guard = cond.acquire(Some(Duration::from_secs(30))).unwrap();
+    let mut guard = cond.acquire_timeout(Duration::from_secs(30)).unwrap();
     wait_asleep(&p, "the condition");
     p.kill().unwrap();
     p.join(LONG).unwrap();
     guard.notify_all();
-    assert!(!guard.wait(Some(Duration::from_millis(10))).unwrap());
+    assert!(matches!(guard.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
 }
 
 fn hold_condition_lock_until_killed((cond, report): (Condition, Connection)) {
-    std::mem::forget(cond.acquire(None).unwrap());
+    std::mem::forget(cond.acquire().unwrap());
     report.send(&"holding").unwrap();
     std::thread::sleep(Duration::from_secs(120));
 }
@@ -283,27 +283,27 @@ fn a_condition_whose_lock_holder_was_killed_recovers() {
     parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap();
     p.kill().unwrap();
     p.join(LONG).unwrap();
-    let guard = cond.acquire(Some(Duration::from_secs(30))).unwrap();
+    let guard = cond.acquire_timeout(Duration::from_secs(30)).unwrap();
     assert!(guard.owner_died());
 }
 
 fn barrier_party(barrier: Barrier) -> u32 {
-    barrier.wait(Some(Duration::from_secs(60))).unwrap()
+    barrier.wait_timeout(Duration::from_secs(60)).unwrap()
 }
 
 #[test]
 fn a_barrier_releases_all_parties_with_distinct_indices() {
-    let barrier = Barrier::new(3, None, None).unwrap();
+    let barrier = Barrier::new(3).unwrap();
     let a = multiproc::spawn(barrier_party, barrier.clone()).unwrap();
     let b = multiproc::spawn(barrier_party, barrier.clone()).unwrap();
-    let mine = barrier.wait(Some(Duration::from_secs(60))).unwrap();
+    let mine = barrier.wait_timeout(Duration::from_secs(60)).unwrap();
     let mut indices = vec![mine, a.join().unwrap(), b.join().unwrap()];
     indices.sort();
     assert_eq!(indices, [0, 1, 2]);
     // And it can be used again.
     let a = multiproc::spawn(barrier_party, barrier.clone()).unwrap();
     let b = multiproc::spawn(barrier_party, barrier.clone()).unwrap();
-    barrier.wait(Some(Duration::from_secs(60))).unwrap();
+    barrier.wait_timeout(Duration::from_secs(60)).unwrap();
     a.join().unwrap();
     b.join().unwrap();
 }
@@ -316,24 +316,24 @@ fn count_action() {
 
 #[test]
 fn the_barrier_action_runs_once_per_trip() {
-    let barrier = Barrier::new(2, Some(count_action), None).unwrap();
+    let barrier = Barrier::builder(2).action(count_action).build().unwrap();
     let other = {
         let barrier = barrier.clone();
-        std::thread::spawn(move || barrier.wait(Some(Duration::from_secs(60))))
+        std::thread::spawn(move || barrier.wait_timeout(Duration::from_secs(60)))
     };
-    barrier.wait(Some(Duration::from_secs(60))).unwrap();
+    barrier.wait_timeout(Duration::from_secs(60)).unwrap();
     other.join().unwrap().unwrap();
     assert_eq!(ACTIONS.load(Ordering::SeqCst), 1);
 }
 
 fn wait_at_barrier_forever(barrier: Barrier) {
-    let _ = barrier.wait(None);
+    let _ = barrier.wait();
     std::thread::sleep(Duration::from_secs(120));
 }
 
 #[test]
 fn a_party_killed_at_the_barrier_breaks_it_instead_of_hanging_the_rest() {
-    let barrier = Barrier::new(3, None, None).unwrap();
+    let barrier = Barrier::new(3).unwrap();
     let p = Process::new(wait_at_barrier_forever, barrier.clone());
     p.start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -344,7 +344,7 @@ fn a_party_killed_at_the_barrier_breaks_it_instead_of_hanging_the_rest() {
     p.kill().unwrap();
     p.join(LONG).unwrap();
     let started = Instant::now();
-    assert!(matches!(barrier.wait(Some(Duration::from_secs(30))), Err(Error::BrokenBarrier)));
+    assert!(matches!(barrier.wait_timeout(Duration::from_secs(30)), Err(Error::BrokenBarrier)));
     assert!(started.elapsed() < Duration::from_secs(30), "broke by timeout, not by death");
     assert!(barrier.broken());
     barrier.reset();
@@ -353,10 +353,10 @@ fn a_party_killed_at_the_barrier_breaks_it_instead_of_hanging_the_rest() {
 
 #[test]
 fn abort_and_reset_wake_waiters_with_broken_barrier() {
-    let barrier = Barrier::new(2, None, None).unwrap();
+    let barrier = Barrier::new(2).unwrap();
     let waiter = {
         let barrier = barrier.clone();
-        std::thread::spawn(move || barrier.wait(Some(Duration::from_secs(60))))
+        std::thread::spawn(move || barrier.wait_timeout(Duration::from_secs(60)))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while barrier.n_waiting() < 1 {
@@ -377,9 +377,9 @@ fn cpu_ticks() -> u64 {
 
 fn idle_wait((event, lock): (Event, Lock)) -> (u64, u64) {
     let before = cpu_ticks();
-    assert!(!event.wait(Some(Duration::from_millis(1500))));
+    assert!(event.wait_timeout(Duration::from_millis(1500)).is_err());
     let after_event = cpu_ticks();
-    assert!(lock.acquire(Some(Duration::from_millis(1500))).is_err());
+    assert!(lock.acquire_timeout(Duration::from_millis(1500)).is_err());
     (after_event - before, cpu_ticks() - after_event)
 }
 
@@ -387,7 +387,7 @@ fn idle_wait((event, lock): (Event, Lock)) -> (u64, u64) {
 fn an_idle_waiter_uses_no_cpu() {
     let event = Event::new().unwrap();
     let lock = Lock::new().unwrap();
-    let held = lock.acquire(None).unwrap();
+    let held = lock.acquire().unwrap();
     let (event_ticks, lock_ticks) =
         multiproc::spawn(idle_wait, (event, lock.clone())).unwrap().join().unwrap();
     drop(held);
@@ -395,4 +395,102 @@ fn an_idle_waiter_uses_no_cpu() {
     // (liveness checks), not a spinning core (150 ticks).
     assert!(event_ticks <= 3, "an Event wait used {event_ticks} ticks of CPU in 1.5 s");
     assert!(lock_ticks <= 3, "a Lock wait used {lock_ticks} ticks of CPU in 1.5 s");
+}
+
+#[test]
+fn every_acquire_returns_a_guard_and_try_forms_fail_with_timeout_zero() {
+    let zero = |r: Result<(), Error>| matches!(r, Err(Error::Timeout(d)) if d == Duration::ZERO);
+
+    let sem = Semaphore::new(1).unwrap();
+    let unit = sem.try_acquire().unwrap();
+    assert_eq!(sem.get_value(), 0);
+    assert!(zero(sem.try_acquire().map(drop)));
+    drop(unit);
+    assert_eq!(sem.get_value(), 1, "a dropped guard gives its unit back");
+    sem.acquire().unwrap().leak();
+    assert_eq!(sem.get_value(), 0, "a leaked guard keeps its unit");
+    sem.release().unwrap();
+
+    let bounded = BoundedSemaphore::new(1).unwrap();
+    drop(bounded.acquire_timeout(Duration::from_secs(30)).unwrap());
+    assert_eq!(bounded.get_value(), 1);
+    assert!(matches!(bounded.release(), Err(Error::InvalidRelease(_))));
+
+    let lock = Lock::new().unwrap();
+    let held = lock.try_acquire().unwrap();
+    assert!(zero(lock.try_acquire().map(drop)));
+    drop(held);
+    assert!(!lock.is_locked());
+
+    // An RLock: the holding thread may take it again without waiting, another may not.
+    let rlock = RLock::new().unwrap();
+    let a = rlock.try_acquire().unwrap();
+    let b = rlock.try_acquire().unwrap();
+    assert_eq!(rlock.count(), 2);
+    let other = rlock.clone();
+    assert!(std::thread::spawn(move || zero(other.try_acquire().map(drop))).join().unwrap());
+    drop((a, b));
+    assert_eq!(rlock.count(), 0);
+
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let guard = cond.try_acquire().unwrap();
+    assert!(zero(cond.try_acquire().map(drop)));
+    drop(guard);
+    let cond = Condition::new().unwrap();
+    let outer = cond.try_acquire().unwrap();
+    drop(cond.try_acquire().unwrap()); // recursive: same thread
+    drop(outer);
+    drop(cond.try_acquire().unwrap());
+}
+
+#[test]
+fn the_party_whose_barrier_wait_times_out_gets_timeout_and_the_others_broken() {
+    let barrier = Barrier::builder(3).timeout(Duration::from_millis(200)).build().unwrap();
+    let patient = {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || barrier.wait_timeout(Duration::from_secs(60)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while barrier.n_waiting() < 1 {
+        assert!(Instant::now() < deadline, "the other party never reached the barrier");
+        std::thread::yield_now();
+    }
+    // Its default timeout runs out: this party is told so, the patient one sees it broken.
+    assert!(matches!(barrier.wait(), Err(Error::Timeout(d)) if d == Duration::from_millis(200)));
+    assert!(matches!(patient.join().unwrap(), Err(Error::BrokenBarrier)));
+    assert!(matches!(barrier.wait_timeout(Duration::ZERO), Err(Error::BrokenBarrier)));
+    barrier.reset();
+    assert!(!barrier.broken());
+}
+
+#[test]
+fn event_and_condition_waits_report_timeout_as_an_error() {
+    let event = Event::new().unwrap();
+    let wanted = Duration::from_millis(10);
+    assert!(matches!(event.wait_timeout(wanted), Err(Error::Timeout(d)) if d == wanted));
+    event.set();
+    event.wait().unwrap();
+    event.wait_timeout(Duration::ZERO).unwrap();
+
+    let cond = Condition::new().unwrap();
+    let mut guard = cond.acquire().unwrap();
+    assert!(matches!(guard.wait_timeout(wanted), Err(Error::Timeout(d)) if d == wanted));
+    assert!(taken_for_other_threads(&cond), "the guard holds the lock again after a timeout");
+    let mut polls = 0;
+    let timed_out = guard.wait_for_timeout(
+        || {
+            polls += 1;
+            false
+        },
+        wanted,
+    );
+    assert!(matches!(timed_out, Err(Error::Timeout(d)) if d == wanted));
+    assert!(polls >= 2, "the predicate is checked again once the time is out");
+    guard.wait_for(|| true).unwrap();
+}
+
+/// Whether another thread finds a condition's lock taken.
+fn taken_for_other_threads(cond: &Condition) -> bool {
+    let other = cond.clone();
+    std::thread::spawn(move || other.try_acquire().is_err()).join().unwrap()
 }

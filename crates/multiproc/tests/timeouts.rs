@@ -72,67 +72,67 @@ fn joinable_queue_accepts_zero_and_max() {
 fn locks_and_semaphores_accept_zero_and_max() {
     let lock = Lock::new().unwrap();
     {
-        let _held = lock.acquire(MAX).unwrap();
-        assert!(matches!(lock.acquire(ZERO), Err(Error::Timeout(_))));
+        let _held = lock.acquire_timeout(Duration::MAX).unwrap();
+        assert!(matches!(lock.acquire_timeout(Duration::ZERO), Err(Error::Timeout(_))));
     }
-    drop(lock.acquire(ZERO).unwrap());
+    drop(lock.acquire_timeout(Duration::ZERO).unwrap());
 
     let rlock = RLock::new().unwrap();
-    let outer = rlock.acquire(MAX).unwrap();
-    let inner = rlock.acquire(ZERO).unwrap();
+    let outer = rlock.acquire_timeout(Duration::MAX).unwrap();
+    let inner = rlock.acquire_timeout(Duration::ZERO).unwrap();
     drop(inner);
     drop(outer);
 
     let sem = Semaphore::new(1).unwrap();
-    sem.acquire(MAX).unwrap();
-    assert!(matches!(sem.acquire(ZERO), Err(Error::Timeout(_))));
+    sem.acquire_timeout(Duration::MAX).unwrap().leak();
+    assert!(matches!(sem.acquire_timeout(Duration::ZERO), Err(Error::Timeout(_))));
     let releaser = sem.clone();
     let t = after_a_while(move || releaser.release().unwrap());
-    sem.acquire(MAX).unwrap();
+    sem.acquire_timeout(Duration::MAX).unwrap().leak();
     t.join().unwrap();
 
     let bsem = BoundedSemaphore::new(1).unwrap();
-    bsem.acquire(MAX).unwrap();
-    assert!(matches!(bsem.acquire(ZERO), Err(Error::Timeout(_))));
+    bsem.acquire_timeout(Duration::MAX).unwrap().leak();
+    assert!(matches!(bsem.acquire_timeout(Duration::ZERO), Err(Error::Timeout(_))));
     bsem.release().unwrap();
-    bsem.acquire(ZERO).unwrap();
+    bsem.acquire_timeout(Duration::ZERO).unwrap().leak();
 }
 
 #[test]
 fn event_condition_barrier_accept_zero_and_max() {
     let event = Event::new().unwrap();
-    assert!(!event.wait(ZERO));
+    assert!(matches!(event.wait_timeout(Duration::ZERO), Err(Error::Timeout(_))));
     let setter = event.clone();
     let t = after_a_while(move || setter.set());
-    assert!(event.wait(MAX));
+    event.wait_timeout(Duration::MAX).unwrap();
     t.join().unwrap();
-    assert!(event.wait(ZERO));
+    event.wait_timeout(Duration::ZERO).unwrap();
 
     let cond = Condition::new().unwrap();
     {
-        let mut guard = cond.acquire(MAX).unwrap();
-        assert!(!guard.wait(ZERO).unwrap());
-        assert!(guard.wait_for(|| true, MAX).unwrap());
-        assert!(!guard.wait_for(|| false, ZERO).unwrap());
+        let mut guard = cond.acquire_timeout(Duration::MAX).unwrap();
+        assert!(matches!(guard.wait_timeout(Duration::ZERO), Err(Error::Timeout(_))));
+        guard.wait_for_timeout(|| true, Duration::MAX).unwrap();
+        assert!(matches!(guard.wait_for_timeout(|| false, Duration::ZERO), Err(Error::Timeout(_))));
     }
     let notifier = cond.clone();
-    let mut guard = cond.acquire(ZERO).unwrap();
+    let mut guard = cond.acquire_timeout(Duration::ZERO).unwrap();
     let t = after_a_while(move || {
-        notifier.acquire(MAX).unwrap().notify_all();
+        notifier.acquire_timeout(Duration::MAX).unwrap().notify_all();
     });
-    assert!(guard.wait(MAX).unwrap());
+    guard.wait_timeout(Duration::MAX).unwrap();
     drop(guard);
     t.join().unwrap();
 
-    let lonely = Barrier::new(2, None, MAX).unwrap();
-    assert!(lonely.wait(ZERO).is_err());
-    let one = Barrier::new(1, None, MAX).unwrap();
-    one.wait(MAX).unwrap();
-    one.wait(ZERO).unwrap();
-    let pair = Barrier::new(2, None, None).unwrap();
+    let lonely = Barrier::builder(2).timeout(Duration::MAX).build().unwrap();
+    assert!(matches!(lonely.wait_timeout(Duration::ZERO), Err(Error::Timeout(_))));
+    let one = Barrier::builder(1).timeout(Duration::MAX).build().unwrap();
+    one.wait_timeout(Duration::MAX).unwrap();
+    one.wait_timeout(Duration::ZERO).unwrap();
+    let pair = Barrier::new(2).unwrap();
     let other = pair.clone();
-    let t = thread::spawn(move || other.wait(MAX).map(|_| ()));
-    pair.wait(MAX).unwrap();
+    let t = thread::spawn(move || other.wait_timeout(Duration::MAX).map(|_| ()));
+    pair.wait_timeout(Duration::MAX).unwrap();
     t.join().unwrap().unwrap();
 }
 
@@ -141,16 +141,18 @@ fn shared_values_accept_zero_and_max() {
     // A Value's lock is an RLock: another thread is refused while this one holds it.
     let value = Value::new(1u32).unwrap();
     {
-        let _g = value.lock(MAX).unwrap();
+        let _g = value.lock_timeout(Duration::MAX).unwrap();
         thread::scope(|s| {
-            s.spawn(|| assert!(matches!(value.lock(ZERO), Err(Error::Timeout(_)))));
+            s.spawn(|| {
+                assert!(matches!(value.lock_timeout(Duration::ZERO), Err(Error::Timeout(_))))
+            });
         });
     }
-    drop(value.lock(ZERO).unwrap());
-    drop(value.get_lock().acquire(MAX).unwrap());
+    drop(value.lock_timeout(Duration::ZERO).unwrap());
+    drop(value.get_lock().acquire_timeout(Duration::MAX).unwrap());
     let array = Array::<u8>::new(4).unwrap();
-    drop(array.lock(MAX).unwrap());
-    drop(array.lock(ZERO).unwrap());
+    drop(array.lock_timeout(Duration::MAX).unwrap());
+    drop(array.lock_timeout(Duration::ZERO).unwrap());
 }
 
 #[test]

@@ -104,7 +104,7 @@ type Ctl = (Event, Connection, Option<usize>);
 fn ready(ctl: &Ctl) {
     pin(ctl.2).unwrap();
     ctl.1.send_bytes(b"r").unwrap();
-    ctl.0.wait(None);
+    ctl.0.wait().unwrap();
 }
 
 /// Reports done, with a number (a worker's own timing, or 0).

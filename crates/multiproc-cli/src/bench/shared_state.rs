@@ -46,9 +46,9 @@ pub const NOTES: &[&str] = &[
 fn incr_locked_child((v, go, conn, n, cpu): WorkerArgs<Value<i32>>) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
-    go.wait(None);
+    go.wait().unwrap();
     for _ in 0..n {
-        let _g = v.get_lock().acquire(None).unwrap();
+        let _g = v.get_lock().acquire().unwrap();
         v.set(v.get().wrapping_add(1));
     }
     conn.send_bytes(b"k").unwrap();
@@ -57,7 +57,7 @@ fn incr_locked_child((v, go, conn, n, cpu): WorkerArgs<Value<i32>>) {
 fn atomic_add_child((v, go, conn, n, cpu): WorkerArgs<Value<i64>>) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
-    go.wait(None);
+    go.wait().unwrap();
     for _ in 0..n {
         v.fetch_add(1);
     }
@@ -153,11 +153,11 @@ pub fn ours(op: Op, n: u64, place: Placement) -> Result<f64, BoxError> {
         Op::LockUncontended => {
             let lock = Lock::new()?;
             for _ in 0..n.min(10_000) {
-                drop(lock.acquire(None)?);
+                drop(lock.acquire()?);
             }
             let t0 = Instant::now();
             for _ in 0..n {
-                drop(black_box(lock.acquire(None)?));
+                drop(black_box(lock.acquire()?));
             }
             Ok(t0.elapsed().as_secs_f64() * 1e9 / n as f64)
         }

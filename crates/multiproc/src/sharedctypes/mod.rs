@@ -17,7 +17,8 @@
 //! | `v.value`, `v.value = x` | [`v.get()`](Value::get), [`v.set(x)`](Value::set) |
 //! | `arr[i]`, `arr[i] = x`, `len(arr)` | [`arr.get(i)?`](Array::get), [`arr.set(i, x)?`](Array::set), [`arr.len()`](Array::len) |
 //! | `arr[:]`, `list(arr)`, `arr[a:b]`, `arr[a:b] = xs` | [`arr.to_vec()`](Array::to_vec), [`arr.get_range(a..b)?`](Array::get_range), [`arr.set_range(a, &xs)?`](Array::set_range) |
-//! | `with v.get_lock(): v.value += 1` | `let _g = v.get_lock().acquire(None)?; v.set(v.get() + 1);`, or [`*v.lock(None)? += 1`](Value::lock) |
+//! | `with v.get_lock(): v.value += 1` | `let _g = v.get_lock().acquire()?; v.set(v.get() + 1);`, or [`*v.lock()? += 1`](Value::lock) |
+//! | `v.get_lock().acquire(timeout=t)`, `acquire(False)` | [`v.get_lock().acquire_timeout(t)?`](SyncLock::acquire_timeout), [`try_acquire()?`](SyncLock::try_acquire); [`v.lock_timeout(t)?`](Value::lock_timeout), [`v.try_lock()?`](Value::try_lock) |
 //! | `v.get_obj()` | [`v.get_obj()`](Value::get_obj) |
 //! | — | [`fetch_add`](RawValue::fetch_add), [`compare_exchange`](RawValue::compare_exchange), … lock-free |
 //!
@@ -74,7 +75,7 @@
 //!     for i in 0..arr.len() {
 //!         arr.set(i, arr.get(i).unwrap() * 2).unwrap();
 //!     }
-//!     *counter.lock(None).unwrap() += 10;
+//!     *counter.lock().unwrap() += 10;
 //! }
 //!
 //! let arr = Array::from_values(&[1, 2, 3, 4, 5])?;

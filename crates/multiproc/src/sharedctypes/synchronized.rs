@@ -24,7 +24,7 @@ use crate::synchronize::{Lock, LockGuard, RLock, RLockGuard};
 ///
 /// let lock = Lock::new()?;
 /// let v = Value::with_lock(0_i32, lock.clone())?;
-/// let guard = v.get_lock().acquire(None)?;
+/// let guard = v.get_lock().acquire()?;
 /// assert!(lock.is_locked()); // the same lock
 /// drop(guard);
 /// assert!(matches!(v.get_lock(), SyncLock::Lock(_)));
@@ -51,13 +51,54 @@ impl From<RLock> for SyncLock {
 }
 
 impl SyncLock {
-    /// Acquires the lock, waiting at most `timeout` (`None`: as long as it takes);
-    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken. A holder that died is
-    /// taken over and reported by [`SyncGuard::owner_died`].
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<SyncGuard<'_>> {
+    /// Acquires the lock, waiting as long as it takes. A holder that died is taken over
+    /// and reported by [`SyncGuard::owner_died`].
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(0_u8)?;
+    /// let guard = v.get_lock().acquire()?;
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire(&self) -> Result<SyncGuard<'_>> {
         Ok(SyncGuard(match self {
-            SyncLock::Lock(lock) => HeldLock::Lock(lock.acquire(timeout)?),
-            SyncLock::RLock(rlock) => HeldLock::RLock(rlock.acquire(timeout)?),
+            SyncLock::Lock(lock) => HeldLock::Lock(lock.acquire()?),
+            SyncLock::RLock(rlock) => HeldLock::RLock(rlock.acquire()?),
+        }))
+    }
+
+    /// Acquires the lock, waiting at most `timeout`;
+    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let v = multiproc::Value::new(0_u8)?;
+    /// let guard = v.get_lock().acquire_timeout(Duration::from_secs(1))?;
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<SyncGuard<'_>> {
+        Ok(SyncGuard(match self {
+            SyncLock::Lock(lock) => HeldLock::Lock(lock.acquire_timeout(timeout)?),
+            SyncLock::RLock(rlock) => HeldLock::RLock(rlock.acquire_timeout(timeout)?),
+        }))
+    }
+
+    /// Acquires the lock without waiting (an [`RLock`] this thread holds is acquired
+    /// again); [`Error::Timeout`](crate::Error::Timeout) (of zero) if it is taken.
+    ///
+    /// ```
+    /// use multiproc::{synchronize::Lock, Value};
+    /// let v = Value::with_lock(0_u8, Lock::new()?)?;
+    /// let guard = v.get_lock().try_acquire()?;
+    /// assert!(v.get_lock().try_acquire().is_err());
+    /// # drop(guard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_acquire(&self) -> Result<SyncGuard<'_>> {
+        Ok(SyncGuard(match self {
+            SyncLock::Lock(lock) => HeldLock::Lock(lock.try_acquire()?),
+            SyncLock::RLock(rlock) => HeldLock::RLock(rlock.try_acquire()?),
         }))
     }
 }
@@ -71,7 +112,7 @@ enum HeldLock<'a> {
 ///
 /// ```
 /// let v = multiproc::Value::new(1.5_f64)?;
-/// let guard = v.get_lock().acquire(None)?;
+/// let guard = v.get_lock().acquire()?;
 /// assert!(!guard.owner_died());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -107,7 +148,7 @@ impl fmt::Debug for SyncGuard<'_> {
 /// // Seed 002, "Value with Built-in Lock".
 /// fn increment((counter, n): (Value<i32>, u32)) {
 ///     for _ in 0..n {
-///         let _g = counter.get_lock().acquire(None).unwrap();
+///         let _g = counter.get_lock().acquire().unwrap();
 ///         counter.set(counter.get() + 1);
 ///     }
 /// }
@@ -122,7 +163,7 @@ impl fmt::Debug for SyncGuard<'_> {
 /// assert_eq!(counter.get(), 2000);
 ///
 /// // A guard over a private copy, written back when it drops:
-/// *counter.lock(None)? += 1;
+/// *counter.lock()? += 1;
 /// // Lock-free, for integers (as its raw value, `get_obj()`, has them too):
 /// assert_eq!(counter.fetch_add(9), 2001);
 /// assert_eq!(counter.swap(7), 2010);
@@ -185,11 +226,50 @@ impl<T: CType> Value<T> {
         &self.raw
     }
 
-    /// Acquires the lock (waiting at most `timeout`) and returns a guard that
+    /// Acquires the lock (waiting as long as it takes) and returns a guard that
     /// dereferences to the value. A change made through the guard is written back when it
     /// drops, before the lock is released; a panic while it is held writes nothing.
-    pub fn lock(&self, timeout: Option<Duration>) -> Result<ValueGuard<'_, T>> {
-        let lock = self.lock.acquire(timeout)?;
+    ///
+    /// ```
+    /// let v = multiproc::Value::new(1_i32)?;
+    /// *v.lock()? *= 5;
+    /// assert_eq!(v.get(), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
+        self.guard(self.lock.acquire()?)
+    }
+
+    /// [`lock`](Self::lock), waiting at most `timeout` for the lock;
+    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let v = multiproc::Value::new(1_i32)?;
+    /// *v.lock_timeout(Duration::from_secs(1))? += 1;
+    /// assert_eq!(v.get(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
+        self.guard(self.lock.acquire_timeout(timeout)?)
+    }
+
+    /// [`lock`](Self::lock) without waiting; [`Error::Timeout`](crate::Error::Timeout) (of
+    /// zero) if the lock is taken.
+    ///
+    /// ```
+    /// use multiproc::{synchronize::Lock, Value};
+    /// let v = Value::with_lock(1_i32, Lock::new()?)?;
+    /// let g = v.try_lock()?;
+    /// assert!(v.try_lock().is_err());
+    /// # drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>> {
+        self.guard(self.lock.try_acquire()?)
+    }
+
+    fn guard<'a>(&'a self, lock: SyncGuard<'a>) -> Result<ValueGuard<'a, T>> {
         let value = self.raw.get();
         Ok(ValueGuard { raw: &self.raw, original: value, value, lock })
     }
@@ -244,7 +324,7 @@ impl<T: CInt> Value<T> {
 ///
 /// ```
 /// let v = multiproc::Value::new(1.0_f64)?;
-/// let mut g = v.lock(None)?;
+/// let mut g = v.lock()?;
 /// *g += 0.5;
 /// assert_eq!(v.get(), 1.0); // not yet written
 /// drop(g);
@@ -324,7 +404,7 @@ impl<T: CType> fmt::Debug for ValueGuard<'_, T> {
 /// assert!(ints.get(3).is_err()); // out of range: an error, not a panic
 /// {
 ///     // A guard over a private copy of the elements, written back when it drops.
-///     let mut elems = ints.lock(None)?;
+///     let mut elems = ints.lock()?;
 ///     for e in elems.iter_mut() {
 ///         *e *= 2;
 ///     }
@@ -403,7 +483,7 @@ impl<T: CType> Array<T> {
 
     /// All elements (Python's `arr[:]`, `list(arr)`). Each element is read atomically;
     /// for a snapshot that no lock holder is half-way through changing, read under the
-    /// lock: `arr.lock(None)?.to_vec()`.
+    /// lock: `arr.lock()?.to_vec()`.
     pub fn to_vec(&self) -> Vec<T> {
         self.raw.to_vec()
     }
@@ -432,12 +512,51 @@ impl<T: CType> Array<T> {
         &self.raw
     }
 
-    /// Acquires the lock (waiting at most `timeout`) and returns a guard that
+    /// Acquires the lock (waiting as long as it takes) and returns a guard that
     /// dereferences to the elements (`&mut [T]`): a copy read under the lock. Elements
     /// changed through the guard are written back when it drops, before the lock is
     /// released; a panic while it is held writes nothing back.
-    pub fn lock(&self, timeout: Option<Duration>) -> Result<ArrayGuard<'_, T>> {
-        let lock = self.lock.acquire(timeout)?;
+    ///
+    /// ```
+    /// let a = multiproc::Array::from_values(&[1_i32, 2, 3])?;
+    /// a.lock()?.reverse();
+    /// assert_eq!(a.to_vec(), [3, 2, 1]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
+        self.guard(self.lock.acquire()?)
+    }
+
+    /// [`lock`](Self::lock), waiting at most `timeout` for the lock;
+    /// [`Error::Timeout`](crate::Error::Timeout) if it stays taken.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let a = multiproc::Array::from_values(&[1_i32, 2])?;
+    /// a.lock_timeout(Duration::from_secs(1))?[0] = 7;
+    /// assert_eq!(a.to_vec(), [7, 2]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>> {
+        self.guard(self.lock.acquire_timeout(timeout)?)
+    }
+
+    /// [`lock`](Self::lock) without waiting; [`Error::Timeout`](crate::Error::Timeout) (of
+    /// zero) if the lock is taken.
+    ///
+    /// ```
+    /// use multiproc::{synchronize::Lock, Array};
+    /// let a = Array::with_lock(&[0_u8; 4], Lock::new()?)?;
+    /// let g = a.try_lock()?;
+    /// assert!(a.try_lock().is_err());
+    /// # drop(g);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>> {
+        self.guard(self.lock.try_acquire()?)
+    }
+
+    fn guard<'a>(&'a self, lock: SyncGuard<'a>) -> Result<ArrayGuard<'a, T>> {
         let original = self.raw.to_vec();
         let elems = original.clone();
         Ok(ArrayGuard { raw: &self.raw, original, elems, lock })
@@ -488,7 +607,7 @@ impl<T: CInt> Array<T> {
 ///
 /// ```
 /// let arr = multiproc::Array::<i32>::new(3)?;
-/// let mut g = arr.lock(None)?;
+/// let mut g = arr.lock()?;
 /// g[1] = 5;
 /// assert!(!g.owner_died());
 /// drop(g);
