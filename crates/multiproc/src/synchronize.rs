@@ -15,6 +15,16 @@
 //! is [`Error::Timeout`]. Every acquire returns a guard that releases on drop; `wait`
 //! (of [`Event`], [`Barrier`] and a [`ConditionGuard`]) comes as `wait` and `wait_timeout`.
 //!
+//! | Python | multiproc |
+//! |---|---|
+//! | `with lock:`, `lock.acquire()` | `let _guard = lock.acquire()?;` |
+//! | `lock.acquire(timeout=t)`, `lock.acquire(False)` | [`lock.acquire_timeout(t)?`](Lock::acquire_timeout), [`lock.try_acquire()?`](Lock::try_acquire) |
+//! | `sem.acquire()` here, `sem.release()` elsewhere | [`sem.acquire()?.leak()`](SemaphoreGuard::leak), [`sem.release()?`](Semaphore::release) |
+//! | `event.wait()`, `event.wait(t)` (a `bool`) | [`event.wait()?`](Event::wait), [`event.wait_timeout(t)`](Event::wait_timeout) (`Err(Error::Timeout)`) |
+//! | `with cond: cond.wait(t)`, `cond.wait_for(p, t)` | [`cond.acquire()?.wait_timeout(t)`](ConditionGuard::wait_timeout), [`guard.wait_for_timeout(p, t)`](ConditionGuard::wait_for_timeout) |
+//! | `Barrier(n)`, `Barrier(n, action=f, timeout=t)` | [`Barrier::new(n)?`](Barrier::new), [`Barrier::builder(n).action(f).timeout(t).build()?`](Barrier::builder) |
+//! | `barrier.wait()`, `barrier.wait(t)` | [`barrier.wait()?`](Barrier::wait), [`barrier.wait_timeout(t)?`](Barrier::wait_timeout) |
+//!
 //! Handles are cheap to clone (clones are the same primitive), and they travel to child
 //! processes as arguments: the segment's descriptor is passed, so nothing is left in
 //! `/dev/shm` when processes die, however they die.
@@ -250,7 +260,8 @@ impl Lock {
     }
 
     /// Acquires the lock if it is free (Python's `acquire(block=False)`);
-    /// [`Error::Timeout`] (of zero) if it is taken.
+    /// [`Error::Timeout`] (of zero) if it is taken. A holder found dead is taken over, as by
+    /// [`acquire`](Self::acquire) (that may take a few milliseconds).
     ///
     /// ```
     /// let lock = multiproc::synchronize::Lock::new()?;
