@@ -216,25 +216,25 @@ fn processes_accept_zero_and_max() {
 
 #[test]
 fn pool_accepts_zero_and_max() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let r = pool.apply_async(add_one, 1).unwrap();
-    assert_eq!(r.get(MAX).unwrap(), 2);
+    assert_eq!(r.get_timeout(Duration::MAX).unwrap(), 2);
     let r = pool.apply_async(add_one, 2).unwrap();
-    assert!(r.wait(MAX));
-    assert!(r.wait(ZERO));
-    assert_eq!(r.get(ZERO).unwrap(), 3);
-    let m = pool.map_async(add_one, 0..4, None).unwrap();
-    assert!(m.wait(MAX));
-    assert_eq!(m.get(ZERO).unwrap(), vec![1, 2, 3, 4]);
-    let mut it = pool.imap(add_one, 0..3, 1).unwrap();
+    r.wait_timeout(Duration::MAX).unwrap();
+    r.wait_timeout(Duration::ZERO).unwrap();
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), 3);
+    let m = pool.map_async(add_one, 0..4).unwrap();
+    m.wait_timeout(Duration::MAX).unwrap();
+    assert_eq!(m.get_timeout(Duration::ZERO).unwrap(), vec![1, 2, 3, 4]);
+    let mut it = pool.imap(add_one, 0..3).unwrap();
     let mut got = Vec::new();
     while let Some(r) = it.next_timeout(Duration::MAX) {
         got.push(r.unwrap());
     }
     assert_eq!(got, vec![1, 2, 3]);
     pool.close();
-    pool.join(MAX).unwrap();
-    pool.join(ZERO).unwrap();
+    pool.join_timeout(Duration::MAX).unwrap();
+    pool.join_timeout(Duration::ZERO).unwrap();
 }
 
 #[test]
