@@ -950,3 +950,111 @@ fn locks_held_by_a_killed_local_client_pass_to_the_next_taker() {
     cond.acquire_timeout(WAIT).unwrap().release().unwrap();
     manager.shutdown().unwrap();
 }
+
+#[test]
+fn proxy_guards_release_on_drop_in_another_process_too() {
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    let sem = m.semaphore(1).unwrap();
+    let rlock = m.rlock().unwrap();
+    let cond = m.condition().unwrap();
+    type Locks = (
+        multiproc::managers::LockProxy,
+        multiproc::managers::SemaphoreProxy,
+        multiproc::managers::RLockProxy,
+        multiproc::managers::ConditionProxy,
+    );
+    // Another process sees each one free only once our guard is gone.
+    fn all_free((lock, sem, rlock, cond): Locks) -> bool {
+        lock.try_acquire().is_ok()
+            && sem.try_acquire().is_ok()
+            && rlock.try_acquire().is_ok()
+            && cond.try_acquire().is_ok()
+    }
+    let locks: Locks = (lock.clone(), sem.clone(), rlock.clone(), cond.clone());
+    {
+        let _l = lock.acquire().unwrap();
+        let _s = sem.acquire().unwrap();
+        let _r = rlock.acquire().unwrap();
+        let _r2 = rlock.acquire().unwrap(); // two levels, two guards
+        let _c = cond.acquire().unwrap();
+        let child = |(lock, sem, rlock, cond): Locks| {
+            matches!(lock.try_acquire(), Err(Error::Timeout(_)))
+                && matches!(sem.try_acquire(), Err(Error::Timeout(_)))
+                && matches!(rlock.try_acquire(), Err(Error::Timeout(_)))
+                && matches!(cond.try_acquire(), Err(Error::Timeout(_)))
+        };
+        assert!(multiproc::spawn(child, locks.clone()).unwrap().join().unwrap());
+    }
+    assert!(multiproc::spawn(all_free, locks).unwrap().join().unwrap());
+    // A guard released explicitly reports the server's answer, and is not released twice.
+    lock.acquire().unwrap().release().unwrap();
+    assert!(matches!(lock.release(), Err(Error::Remote(_))));
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_failed_proxy_put_hands_the_item_back() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<String>(1).unwrap();
+    q.put("first".to_string()).unwrap();
+    for e in [
+        q.try_put("second".to_string()).unwrap_err(),
+        q.put_timeout("second".to_string(), Duration::from_millis(10)).unwrap_err(),
+    ] {
+        assert!(matches!(e.error(), Error::Full));
+        assert_eq!(e.into_item(), "second");
+    }
+    // `?` turns a PutError into the plain error.
+    let plain = || -> multiproc::Result<()> { Ok(q.try_put("third".to_string())?) };
+    assert!(matches!(plain(), Err(Error::Full)));
+    assert_eq!(q.try_get().unwrap(), "first");
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    m.shutdown().unwrap();
+    // The server is gone: the item still comes back.
+    let e = q.put("lost".to_string()).unwrap_err();
+    assert!(matches!(e.error(), Error::Remote(_)));
+    assert_eq!(e.into_item(), "lost");
+}
+
+#[test]
+fn a_barrier_timeout_is_a_timeout_for_its_party_and_broken_for_the_others() {
+    let m = Manager::start().unwrap();
+    let barrier = m.barrier(3).unwrap();
+    let waiter = multiproc::spawn(
+        |b: multiproc::managers::BarrierProxy| matches!(b.wait(), Err(Error::BrokenBarrier)),
+        barrier.clone(),
+    )
+    .unwrap();
+    wait_blocked_calls(m.server_pid().unwrap(), 1); // the child waits in the server
+    let t = Duration::from_millis(20);
+    assert!(matches!(barrier.wait_timeout(t), Err(Error::Timeout(d)) if d == t));
+    assert!(waiter.join().unwrap(), "the other party did not see the barrier broken");
+    assert!(matches!(barrier.wait_timeout(WAIT), Err(Error::BrokenBarrier)));
+    barrier.reset().unwrap();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn event_and_condition_waits_wake_on_set_and_notify() {
+    let m = Manager::start().unwrap();
+    let ev = m.event().unwrap();
+    let setter = ev.clone();
+    let waiter = multiproc::spawn(|ev: multiproc::managers::EventProxy| ev.wait().is_ok(), ev);
+    let waiter = waiter.unwrap();
+    wait_blocked_calls(m.server_pid().unwrap(), 1);
+    setter.set().unwrap();
+    assert!(waiter.join().unwrap());
+
+    let cond = m.condition().unwrap();
+    let notifier = cond.clone();
+    let t = std::thread::spawn(move || {
+        let held = cond.acquire().unwrap();
+        held.wait().unwrap();
+        true
+    });
+    wait_blocked_calls(m.server_pid().unwrap(), 1);
+    notifier.acquire().unwrap().notify(1).unwrap();
+    assert!(t.join().unwrap());
+    m.shutdown().unwrap();
+}

@@ -891,6 +891,63 @@ fn bad_arguments_are_errors_not_panics() {
     assert!(format!("{pool:?}").contains("processes: 1"));
 }
 
+#[test]
+fn every_mapping_method_takes_its_chunk_size_the_same_way() {
+    let pool = Pool::new(2).unwrap();
+    let expected: Vec<u64> = (0..100).map(square).collect();
+    for n in [1, 7, 100, 1000] {
+        let by = pool.chunksize(n);
+        assert_eq!(by.map(square, 0..100).unwrap(), expected, "map {n}");
+        assert_eq!(by.map_async(square, 0..100).unwrap().get().unwrap(), expected, "{n}");
+        assert_eq!(by.starmap(square, 0..100).unwrap(), expected, "starmap {n}");
+        assert_eq!(by.starmap_async(square, 0..100).unwrap().get().unwrap(), expected);
+        let (tx, rx) = mpsc::channel();
+        let r = by.map_async_with(
+            square,
+            0..100,
+            move |v: &Vec<u64>| tx.send(v.len()).unwrap(),
+            |_| {},
+        );
+        assert_eq!(r.unwrap().get().unwrap(), expected);
+        assert_eq!(rx.recv().unwrap(), 100);
+        let got: Vec<u64> = by.imap(square, 0..100).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, expected, "imap {n}");
+        let mut got: Vec<u64> =
+            by.imap_unordered(square, 0..100).unwrap().map(Result::unwrap).collect();
+        got.sort();
+        assert_eq!(got, expected, "imap_unordered {n}");
+    }
+    // A zero chunk size fails in every method, before any work is submitted.
+    let zero = pool.chunksize(0);
+    assert!(matches!(zero.map_async(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(zero.starmap(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(zero.starmap_async(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        zero.map_async_with(square, 0..3, |_| {}, |_| {}),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+}
+
+#[test]
+fn timed_forms_time_out_and_the_plain_forms_wait() {
+    let pool = Pool::new(1).unwrap();
+    let r = pool.apply_async(slow, (3, 1000)).unwrap();
+    let mut it = pool.imap(slow, [(4, 0)]).unwrap();
+    assert!(matches!(r.try_get(), Err(Error::Timeout(_))));
+    assert!(matches!(r.wait_timeout(Duration::ZERO), Err(Error::Timeout(d)) if d.is_zero()));
+    assert!(matches!(it.try_next(), Some(Err(Error::Timeout(_)))));
+    pool.close();
+    let t = Duration::from_millis(5);
+    assert!(matches!(pool.join_timeout(t), Err(Error::Timeout(d)) if d == t));
+    r.wait().unwrap();
+    assert_eq!(r.get().unwrap(), 3);
+    assert_eq!(it.next().unwrap().unwrap(), 4);
+    assert!(it.try_next().is_none());
+    pool.join().unwrap();
+    pool.join_timeout(Duration::ZERO).unwrap();
+}
+
 // --------------------------------------------------------------------------------------
 // The seed examples (their output is asserted by the tour's tests)
 
