@@ -16,8 +16,8 @@ fn worker((address, authkey): (String, Vec<u8>)) -> u32 {
     let jobs = manager.queue_named::<Option<u64>>("jobs").expect("jobs");
     let results = manager.queue_named::<(u64, u64)>("results").expect("results");
     let mut done = 0;
-    while let Some(n) = jobs.get(Some(Duration::from_secs(30))).expect("get") {
-        results.put(&(n, n * n), None).expect("put");
+    while let Some(n) = jobs.get_timeout(Duration::from_secs(30)).expect("get") {
+        results.put((n, n * n)).expect("put");
         done += 1;
     }
     done
@@ -29,7 +29,7 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
     let jobs = manager.queue_named::<Option<u64>>("jobs")?;
     let results = manager.queue_named::<(u64, u64)>("results")?;
     for n in 1..=20 {
-        jobs.put(&Some(n), None)?;
+        jobs.put(Some(n))?;
     }
     let workers = (0..3)
         .map(|_| {
@@ -37,10 +37,10 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
         })
         .collect::<multiproc::Result<Vec<_>>>()?;
     for _ in &workers {
-        jobs.put(&None, None)?;
+        jobs.put(None)?;
     }
     let mut squares: Vec<(u64, u64)> = (0..20)
-        .map(|_| results.get(Some(Duration::from_secs(30))))
+        .map(|_| results.get_timeout(Duration::from_secs(30)))
         .collect::<multiproc::Result<_>>()?;
     let mut jobs_done = 0;
     for w in workers {

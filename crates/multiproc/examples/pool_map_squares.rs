@@ -12,8 +12,8 @@ fn worker(task_id: u64) -> u64 {
 }
 
 pub fn main() -> multiproc::Result<()> {
-    let pool = Pool::new(None)?;
-    let results = pool.map(worker, 0..5, None)?;
+    let pool = Pool::builder().build()?;
+    let results = pool.map(worker, 0..5)?;
     println!("{results:?}"); // [0, 1, 4, 9, 16]
                              // The seed's dictionary of results by task id.
     let by_task: BTreeMap<u64, u64> = (0..5).zip(results).collect();

@@ -14,14 +14,14 @@ fn worker((task_id, value): (u32, u64)) -> (u32, u64) {
 
 pub fn main() -> multiproc::Result<()> {
     // Start 4 workers.
-    let pool = Pool::new(Some(4))?;
+    let pool = Pool::new(4)?;
     // Send tasks and collect results.
     let tasks: Vec<(u32, u64)> =
         [1, 2, 3, 4, 5].into_iter().enumerate().map(|(id, v)| (id as u32, v)).collect();
-    let results = pool.map(worker, tasks, None)?;
+    let results = pool.map(worker, tasks)?;
     // Let the workers stop, as the seed's poison pills do.
     pool.close();
-    pool.join(Some(Duration::from_secs(60)))?; // generous: a loaded machine may be slow
+    pool.join_timeout(Duration::from_secs(60))?; // generous: a loaded machine may be slow
     println!("{results:?}"); // [(0, 1), (1, 4), (2, 9), (3, 16), (4, 25)]
     Ok(())
 }

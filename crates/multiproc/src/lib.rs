@@ -19,7 +19,7 @@
 //! | `Value('i', 0)`, `Array('d', 5)`, `RawValue`, `RawArray` | [`sharedctypes`] |
 //! | `shared_memory.SharedMemory(create=True, size=n)`, `ShareableList` | [`shared_memory::SharedMemory`], [`shared_memory::ShareableList`] |
 //! | `EOFError`, `AuthenticationError`, `BufferTooShort` | [`Error::Eof`], [`Error::Authentication`], [`Error::BufferTooShort`] |
-//! | `Pool(processes)`, `apply`, `apply_async`, `map`, `map_async`, `imap`, `imap_unordered`, `starmap` | [`pool::Pool`] and its methods; `AsyncResult` is [`pool::AsyncResult`] |
+//! | `Pool(processes)`, `apply`, `apply_async`, `map`, `map_async`, `imap`, `imap_unordered`, `starmap` | [`pool::Pool`] and its methods (`chunksize=n`: [`pool::Pool::chunksize`]); `AsyncResult` is [`pool::AsyncResult`] |
 //! | `Manager()`, `manager.dict()`, `list()`, `Namespace()`, `Value()`, `BaseManager.register` | [`Manager::start`], [`Manager::dict`], … ([`managers`]) |
 //! | `queue.Empty`, `queue.Full`, `BrokenBarrierError` | [`Error::Empty`], [`Error::Full`], [`Error::BrokenBarrier`] |
 //!

@@ -29,6 +29,7 @@ use common::waits::{
 };
 
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Waits until `n` calls are blocked in the server `pid` (each blocked call's thread
 /// waits on its object's condition variable, in slices: a private futex wait with a
@@ -194,10 +195,11 @@ fn namespace_value_and_sync_objects() {
     assert_eq!(v.get().unwrap(), (2, "b".to_string()));
 
     let ev = m.event().unwrap();
-    assert!(!ev.wait(Some(Duration::from_millis(10))).unwrap());
+    assert!(matches!(ev.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
     let sem = m.semaphore(2).unwrap();
-    assert!(sem.try_acquire().unwrap() && sem.try_acquire().unwrap());
-    assert!(!sem.acquire(Some(Duration::from_millis(10))).unwrap());
+    let units = (sem.try_acquire().unwrap(), sem.try_acquire().unwrap());
+    assert!(matches!(sem.acquire_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
+    drop(units);
     m.shutdown().unwrap();
 }
 
@@ -260,8 +262,8 @@ fn proxies_travel_through_queues_pipes_and_other_managed_objects() {
 
     // Through a managed queue.
     let mq = m.queue::<ListProxy<u32>>(0).unwrap();
-    mq.put(&inner, None).unwrap();
-    mq.get(None).unwrap().append(&3).unwrap();
+    mq.put(inner.clone()).unwrap();
+    mq.get().unwrap().append(&3).unwrap();
     assert_eq!(inner.to_vec().unwrap(), [1, 2, 3]);
     m.shutdown().unwrap();
 }
@@ -297,7 +299,7 @@ fn queue_blocks_in_the_server_and_joins() {
         |q: QueueProxy<u32>| {
             let mut sum = 0;
             for _ in 0..10 {
-                sum += q.get(LONG).unwrap();
+                sum += q.get_timeout(WAIT).unwrap();
                 q.task_done().unwrap();
             }
             sum
@@ -307,14 +309,16 @@ fn queue_blocks_in_the_server_and_joins() {
     .unwrap();
     wait_blocked_calls(m.server_pid().unwrap(), 1); // the consumer waits in the server
     for i in 0..10 {
-        q.put(&i, None).unwrap();
+        q.put(i).unwrap();
     }
-    q.join(LONG).unwrap();
+    q.join_timeout(WAIT).unwrap();
     assert_eq!(consumer.join().unwrap(), 45);
-    assert!(matches!(q.get(Some(Duration::from_millis(20))), Err(Error::Empty)));
+    assert!(matches!(q.get_timeout(Duration::from_millis(20)), Err(Error::Empty)));
     let bounded = m.queue::<u32>(1).unwrap();
-    bounded.put_nowait(&1).unwrap();
-    assert!(matches!(bounded.put_nowait(&2), Err(Error::Full)));
+    bounded.try_put(1).unwrap();
+    let full = bounded.try_put(2).unwrap_err();
+    assert!(matches!(full.error(), Error::Full));
+    assert_eq!(full.into_item(), 2);
     m.shutdown().unwrap();
 }
 
@@ -332,19 +336,19 @@ fn barrier_lock_and_event_across_processes() {
         ValueProxy<u32>,
     );
     fn party((barrier, lock, ev, counter): Args) -> u64 {
-        assert!(ev.wait(LONG).unwrap());
+        ev.wait_timeout(WAIT).unwrap();
         for _ in 0..20 {
-            assert!(lock.acquire(LONG).unwrap());
+            let held = lock.acquire_timeout(WAIT).unwrap();
             let v = counter.get().unwrap();
             counter.set(&(v + 1)).unwrap();
-            lock.release().unwrap();
+            drop(held);
         }
-        barrier.wait(LONG).unwrap()
+        barrier.wait_timeout(WAIT).unwrap()
     }
     let args: Args = (barrier.clone(), lock.clone(), ev.clone(), counter.clone());
     let hs: Vec<_> = (0..2).map(|_| multiproc::spawn(party, args.clone()).unwrap()).collect();
     ev.set().unwrap();
-    let mine = barrier.wait(LONG).unwrap();
+    let mine = barrier.wait_timeout(WAIT).unwrap();
     let mut arrivals: Vec<u64> = hs.into_iter().map(|h| h.join().unwrap()).collect();
     arrivals.push(mine);
     arrivals.sort();
@@ -376,7 +380,7 @@ fn a_killed_server_makes_calls_fail_not_hang() {
     d.set(&1, &1).unwrap();
     let pid = m.server_pid().unwrap();
     // A call blocked in the server when it dies fails too.
-    let blocked = std::thread::spawn(move || q.get(None));
+    let blocked = std::thread::spawn(move || q.get());
     wait_blocked_calls(pid, 1);
     let pid_t = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(pid_t, rustix::process::Signal::KILL).unwrap();
@@ -410,7 +414,7 @@ fn the_server_dies_with_its_parent() {
 fn a_client_dying_in_a_blocking_get_loses_no_item() {
     let m = Manager::start().unwrap();
     let q = m.queue::<u32>(0).unwrap();
-    let p = Process::new(|q: QueueProxy<u32>| drop(q.get(None)), q.clone());
+    let p = Process::new(|q: QueueProxy<u32>| drop(q.get()), q.clone());
     p.start().unwrap();
     let server = m.server_pid().unwrap();
     wait_blocked_calls(server, 1); // it waits in the server now
@@ -420,8 +424,8 @@ fn a_client_dying_in_a_blocking_get_loses_no_item() {
     p.join(None).unwrap();
     // The server noticed the hang-up: the thread that served the dead client has ended.
     wait_until("the server to notice the hang-up", || !thread_exists(server, serving[0]));
-    q.put(&7, None).unwrap();
-    assert_eq!(q.get(Some(Duration::from_secs(5))).unwrap(), 7);
+    q.put(7).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 7);
     m.shutdown().unwrap();
 }
 
@@ -622,14 +626,14 @@ fn multiproc_serve_cli_hosts_named_objects_for_two_clients() {
     let result = std::panic::catch_unwind(|| {
         fn client((addr, id): (String, u32)) {
             let m = Manager::connect(&addr, b"cli key").unwrap();
-            m.queue_named::<u32>("jobs").unwrap().put(&id, None).unwrap();
+            m.queue_named::<u32>("jobs").unwrap().put(id).unwrap();
         }
         let hs: Vec<_> =
             (0..2).map(|id| multiproc::spawn(client, (addr.clone(), id)).unwrap()).collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
         let m = Manager::connect(&addr, b"cli key").unwrap();
         let q = m.queue_named::<u32>("jobs").unwrap();
-        let mut got = [q.get(LONG).unwrap(), q.get(LONG).unwrap()];
+        let mut got = [q.get_timeout(WAIT).unwrap(), q.get_timeout(WAIT).unwrap()];
         got.sort();
         assert_eq!(got, [0, 1]);
         assert!(Manager::connect(&addr, b"cli key\n").is_err());
@@ -647,29 +651,31 @@ fn condition_rlock_and_bounded_semaphore_across_processes() {
     let cond = m.condition().unwrap();
     let ready = m.value(false).unwrap();
     fn waiter((cond, ready): (ConditionProxy, ValueProxy<bool>)) -> bool {
-        assert!(cond.acquire(LONG).unwrap());
+        let held = cond.acquire_timeout(WAIT).unwrap();
         while !ready.get().unwrap() {
-            if !cond.wait(LONG).unwrap() {
+            if held.wait_timeout(WAIT).is_err() {
                 return false;
             }
         }
-        cond.release().unwrap();
+        drop(held);
         true
     }
     let hs: Vec<_> =
         (0..2).map(|_| multiproc::spawn(waiter, (cond.clone(), ready.clone())).unwrap()).collect();
     wait_blocked_calls(m.server_pid().unwrap(), 2); // both wait on the condition
-    assert!(cond.acquire(LONG).unwrap());
+    let held = cond.acquire_timeout(WAIT).unwrap();
     ready.set(&true).unwrap();
-    cond.notify_all().unwrap();
-    cond.release().unwrap();
+    held.notify_all().unwrap();
+    drop(held);
     for h in hs {
         assert!(h.join().unwrap());
     }
 
     let rlock = m.rlock().unwrap();
-    assert!(rlock.acquire(None).unwrap() && rlock.acquire(None).unwrap());
-    let other = |l: RLockProxy| l.acquire(Some(Duration::from_millis(50))).unwrap();
+    rlock.acquire().unwrap().leak();
+    rlock.acquire().unwrap().leak();
+    let other =
+        |l: RLockProxy| l.acquire_timeout(Duration::from_millis(50)).map(|g| g.leak()).is_ok();
     assert!(!multiproc::spawn(other, rlock.clone()).unwrap().join().unwrap());
     rlock.release().unwrap();
     assert!(!multiproc::spawn(other, rlock.clone()).unwrap().join().unwrap());
@@ -678,12 +684,13 @@ fn condition_rlock_and_bounded_semaphore_across_processes() {
     // owner) gets it.
     assert!(multiproc::spawn(other, rlock.clone()).unwrap().join().unwrap());
     let mine = rlock.clone();
-    assert!(std::thread::spawn(move || mine.try_acquire().unwrap()).join().unwrap());
+    assert!(std::thread::spawn(move || mine.try_acquire().map(|g| g.leak()).is_ok())
+        .join()
+        .unwrap());
 
     let sem = m.bounded_semaphore(2).unwrap();
     assert!(matches!(sem.release(), Err(Error::Remote(e)) if e.contains("too many")));
-    assert!(sem.try_acquire().unwrap());
-    sem.release().unwrap();
+    sem.try_acquire().unwrap().release().unwrap();
     let arr = m.array([1u8, 2, 3]).unwrap();
     arr.set(-1, &9).unwrap();
     assert_eq!(arr.to_vec().unwrap(), [1, 2, 9]);
@@ -900,10 +907,10 @@ fn hold_locks_until_killed(
         multiproc::synchronize::Event,
     ),
 ) {
-    assert!(lock.acquire(None).unwrap());
-    assert!(rlock.acquire(None).unwrap());
-    assert!(rlock.acquire(None).unwrap()); // twice: recursion does not protect it
-    assert!(cond.acquire(None).unwrap());
+    lock.acquire().unwrap().leak();
+    rlock.acquire().unwrap().leak();
+    rlock.acquire().unwrap().leak(); // twice: recursion does not protect it
+    cond.acquire().unwrap().leak();
     ready.set();
     std::thread::sleep(Duration::from_secs(600)); // killed by the test
 }
@@ -921,25 +928,133 @@ fn locks_held_by_a_killed_local_client_pass_to_the_next_taker() {
     holder.start().unwrap();
     ready.wait_timeout(Duration::from_secs(60)).unwrap();
     // Held by a live process: not taken.
-    assert!(!lock.try_acquire().unwrap());
-    assert!(!rlock.try_acquire().unwrap());
-    assert!(!lock.acquire(Some(Duration::from_millis(300))).unwrap());
+    assert!(matches!(lock.try_acquire(), Err(Error::Timeout(_))));
+    assert!(matches!(rlock.try_acquire(), Err(Error::Timeout(_))));
+    assert!(matches!(lock.acquire_timeout(Duration::from_millis(300)), Err(Error::Timeout(_))));
     // A waiter already blocked when the holder dies gets the lock.
     let waiter = {
         let lock = lock.clone();
-        std::thread::spawn(move || lock.acquire(LONG).unwrap())
+        std::thread::spawn(move || lock.acquire_timeout(WAIT).map(|g| g.leak()).is_ok())
     };
     wait_blocked_calls(manager.server_pid().unwrap(), 1);
     holder.kill().unwrap();
     holder.join(LONG).unwrap();
     assert!(waiter.join().unwrap(), "the blocked waiter did not get the lock");
     lock.release().unwrap();
-    assert!(rlock.acquire(LONG).unwrap());
-    rlock.release().unwrap();
+    rlock.acquire_timeout(WAIT).unwrap().release().unwrap();
     // Released once, and free: the dead holder's two levels went with it.
     let other = rlock.clone();
-    assert!(std::thread::spawn(move || other.try_acquire().unwrap()).join().unwrap());
-    assert!(cond.acquire(LONG).unwrap());
-    cond.release().unwrap();
+    assert!(std::thread::spawn(move || other.try_acquire().map(|g| g.leak()).is_ok())
+        .join()
+        .unwrap());
+    cond.acquire_timeout(WAIT).unwrap().release().unwrap();
     manager.shutdown().unwrap();
+}
+
+#[test]
+fn proxy_guards_release_on_drop_in_another_process_too() {
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    let sem = m.semaphore(1).unwrap();
+    let rlock = m.rlock().unwrap();
+    let cond = m.condition().unwrap();
+    type Locks = (
+        multiproc::managers::LockProxy,
+        multiproc::managers::SemaphoreProxy,
+        multiproc::managers::RLockProxy,
+        multiproc::managers::ConditionProxy,
+    );
+    // Another process sees each one free only once our guard is gone.
+    fn all_free((lock, sem, rlock, cond): Locks) -> bool {
+        lock.try_acquire().is_ok()
+            && sem.try_acquire().is_ok()
+            && rlock.try_acquire().is_ok()
+            && cond.try_acquire().is_ok()
+    }
+    let locks: Locks = (lock.clone(), sem.clone(), rlock.clone(), cond.clone());
+    {
+        let _l = lock.acquire().unwrap();
+        let _s = sem.acquire().unwrap();
+        let _r = rlock.acquire().unwrap();
+        let _r2 = rlock.acquire().unwrap(); // two levels, two guards
+        let _c = cond.acquire().unwrap();
+        let child = |(lock, sem, rlock, cond): Locks| {
+            matches!(lock.try_acquire(), Err(Error::Timeout(_)))
+                && matches!(sem.try_acquire(), Err(Error::Timeout(_)))
+                && matches!(rlock.try_acquire(), Err(Error::Timeout(_)))
+                && matches!(cond.try_acquire(), Err(Error::Timeout(_)))
+        };
+        assert!(multiproc::spawn(child, locks.clone()).unwrap().join().unwrap());
+    }
+    assert!(multiproc::spawn(all_free, locks).unwrap().join().unwrap());
+    // A guard released explicitly reports the server's answer, and is not released twice.
+    lock.acquire().unwrap().release().unwrap();
+    assert!(matches!(lock.release(), Err(Error::Remote(_))));
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_failed_proxy_put_hands_the_item_back() {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<String>(1).unwrap();
+    q.put("first".to_string()).unwrap();
+    for e in [
+        q.try_put("second".to_string()).unwrap_err(),
+        q.put_timeout("second".to_string(), Duration::from_millis(10)).unwrap_err(),
+    ] {
+        assert!(matches!(e.error(), Error::Full));
+        assert_eq!(e.into_item(), "second");
+    }
+    // `?` turns a PutError into the plain error.
+    let plain = || -> multiproc::Result<()> { Ok(q.try_put("third".to_string())?) };
+    assert!(matches!(plain(), Err(Error::Full)));
+    assert_eq!(q.try_get().unwrap(), "first");
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    m.shutdown().unwrap();
+    // The server is gone: the item still comes back.
+    let e = q.put("lost".to_string()).unwrap_err();
+    assert!(matches!(e.error(), Error::Remote(_)));
+    assert_eq!(e.into_item(), "lost");
+}
+
+#[test]
+fn a_barrier_timeout_is_a_timeout_for_its_party_and_broken_for_the_others() {
+    let m = Manager::start().unwrap();
+    let barrier = m.barrier(3).unwrap();
+    let waiter = multiproc::spawn(
+        |b: multiproc::managers::BarrierProxy| matches!(b.wait(), Err(Error::BrokenBarrier)),
+        barrier.clone(),
+    )
+    .unwrap();
+    wait_blocked_calls(m.server_pid().unwrap(), 1); // the child waits in the server
+    let t = Duration::from_millis(20);
+    assert!(matches!(barrier.wait_timeout(t), Err(Error::Timeout(d)) if d == t));
+    assert!(waiter.join().unwrap(), "the other party did not see the barrier broken");
+    assert!(matches!(barrier.wait_timeout(WAIT), Err(Error::BrokenBarrier)));
+    barrier.reset().unwrap();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn event_and_condition_waits_wake_on_set_and_notify() {
+    let m = Manager::start().unwrap();
+    let ev = m.event().unwrap();
+    let setter = ev.clone();
+    let waiter = multiproc::spawn(|ev: multiproc::managers::EventProxy| ev.wait().is_ok(), ev);
+    let waiter = waiter.unwrap();
+    wait_blocked_calls(m.server_pid().unwrap(), 1);
+    setter.set().unwrap();
+    assert!(waiter.join().unwrap());
+
+    let cond = m.condition().unwrap();
+    let notifier = cond.clone();
+    let t = std::thread::spawn(move || {
+        let held = cond.acquire().unwrap();
+        held.wait().unwrap();
+        true
+    });
+    wait_blocked_calls(m.server_pid().unwrap(), 1);
+    notifier.acquire().unwrap().notify(1).unwrap();
+    assert!(t.join().unwrap());
+    m.shutdown().unwrap();
 }

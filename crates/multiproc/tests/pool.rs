@@ -13,6 +13,7 @@ use multiproc::{pipe, Connection, Error, RawValue, StartMethod};
 use rustix::process::{getpid, kill_process, Pid, Signal};
 
 const LONG: Option<Duration> = Some(Duration::from_secs(120));
+const WAIT: Duration = Duration::from_secs(120);
 
 fn both_methods(test: impl Fn(StartMethod)) {
     test(StartMethod::Spawn);
@@ -79,41 +80,47 @@ fn map_keeps_input_order_for_every_chunksize() {
         let pool = pool(2, m);
         let expected: Vec<u64> = (0..1000).map(square).collect();
         for chunksize in [None, Some(1), Some(3), Some(64), Some(1000), Some(5000)] {
-            assert_eq!(pool.map(square, 0..1000, chunksize).unwrap(), expected, "{chunksize:?}");
+            let got = match chunksize {
+                None => pool.map(square, 0..1000),
+                Some(n) => pool.chunksize(n).map(square, 0..1000),
+            };
+            assert_eq!(got.unwrap(), expected, "{chunksize:?}");
         }
         // An iterator without an exact length is collected first.
         let odd = (0..1000u64).filter(|x| x % 2 == 1);
         let expected: Vec<u64> = (0..1000).filter(|x| x % 2 == 1).map(square).collect();
-        assert_eq!(pool.map(square, odd, None).unwrap(), expected);
-        assert_eq!(pool.map(square, Vec::<u64>::new(), None).unwrap(), Vec::<u64>::new());
+        assert_eq!(pool.map(square, odd).unwrap(), expected);
+        assert_eq!(pool.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
     });
 }
 
 #[test]
 fn apply_starmap_and_async_variants() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     assert_eq!(
         pool.apply(|(a, b): (String, usize)| a.repeat(b), ("ab".into(), 3)).unwrap(),
         "ababab"
     );
-    let powers = pool.starmap(|(b, e): (u64, u32)| b.pow(e), [(2, 10), (3, 3), (10, 0)], None);
+    let powers = pool.starmap(|(b, e): (u64, u32)| b.pow(e), [(2, 10), (3, 3), (10, 0)]);
     assert_eq!(powers.unwrap(), [1024, 27, 1]);
-    let r = pool.starmap_async(|(a, b): (i64, i64)| a - b, vec![(5, 7), (7, 5)], Some(1)).unwrap();
-    assert_eq!(r.get(LONG).unwrap(), [-2, 2]);
+    let r =
+        pool.chunksize(1).starmap_async(|(a, b): (i64, i64)| a - b, vec![(5, 7), (7, 5)]).unwrap();
+    assert_eq!(r.get_timeout(WAIT).unwrap(), [-2, 2]);
     let many: Vec<_> = (0..50u64).map(|i| pool.apply_async(square, i).unwrap()).collect();
     for (i, r) in many.iter().enumerate() {
-        assert_eq!(r.get(LONG).unwrap(), (i * i) as u64);
+        assert_eq!(r.get_timeout(WAIT).unwrap(), (i * i) as u64);
     }
 }
 
 #[test]
 fn large_arguments_and_results_travel_whole() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let big: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 3 << 20]).collect();
-    let sums = pool.map(|v: Vec<u8>| v.iter().map(|&b| u64::from(b)).sum::<u64>(), big, Some(1));
+    let sums =
+        pool.chunksize(1).map(|v: Vec<u8>| v.iter().map(|&b| u64::from(b)).sum::<u64>(), big);
     let expected: Vec<u64> = (0..4u64).map(|i| i * (3 << 20)).collect();
     assert_eq!(sums.unwrap(), expected);
-    let blobs = pool.map(|n: usize| vec![7u8; n], [0, 1, 5 << 20, 100], None).unwrap();
+    let blobs = pool.map(|n: usize| vec![7u8; n], [0, 1, 5 << 20, 100]).unwrap();
     assert_eq!(blobs.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 5 << 20, 100]);
     assert!(blobs[2].iter().all(|&b| b == 7));
 }
@@ -122,7 +129,7 @@ fn large_arguments_and_results_travel_whole() {
 /// ones after short ones and the other way round, in every chunk size.
 #[test]
 fn short_and_long_items_mix_in_a_chunk() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let lens: Vec<usize> =
         [0, 1, 126, 127, 128, 129, 3, 5000, 4999, 2, 0, 70_000, 127, 300, 1, 128, 125]
             .into_iter()
@@ -133,7 +140,12 @@ fn short_and_long_items_mix_in_a_chunk() {
     // Values half as long as their items: value sizes mix differently from item sizes.
     let expected: Vec<String> = items.iter().map(|s| "y".repeat(s.len() / 2)).collect();
     for chunksize in [None, Some(1), Some(2), Some(7), Some(200)] {
-        let got = pool.map(|s: String| "y".repeat(s.len() / 2), items.clone(), chunksize).unwrap();
+        let half = |s: String| "y".repeat(s.len() / 2);
+        let got = match chunksize {
+            None => pool.map(half, items.clone()),
+            Some(n) => pool.chunksize(n).map(half, items.clone()),
+        };
+        let got = got.unwrap();
         assert_eq!(got, expected, "{chunksize:?}");
     }
 }
@@ -152,7 +164,7 @@ fn a_worker_killed_among_long_items_fails_only_its_task() {
     let pool = pool(2, StartMethod::Spawn);
     let items: Vec<(u64, String)> =
         (0..60u64).map(|x| (x, "p".repeat([3, 200, 0, 127, 128, 1000][x as usize % 6]))).collect();
-    let results: Vec<_> = pool.imap(die_at_long, items.clone(), 30).unwrap().collect();
+    let results: Vec<_> = pool.chunksize(30).imap(die_at_long, items.clone()).unwrap().collect();
     for (x, r) in results.iter().enumerate() {
         if x == 23 {
             assert!(matches!(r, Err(Error::ProcessFailed { exitcode: -9, .. })), "{r:?}");
@@ -164,14 +176,14 @@ fn a_worker_killed_among_long_items_fails_only_its_task() {
 
 #[test]
 fn many_threads_submit_at_once() {
-    let pool = Arc::new(Pool::new(Some(2)).unwrap());
+    let pool = Arc::new(Pool::new(2).unwrap());
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
             let pool = pool.clone();
             std::thread::spawn(move || {
                 for round in 0..20u64 {
                     let base = t * 1000 + round * 10;
-                    let got = pool.map(square, base..base + 10, Some(2)).unwrap();
+                    let got = pool.chunksize(2).map(square, base..base + 10).unwrap();
                     assert_eq!(got, (base..base + 10).map(square).collect::<Vec<_>>());
                     assert_eq!(pool.apply(square, base).unwrap(), base * base);
                 }
@@ -185,9 +197,10 @@ fn many_threads_submit_at_once() {
 
 #[test]
 fn a_task_runs_in_a_worker_not_in_the_parent() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let pids: BTreeSet<i32> = pool
-        .map(|_: u32| std::process::id() as i32, 0..200, Some(1))
+        .chunksize(1)
+        .map(|_: u32| std::process::id() as i32, 0..200)
         .unwrap()
         .into_iter()
         .collect();
@@ -203,13 +216,13 @@ fn a_task_runs_in_a_worker_not_in_the_parent() {
 
 #[test]
 fn imap_is_lazy_and_bounded_on_an_endless_input() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let pulled = Arc::new(AtomicUsize::new(0));
     let counter = pulled.clone();
     let endless = (0u64..).inspect(move |_| {
         counter.fetch_add(1, Ordering::Relaxed);
     });
-    let mut it = pool.imap(square, endless, 1).unwrap();
+    let mut it = pool.imap(square, endless).unwrap();
     for i in 0..5000u64 {
         assert_eq!(it.next().unwrap().unwrap(), i * i);
     }
@@ -222,7 +235,7 @@ fn imap_is_lazy_and_bounded_on_an_endless_input() {
     let million = (0..1_000_000u64).inspect(move |_| {
         counter.fetch_add(1, Ordering::Relaxed);
     });
-    let mut it = pool.imap(square, million, 1000).unwrap();
+    let mut it = pool.chunksize(1000).imap(square, million).unwrap();
     assert_eq!(it.next().unwrap().unwrap(), 0);
     let taken = pulled.load(Ordering::Relaxed);
     assert!(taken <= 70_000, "pulled {taken} of a million items for one result");
@@ -233,7 +246,7 @@ fn imap_is_lazy_and_bounded_on_an_endless_input() {
     assert!(it.next().is_none());
     assert!(it.next().is_none());
     // The pool is still fine after an abandoned iterator.
-    assert_eq!(pool.map(square, 0..3, None).unwrap(), [0, 1, 4]);
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
 }
 
 #[test]
@@ -242,7 +255,8 @@ fn imap_unordered_gives_every_result_once() {
         let pool = pool(3, m);
         for chunksize in [1, 7] {
             let got: Vec<u64> = pool
-                .imap_unordered(square, 0..500, chunksize)
+                .chunksize(chunksize)
+                .imap_unordered(square, 0..500)
                 .unwrap()
                 .map(|r| r.unwrap())
                 .collect();
@@ -255,9 +269,10 @@ fn imap_unordered_gives_every_result_once() {
 
 #[test]
 fn imap_reports_each_failure_on_its_own_item() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let results: Vec<_> = pool
-        .imap(|x: i32| if x % 5 == 0 { panic!("bad item {x}") } else { x }, 1..=20, 3)
+        .chunksize(3)
+        .imap(|x: i32| if x % 5 == 0 { panic!("bad item {x}") } else { x }, 1..=20)
         .unwrap()
         .collect();
     assert_eq!(results.len(), 20);
@@ -277,8 +292,8 @@ fn imap_reports_each_failure_on_its_own_item() {
 
 #[test]
 fn imap_next_timeout_waits_then_delivers() {
-    let pool = Pool::new(Some(1)).unwrap();
-    let mut it = pool.imap(slow, [(1, 300), (2, 0)], 1).unwrap();
+    let pool = Pool::new(1).unwrap();
+    let mut it = pool.imap(slow, [(1, 300), (2, 0)]).unwrap();
     assert!(matches!(it.next_timeout(Duration::from_millis(10)), Some(Err(Error::Timeout(_)))));
     assert_eq!(it.next_timeout(Duration::from_secs(60)).unwrap().unwrap(), 1);
     assert_eq!(it.next().unwrap().unwrap(), 2);
@@ -297,9 +312,10 @@ impl serde::Serialize for Refuses {
 
 #[test]
 fn imap_item_that_cannot_be_encoded_fails_alone() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let items = vec![None, Some(Refuses), None];
-    let results: Vec<_> = pool.imap(|c: Option<Refuses>| c.is_some(), items, 2).unwrap().collect();
+    let results: Vec<_> =
+        pool.chunksize(2).imap(|c: Option<Refuses>| c.is_some(), items).unwrap().collect();
     assert!(matches!(results[0], Ok(false)));
     assert!(matches!(&results[1], Err(Error::Codec(_))), "{results:?}");
     assert!(matches!(results[2], Ok(false)));
@@ -311,7 +327,7 @@ fn send_five(c: Connection) -> bool {
 
 #[test]
 fn a_task_can_take_a_connection() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let (a, b) = pipe(true).unwrap();
     assert!(pool.apply(send_five, a).unwrap());
     assert_eq!(b.recv::<u8>().unwrap(), 5);
@@ -334,18 +350,18 @@ fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
             e => panic!("{e}"),
         }
         // map gives the (first) error…
-        let err = pool.map(|x: u32| if x == 77 { panic!("77!") } else { x }, 0..100, Some(10));
+        let err = pool.chunksize(10).map(|x: u32| if x == 77 { panic!("77!") } else { x }, 0..100);
         assert!(err.unwrap_err().to_string().contains("77!"));
         // …and the same workers keep serving.
         let before = pool.pids();
-        assert_eq!(pool.map(square, 0..10, None).unwrap(), (0..10).map(square).collect::<Vec<_>>());
+        assert_eq!(pool.map(square, 0..10).unwrap(), (0..10).map(square).collect::<Vec<_>>());
         assert_eq!(pool.pids(), before);
     });
 }
 
 #[test]
 fn undecodable_results_and_arguments_are_errors() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     // A result of the wrong shape for the caller's type cannot happen through the typed
     // API; what can happen is a value that serde refuses to encode.
     #[derive(Debug)]
@@ -380,7 +396,7 @@ fn a_worker_killed_mid_map_fails_only_its_task() {
             let pool = pool(2, m);
             let before: BTreeSet<i32> = pool.pids().into_iter().collect();
             let items: Vec<(u64, u64, i32)> = (0..1000).map(|x| (x, 537, libc::SIGKILL)).collect();
-            let results: Vec<_> = pool.imap(die_at, items, chunksize).unwrap().collect();
+            let results: Vec<_> = pool.chunksize(chunksize).imap(die_at, items).unwrap().collect();
             assert_eq!(results.len(), 1000);
             for (x, r) in results.iter().enumerate() {
                 if x == 537 {
@@ -404,19 +420,16 @@ fn a_worker_killed_mid_map_fails_only_its_task() {
             wait_workers(&pool, 2);
             let after: BTreeSet<i32> = pool.pids().into_iter().collect();
             assert_eq!(before.intersection(&after).count(), 1, "{before:?} {after:?}");
-            assert_eq!(
-                pool.map(square, 0..100, None).unwrap(),
-                (0..100).map(square).collect::<Vec<_>>()
-            );
+            assert_eq!(pool.map(square, 0..100).unwrap(), (0..100).map(square).collect::<Vec<_>>());
         }
     });
 }
 
 #[test]
 fn map_with_a_killed_worker_returns_its_error() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let items: Vec<(u64, u64, i32)> = (0..200).map(|x| (x, 50, libc::SIGKILL)).collect();
-    match pool.map(die_at, items, Some(4)) {
+    match pool.chunksize(4).map(die_at, items) {
         Err(Error::ProcessFailed { exitcode: -9, message, .. }) => {
             assert!(message.contains("killed by SIGKILL"), "{message}")
         }
@@ -430,7 +443,7 @@ fn map_with_a_killed_worker_returns_its_error() {
 
 #[test]
 fn abort_segfault_and_exit_are_reported_with_their_codes() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let cases = [
         (libc::SIGABRT, -6, "SIGABRT"),
         (libc::SIGSEGV, -11, "SIGSEGV"),
@@ -438,7 +451,7 @@ fn abort_segfault_and_exit_are_reported_with_their_codes() {
     ];
     for (signal, code, name) in cases {
         let items: Vec<(u64, u64, i32)> = (0..40).map(|x| (x, 13, signal)).collect();
-        let results: Vec<_> = pool.imap(die_at, items, 3).unwrap().collect();
+        let results: Vec<_> = pool.chunksize(3).imap(die_at, items).unwrap().collect();
         for (x, r) in results.iter().enumerate() {
             if x == 13 {
                 match r {
@@ -453,10 +466,8 @@ fn abort_segfault_and_exit_are_reported_with_their_codes() {
             }
         }
     }
-    let results: Vec<_> = pool
-        .imap(|x: i32| if x == 3 { std::process::exit(3) } else { x }, 0..8, 1)
-        .unwrap()
-        .collect();
+    let results: Vec<_> =
+        pool.imap(|x: i32| if x == 3 { std::process::exit(3) } else { x }, 0..8).unwrap().collect();
     match &results[3] {
         Err(Error::ProcessFailed { exitcode: 3, message, .. }) => {
             assert!(message.contains("exited with code 3"), "{message}")
@@ -471,7 +482,7 @@ fn abort_segfault_and_exit_are_reported_with_their_codes() {
 
 #[test]
 fn several_killers_in_one_map() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let victims = [3u64, 99, 100, 250, 499];
     let kill_victims = |x: u64| -> u64 {
         if [3u64, 99, 100, 250, 499].contains(&x) {
@@ -480,7 +491,7 @@ fn several_killers_in_one_map() {
         }
         x + 1
     };
-    let results: Vec<_> = pool.imap(kill_victims, 0..500u64, 7).unwrap().collect();
+    let results: Vec<_> = pool.chunksize(7).imap(kill_victims, 0..500u64).unwrap().collect();
     for (x, r) in results.iter().enumerate() {
         if victims.contains(&(x as u64)) {
             assert!(matches!(r, Err(Error::ProcessFailed { exitcode: -9, .. })), "{x}: {r:?}");
@@ -498,7 +509,7 @@ fn workers_killed_from_outside_are_replaced_and_the_rest_completes() {
     both_methods(|m| {
         let pool = pool(2, m);
         let items: Vec<(u64, u64)> = (0..60).map(|x| (x, 20)).collect();
-        let mut it = pool.imap(slow, items, 1).unwrap();
+        let mut it = pool.imap(slow, items).unwrap();
         let mut results = Vec::new();
         let mut killed = Vec::new();
         while let Some(r) = it.next_timeout(Duration::from_secs(60)) {
@@ -543,7 +554,7 @@ fn killing_every_worker_at_once_loses_only_their_running_tasks() {
     let started = RawValue::new(0u32).unwrap();
     let gate = Event::new().unwrap();
     let tasks: Vec<_> = (0..30).map(|x| (started.clone(), gate.clone(), x)).collect();
-    let mut it = pool.imap(counted_gate, tasks, 1).unwrap();
+    let mut it = pool.imap(counted_gate, tasks).unwrap();
     // Every worker is in the middle of a task, which cannot end before the gate opens…
     let deadline = Instant::now() + Duration::from_secs(60);
     while started.get() < 3 {
@@ -571,7 +582,10 @@ fn killing_every_worker_at_once_loses_only_their_running_tasks() {
         }
     }
     // The pool recovered.
-    assert_eq!(pool.map(square, 0..50, Some(1)).unwrap(), (0..50).map(square).collect::<Vec<_>>());
+    assert_eq!(
+        pool.chunksize(1).map(square, 0..50).unwrap(),
+        (0..50).map(square).collect::<Vec<_>>()
+    );
     wait_workers(&pool, 3);
     assert!(pool.pids().iter().all(|p| !victims.contains(p)));
 }
@@ -581,7 +595,7 @@ fn killing_every_worker_at_once_loses_only_their_running_tasks() {
 
 #[test]
 fn callbacks_run_in_the_parent_before_get_returns() {
-    let pool = Pool::new(Some(2)).unwrap();
+    let pool = Pool::new(2).unwrap();
     let (tx, rx) = mpsc::channel();
     let (etx, erx) = mpsc::channel();
     let me = std::process::id();
@@ -593,22 +607,22 @@ fn callbacks_run_in_the_parent_before_get_returns() {
             move |e: &Error| etx.send(e.to_string()).unwrap(),
         )
         .unwrap();
-    assert_eq!(r.get(LONG).unwrap(), 144);
+    assert_eq!(r.get_timeout(WAIT).unwrap(), 144);
     assert_eq!(rx.try_recv().unwrap(), (144, me));
     assert!(erx.try_recv().is_err());
 
     let (tx, rx) = mpsc::channel();
     let (etx, erx) = mpsc::channel();
     let r = pool
+        .chunksize(1)
         .map_async_with(
             |x: u32| if x == 2 { panic!("two") } else { x },
             0..5,
-            Some(1),
             move |v: &Vec<u32>| tx.send(v.clone()).unwrap(),
             move |e: &Error| etx.send(e.to_string()).unwrap(),
         )
         .unwrap();
-    assert!(r.get(LONG).is_err());
+    assert!(r.get_timeout(WAIT).is_err());
     assert!(erx.try_recv().unwrap().contains("two"));
     assert!(rx.try_recv().is_err());
     assert!(!r.successful().unwrap());
@@ -624,24 +638,24 @@ fn a_callback_waiting_for_its_own_pool_gets_an_error_not_a_deadlock() {
             square,
             2,
             move |_: &u64| {
-                let got = slow_one.get(None);
+                let got = slow_one.get();
                 tx.send(format!("{got:?}")).unwrap();
             },
             |_: &Error| {},
         )
         .unwrap();
-    assert_eq!(r.get(LONG).unwrap(), 4);
+    assert_eq!(r.get_timeout(WAIT).unwrap(), 4);
     let seen = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert!(seen.contains("ProcessState"), "{seen}");
 }
 
 #[test]
 fn a_panicking_callback_does_not_break_the_pool() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let r = pool
         .apply_async_with(square, 3, |_: &u64| panic!("callback panics"), |_: &Error| {})
         .unwrap();
-    assert_eq!(r.get(LONG).unwrap(), 9);
+    assert_eq!(r.get_timeout(WAIT).unwrap(), 9);
     assert_eq!(pool.apply(square, 4).unwrap(), 16);
 }
 
@@ -650,17 +664,18 @@ fn a_panicking_callback_does_not_break_the_pool() {
 
 #[test]
 fn async_result_get_wait_ready_successful() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let r = pool.apply_async(slow, (5, 300)).unwrap();
     assert!(!r.ready());
     assert!(matches!(r.successful(), Err(Error::ProcessState(_))));
-    assert!(matches!(r.get(Some(Duration::from_millis(5))), Err(Error::Timeout(_))));
-    assert!(!r.wait(Some(Duration::from_millis(5))));
-    assert!(r.wait(LONG));
+    assert!(matches!(r.get_timeout(Duration::from_millis(5)), Err(Error::Timeout(_))));
+    assert!(matches!(r.try_get(), Err(Error::Timeout(_))));
+    assert!(matches!(r.wait_timeout(Duration::from_millis(5)), Err(Error::Timeout(_))));
+    r.wait_timeout(WAIT).unwrap();
     assert!(r.ready());
     assert!(r.successful().unwrap());
-    assert_eq!(r.get(Some(Duration::ZERO)).unwrap(), 5);
-    assert!(matches!(r.get(None), Err(Error::ProcessState(_))));
+    assert_eq!(r.try_get().unwrap(), 5);
+    assert!(matches!(r.get(), Err(Error::ProcessState(_))));
     assert!(format!("{r:?}").contains("ready: true"));
 }
 
@@ -690,7 +705,7 @@ fn the_initializer_runs_once_in_every_worker() {
             .initializer(set_marker, "ready".to_string())
             .build()
             .unwrap();
-        let markers = pool.map(read_marker, vec![(); 50], Some(1)).unwrap();
+        let markers = pool.chunksize(1).map(read_marker, vec![(); 50]).unwrap();
         assert!(markers.iter().all(|s| s == "ready"), "{markers:?}");
     });
 }
@@ -720,10 +735,10 @@ fn a_failing_initializer_breaks_the_pool_with_its_message() {
     let pool = Pool::builder().processes(2).initializer(failing_init, ()).build().unwrap();
     let err = pool.apply(square, 2).unwrap_err();
     assert!(err.to_string().contains("cannot initialize"), "{err}");
-    let err = pool.map(square, 0..10, None).unwrap_err();
+    let err = pool.map(square, 0..10).unwrap_err();
     assert!(err.to_string().contains("cannot initialize"), "{err}");
     pool.close();
-    pool.join(LONG).unwrap();
+    pool.join_timeout(WAIT).unwrap();
 }
 
 fn kill_in_init(_: ()) {
@@ -743,14 +758,15 @@ fn maxtasksperchild_replaces_workers() {
     both_methods(|m| {
         let pool =
             Pool::builder().processes(2).maxtasksperchild(3).start_method(m).build().unwrap();
-        let pids: Vec<u32> = pool.map(|_: u8| std::process::id(), vec![0; 30], Some(1)).unwrap();
+        let pids: Vec<u32> =
+            pool.chunksize(1).map(|_: u8| std::process::id(), vec![0; 30]).unwrap();
         let distinct: BTreeSet<u32> = pids.iter().copied().collect();
         assert!(distinct.len() >= 10, "{} workers for 30 tasks of 3 each", distinct.len());
         for pid in &distinct {
             assert!(pids.iter().filter(|p| *p == pid).count() <= 3);
         }
         // Chunks count as tasks, as in Python.
-        let r = pool.map(square, 0..1000, Some(100)).unwrap();
+        let r = pool.chunksize(100).map(square, 0..1000).unwrap();
         assert_eq!(r, (0..1000).map(square).collect::<Vec<_>>());
         // Retiring workers leave the list at once; their replacements join it.
         wait_workers(&pool, 2);
@@ -764,37 +780,37 @@ fn maxtasksperchild_replaces_workers() {
 fn close_lets_work_finish_then_join_reaps_the_workers() {
     let pool = pool(2, StartMethod::Spawn);
     let pids = pool.pids();
-    let r = pool.map_async(slow, (0..8).map(|x| (x, 20)).collect::<Vec<_>>(), Some(1)).unwrap();
-    assert!(matches!(pool.join(Some(Duration::ZERO)), Err(Error::ProcessState(_))));
+    let r = pool.chunksize(1).map_async(slow, (0..8).map(|x| (x, 20)).collect::<Vec<_>>()).unwrap();
+    assert!(matches!(pool.join_timeout(Duration::ZERO), Err(Error::ProcessState(_))));
     pool.close();
     assert!(matches!(pool.apply(square, 1), Err(Error::Closed(_))));
-    assert!(matches!(pool.map_async(square, 0..2, None), Err(Error::Closed(_))));
-    assert!(pool.imap(square, 0..2, 1).is_err());
-    pool.join(LONG).unwrap();
-    assert_eq!(r.get(Some(Duration::ZERO)).unwrap(), (0..8).collect::<Vec<_>>());
+    assert!(matches!(pool.map_async(square, 0..2), Err(Error::Closed(_))));
+    assert!(pool.imap(square, 0..2).is_err());
+    pool.join_timeout(WAIT).unwrap();
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), (0..8).collect::<Vec<_>>());
     assert!(pool.pids().is_empty());
     wait_gone(&pids);
-    pool.join(None).unwrap(); // again: fine
+    pool.join().unwrap(); // again: fine
 }
 
 #[test]
 fn an_imap_started_before_close_still_runs() {
-    let pool = Pool::new(Some(2)).unwrap();
-    let it = pool.imap(square, 0..20_000, 1).unwrap();
+    let pool = Pool::new(2).unwrap();
+    let it = pool.imap(square, 0..20_000).unwrap();
     pool.close();
     let v: Vec<u64> = it.map(|r| r.unwrap()).collect();
     assert_eq!(v, (0..20_000).map(square).collect::<Vec<_>>());
-    pool.join(LONG).unwrap();
+    pool.join_timeout(WAIT).unwrap();
 }
 
 #[test]
 fn join_times_out_while_work_runs() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let _r = pool.apply_async(slow, (0, 2000)).unwrap();
     pool.close();
-    assert!(matches!(pool.join(Some(Duration::from_millis(50))), Err(Error::Timeout(_))));
+    assert!(matches!(pool.join_timeout(Duration::from_millis(50)), Err(Error::Timeout(_))));
     pool.terminate();
-    pool.join(LONG).unwrap();
+    pool.join_timeout(WAIT).unwrap();
 }
 
 #[test]
@@ -802,14 +818,14 @@ fn terminate_fails_pending_work_and_stops_the_workers() {
     let pool = pool(2, StartMethod::Spawn);
     let pids = pool.pids();
     let running = pool.apply_async(slow, (0, 60_000)).unwrap();
-    let queued = pool.map_async(slow, (0..100).map(|x| (x, 1000)).collect::<Vec<_>>(), Some(1));
-    let mut it = pool.imap(slow, (0..100).map(|x| (x, 1000)), 1).unwrap();
+    let queued = pool.chunksize(1).map_async(slow, (0..100).map(|x| (x, 1000)).collect::<Vec<_>>());
+    let mut it = pool.imap(slow, (0..100).map(|x| (x, 1000))).unwrap();
     let t = Instant::now();
     pool.terminate();
-    pool.join(LONG).unwrap();
+    pool.join_timeout(WAIT).unwrap();
     assert!(t.elapsed() < Duration::from_secs(30));
-    assert!(matches!(running.get(LONG), Err(Error::Closed(_))));
-    assert!(matches!(queued.unwrap().get(LONG), Err(Error::Closed(_))));
+    assert!(matches!(running.get_timeout(WAIT), Err(Error::Closed(_))));
+    assert!(matches!(queued.unwrap().get_timeout(WAIT), Err(Error::Closed(_))));
     assert!(matches!(it.next(), Some(Err(Error::Closed(_)))));
     assert!(it.next().is_none());
     assert!(matches!(pool.apply(square, 1), Err(Error::Closed(_))));
@@ -825,7 +841,7 @@ fn dropping_the_pool_leaves_no_process_behind() {
         assert!(pids.iter().all(|&p| pid_exists(p)));
         drop(pool);
         wait_gone(&pids);
-        assert!(matches!(r.get(LONG), Err(Error::Closed(_))));
+        assert!(matches!(r.get_timeout(WAIT), Err(Error::Closed(_))));
         let children: Vec<i32> = multiproc::active_children().iter().map(|c| c.pid).collect();
         assert!(pids.iter().all(|p| !children.contains(p)), "{children:?}");
     });
@@ -834,10 +850,10 @@ fn dropping_the_pool_leaves_no_process_behind() {
 #[test]
 fn a_pool_can_be_made_inside_a_worker() {
     fn nested(n: u64) -> Vec<u64> {
-        let inner = Pool::new(Some(2)).expect("inner pool");
-        inner.map(|x: u64| x + 1, 0..n, None).expect("inner map")
+        let inner = Pool::new(2).expect("inner pool");
+        inner.map(|x: u64| x + 1, 0..n).expect("inner map")
     }
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     assert_eq!(pool.apply(nested, 4).unwrap(), [1, 2, 3, 4]);
 }
 
@@ -849,7 +865,7 @@ fn a_forked_child_cannot_use_its_copy_of_the_pool() {
         let pool = POOL.get().expect("the pool, copied by fork");
         assert!(matches!(pool.apply(square, 3), Err(Error::ProcessState(_))));
     }
-    let pool = POOL.get_or_init(|| Pool::new(Some(1)).unwrap());
+    let pool = POOL.get_or_init(|| Pool::new(1).unwrap());
     assert_eq!(pool.apply(square, 3).unwrap(), 9);
     let p = multiproc::Process::new(child, ()).start_method(StartMethod::Fork);
     p.start().unwrap();
@@ -857,19 +873,79 @@ fn a_forked_child_cannot_use_its_copy_of_the_pool() {
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     // A static pool is never dropped: stop it by hand.
     pool.terminate();
-    pool.join(LONG).unwrap();
+    pool.join_timeout(WAIT).unwrap();
 }
 
 #[test]
 fn bad_arguments_are_errors_not_panics() {
-    assert!(matches!(Pool::new(Some(0)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(Pool::new(0), Err(Error::InvalidArgument(_))));
     assert!(matches!(Pool::builder().maxtasksperchild(0).build(), Err(Error::InvalidArgument(_))));
-    let pool = Pool::new(Some(1)).unwrap();
-    assert!(matches!(pool.map(square, 0..3, Some(0)), Err(Error::InvalidArgument(_))));
-    assert!(matches!(pool.imap(square, 0..3, 0), Err(Error::InvalidArgument(_))));
-    assert!(matches!(pool.imap_unordered(square, 0..3, 0), Err(Error::InvalidArgument(_))));
+    let pool = Pool::new(1).unwrap();
+    assert!(matches!(pool.chunksize(0).map(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(pool.chunksize(0).imap(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        pool.chunksize(0).imap_unordered(square, 0..3),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(matches!(pool.apply(|_: Refuses| 0, Refuses), Err(Error::Codec(_))));
     assert!(format!("{pool:?}").contains("processes: 1"));
+}
+
+#[test]
+fn every_mapping_method_takes_its_chunk_size_the_same_way() {
+    let pool = Pool::new(2).unwrap();
+    let expected: Vec<u64> = (0..100).map(square).collect();
+    for n in [1, 7, 100, 1000] {
+        let by = pool.chunksize(n);
+        assert_eq!(by.map(square, 0..100).unwrap(), expected, "map {n}");
+        assert_eq!(by.map_async(square, 0..100).unwrap().get().unwrap(), expected, "{n}");
+        assert_eq!(by.starmap(square, 0..100).unwrap(), expected, "starmap {n}");
+        assert_eq!(by.starmap_async(square, 0..100).unwrap().get().unwrap(), expected);
+        let (tx, rx) = mpsc::channel();
+        let r = by.map_async_with(
+            square,
+            0..100,
+            move |v: &Vec<u64>| tx.send(v.len()).unwrap(),
+            |_| {},
+        );
+        assert_eq!(r.unwrap().get().unwrap(), expected);
+        assert_eq!(rx.recv().unwrap(), 100);
+        let got: Vec<u64> = by.imap(square, 0..100).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, expected, "imap {n}");
+        let mut got: Vec<u64> =
+            by.imap_unordered(square, 0..100).unwrap().map(Result::unwrap).collect();
+        got.sort();
+        assert_eq!(got, expected, "imap_unordered {n}");
+    }
+    // A zero chunk size fails in every method, before any work is submitted.
+    let zero = pool.chunksize(0);
+    assert!(matches!(zero.map_async(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(zero.starmap(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(zero.starmap_async(square, 0..3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        zero.map_async_with(square, 0..3, |_| {}, |_| {}),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(pool.map(square, 0..3).unwrap(), [0, 1, 4]);
+}
+
+#[test]
+fn timed_forms_time_out_and_the_plain_forms_wait() {
+    let pool = Pool::new(1).unwrap();
+    let r = pool.apply_async(slow, (3, 1000)).unwrap();
+    let mut it = pool.imap(slow, [(4, 0)]).unwrap();
+    assert!(matches!(r.try_get(), Err(Error::Timeout(_))));
+    assert!(matches!(r.wait_timeout(Duration::ZERO), Err(Error::Timeout(d)) if d.is_zero()));
+    assert!(matches!(it.try_next(), Some(Err(Error::Timeout(_)))));
+    pool.close();
+    let t = Duration::from_millis(5);
+    assert!(matches!(pool.join_timeout(t), Err(Error::Timeout(d)) if d == t));
+    r.wait().unwrap();
+    assert_eq!(r.get().unwrap(), 3);
+    assert_eq!(it.next().unwrap().unwrap(), 4);
+    assert!(it.try_next().is_none());
+    pool.join().unwrap();
+    pool.join_timeout(Duration::ZERO).unwrap();
 }
 
 // --------------------------------------------------------------------------------------

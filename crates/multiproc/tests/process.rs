@@ -293,7 +293,7 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
         other => panic!("expected a refusal, got {other:?}"),
     }
     pool.close();
-    pool.join(LONG).unwrap();
+    pool.join().unwrap();
 
     // So does a barrier whose action is such a function, when it is sent to a child.
     let barrier = multiproc::synchronize::Barrier::builder(1).action(action).build().unwrap();
@@ -332,7 +332,7 @@ fn panicking_children() {
         pool.apply(|_: ()| -> u8 { panic!("expected panic in a pool") }, ()).unwrap_err()
     );
     pool.close();
-    pool.join(LONG).unwrap();
+    pool.join().unwrap();
     let h = spawn(
         |_: ()| std::thread::spawn(|| panic!("unexpected panic in a thread")).join().is_err(),
         (),

@@ -218,73 +218,75 @@ fn processes_accept_zero_and_max() {
 
 #[test]
 fn pool_accepts_zero_and_max() {
-    let pool = Pool::new(Some(1)).unwrap();
+    let pool = Pool::new(1).unwrap();
     let r = pool.apply_async(add_one, 1).unwrap();
-    assert_eq!(r.get(MAX).unwrap(), 2);
+    assert_eq!(r.get_timeout(Duration::MAX).unwrap(), 2);
     let r = pool.apply_async(add_one, 2).unwrap();
-    assert!(r.wait(MAX));
-    assert!(r.wait(ZERO));
-    assert_eq!(r.get(ZERO).unwrap(), 3);
-    let m = pool.map_async(add_one, 0..4, None).unwrap();
-    assert!(m.wait(MAX));
-    assert_eq!(m.get(ZERO).unwrap(), vec![1, 2, 3, 4]);
-    let mut it = pool.imap(add_one, 0..3, 1).unwrap();
+    r.wait_timeout(Duration::MAX).unwrap();
+    r.wait_timeout(Duration::ZERO).unwrap();
+    assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), 3);
+    let m = pool.map_async(add_one, 0..4).unwrap();
+    m.wait_timeout(Duration::MAX).unwrap();
+    assert_eq!(m.get_timeout(Duration::ZERO).unwrap(), vec![1, 2, 3, 4]);
+    let mut it = pool.imap(add_one, 0..3).unwrap();
     let mut got = Vec::new();
     while let Some(r) = it.next_timeout(Duration::MAX) {
         got.push(r.unwrap());
     }
     assert_eq!(got, vec![1, 2, 3]);
     pool.close();
-    pool.join(MAX).unwrap();
-    pool.join(ZERO).unwrap();
+    pool.join_timeout(Duration::MAX).unwrap();
+    pool.join_timeout(Duration::ZERO).unwrap();
 }
 
 #[test]
 fn manager_proxies_accept_zero_and_max() {
+    let (zero, max) = (Duration::ZERO, Duration::MAX);
     let manager = Manager::start().unwrap();
     let q = manager.queue::<u32>(1).unwrap();
-    assert!(matches!(q.get(ZERO), Err(Error::Empty)));
-    q.put(&1, MAX).unwrap();
-    assert!(matches!(q.put(&2, ZERO), Err(Error::Full)));
-    assert_eq!(q.get(MAX).unwrap(), 1);
+    assert!(matches!(q.get_timeout(zero), Err(Error::Empty)));
+    q.put_timeout(1, max).unwrap();
+    assert!(matches!(q.put_timeout(2, zero).map_err(Error::from), Err(Error::Full)));
+    assert_eq!(q.get_timeout(max).unwrap(), 1);
     let producer = q.clone();
-    let t = after_a_while(move || producer.put(&5, MAX).unwrap());
-    assert_eq!(q.get(MAX).unwrap(), 5);
+    let t = after_a_while(move || producer.put_timeout(5, max).unwrap());
+    assert_eq!(q.get_timeout(max).unwrap(), 5);
     t.join().unwrap();
     // A manager queue is joinable: join waits for a task_done per item put (1, 5, 6).
-    q.put(&6, ZERO).unwrap();
-    assert!(matches!(q.join(ZERO), Err(Error::Timeout(_))));
-    assert_eq!(q.get(ZERO).unwrap(), 6);
+    q.put_timeout(6, zero).unwrap();
+    assert!(matches!(q.join_timeout(zero), Err(Error::Timeout(_))));
+    assert_eq!(q.get_timeout(zero).unwrap(), 6);
     let worker = q.clone();
     let t = after_a_while(move || {
         worker.task_done().unwrap();
         worker.task_done().unwrap();
         worker.task_done().unwrap();
     });
-    q.join(MAX).unwrap();
+    q.join_timeout(max).unwrap();
     t.join().unwrap();
-    q.join(ZERO).unwrap();
+    q.join_timeout(zero).unwrap();
 
     let lock = manager.lock().unwrap();
-    assert!(lock.acquire(MAX).unwrap());
-    assert!(!lock.acquire(ZERO).unwrap());
-    lock.release().unwrap();
+    let held = lock.acquire_timeout(max).unwrap();
+    assert!(matches!(lock.acquire_timeout(zero), Err(Error::Timeout(_))));
+    drop(held);
 
     let event = manager.event().unwrap();
-    assert!(!event.wait(ZERO).unwrap());
+    assert!(matches!(event.wait_timeout(zero), Err(Error::Timeout(_))));
     event.set().unwrap();
-    assert!(event.wait(MAX).unwrap());
+    event.wait_timeout(max).unwrap();
 
     let sem = manager.semaphore(1).unwrap();
-    assert!(sem.acquire(MAX).unwrap());
-    assert!(!sem.acquire(ZERO).unwrap());
+    let unit = sem.acquire_timeout(max).unwrap();
+    assert!(matches!(sem.acquire_timeout(zero), Err(Error::Timeout(_))));
+    drop(unit);
 
     let cond = manager.condition().unwrap();
-    assert!(cond.acquire(MAX).unwrap());
-    assert!(!cond.wait(ZERO).unwrap());
-    cond.release().unwrap();
+    let held = cond.acquire_timeout(max).unwrap();
+    assert!(matches!(held.wait_timeout(zero), Err(Error::Timeout(_))));
+    drop(held);
 
     let barrier = manager.barrier(1).unwrap();
-    barrier.wait(MAX).unwrap();
-    barrier.wait(ZERO).unwrap();
+    barrier.wait_timeout(max).unwrap();
+    barrier.wait_timeout(zero).unwrap();
 }

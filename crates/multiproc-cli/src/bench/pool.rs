@@ -51,24 +51,36 @@ pub fn ours(op: Op, n: u64) -> Result<f64, BoxError> {
 }
 
 fn tasks(n: u64, chunksize: Option<usize>) -> Result<f64, BoxError> {
-    let pool = Pool::new(Some(WORKERS))?;
-    pool.map(inc, 0..1000u64, chunksize)?;
+    let pool = Pool::new(WORKERS)?;
+    map_inc(&pool, 0..1000u64, chunksize)?;
     let t0 = Instant::now();
-    let out = pool.map(inc, 0..n, chunksize)?;
+    let out = map_inc(&pool, 0..n, chunksize)?;
     let elapsed = t0.elapsed();
     if out.len() as u64 != n || out.last().copied() != n.checked_sub(1).map(inc) {
         return Err(format!("pool.map gave {} wrong results", out.len()).into());
     }
     pool.close();
-    pool.join(Some(Duration::from_secs(60)))?;
+    pool.join_timeout(Duration::from_secs(60))?;
     Ok(elapsed.as_secs_f64() * 1e6 / n as f64)
+}
+
+/// `pool.map(inc, items)`, in chunks of `chunksize` if given (Python's rule otherwise).
+fn map_inc(
+    pool: &Pool,
+    items: std::ops::Range<u64>,
+    chunksize: Option<usize>,
+) -> multiproc::Result<Vec<u64>> {
+    match chunksize {
+        Some(n) => pool.chunksize(n).map(inc, items),
+        None => pool.map(inc, items),
+    }
 }
 
 fn startup(k: u64) -> Result<f64, BoxError> {
     let mut total = Duration::ZERO;
     for _ in 0..k {
         let t0 = Instant::now();
-        let pool = Pool::new(Some(WORKERS))?;
+        let pool = Pool::new(WORKERS)?;
         let v = pool.apply(inc, 41)?;
         total += t0.elapsed();
         if v != 42 {

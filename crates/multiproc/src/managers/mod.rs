@@ -17,6 +17,16 @@
 //! | `m.Semaphore(n)`, `m.BoundedSemaphore(n)`, `m.Barrier(n)` | [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::barrier`] |
 //! | `BaseManager(address, authkey).connect()` | [`Manager::connect`] |
 //! | `m.get_server().serve_forever()` | [`Server::serve_forever`], `multiproc serve` |
+//! | `q.get()`, `q.get(timeout=t)`, `q.get_nowait()` | [`QueueProxy::get`], [`QueueProxy::get_timeout`], [`QueueProxy::try_get`] |
+//! | `q.put(x)`, `q.put(x, timeout=t)`, `q.put_nowait(x)` | [`QueueProxy::put`], [`QueueProxy::put_timeout`], [`QueueProxy::try_put`] (a failed put hands `x` back in a [`PutError`](crate::PutError)) |
+//! | `q.join()` | [`QueueProxy::join`], [`QueueProxy::join_timeout`] |
+//! | `with lock:`, `lock.acquire(timeout=t)`, `lock.acquire(False)` | [`LockProxy::acquire`], [`LockProxy::acquire_timeout`], [`LockProxy::try_acquire`]: a [`ProxyGuard`] that releases on drop (likewise `RLock`, `Semaphore`, `Condition`) |
+//! | `lock.release()` after `acquire()` | [`ProxyGuard::leak`], then [`LockProxy::release`] |
+//! | `event.wait()`, `event.wait(t)`; `barrier.wait()`, `barrier.wait(t)`; `cond.wait()`, `cond.wait(t)` | [`EventProxy::wait`], [`EventProxy::wait_timeout`]; [`BarrierProxy::wait`], [`BarrierProxy::wait_timeout`]; [`ConditionProxy::wait`], [`ConditionProxy::wait_timeout`] |
+//!
+//! Every blocking call comes in three forms: `x()` waits as long as it takes,
+//! `x_timeout(d)` at most `d` ([`Error::Timeout`], or [`Error::Empty`] / [`Error::Full`] for
+//! a queue), `try_x()` not at all.
 //!
 //! # How it works
 //! The server is type-agnostic: it stores every value as its serde (postcard) encoding,
@@ -98,7 +108,7 @@ mod wire;
 
 pub use proxy::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, Namespace,
-    ObjectProxy, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
+    ObjectProxy, ProxyGuard, QueueProxy, RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use registry::{decode, encode, Register, Registry, SharedObject};
 pub use server::{Server, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_MESSAGE};

@@ -510,10 +510,9 @@ pub(super) fn barrier_method(
                     b.broken = true;
                     barrier.changed.notify_all();
                     drop(b);
-                    Err(match e {
-                        WireError::Timeout(_) => msg("BrokenBarrierError: timed out"),
-                        other => other,
-                    })
+                    // This party ran out of time (`Timeout`, or its client is gone); the
+                    // others see the barrier broken.
+                    Err(e)
                 }
             }
         }

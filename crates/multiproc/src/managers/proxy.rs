@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::remote::{dec, enc, ms, opt_value, owner, Handle};
-use crate::error::{Error, Result};
+use crate::error::{Error, PutError, Result};
 
 /// Boilerplate every proxy shares: Clone, Debug, serde (as the object's token).
 macro_rules! proxy_common {
@@ -532,18 +532,25 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 /// `get` waits in the server, on the thread that serves this connection; a process that
 /// dies while waiting is noticed and its call abandoned, so no item is lost to it.
 ///
+/// The methods have the shape of the local [`Queue`](crate::queues::Queue)'s: `get` waits
+/// as long as it takes, `get_timeout` at most a [`Duration`] ([`Error::Empty`] then),
+/// `try_get` not at all; `put`, `put_timeout` ([`Error::Full`]) and `try_put` likewise,
+/// and a put that fails hands its item back in a [`PutError`].
+///
 /// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let q = manager.queue::<String>(1)?;
-/// q.put("job", None)?;
-/// assert!(matches!(q.put_nowait("more"), Err(multiproc::Error::Full)));
+/// q.put("job".to_string())?;
+/// let full = q.try_put("more".to_string()).unwrap_err();
+/// assert!(matches!(full.error(), multiproc::Error::Full));
+/// assert_eq!(full.into_item(), "more");
 /// assert_eq!(q.qsize()?, 1);
-/// assert_eq!(q.get(Some(Duration::from_secs(5)))?, "job");
-/// assert!(matches!(q.get(Some(Duration::from_millis(10))), Err(multiproc::Error::Empty)));
+/// assert_eq!(q.get()?, "job");
+/// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(multiproc::Error::Empty)));
 /// assert!(q.empty()?);
 /// q.task_done()?;
-/// q.join(Some(Duration::from_secs(1)))?; // every item put is marked done
+/// q.join()?; // every item put is marked done
 /// assert!(q.task_done().is_err()); // more than were put
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
@@ -556,32 +563,83 @@ pub struct QueueProxy<T> {
 proxy_common!(QueueProxy<T>, "QueueProxy");
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    /// Puts `item`, waiting up to `timeout` (`None`: forever) for room in a bounded queue;
-    /// [`Error::Full`] when there was none.
-    pub fn put<W: Serialize + ?Sized>(&self, item: &W, timeout: Option<Duration>) -> Result<()>
-    where
-        T: Borrow<W>,
-    {
-        self.handle.call_blocking("put", &(enc(item)?, true, ms(timeout)), timeout)
+    /// Puts `item`, waiting as long as it takes for room in a bounded queue. On failure
+    /// (the manager is gone, the item cannot be encoded) the item comes back in the
+    /// [`PutError`]; `?` turns that into a plain [`Error`].
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.put_with(item, true, None)
     }
 
-    /// Puts `item` only if there is room now ([`Error::Full`] otherwise).
-    pub fn put_nowait<W: Serialize + ?Sized>(&self, item: &W) -> Result<()>
-    where
-        T: Borrow<W>,
-    {
-        self.handle.call("put", &(enc(item)?, false, None::<u64>))
+    /// [`put`](Self::put), waiting at most `timeout` for room: [`Error::Full`] (with the
+    /// item) when there was none.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue::<u32>(1)?;
+    /// q.put_timeout(1, Duration::from_secs(5))?;
+    /// let e = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(e.error(), multiproc::Error::Full));
+    /// assert_eq!(e.into_item(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
+        self.put_with(item, true, Some(timeout))
     }
 
-    /// Takes the oldest item, waiting up to `timeout` (`None`: forever); [`Error::Empty`]
-    /// when none came.
-    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
-        dec(&self.handle.call_blocking::<_, Vec<u8>>("get", &(true, ms(timeout)), timeout)?)
+    /// Puts `item` only if there is room now ([`Error::Full`], with the item, otherwise).
+    pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.put_with(item, false, None)
+    }
+
+    fn put_with(
+        &self,
+        item: T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<(), PutError<T>> {
+        let sent = enc(&item).and_then(|bytes| {
+            if block {
+                self.handle.call_blocking("put", &(bytes, true, ms(timeout)), timeout)
+            } else {
+                self.handle.call("put", &(bytes, false, None::<u64>))
+            }
+        });
+        sent.map_err(|e| PutError::new(item, e))
+    }
+
+    /// Takes the oldest item, waiting as long as it takes.
+    pub fn get(&self) -> Result<T> {
+        self.get_with(true, None)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; [`Error::Empty`] when none came.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue::<u8>(0)?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(multiproc::Error::Empty)));
+    /// q.put(7)?;
+    /// assert_eq!(q.get_timeout(Duration::from_secs(5))?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_with(true, Some(timeout))
     }
 
     /// Takes the oldest item if there is one now ([`Error::Empty`] otherwise).
-    pub fn get_nowait(&self) -> Result<T> {
-        dec(&self.handle.call::<_, Vec<u8>>("get", &(false, None::<u64>))?)
+    pub fn try_get(&self) -> Result<T> {
+        self.get_with(false, None)
+    }
+
+    fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<T> {
+        let bytes: Vec<u8> = if block {
+            self.handle.call_blocking("get", &(true, ms(timeout)), timeout)?
+        } else {
+            self.handle.call("get", &(false, None::<u64>))?
+        };
+        dec(&bytes)
     }
 
     /// The number of items waiting.
@@ -599,28 +657,154 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.handle.call("task_done", &())
     }
 
-    /// Waits up to `timeout` until every item put has been marked done
-    /// ([`Error::Timeout`] otherwise).
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        self.handle.call_blocking("join", &ms(timeout), timeout)
+    /// Waits until every item put has been marked done (Python's `JoinableQueue.join`).
+    pub fn join(&self) -> Result<()> {
+        self.handle.call_blocking("join", &None::<u64>, None)
+    }
+
+    /// [`join`](Self::join), waiting at most `timeout` ([`Error::Timeout`] then).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let manager = multiproc::Manager::start()?;
+    /// let q = manager.queue::<u8>(0)?;
+    /// q.put(1)?;
+    /// let e = q.join_timeout(Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(e, multiproc::Error::Timeout(_)));
+    /// q.get()?;
+    /// q.task_done()?;
+    /// q.join_timeout(Duration::from_secs(5))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        let t = Some(timeout);
+        self.handle.call_blocking("join", &ms(t), t).map_err(|e| e.with_timeout(timeout))
     }
 }
 
 // --------------------------------------------------------------------------------------
 // Synchronization primitives
 
+/// A hold on a manager's lock, semaphore or condition, given by their `acquire` methods:
+/// dropping it releases (like Python's `with lock:`). It dereferences to the proxy, so a
+/// [`ConditionProxy`]'s `wait` and `notify` are called on the guard.
+///
+/// Where Python code acquires in one place and releases in another, [`leak`](Self::leak)
+/// the guard and call the proxy's `release` later. A release that fails on drop (the
+/// manager is gone) is ignored; [`release`](Self::release) reports it.
+///
+/// ```
+/// let manager = multiproc::Manager::start()?;
+/// let lock = manager.lock()?;
+/// {
+///     let _held = lock.acquire()?;
+///     assert!(lock.try_acquire().is_err());
+/// } // released here
+/// lock.try_acquire()?.leak(); // held on until an explicit release
+/// lock.release()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ProxyGuard<'a, P> {
+    proxy: &'a P,
+    unlock: fn(&P) -> Result<()>,
+    /// Not `Send`: a recursive lock belongs to the thread that acquired it.
+    _thread: PhantomData<*const ()>,
+}
+
+impl<'a, P> ProxyGuard<'a, P> {
+    fn new(proxy: &'a P, unlock: fn(&P) -> Result<()>) -> ProxyGuard<'a, P> {
+        ProxyGuard { proxy, unlock, _thread: PhantomData }
+    }
+
+    /// Releases now and reports whether the server accepted it.
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let sem = manager.semaphore(1)?;
+    /// sem.acquire()?.release()?;
+    /// sem.try_acquire()?.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(self) -> Result<()> {
+        let result = (self.unlock)(self.proxy);
+        std::mem::forget(self);
+        result
+    }
+
+    /// Keeps the hold without a guard: the object stays acquired until the proxy's own
+    /// `release` (Python's style).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let lock = manager.rlock()?;
+    /// lock.acquire()?.leak();
+    /// lock.release()?;
+    /// assert!(lock.release().is_err()); // held no more
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<P> std::ops::Deref for ProxyGuard<'_, P> {
+    type Target = P;
+
+    fn deref(&self) -> &P {
+        self.proxy
+    }
+}
+
+impl<P> Drop for ProxyGuard<'_, P> {
+    fn drop(&mut self) {
+        let _ = (self.unlock)(self.proxy);
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for ProxyGuard<'_, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ProxyGuard").field(self.proxy).finish()
+    }
+}
+
+/// `acquire` on the server: a wait as long as it takes (`Some(None)`), at most a timeout
+/// (`Some(Some(d))`), or none at all (`None`); `args(block, ms)` are the method's
+/// arguments. The server answers whether it acquired; `false` is a timeout.
+fn acquire_on<'a, P, A: Serialize>(
+    proxy: &'a P,
+    handle: &Handle,
+    wait: Option<Option<Duration>>,
+    args: impl FnOnce(bool, Option<u64>) -> A,
+    unlock: fn(&P) -> Result<()>,
+) -> Result<ProxyGuard<'a, P>> {
+    let acquired: bool = match wait {
+        Some(timeout) => handle.call_blocking("acquire", &args(true, ms(timeout)), timeout)?,
+        None => handle.call("acquire", &args(false, None))?,
+    };
+    if acquired {
+        Ok(ProxyGuard::new(proxy, unlock))
+    } else {
+        Err(Error::Timeout(wait.flatten().unwrap_or(Duration::ZERO)))
+    }
+}
+
 /// A lock in a manager's server (Python's `manager.Lock()`): any process may release it,
 /// as with `threading.Lock`. Works across machines; on one machine the shared-memory
 /// [`synchronize::Lock`](crate::synchronize::Lock) is much faster.
+///
+/// `acquire` waits as long as it takes, `acquire_timeout` at most a [`Duration`]
+/// ([`Error::Timeout`] then), `try_acquire` not at all; each returns a [`ProxyGuard`] that
+/// releases on drop.
 ///
 /// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.lock()?;
-/// assert!(lock.acquire(None)?);
-/// assert!(!lock.try_acquire()?);
-/// assert!(!lock.acquire(Some(Duration::from_millis(10)))?);
-/// lock.release()?;
+/// let held = lock.acquire()?;
+/// assert!(matches!(lock.try_acquire(), Err(multiproc::Error::Timeout(_))));
+/// assert!(lock.acquire_timeout(Duration::from_millis(10)).is_err());
+/// drop(held);
 /// assert!(lock.release().is_err()); // not locked
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
@@ -633,18 +817,27 @@ pub struct LockProxy {
 proxy_common!(LockProxy, "LockProxy");
 
 impl LockProxy {
-    /// Acquires the lock, waiting up to `timeout` (`None`: forever); whether it was
-    /// acquired.
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.call_blocking("acquire", &(true, ms(timeout)), timeout)
+    /// Acquires the lock, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<ProxyGuard<'_, LockProxy>> {
+        self.acquire_with(Some(None))
     }
 
-    /// Acquires the lock only if it is free now.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.handle.call("acquire", &(false, None::<u64>))
+    /// Acquires the lock, waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<ProxyGuard<'_, LockProxy>> {
+        self.acquire_with(Some(Some(timeout)))
     }
 
-    /// Releases the lock; an error if it is not locked.
+    /// Acquires the lock only if it is free now ([`Error::Timeout`] otherwise).
+    pub fn try_acquire(&self) -> Result<ProxyGuard<'_, LockProxy>> {
+        self.acquire_with(None)
+    }
+
+    fn acquire_with(&self, wait: Option<Option<Duration>>) -> Result<ProxyGuard<'_, LockProxy>> {
+        acquire_on(self, &self.handle, wait, |block, ms| (block, ms), LockProxy::release)
+    }
+
+    /// Releases the lock; an error if it is not locked. A [`ProxyGuard`] does this when
+    /// dropped; call it after [`ProxyGuard::leak`].
     pub fn release(&self) -> Result<()> {
         self.handle.call("release", &())
     }
@@ -656,9 +849,10 @@ impl LockProxy {
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let ev = manager.event()?;
-/// assert!(!ev.wait(Some(Duration::from_millis(10)))?);
+/// assert!(matches!(ev.wait_timeout(Duration::from_millis(10)), Err(multiproc::Error::Timeout(_))));
 /// ev.set()?;
-/// assert!(ev.is_set()? && ev.wait(None)?);
+/// assert!(ev.is_set()?);
+/// ev.wait()?;
 /// ev.clear()?;
 /// assert!(!ev.is_set()?);
 /// manager.shutdown()?;
@@ -687,21 +881,37 @@ impl EventProxy {
         self.handle.call("is_set", &())
     }
 
-    /// Waits up to `timeout` for the flag; whether it is set.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.call_blocking("wait", &ms(timeout), timeout)
+    /// Waits as long as it takes for the flag.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_with(None)
+    }
+
+    /// Waits at most `timeout` for the flag ([`Error::Timeout`] if it stayed clear).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_with(Some(timeout))
+    }
+
+    fn wait_with(&self, timeout: Option<Duration>) -> Result<()> {
+        if self.handle.call_blocking("wait", &ms(timeout), timeout)? {
+            Ok(())
+        } else {
+            Err(Error::Timeout(timeout.unwrap_or(Duration::ZERO)))
+        }
     }
 }
 
-/// A counting semaphore in a manager's server (Python's `manager.Semaphore(n)`).
+/// A counting semaphore in a manager's server (Python's `manager.Semaphore(n)` and
+/// `manager.BoundedSemaphore(n)`). The acquire methods return a [`ProxyGuard`] that gives
+/// the unit back on drop.
 ///
 /// ```
 /// let manager = multiproc::Manager::start()?;
 /// let sem = manager.semaphore(1)?;
-/// assert!(sem.acquire(None)?);
-/// assert!(!sem.try_acquire()?);
+/// let unit = sem.acquire()?;
+/// assert!(sem.try_acquire().is_err());
+/// drop(unit);
+/// sem.try_acquire()?.leak();
 /// sem.release()?;
-/// assert!(sem.try_acquire()?);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -713,17 +923,29 @@ pub struct SemaphoreProxy {
 proxy_common!(SemaphoreProxy, "SemaphoreProxy");
 
 impl SemaphoreProxy {
-    /// Takes one unit, waiting up to `timeout`; whether it got one.
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.call_blocking("acquire", &(true, ms(timeout)), timeout)
+    /// Takes one unit, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<ProxyGuard<'_, SemaphoreProxy>> {
+        self.acquire_with(Some(None))
     }
 
-    /// Takes one unit only if one is available now.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.handle.call("acquire", &(false, None::<u64>))
+    /// Takes one unit, waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<ProxyGuard<'_, SemaphoreProxy>> {
+        self.acquire_with(Some(Some(timeout)))
     }
 
-    /// Gives one unit back.
+    /// Takes one unit only if one is available now ([`Error::Timeout`] otherwise).
+    pub fn try_acquire(&self) -> Result<ProxyGuard<'_, SemaphoreProxy>> {
+        self.acquire_with(None)
+    }
+
+    fn acquire_with(
+        &self,
+        wait: Option<Option<Duration>>,
+    ) -> Result<ProxyGuard<'_, SemaphoreProxy>> {
+        acquire_on(self, &self.handle, wait, |block, ms| (block, ms), SemaphoreProxy::release)
+    }
+
+    /// Gives one unit back (a bounded semaphore refuses to go above its initial value).
     pub fn release(&self) -> Result<()> {
         self.handle.call("release", &())
     }
@@ -733,11 +955,13 @@ impl SemaphoreProxy {
 ///
 /// ```
 /// use std::time::Duration;
+/// use multiproc::Error;
 /// let manager = multiproc::Manager::start()?;
 /// let barrier = manager.barrier(1)?;
-/// assert_eq!(barrier.wait(None)?, 0); // one party: passes at once
+/// assert_eq!(barrier.wait()?, 0); // one party: passes at once
 /// let pair = manager.barrier(2)?;
-/// assert!(pair.wait(Some(Duration::from_millis(10))).is_err()); // nobody came: broken
+/// assert!(matches!(pair.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
+/// assert!(matches!(pair.wait(), Err(Error::BrokenBarrier))); // the timeout broke it
 /// pair.reset()?;
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
@@ -750,10 +974,24 @@ pub struct BarrierProxy {
 proxy_common!(BarrierProxy, "BarrierProxy");
 
 impl BarrierProxy {
-    /// Waits until `parties` processes wait, at most `timeout` (then the barrier breaks
-    /// and every waiter gets an error); returns the arrival index, `0..parties`.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<u64> {
-        self.handle.call_blocking("wait", &ms(timeout), timeout)
+    /// Waits as long as it takes until `parties` processes wait; returns the arrival
+    /// index, `0..parties`. [`Error::BrokenBarrier`] if the barrier is or becomes broken.
+    pub fn wait(&self) -> Result<u64> {
+        self.wait_with(None)
+    }
+
+    /// [`wait`](Self::wait), at most `timeout`: then this party gets [`Error::Timeout`]
+    /// and the barrier breaks (every other waiter gets [`Error::BrokenBarrier`], as in
+    /// Python).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u64> {
+        self.wait_with(Some(timeout)).map_err(|e| e.with_timeout(timeout))
+    }
+
+    fn wait_with(&self, timeout: Option<Duration>) -> Result<u64> {
+        self.handle.call_blocking("wait", &ms(timeout), timeout).map_err(|e| match e {
+            Error::Remote(m) if m.starts_with("BrokenBarrierError") => Error::BrokenBarrier,
+            e => e,
+        })
     }
 
     /// Resets a broken barrier.
@@ -763,14 +1001,16 @@ impl BarrierProxy {
 }
 
 /// A recursive lock in a manager's server (Python's `manager.RLock()`): the thread that
-/// holds it may acquire it again, and must release it as many times.
+/// holds it may acquire it again, and must release it as many times (each
+/// [`ProxyGuard`] releases one level).
 ///
 /// ```
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.rlock()?;
-/// assert!(lock.acquire(None)? && lock.try_acquire()?);
-/// lock.release()?;
-/// lock.release()?;
+/// let outer = lock.acquire()?;
+/// let inner = lock.try_acquire()?;
+/// drop(inner);
+/// drop(outer);
 /// assert!(lock.release().is_err());
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
@@ -783,15 +1023,23 @@ pub struct RLockProxy {
 proxy_common!(RLockProxy, "RLockProxy");
 
 impl RLockProxy {
-    /// Acquires the lock (again, if this thread holds it), waiting up to `timeout`;
-    /// whether it was acquired.
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.call_blocking("acquire", &(owner(), true, ms(timeout)), timeout)
+    /// Acquires the lock (again, if this thread holds it), waiting as long as it takes.
+    pub fn acquire(&self) -> Result<ProxyGuard<'_, RLockProxy>> {
+        self.acquire_with(Some(None))
     }
 
-    /// Acquires the lock only if that needs no wait.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.handle.call("acquire", &(owner(), false, None::<u64>))
+    /// Acquires the lock, waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<ProxyGuard<'_, RLockProxy>> {
+        self.acquire_with(Some(Some(timeout)))
+    }
+
+    /// Acquires the lock only if that needs no wait ([`Error::Timeout`] otherwise).
+    pub fn try_acquire(&self) -> Result<ProxyGuard<'_, RLockProxy>> {
+        self.acquire_with(None)
+    }
+
+    fn acquire_with(&self, wait: Option<Option<Duration>>) -> Result<ProxyGuard<'_, RLockProxy>> {
+        acquire_on(self, &self.handle, wait, |block, ms| (owner(), block, ms), RLockProxy::release)
     }
 
     /// Releases one level; an error if this thread does not hold the lock.
@@ -801,18 +1049,21 @@ impl RLockProxy {
 }
 
 /// A condition variable with its own recursive lock, in a manager's server (Python's
-/// `manager.Condition()`).
+/// `manager.Condition()`). The acquire methods return a [`ProxyGuard`]; `wait` and
+/// `notify` need the lock held, and are called on the guard (or on the proxy after an
+/// explicit acquire).
 ///
 /// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let cond = manager.condition()?;
-/// assert!(cond.wait(None).is_err()); // the lock is not held
-/// assert!(cond.acquire(None)?);
-/// assert!(!cond.wait(Some(Duration::from_millis(10)))?); // nobody notifies
-/// cond.notify(1)?;
-/// cond.notify_all()?;
-/// cond.release()?;
+/// assert!(cond.wait().is_err()); // the lock is not held
+/// let held = cond.acquire()?;
+/// let nobody = held.wait_timeout(Duration::from_millis(10)); // nobody notifies
+/// assert!(matches!(nobody, Err(multiproc::Error::Timeout(_))));
+/// held.notify(1)?;
+/// held.notify_all()?;
+/// drop(held);
 /// manager.shutdown()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -824,9 +1075,28 @@ pub struct ConditionProxy {
 proxy_common!(ConditionProxy, "ConditionProxy");
 
 impl ConditionProxy {
-    /// Acquires the underlying lock, waiting up to `timeout`; whether it was acquired.
-    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.call_blocking("acquire", &(owner(), true, ms(timeout)), timeout)
+    /// Acquires the underlying lock, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<ProxyGuard<'_, ConditionProxy>> {
+        self.acquire_with(Some(None))
+    }
+
+    /// Acquires the underlying lock, waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<ProxyGuard<'_, ConditionProxy>> {
+        self.acquire_with(Some(Some(timeout)))
+    }
+
+    /// Acquires the underlying lock only if that needs no wait ([`Error::Timeout`]
+    /// otherwise).
+    pub fn try_acquire(&self) -> Result<ProxyGuard<'_, ConditionProxy>> {
+        self.acquire_with(None)
+    }
+
+    fn acquire_with(
+        &self,
+        wait: Option<Option<Duration>>,
+    ) -> Result<ProxyGuard<'_, ConditionProxy>> {
+        let release = ConditionProxy::release;
+        acquire_on(self, &self.handle, wait, |block, ms| (owner(), block, ms), release)
     }
 
     /// Releases the underlying lock.
@@ -834,10 +1104,24 @@ impl ConditionProxy {
         self.handle.call("release", &owner())
     }
 
-    /// Releases the lock, waits up to `timeout` for a notification, takes the lock back;
-    /// whether it was notified. The caller must hold the lock.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.call_blocking("wait", &(owner(), ms(timeout)), timeout)
+    /// Releases the lock, waits as long as it takes for a notification, takes the lock
+    /// back. The caller must hold the lock.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_with(None)
+    }
+
+    /// [`wait`](Self::wait), at most `timeout` for the notification ([`Error::Timeout`]
+    /// then; the lock is held again either way).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_with(Some(timeout))
+    }
+
+    fn wait_with(&self, timeout: Option<Duration>) -> Result<()> {
+        if self.handle.call_blocking("wait", &(owner(), ms(timeout)), timeout)? {
+            Ok(())
+        } else {
+            Err(Error::Timeout(timeout.unwrap_or(Duration::ZERO)))
+        }
     }
 
     /// Wakes up to `n` waiters (the longest waiting first). The caller must hold the lock.

@@ -4,15 +4,27 @@
 //! | Python | multiproc |
 //! |---|---|
 //! | `Pool(processes)` | [`Pool::new`] |
+//! | `Pool()` (one worker per CPU) | [`Pool::builder`]`().build()` |
 //! | `Pool(processes, initializer, initargs, maxtasksperchild, context)` | [`Pool::builder`] |
 //! | `apply(f, args)` | [`Pool::apply`] |
 //! | `apply_async(f, args, callback=, error_callback=)` | [`Pool::apply_async`], [`Pool::apply_async_with`] |
-//! | `map(f, iterable, chunksize)`, `map_async(…)` | [`Pool::map`], [`Pool::map_async`], [`Pool::map_async_with`] |
+//! | `map(f, iterable)`, `map_async(…)` | [`Pool::map`], [`Pool::map_async`], [`Pool::map_async_with`] |
 //! | `starmap(f, iterable)`, `starmap_async(…)` | [`Pool::starmap`], [`Pool::starmap_async`] |
-//! | `imap(f, iterable, chunksize)`, `imap_unordered(…)` | [`Pool::imap`], [`Pool::imap_unordered`] |
-//! | `close()`, `terminate()`, `join()` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`] |
+//! | `imap(f, iterable)`, `imap_unordered(…)` | [`Pool::imap`], [`Pool::imap_unordered`] |
+//! | any of those with `chunksize=n` | the same method on [`Pool::chunksize`]`(n)` ([`Chunked`]) |
+//! | `close()`, `terminate()`, `join()` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], [`Pool::join_timeout`] |
 //! | `with Pool() as p:` (terminates on exit) | dropping the [`Pool`] |
-//! | `AsyncResult.get(timeout)`, `wait`, `ready`, `successful` | [`AsyncResult::get`], [`AsyncResult::wait`], [`AsyncResult::ready`], [`AsyncResult::successful`] |
+//! | `AsyncResult.get()`, `get(timeout)` | [`AsyncResult::get`], [`AsyncResult::get_timeout`], [`AsyncResult::try_get`] |
+//! | `AsyncResult.wait()`, `wait(timeout)`, `ready()`, `successful()` | [`AsyncResult::wait`], [`AsyncResult::wait_timeout`], [`AsyncResult::ready`], [`AsyncResult::successful`] |
+//! | `IMapIterator.next(timeout)` | [`IMapIterator::next_timeout`], [`IMapIterator::try_next`] |
+//!
+//! # Chunk sizes
+//! Every mapping method comes in one form without a chunk size: [`Pool::map`] (and
+//! `map_async`, `starmap`, …) cut the input as Python does when `chunksize` is not given
+//! (`ceil(len / (4 × processes))`), [`Pool::imap`] and [`Pool::imap_unordered`] send one
+//! item per chunk (Python's default there). To choose the chunk size, call the same method
+//! on [`Pool::chunksize`]`(n)`: `pool.chunksize(100).map(f, items)` is Python's
+//! `pool.map(f, items, chunksize=100)`.
 //!
 //! ```
 //! use multiproc::pool::Pool;
@@ -21,10 +33,10 @@
 //!     x * x
 //! }
 //!
-//! let pool = Pool::new(Some(2))?;
-//! assert_eq!(pool.map(square, 0..5, None)?, [0, 1, 4, 9, 16]);
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
 //! assert_eq!(pool.apply(square, 12)?, 144);
-//! let squares: Vec<u64> = pool.imap(square, 0..3, 1)?.collect::<Result<_, _>>()?;
+//! let squares: Vec<u64> = pool.imap(square, 0..3)?.collect::<Result<_, _>>()?;
 //! assert_eq!(squares, [0, 1, 4]);
 //! # Ok::<(), multiproc::Error>(())
 //! ```
@@ -78,6 +90,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | [`Pool`] and [`PoolBuilder`], the tuning constants, and the state the pool handle, its results and the dispatcher share (`Inner`) |
+//! | `chunked.rs` | [`Chunked`]: the mapping methods with an explicit chunk size |
 //! | `results.rs` | [`AsyncResult`] and [`IMapIterator`], and the sinks through which the dispatcher feeds them |
 //! | `chunks.rs` | how a job's items are encoded into chunks and groups of chunks before they are submitted |
 //! | `dispatcher.rs` | the thread that hands chunks to workers, reads their results, replaces dead workers; the pool's only operating-system calls |
@@ -96,12 +109,14 @@ use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
 use crate::sys;
 
+mod chunked;
 mod chunks;
 mod dispatcher;
 mod results;
 mod wire;
 mod worker;
 
+pub use chunked::Chunked;
 pub use results::{AsyncResult, IMapIterator};
 
 use chunks::{ChunkEncoder, FnRef, Group};
@@ -155,11 +170,11 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(1);
 ///     x * x * x
 /// }
 ///
-/// let pool = Pool::new(Some(2))?;
-/// let cubes = pool.map(cube, [1, 2, 3], None)?;
+/// let pool = Pool::new(2)?;
+/// let cubes = pool.map(cube, [1, 2, 3])?;
 /// assert_eq!(cubes, [1, 8, 27]);
 /// pool.close();
-/// pool.join(None)?;
+/// pool.join()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Pool {
@@ -195,25 +210,30 @@ pub struct PoolBuilder {
 }
 
 impl Pool {
-    /// A pool of `processes` workers (`None`: one per CPU this process may use,
-    /// [`process_cpu_count`](crate::process_cpu_count)).
+    /// A pool of `processes` workers (Python's `Pool(processes)`); `0` is an
+    /// [`Error::InvalidArgument`]. For one worker per CPU this process may use
+    /// ([`process_cpu_count`](crate::process_cpu_count), Python's `Pool()`), use
+    /// `Pool::builder().build()`.
     ///
     /// Returns once the first worker is started (an error if it cannot be); the others
     /// start in the background while the first already takes tasks.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(None)?;
-    /// assert_eq!(pool.processes(), multiproc::process_cpu_count());
-    /// assert!(multiproc::pool::Pool::new(Some(0)).is_err());
+    /// use multiproc::pool::Pool;
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.processes(), 2);
+    /// assert!(Pool::new(0).is_err());
+    /// let per_cpu = Pool::builder().build()?;
+    /// assert_eq!(per_cpu.processes(), multiproc::process_cpu_count());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn new(processes: Option<usize>) -> Result<Pool> {
-        let mut builder = Pool::builder();
-        builder.processes = processes;
-        builder.build()
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
     }
 
     /// Options beyond the number of workers: initializer, `maxtasksperchild`, start method.
+    /// Without [`processes`](PoolBuilder::processes), the pool has one worker per CPU this
+    /// process may use.
     ///
     /// ```
     /// let pool = multiproc::pool::Pool::builder().processes(1).build()?;
@@ -227,7 +247,7 @@ impl Pool {
     /// The number of workers.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(3))?;
+    /// let pool = multiproc::pool::Pool::new(3)?;
     /// assert_eq!(pool.processes(), 3);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -240,7 +260,7 @@ impl Pool {
     /// changes over time.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
     /// let pids = pool.pids();
     /// assert!((1..=2).contains(&pids.len()));
     /// assert!(pids.iter().all(|&p| p > 0 && p != std::process::id() as i32));
@@ -254,10 +274,10 @@ impl Pool {
     ///
     /// It waits as long as the task takes (a worker that dies gives an error, never a
     /// hang); for a deadline, use [`apply_async`](Self::apply_async) and
-    /// [`AsyncResult::get`] with a timeout.
+    /// [`AsyncResult::get_timeout`].
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// assert_eq!(pool.apply(|(a, b): (u32, u32)| a + b, (2, 3))?, 5);
     /// let err = pool.apply(|_: ()| -> u8 { panic!("no") }, ()).unwrap_err();
     /// assert!(err.to_string().contains("panicked: no"));
@@ -268,7 +288,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.apply_async(f, args)?.get(None)
+        self.apply_async(f, args)?.get()
     }
 
     /// Runs `f(args)` in a worker; the value arrives in the returned [`AsyncResult`]
@@ -276,9 +296,9 @@ impl Pool {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
     /// let r = pool.apply_async(|s: String| s.len(), "four".to_string())?;
-    /// assert_eq!(r.get(Some(Duration::from_secs(30)))?, 4);
+    /// assert_eq!(r.get_timeout(Duration::from_secs(30))?, 4);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
@@ -298,7 +318,7 @@ impl Pool {
     ///
     /// ```
     /// use std::sync::mpsc;
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let (tx, rx) = mpsc::channel();
     /// let tx2 = tx.clone();
     /// pool.apply_async_with(
@@ -307,7 +327,7 @@ impl Pool {
     ///     move |v: &u32| tx.send(format!("got {v}")).unwrap(),
     ///     move |e: &multiproc::Error| tx2.send(format!("failed: {e}")).unwrap(),
     /// )?
-    /// .wait(None);
+    /// .wait()?;
     /// assert_eq!(rx.recv().unwrap(), "got 40");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -329,55 +349,48 @@ impl Pool {
     /// Applies `f` to every item, in parallel, and returns the values in input order
     /// (Python's `map`).
     ///
-    /// The items are cut into chunks of `chunksize` (`None`: Python's rule,
-    /// `ceil(len / (4 × processes))`); a chunk is what a worker receives at once. If a task
-    /// fails, `map` returns the first error that arrives.
+    /// The items are cut into chunks by Python's rule, `ceil(len / (4 × processes))` items
+    /// each; a chunk is what a worker receives at once. To choose the size, use
+    /// [`chunksize`](Self::chunksize)`(n).map(…)`. If a task fails, `map` returns the first
+    /// error that arrives.
     ///
     /// It waits as long as the tasks take (a worker that dies gives an error, never a
-    /// hang); for a deadline, use [`map_async`](Self::map_async) and [`AsyncResult::get`]
-    /// with a timeout.
+    /// hang); for a deadline, use [`map_async`](Self::map_async) and
+    /// [`AsyncResult::get_timeout`].
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
-    /// let lengths = pool.map(|s: String| s.len(), ["a", "bb", "ccc"].map(String::from), None)?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
+    /// let lengths = pool.map(|s: String| s.len(), ["a", "bb", "ccc"].map(String::from))?;
     /// assert_eq!(lengths, [1, 2, 3]);
-    /// assert_eq!(pool.map(|x: u32| x + 1, 0..1000, Some(7))?.len(), 1000);
-    /// assert!(pool.map(|x: u32| x, [1], Some(0)).is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn map<A, R>(
-        &self,
-        f: fn(A) -> R,
-        iterable: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
-    ) -> Result<Vec<R>>
+    pub fn map<A, R>(&self, f: fn(A) -> R, iterable: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, iterable, chunksize)?.get(None)
+        self.map_async(f, iterable)?.get()
     }
 
     /// [`map`](Self::map) without waiting (Python's `map_async`). The items are encoded
     /// before this returns; encoding errors are returned here.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
-    /// let r = pool.map_async(|x: i32| -x, vec![1, 2, 3], None)?;
-    /// assert_eq!(r.get(None)?, [-1, -2, -3]);
+    /// let pool = multiproc::pool::Pool::new(2)?;
+    /// let r = pool.map_async(|x: i32| -x, vec![1, 2, 3])?;
+    /// assert_eq!(r.get()?, [-1, -2, -3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn map_async<A, R>(
         &self,
         f: fn(A) -> R,
         iterable: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.submit_collect(f, iterable, chunksize, identity, Callbacks::none())
+        self.submit_collect(f, iterable, None, identity, Callbacks::none())
     }
 
     /// [`map_async`](Self::map_async) with Python's `callback` (given all the values) and
@@ -386,16 +399,15 @@ impl Pool {
     ///
     /// ```
     /// use std::sync::mpsc;
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
     /// let (tx, rx) = mpsc::channel();
     /// let r = pool.map_async_with(
     ///     |x: u64| x * 2,
     ///     0..4,
-    ///     None,
     ///     move |values: &Vec<u64>| tx.send(values.iter().sum::<u64>()).unwrap(),
     ///     |_e: &multiproc::Error| {},
     /// )?;
-    /// assert_eq!(r.get(None)?, [0, 2, 4, 6]);
+    /// assert_eq!(r.get()?, [0, 2, 4, 6]);
     /// assert_eq!(rx.recv().unwrap(), 12);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -403,7 +415,6 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         iterable: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
         callback: impl FnOnce(&Vec<R>) + Send + 'static,
         error_callback: impl FnOnce(&Error) + Send + 'static,
     ) -> Result<AsyncResult<Vec<R>>>
@@ -412,15 +423,15 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let callbacks = Callbacks::new(callback, error_callback);
-        self.submit_collect(f, iterable, chunksize, identity, callbacks)
+        self.submit_collect(f, iterable, None, identity, callbacks)
     }
 
     /// Python's `starmap`: the items are argument tuples and `f` takes a tuple. In Rust
     /// this is [`map`](Self::map) with tuple items; the name is kept for Python users.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
-    /// let powers = pool.starmap(|(b, e): (u64, u32)| b.pow(e), [(2, 3), (3, 2)], None)?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
+    /// let powers = pool.starmap(|(b, e): (u64, u32)| b.pow(e), [(2, 3), (3, 2)])?;
     /// assert_eq!(powers, [8, 9]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -428,34 +439,32 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         iterable: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
     ) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map(f, iterable, chunksize)
+        self.map(f, iterable)
     }
 
     /// Python's `starmap_async`: [`map_async`](Self::map_async) with tuple items.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
-    /// let r = pool.starmap_async(|(a, b): (i32, i32)| a * b, vec![(2, 5), (3, 3)], None)?;
-    /// assert_eq!(r.get(None)?, [10, 9]);
+    /// let pool = multiproc::pool::Pool::new(2)?;
+    /// let r = pool.starmap_async(|(a, b): (i32, i32)| a * b, vec![(2, 5), (3, 3)])?;
+    /// assert_eq!(r.get()?, [10, 9]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn starmap_async<A, R>(
         &self,
         f: fn(A) -> R,
         iterable: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_async(f, iterable, chunksize)
+        self.map_async(f, iterable)
     }
 
     /// A lazy [`map`](Self::map): an iterator of each item's result, in input order
@@ -463,40 +472,35 @@ impl Pool {
     ///
     /// A first window of input is taken at once (the work starts), more as results are
     /// consumed: only a bounded window of items is ever in flight, so the input may be
-    /// endless. `chunksize` items travel together (Python's default is 1; larger chunks cut
-    /// overhead for tiny tasks).
+    /// endless. Items travel one per chunk (Python's default); larger chunks cut overhead
+    /// for tiny tasks: [`chunksize`](Self::chunksize)`(n).imap(…)`.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
     /// // An endless input: only what is consumed (plus a bounded window) is computed.
     /// let first: Vec<u64> = pool
-    ///     .imap(|x: u64| x * x, 0.., 4)?
+    ///     .imap(|x: u64| x * x, 0..)?
     ///     .take(5)
     ///     .collect::<Result<_, _>>()?;
     /// assert_eq!(first, [0, 1, 4, 9, 16]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        iterable: I,
-        chunksize: usize,
-    ) -> Result<IMapIterator<R, I::IntoIter>>
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, iterable: I) -> Result<IMapIterator<R, I::IntoIter>>
     where
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMapIterator::start(self, f, iterable.into_iter(), chunksize, true)
+        IMapIterator::start(self, f, iterable.into_iter(), 1, true)
     }
 
     /// Like [`imap`](Self::imap), but results come in the order they are ready (Python's
     /// `imap_unordered`).
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
+    /// let pool = multiproc::pool::Pool::new(2)?;
     /// let mut v: Vec<u32> = pool
-    ///     .imap_unordered(|x: u32| x + 100, 0..10, 1)?
+    ///     .imap_unordered(|x: u32| x + 100, 0..10)?
     ///     .collect::<Result<_, _>>()?;
     /// v.sort();
     /// assert_eq!(v, (100..110).collect::<Vec<_>>());
@@ -506,26 +510,41 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         iterable: I,
-        chunksize: usize,
     ) -> Result<IMapIterator<R, I::IntoIter>>
     where
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        IMapIterator::start(self, f, iterable.into_iter(), chunksize, false)
+        IMapIterator::start(self, f, iterable.into_iter(), 1, false)
+    }
+
+    /// The mapping methods with an explicit chunk size: `pool.chunksize(n).map(f, items)`
+    /// is Python's `pool.map(f, items, chunksize=n)` (likewise `map_async`,
+    /// `map_async_with`, `starmap`, `starmap_async`, `imap`, `imap_unordered`). A chunk of
+    /// `n` items is what a worker receives at once. `0` is an [`Error::InvalidArgument`],
+    /// reported by the call.
+    ///
+    /// ```
+    /// let pool = multiproc::pool::Pool::new(2)?;
+    /// assert_eq!(pool.chunksize(7).map(|x: u32| x + 1, 0..1000)?.len(), 1000);
+    /// assert!(pool.chunksize(0).map(|x: u32| x, [1]).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn chunksize(&self, chunksize: usize) -> Chunked<'_> {
+        Chunked { pool: self, chunksize }
     }
 
     /// Accepts no new work; the workers exit once the submitted work is done (Python's
     /// `close`). [`IMapIterator`]s already created keep working until consumed or dropped.
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let r = pool.apply_async(|x: u8| x, 7)?;
     /// pool.close();
     /// assert!(matches!(pool.apply(|x: u8| x, 1), Err(multiproc::Error::Closed(_))));
-    /// assert_eq!(r.get(None)?, 7);
-    /// pool.join(None)?;
+    /// assert_eq!(r.get()?, 7);
+    /// pool.join()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn close(&self) {
@@ -538,33 +557,51 @@ impl Pool {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let r = pool.apply_async(|_: ()| std::thread::sleep(Duration::from_secs(60)), ())?;
     /// pool.terminate();
-    /// pool.join(None)?;
-    /// assert!(matches!(r.get(None), Err(multiproc::Error::Closed(_))));
+    /// pool.join()?;
+    /// assert!(matches!(r.get(), Err(multiproc::Error::Closed(_))));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn terminate(&self) {
         self.inner.set_phase(Phase::Terminated);
     }
 
-    /// Waits until the workers have exited, at most `timeout` (`None`: as long as it
-    /// takes); call [`close`](Self::close) or [`terminate`](Self::terminate) first
-    /// (Python's `join`). After `close`, this waits for the submitted work, including
+    /// Waits until the workers have exited; call [`close`](Self::close) or
+    /// [`terminate`](Self::terminate) first ([`Error::ProcessState`] otherwise; Python's
+    /// `join`). After `close`, this waits for the submitted work, including
     /// [`IMapIterator`]s not yet consumed or dropped.
     ///
     /// ```
-    /// use std::time::Duration;
-    /// let pool = multiproc::pool::Pool::new(Some(2))?;
-    /// assert!(pool.join(Some(Duration::ZERO)).is_err()); // neither closed nor terminated
+    /// let pool = multiproc::pool::Pool::new(2)?;
+    /// assert!(pool.join().is_err()); // neither closed nor terminated
     /// pool.close();
-    /// pool.join(Some(Duration::from_secs(30)))?;
+    /// pool.join()?;
     /// assert!(pool.pids().is_empty());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = crate::deadline::within(timeout);
+    pub fn join(&self) -> Result<()> {
+        self.join_until(None, Duration::MAX)
+    }
+
+    /// [`join`](Self::join), waiting at most `timeout` ([`Error::Timeout`] then; the pool
+    /// goes on stopping).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = multiproc::pool::Pool::new(1)?;
+    /// let _busy = pool.apply_async(|_: ()| std::thread::sleep(Duration::from_millis(300)), ())?;
+    /// pool.close();
+    /// assert!(matches!(pool.join_timeout(Duration::ZERO), Err(multiproc::Error::Timeout(_))));
+    /// pool.join_timeout(Duration::from_secs(30))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_until(crate::deadline::after(timeout), timeout)
+    }
+
+    fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
         {
             let mut shared = lock(&self.inner.shared);
             if shared.phase == Phase::Running {
@@ -581,7 +618,7 @@ impl Pool {
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if left.is_zero() {
-                            return Err(Error::Timeout(timeout.unwrap_or_default()));
+                            return Err(Error::Timeout(timeout));
                         }
                         self.inner
                             .changed
@@ -713,7 +750,7 @@ fn single<R>(v: Vec<R>) -> R {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
-        let _ = self.join(Some(TERMINATE_GRACE * 10));
+        let _ = self.join_timeout(TERMINATE_GRACE * 10);
     }
 }
 
@@ -790,7 +827,7 @@ impl PoolBuilder {
     /// ```
     /// use multiproc::{pool::Pool, StartMethod};
     /// let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build()?;
-    /// assert_eq!(pool.map(|x: u8| x * 2, [1, 2], None)?, [2, 4]);
+    /// assert_eq!(pool.map(|x: u8| x * 2, [1, 2])?, [2, 4]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {

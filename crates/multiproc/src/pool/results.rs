@@ -36,12 +36,12 @@ use crate::sys;
 ///
 /// ```
 /// use std::time::Duration;
-/// let pool = multiproc::pool::Pool::new(Some(1))?;
+/// let pool = multiproc::pool::Pool::new(1)?;
 /// let r = pool.apply_async(|x: u32| x + 1, 41)?;
-/// assert!(r.wait(Some(Duration::from_secs(30))));
+/// r.wait_timeout(Duration::from_secs(30))?;
 /// assert!(r.ready());
 /// assert!(r.successful()?);
-/// assert_eq!(r.get(Some(Duration::ZERO))?, 42);
+/// assert_eq!(r.try_get()?, 42);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct AsyncResult<T> {
@@ -49,28 +49,60 @@ pub struct AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    /// Waits for the result, at most `timeout` (`None`: as long as it takes), and returns
-    /// it: the value, or the task's error. On timeout, [`Error::Timeout`] and the result
-    /// stays pending. The value is moved out: a second successful `get` returns
-    /// [`Error::ProcessState`].
+    /// Waits for the result as long as it takes and returns it: the value, or the task's
+    /// error (a worker that dies gives an error, never a hang). The value is moved out: a
+    /// second successful `get` returns [`Error::ProcessState`], and so does a call from a
+    /// callback of the same pool (which would wait for ever).
+    ///
+    /// ```
+    /// let pool = multiproc::pool::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: u8| x * 2, 21)?;
+    /// assert_eq!(r.get()?, 42);
+    /// assert!(matches!(r.get(), Err(multiproc::Error::ProcessState(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None, Duration::MAX)
+    }
+
+    /// [`get`](Self::get), waiting at most `timeout`: [`Error::Timeout`] then, and the
+    /// result stays pending.
     ///
     /// ```
     /// use std::time::Duration;
     /// use multiproc::Error;
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let slow = pool.apply_async(|_: ()| std::thread::sleep(Duration::from_millis(300)), ())?;
-    /// assert!(matches!(slow.get(Some(Duration::from_millis(1))), Err(Error::Timeout(_))));
-    /// slow.get(None)?;
-    /// assert!(matches!(slow.get(None), Err(Error::ProcessState(_))));
+    /// assert!(matches!(slow.get_timeout(Duration::from_millis(1)), Err(Error::Timeout(_))));
+    /// slow.get_timeout(Duration::from_secs(30))?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
-        let mut state = self.cell.wait(timeout);
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(crate::deadline::after(timeout), timeout)
+    }
+
+    /// The result if it is ready now ([`Error::Timeout`] otherwise, and it stays pending).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = multiproc::pool::Pool::new(1)?;
+    /// let r = pool.apply_async(|_: ()| std::thread::sleep(Duration::from_millis(200)), ())?;
+    /// assert!(matches!(r.try_get(), Err(multiproc::Error::Timeout(_))));
+    /// r.wait()?;
+    /// r.try_get()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.get_timeout(Duration::ZERO)
+    }
+
+    fn get_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<T> {
+        let mut state = self.cell.wait(deadline);
         if !state.ready {
             if on_dispatcher_of(self.cell.pool) {
                 return Err(Error::ProcessState(CALLBACK_WAIT));
             }
-            return Err(Error::Timeout(timeout.unwrap_or_default()));
+            return Err(Error::Timeout(timeout));
         }
         state
             .outcome
@@ -78,26 +110,52 @@ impl<T> AsyncResult<T> {
             .unwrap_or(Err(Error::ProcessState("the result was already taken by an earlier get()")))
     }
 
-    /// Waits until the result is ready, at most `timeout`; returns whether it is.
+    /// Waits until the result is ready (the task ended, one way or the other), without
+    /// taking it. [`Error::ProcessState`] from a callback of the same pool, which would
+    /// wait for ever.
+    ///
+    /// ```
+    /// let pool = multiproc::pool::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: u8| x, 1)?;
+    /// r.wait()?;
+    /// assert!(r.ready());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None, Duration::MAX)
+    }
+
+    /// [`wait`](Self::wait), at most `timeout`: [`Error::Timeout`] if the result is not
+    /// ready by then.
     ///
     /// ```
     /// use std::time::Duration;
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let r = pool.apply_async(|_: ()| std::thread::sleep(Duration::from_millis(200)), ())?;
-    /// assert!(!r.wait(Some(Duration::ZERO)));
-    /// assert!(r.wait(None));
+    /// assert!(matches!(r.wait_timeout(Duration::ZERO), Err(multiproc::Error::Timeout(_))));
+    /// r.wait_timeout(Duration::from_secs(30))?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        self.cell.wait(timeout).ready
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_until(crate::deadline::after(timeout), timeout)
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
+        if self.cell.wait(deadline).ready {
+            Ok(())
+        } else if on_dispatcher_of(self.cell.pool) {
+            Err(Error::ProcessState(CALLBACK_WAIT))
+        } else {
+            Err(Error::Timeout(timeout))
+        }
     }
 
     /// Whether the result is ready (the task ended, one way or the other).
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let r = pool.apply_async(|x: u8| x, 1)?;
-    /// r.wait(None);
+    /// r.wait()?;
     /// assert!(r.ready());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -109,11 +167,11 @@ impl<T> AsyncResult<T> {
     /// raises `ValueError`).
     ///
     /// ```
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
     /// let r = pool.apply_async(|_: ()| -> u8 { panic!("no") }, ())?;
-    /// r.wait(None);
+    /// r.wait()?;
     /// assert!(!r.successful()?);
-    /// assert!(r.get(None).unwrap_err().to_string().contains("no"));
+    /// assert!(r.get().unwrap_err().to_string().contains("no"));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn successful(&self) -> Result<bool> {
@@ -172,8 +230,7 @@ impl<T> Cell<T> {
         self.cond.notify_all();
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> MutexGuard<'_, CellState<T>> {
-        let deadline = crate::deadline::within(timeout);
+    fn wait(&self, deadline: Option<Instant>) -> MutexGuard<'_, CellState<T>> {
         let mut state = lock(&self.state);
         while !state.ready && !on_dispatcher_of(self.pool) {
             state = match deadline {
@@ -228,8 +285,8 @@ impl<T> Callbacks<T> {
 /// Dropping it abandons the items not yet delivered.
 ///
 /// ```
-/// let pool = multiproc::pool::Pool::new(Some(2))?;
-/// let mut it = pool.imap(|x: i32| 10 / x, [5, 0, 2], 1)?;
+/// let pool = multiproc::pool::Pool::new(2)?;
+/// let mut it = pool.imap(|x: i32| 10 / x, [5, 0, 2])?;
 /// assert_eq!(it.next().unwrap()?, 2);
 /// assert!(it.next().unwrap().is_err()); // division by zero panicked in the worker
 /// assert_eq!(it.next().unwrap()?, 5);
@@ -372,8 +429,8 @@ where
     /// ```
     /// use std::time::Duration;
     /// use multiproc::Error;
-    /// let pool = multiproc::pool::Pool::new(Some(1))?;
-    /// let mut it = pool.imap(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), [300], 1)?;
+    /// let pool = multiproc::pool::Pool::new(1)?;
+    /// let mut it = pool.imap(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), [300])?;
     /// assert!(matches!(it.next_timeout(Duration::from_millis(1)), Some(Err(Error::Timeout(_)))));
     /// assert!(it.next_timeout(Duration::from_secs(30)).unwrap().is_ok());
     /// assert!(it.next_timeout(Duration::from_secs(30)).is_none());
@@ -381,6 +438,22 @@ where
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
         self.next_until(crate::deadline::after(timeout), timeout)
+    }
+
+    /// The next result if it is there now: [`next_timeout`](Self::next_timeout) with
+    /// [`Duration::ZERO`] (`Some(Err(`[`Error::Timeout`]`))` if it is not).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = multiproc::pool::Pool::new(1)?;
+    /// let mut it = pool.imap(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), [300])?;
+    /// assert!(matches!(it.try_next(), Some(Err(multiproc::Error::Timeout(_)))));
+    /// assert!(it.next().unwrap().is_ok());
+    /// assert!(it.try_next().is_none());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_next(&mut self) -> Option<Result<R>> {
+        self.next_timeout(Duration::ZERO)
     }
 
     fn next_until(&mut self, deadline: Option<Instant>, timeout: Duration) -> Option<Result<R>> {
