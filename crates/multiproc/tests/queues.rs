@@ -432,7 +432,7 @@ fn an_idle_consumer_uses_no_cpu() {
             assert!(matches!(q.get_timeout(Duration::from_millis(1500)), Err(Error::Empty)));
             cpu_ticks() - before
         },
-        q,
+        q.clone(), // kept here: a queue nobody else holds would be disconnected
     )
     .unwrap()
     .join()
@@ -467,4 +467,157 @@ fn a_one_gib_item_travels_through_a_small_ring() {
     let (len, sample) = consumer.join().unwrap();
     assert_eq!(len, GIB);
     assert!(sample == expected, "the 1 GiB item arrived altered");
+}
+
+// --------------------------------------------------------------------------------------
+// Failed puts and disconnection
+
+#[test]
+fn failed_puts_hand_their_items_back() {
+    let q: Queue<String> = Queue::new(1).unwrap();
+    q.try_put("a".to_string()).unwrap();
+    let full = q.try_put("b".to_string()).unwrap_err();
+    assert!(matches!(full.error(), Error::Full));
+    assert_eq!(full.into_item(), "b");
+    let timed_out = q.put_timeout("c".to_string(), Duration::from_millis(5)).unwrap_err();
+    assert_eq!(timed_out.into_parts().0, "c");
+    let rest = q.try_put_many(["d".to_string(), "e".to_string()]).unwrap_err();
+    assert_eq!(rest.into_item(), ["d", "e"]);
+    assert_eq!(q.get().unwrap(), "a");
+    let rest = q.put_many_timeout(["f".to_string(), "g".to_string()], Duration::ZERO).unwrap_err();
+    assert!(matches!(rest.error(), Error::Full));
+    assert_eq!(rest.into_item(), ["g"], "the first went in");
+    q.close();
+    let closed = q.put("h".to_string()).unwrap_err();
+    assert!(matches!(closed.error(), Error::Closed(_)));
+    assert_eq!(closed.into_item(), "h");
+    // `?` still works in functions returning multiproc::Result.
+    let with_question_mark = || -> multiproc::Result<()> { Ok(q.put("i".to_string())?) };
+    assert!(matches!(with_question_mark(), Err(Error::Closed(_))));
+}
+
+mod common;
+use common::waits::{futex_waits, wait_until};
+
+/// Puts one item, then holds the queue until killed.
+fn put_one_then_hold(q: Queue<u32>) {
+    q.put(1).unwrap();
+    std::thread::sleep(Duration::from_secs(600)); // killed by the test
+}
+
+/// Puts one item and lets go of the queue, then waits for `go` to end.
+fn put_one_then_let_go((q, go): (Queue<u32>, multiproc::synchronize::Event)) {
+    q.put(1).unwrap();
+    drop(q);
+    assert!(go.wait(LONG));
+}
+
+/// Runs `get` on a thread of its own and, once that thread sleeps in the queue (or has
+/// returned already), `meanwhile`; returns what `get` returned, failing the test if it did
+/// not return within a minute.
+fn get_on_a_thread<T: Send + 'static>(
+    get: impl FnOnce() -> multiproc::Result<T> + Send + 'static,
+    meanwhile: impl FnOnce(),
+) -> multiproc::Result<T> {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (tid, done) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
+    let (getter_tid, getter_done) = (tid.clone(), done.clone());
+    std::thread::spawn(move || {
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        getter_tid.store(link.file_name().unwrap().to_str().unwrap().parse().unwrap(), SeqCst);
+        let result = get();
+        getter_done.store(true, SeqCst);
+        let _ = tx.send(result);
+    });
+    let me = std::process::id();
+    wait_until("the getter asleep in the queue", || {
+        done.load(SeqCst) || futex_waits(me).iter().any(|w| !w.private && w.tid == tid.load(SeqCst))
+    });
+    meanwhile();
+    rx.recv_timeout(Duration::from_secs(60)).expect("the get returned")
+}
+
+#[test]
+fn a_get_whose_only_other_holder_was_killed_is_disconnected() {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let p = Process::new(put_one_then_hold, q.clone());
+    p.start().unwrap();
+    // The child has attached (it put), and stays alive: a get waits for it.
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
+    assert!(matches!(q.get_timeout(Duration::from_millis(600)), Err(Error::Empty)));
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || p.kill().unwrap());
+    assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+    // The same for a put that waits for room, which hands its item back.
+    let bounded: Queue<u32> = Queue::new(1).unwrap();
+    let p = Process::new(put_one_then_hold, bounded.clone());
+    p.start().unwrap();
+    wait_until("the child's item", || bounded.full());
+    let putter = bounded.clone();
+    let put = get_on_a_thread(
+        move || match putter.put(2) {
+            Err(e) => Ok(e.into_parts()),
+            Ok(()) => Err(Error::Protocol("the put went in".into())),
+        },
+        || p.kill().unwrap(),
+    );
+    assert!(matches!(put, Ok((2, Error::Disconnected("queue")))), "{put:?}");
+    p.join(LONG).unwrap();
+    // Items already queued are still taken before the queue reports it.
+    assert_eq!(bounded.get().unwrap(), 1);
+    assert!(matches!(bounded.get(), Err(Error::Disconnected(_))));
+}
+
+#[test]
+fn a_get_whose_other_holder_let_go_or_exited_is_disconnected() {
+    // The child lets go of its handle and lives on.
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let go = multiproc::synchronize::Event::new().unwrap();
+    let p = Process::new(put_one_then_let_go, (q.clone(), go.clone()));
+    p.start().unwrap();
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || {});
+    assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
+    assert!(p.is_alive());
+    go.set();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+
+    // The child exits normally, its handle dropped on the way out.
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let go = multiproc::synchronize::Event::new().unwrap();
+    go.set();
+    let p = Process::new(put_one_then_let_go, (q.clone(), go));
+    p.start().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    assert!(matches!(q.get(), Err(Error::Disconnected("queue"))));
+    // A queue that never left this process is never disconnected: its threads may put.
+    let local: Queue<u32> = Queue::new(0).unwrap();
+    assert!(matches!(local.get_timeout(Duration::from_millis(300)), Err(Error::Empty)));
+}
+
+/// Waits for `go`, then puts 7.
+fn put_when_told((q, go): (Queue<u32>, multiproc::synchronize::Event)) {
+    assert!(go.wait(LONG));
+    q.put(7).unwrap();
+}
+
+#[test]
+fn a_get_waits_as_long_as_another_holder_lives() {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let go = multiproc::synchronize::Event::new().unwrap();
+    let p = Process::new(put_when_told, (q.clone(), go.clone()));
+    p.start().unwrap();
+    // Long enough for a sleeping getter to look for other holders several times.
+    assert!(matches!(q.get_timeout(Duration::from_millis(800)), Err(Error::Empty)));
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || go.set());
+    assert_eq!(got.unwrap(), 7);
+    p.join(LONG).unwrap();
 }

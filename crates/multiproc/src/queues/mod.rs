@@ -2,6 +2,67 @@
 //! `multiprocessing.queues`), on a ring buffer in shared memory that survives processes
 //! killed at any instruction.
 //!
+//! # Using a queue
+//! A queue is a handle: clone it, pass it to a child as (part of) its argument, or send it
+//! through a pipe or another queue; every copy reaches the same items. Items are any
+//! `Serialize + DeserializeOwned` type.
+//!
+//! ```
+//! use multiproc::{Process, queues::Queue};
+//!
+//! fn worker(q: Queue<String>) {
+//!     q.put("Hello from Process".to_string()).unwrap();
+//! }
+//!
+//! let q = Queue::new(0)?; // 0: no bound on the number of items
+//! let p = Process::new(worker, q.clone());
+//! p.start()?;
+//! assert_eq!(q.get()?, "Hello from Process");
+//! p.join(None)?;
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! Every blocking call comes in three forms: `get()` waits as long as it takes,
+//! `get_timeout(d)` at most `d`, `try_get()` not at all; the same for `put`, `get_many`,
+//! `put_many` and [`JoinableQueue::join`]. Running out of time is Python's `queue.Empty`
+//! ([`Error::Empty`]) for a get and `queue.Full` ([`Error::Full`]) for a put. A put that
+//! fails for any reason hands its item back in a [`PutError`] (`?` turns it into an
+//! [`Error`]):
+//!
+//! ```
+//! use std::time::Duration;
+//! use multiproc::{Error, queues::Queue};
+//!
+//! let q = Queue::new(1)?; // at most one item
+//! q.put(1)?;
+//! let e = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+//! assert!(matches!(e.error(), Error::Full));
+//! assert_eq!(e.into_item(), 2);
+//! assert_eq!(q.try_get()?, 1);
+//! assert!(matches!(q.try_get(), Err(Error::Empty)));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! Batches take the producer or consumer lock once: `q.put_many(items)`,
+//! `q.get_many(max)`. [`Queue::close`] closes the queue for every process: puts fail with
+//! [`Error::Closed`], gets take what is left and then fail the same way.
+//!
+//! # Disconnection
+//! A `get` on an empty queue that no other live process holds any more returns
+//! [`Error::Disconnected`] instead of waiting for ever, as a channel's receiver does once
+//! every sender is gone; so does a `put` waiting for room in a full one (with its item
+//! handed back). A process holds a queue from the moment it creates or receives a handle
+//! until it drops its last one, or dies: a holder killed with `SIGKILL` is noticed by the
+//! waiter itself, which looks the other holders up in `/proc` after sleeping for a while
+//! (20 ms, then every 250 ms). Items already queued are always taken first.
+//!
+//! Only *other* processes count, and only once the queue has left its process: a queue
+//! that never did is never disconnected (its threads put and get), but once it has, a
+//! process whose other holders are all gone is alone even if its own threads hold clones.
+//! A forked child counts from its first `put` or `get`; a handle sent and never received
+//! (its receiver died first) keeps the queue counted as held, so that a waiter never
+//! gives up on a producer that may yet arrive. `holders.rs` has the details.
+//!
 //! # The ring
 //! A shared segment holds a header and a data region of `capacity` bytes. Records are
 //! `[len: u32][kind: u32][payload, padded to 8 bytes]`; a record that would cross the end
@@ -37,7 +98,9 @@
 //! # Waiting
 //! A getter spins briefly, then sleeps on a futex that producers bump after publishing;
 //! putters waiting for room do the same on a futex that consumers bump. Idle waiters use
-//! no CPU.
+//! no CPU. A waiter that has slept a while asks the table of holders (`holders.rs`, in the
+//! header after the ring's words) whether anybody else is left (see
+//! [Disconnection](#disconnection)).
 //!
 //! The indices, records and waiting are the algorithm in `raw::ring` (apart from the
 //! operating system, and model-checked by `tests/loom_raw.rs`); this module lays the ring
@@ -60,7 +123,9 @@ use crate::raw::{self, ring, Os};
 use crate::segment::Segment;
 
 mod blocks;
+mod holders;
 use blocks::{Blocks, Outgoing};
+use holders::Holding;
 
 // Header layout (byte offsets in the segment).
 const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
@@ -82,7 +147,8 @@ const H_PUTTERS_ASLEEP: usize = 772; // u32
 const H_UNFINISHED: usize = 896; // u32: JoinableQueue's unfinished tasks
 const H_JOIN_SEQ: usize = 900; // u32 futex: bumped when unfinished reaches 0
 const H_JOINERS_ASLEEP: usize = 904; // u32
-const DATA: usize = 1024;
+                                     // 1024..4096: the table of holders (holders.rs).
+const DATA: usize = holders::END;
 
 const RECORD_HEADER: usize = ring::RECORD_HEADER;
 const KIND_INLINE: u32 = ring::KIND_INLINE;
@@ -102,6 +168,8 @@ struct Ring {
     capacity: usize,
     /// This process's large-item blocks of this queue.
     blocks: Arc<Blocks>,
+    /// This process counted in the table of holders, while a handle lives.
+    holding: Arc<Holding>,
 }
 
 impl Ring {
@@ -122,9 +190,11 @@ impl Ring {
         segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
         segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
         let blocks = Arc::new(Blocks::new(segment.identity()?));
-        Ok(Ring { segment, capacity, blocks })
+        let holding = Arc::new(Holding::register(&segment));
+        Ok(Ring { segment, capacity, blocks, holding })
     }
 
+    /// A received handle: the ring in `segment`, counted as this process's.
     fn attach(segment: Arc<Segment>) -> Result<Ring> {
         let capacity = segment.word64(H_CAPACITY).load(SeqCst) as usize;
         if capacity < 64 || !capacity.is_power_of_two() || DATA + capacity > segment.mapping().len()
@@ -132,7 +202,16 @@ impl Ring {
             return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
         }
         let blocks = Arc::new(Blocks::new(segment.identity()?));
-        Ok(Ring { segment, capacity, blocks })
+        let holding = Arc::new(Holding::receive(&segment));
+        Ok(Ring { segment, capacity, blocks, holding })
+    }
+
+    /// A forked child that puts or gets counts itself in as a holder first.
+    #[inline]
+    fn hold(&self) {
+        if !self.holding.is_mine() {
+            self.holding.register_fork(self.blocks.queue());
+        }
     }
 
     fn word(&self, offset: usize) -> &AtomicU32 {
@@ -161,6 +240,7 @@ impl Ring {
     /// Puts records (in order), waiting for room until `deadline`. Returns how many were
     /// put (all, unless the deadline passed or an error came), and the error.
     fn put_records(&self, records: &[Record], deadline: Option<Instant>) -> (usize, Result<()>) {
+        self.hold();
         let mut done = 0;
         let result =
             ring::put::<Os, _, _>(self, crate::sys::pid::pid(), records, deadline, &mut done)
@@ -170,6 +250,7 @@ impl Ring {
 
     /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
     fn get_records(&self, max: usize, out: &mut Popped, deadline: Option<Instant>) -> Result<bool> {
+        self.hold();
         ring::get::<Os, _, _>(self, crate::sys::pid::pid(), max, out, deadline).map_err(ring_error)
     }
 
@@ -181,6 +262,7 @@ impl Ring {
 fn ring_error(failure: ring::Failure) -> Error {
     match failure {
         ring::Failure::Closed => Error::Closed("queue"),
+        ring::Failure::Disconnected => Error::Disconnected("queue"),
         ring::Failure::Corrupt { len, kind, at } => Error::Protocol(format!(
             "queue ring corrupted: record of {len} bytes, kind {kind} at offset {at}"
         )),
@@ -239,6 +321,10 @@ impl ring::Layout for Ring {
     #[inline]
     fn copy_out(&self, at: usize, dst: &mut [u8]) {
         self.segment.mapping().copy_out(DATA + at, dst);
+    }
+
+    fn deserted(&self) -> bool {
+        holders::deserted(&self.segment)
     }
 }
 
@@ -500,6 +586,7 @@ impl<T> Serialize for Queue<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let handle = self.ring.segment.export("Queue").map_err(S::Error::custom)?;
+        holders::handed_off(&self.ring.segment);
         handle.serialize(s)
     }
 }
