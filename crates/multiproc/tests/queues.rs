@@ -621,3 +621,20 @@ fn a_get_waits_as_long_as_another_holder_lives() {
     assert_eq!(got.unwrap(), 7);
     p.join(LONG).unwrap();
 }
+
+#[test]
+fn a_queue_its_own_process_received_is_not_disconnected() {
+    // As a manager server on a thread of the client's process receives the fast lane: the
+    // process holds the queue twice, and its other thread may still put.
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let (a, b) = multiproc::pipe(true).unwrap();
+    a.send(&q).unwrap();
+    let received: Queue<u32> = b.recv().unwrap();
+    assert!(matches!(q.get_timeout(Duration::from_millis(300)), Err(Error::Empty)));
+    received.put(3).unwrap();
+    assert_eq!(q.get().unwrap(), 3);
+    // Once it lets go of the second handle, the queue has been shared and nobody else
+    // holds it.
+    drop(received);
+    assert!(matches!(q.get(), Err(Error::Disconnected("queue"))));
+}

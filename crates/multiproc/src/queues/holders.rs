@@ -20,10 +20,13 @@
 //! - `shared` is set once the queue was exported or a second process registered. A queue
 //!   that never left its process is never disconnected: its threads put and get.
 //!
-//! Only *other* processes count: once a queue is shared, a process whose every other
-//! holder is gone is alone even if several of its own threads hold handles (as with a
-//! channel's receiver, whose own clones are not senders). A thread of the same process
-//! that puts later still can: the item is queued and the next `get` takes it.
+//! Other processes count, and so does this one if it is attached more than once: it
+//! created the queue and also received a handle of it (a manager server on a thread of
+//! the process that opened the fast lane), or received it twice. Clones do not attach: a
+//! process whose other holders are all gone is alone even if several of its threads hold
+//! clones (as with a channel's receiver, whose own clones are not senders). A thread of
+//! the same process that puts later still can: the item is queued, the next `get` takes
+//! it.
 //!
 //! A forked child inherits its parent's handles without receiving them: it registers at
 //! its first `put` or `get` on the queue, and its slot is freed once it is gone.
@@ -220,8 +223,9 @@ pub(super) fn handed_off(segment: &Segment) {
 }
 
 /// Whether no process other than the caller could still use the queue: it was shared,
-/// no handle is on its way, every holder has a slot, and every other slot's process is
-/// gone (their slots are freed on the way). Reads `/proc` once per other holder.
+/// no handle is on its way, every holder has a slot, every other slot's process is gone
+/// (their slots are freed on the way), and the caller's process is attached once. Reads
+/// `/proc` once per other holder.
 pub(super) fn deserted(segment: &Segment) -> bool {
     if segment.word(H_SHARED).load(SeqCst) == 0
         || segment.word(H_HANDOFFS).load(SeqCst) != 0
@@ -234,7 +238,12 @@ pub(super) fn deserted(segment: &Segment) -> bool {
         reap(segment);
         (0..SLOT_COUNT).all(|slot| match pid_word(segment, slot).load(SeqCst) {
             0 => true,
-            p => p == pid && start_word(segment, slot).load(SeqCst) == start,
+            // This process, attached once: the handle the caller waits on, and its clones.
+            p => {
+                p == pid
+                    && start_word(segment, slot).load(SeqCst) == start
+                    && count_word(segment, slot).load(SeqCst) <= 1
+            }
         })
     })
 }

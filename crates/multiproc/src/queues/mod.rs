@@ -58,10 +58,12 @@
 //!
 //! Only *other* processes count, and only once the queue has left its process: a queue
 //! that never did is never disconnected (its threads put and get), but once it has, a
-//! process whose other holders are all gone is alone even if its own threads hold clones.
-//! A forked child counts from its first `put` or `get`; a handle sent and never received
-//! (its receiver died first) keeps the queue counted as held, so that a waiter never
-//! gives up on a producer that may yet arrive. `holders.rs` has the details.
+//! process whose other holders are all gone is alone even if its own threads hold clones
+//! (unless it also received a handle of its own queue, as a manager server running on one
+//! of its threads does). A forked child counts from its first `put` or `get`; a handle
+//! sent and never received (its receiver died first) keeps the queue counted as held, so
+//! that a waiter never gives up on a producer that may yet arrive. `holders.rs` has the
+//! details.
 //!
 //! # The ring
 //! A shared segment holds a header and a data region of `capacity` bytes. Records are
