@@ -638,3 +638,17 @@ fn a_queue_its_own_process_received_is_not_disconnected() {
     drop(received);
     assert!(matches!(q.get(), Err(Error::Disconnected("queue"))));
 }
+
+#[test]
+fn a_forked_holder_counts_from_its_first_put_until_it_is_gone() {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let p = Process::new(put_one_then_hold, q.clone()).start_method(StartMethod::Fork);
+    p.start().unwrap();
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
+    // Alive, the child holds the queue (it inherited its handle and put): a get waits.
+    assert!(matches!(q.get_timeout(Duration::from_millis(600)), Err(Error::Empty)));
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || p.kill().unwrap());
+    assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
+    p.join(LONG).unwrap();
+}

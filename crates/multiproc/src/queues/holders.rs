@@ -113,6 +113,47 @@ fn reap(segment: &Segment) {
     }
 }
 
+/// Counts this process in (one attachment more) in the table of `segment`: the slot, or
+/// `None` when counted in the overflow.
+fn count_in(segment: &Segment) -> Option<usize> {
+    let (pid, start) = me();
+    locked(segment, || {
+        let mut attempt = 0;
+        loop {
+            let mut free = None;
+            let mut others = false;
+            for slot in 0..SLOT_COUNT {
+                match pid_word(segment, slot).load(SeqCst) {
+                    0 => {
+                        free.get_or_insert(slot);
+                    }
+                    p if p == pid && start_word(segment, slot).load(SeqCst) == start => {
+                        count_word(segment, slot).fetch_add(1, SeqCst);
+                        return Some(slot);
+                    }
+                    _ => others = true,
+                }
+            }
+            if others {
+                segment.word(H_SHARED).store(1, SeqCst);
+            }
+            if let Some(slot) = free {
+                start_word(segment, slot).store(start, SeqCst);
+                count_word(segment, slot).store(1, SeqCst);
+                // Last: a reader that sees the pid sees the rest.
+                pid_word(segment, slot).store(pid, SeqCst);
+                return Some(slot);
+            }
+            if attempt == 1 {
+                segment.word(H_OVERFLOW).fetch_add(1, SeqCst);
+                return None;
+            }
+            reap(segment);
+            attempt += 1;
+        }
+    })
+}
+
 /// One attachment of this process to a queue: counted in the table while it lives.
 pub(super) struct Holding {
     segment: Arc<Segment>,
@@ -124,43 +165,8 @@ pub(super) struct Holding {
 impl Holding {
     /// Counts this process in as a holder of the queue in `segment`.
     pub(super) fn register(segment: &Arc<Segment>) -> Holding {
-        let (pid, start) = me();
-        let slot = locked(segment, || {
-            let mut attempt = 0;
-            loop {
-                let mut free = None;
-                let mut others = false;
-                for slot in 0..SLOT_COUNT {
-                    match pid_word(segment, slot).load(SeqCst) {
-                        0 => {
-                            free.get_or_insert(slot);
-                        }
-                        p if p == pid && start_word(segment, slot).load(SeqCst) == start => {
-                            count_word(segment, slot).fetch_add(1, SeqCst);
-                            return Some(slot);
-                        }
-                        _ => others = true,
-                    }
-                }
-                if others {
-                    segment.word(H_SHARED).store(1, SeqCst);
-                }
-                if let Some(slot) = free {
-                    start_word(segment, slot).store(start, SeqCst);
-                    count_word(segment, slot).store(1, SeqCst);
-                    // Last: a reader that sees the pid sees the rest.
-                    pid_word(segment, slot).store(pid, SeqCst);
-                    return Some(slot);
-                }
-                if attempt == 1 {
-                    segment.word(H_OVERFLOW).fetch_add(1, SeqCst);
-                    return None;
-                }
-                reap(segment);
-                attempt += 1;
-            }
-        });
-        Holding { segment: segment.clone(), pid, slot }
+        let slot = count_in(segment);
+        Holding { segment: segment.clone(), pid: crate::sys::pid::pid(), slot }
     }
 
     /// Counts this process in as the receiver of a handle that was [`handed_off`].
@@ -191,7 +197,7 @@ impl Holding {
             }
             forked.push((pid, queue));
         }
-        std::mem::forget(Holding::register(&self.segment));
+        count_in(&self.segment);
     }
 }
 
