@@ -128,7 +128,7 @@ fn shm_needs_a_known_subcommand() {
 
 /// Puts one 8 MiB item and exits normally.
 fn put_large_and_exit(q: multiproc::queues::Queue<Vec<u8>>) {
-    q.put(large_item(), Some(Duration::from_secs(60))).unwrap();
+    q.put_timeout(large_item(), Duration::from_secs(60)).unwrap();
 }
 
 fn large_item() -> Vec<u8> {
@@ -155,7 +155,7 @@ fn clean_leaves_the_queued_item_of_an_exited_producer() {
     assert!(report["removed"].as_array().unwrap().is_empty(), "{report}");
     assert!(exists(&block), "clean removed {block}");
 
-    let got = q.get(Some(Duration::from_secs(60))).unwrap();
+    let got = q.get_timeout(Duration::from_secs(60)).unwrap();
     assert!(got == large_item(), "the item came back damaged ({} bytes)", got.len());
     assert!(!exists(&block), "the read item's block stayed");
 }

@@ -6,14 +6,14 @@ use multiproc::Process;
 
 fn producer((q, items): (Queue<Option<i32>>, Vec<i32>)) {
     for item in items {
-        q.put(Some(item), None).expect("put");
+        q.put(Some(item)).expect("put");
         println!("Produced: {item}");
     }
-    q.put(None, None).expect("put"); // Sentinel
+    q.put(None).expect("put"); // Sentinel
 }
 
 fn consumer(q: Queue<Option<i32>>) {
-    while let Some(item) = q.get(None).expect("get") {
+    while let Some(item) = q.get().expect("get") {
         println!("Consumed: {item}");
     }
 }

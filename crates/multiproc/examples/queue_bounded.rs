@@ -7,13 +7,13 @@ use multiproc::Process;
 fn producer((queue, items): (Queue<Option<i32>>, Vec<i32>)) {
     for item in items {
         println!("Producing {item}");
-        queue.put(Some(item), None).expect("put"); // This blocks if the queue is full
+        queue.put(Some(item)).expect("put"); // This blocks if the queue is full
     }
-    queue.put(None, None).expect("put"); // Sentinel value to signal completion
+    queue.put(None).expect("put"); // Sentinel value to signal completion
 }
 
 fn consumer(queue: Queue<Option<i32>>) {
-    while let Some(item) = queue.get(None).expect("get") {
+    while let Some(item) = queue.get().expect("get") {
         println!("Consuming {item}");
     }
     println!("Consumer done.");

@@ -7,7 +7,7 @@ use multiproc::queues::Queue;
 use multiproc::Process;
 
 fn worker((task_id, q): (u32, Queue<(u32, u32)>)) {
-    q.put((task_id, task_id.pow(2)), None).expect("put");
+    q.put((task_id, task_id.pow(2))).expect("put");
 }
 
 pub fn main() -> multiproc::Result<()> {
@@ -24,7 +24,7 @@ pub fn main() -> multiproc::Result<()> {
     // `put` returns, so after the joins `empty()` is reliable here.
     let mut results = BTreeMap::new();
     while !result_queue.empty() {
-        let (task_id, result) = result_queue.get(None)?;
+        let (task_id, result) = result_queue.get()?;
         results.insert(task_id, result);
     }
     let items: Vec<String> = results.iter().map(|(k, v)| format!("{k}: {v}")).collect();

@@ -4,14 +4,14 @@ use multiproc::queues::Queue;
 use multiproc::Process;
 
 fn f(q: Queue<String>) {
-    q.put("Hello from Process".to_string(), None).expect("put");
+    q.put("Hello from Process".to_string()).expect("put");
 }
 
 pub fn main() -> multiproc::Result<()> {
     let q = Queue::new(0)?;
     let p = Process::new(f, q.clone());
     p.start()?;
-    println!("{}", q.get(None)?); // Output: Hello from Process
+    println!("{}", q.get()?); // Output: Hello from Process
     p.join(None)?;
     Ok(())
 }

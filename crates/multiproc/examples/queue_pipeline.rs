@@ -8,33 +8,33 @@ use multiproc::Process;
 
 fn producer((queue, count): (Queue<Option<u64>>, u64)) {
     for i in 0..count {
-        queue.put(Some(i), None).expect("put");
+        queue.put(Some(i)).expect("put");
         std::thread::sleep(Duration::from_millis(10));
     }
-    queue.put(None, None).expect("put"); // Signal end
+    queue.put(None).expect("put"); // Signal end
 }
 
 fn stage1((in_queue, out_queue): (Queue<Option<u64>>, Queue<Option<u64>>)) {
-    while let Some(item) = in_queue.get(None).expect("get") {
-        out_queue.put(Some(item * item), None).expect("put");
+    while let Some(item) = in_queue.get().expect("get") {
+        out_queue.put(Some(item * item)).expect("put");
     }
-    out_queue.put(None, None).expect("put");
+    out_queue.put(None).expect("put");
 }
 
 fn stage2((in_queue, out_queue): (Queue<Option<u64>>, Queue<Option<u64>>)) {
     let mut buffer = Vec::new();
-    while let Some(item) = in_queue.get(None).expect("get") {
+    while let Some(item) = in_queue.get().expect("get") {
         buffer.push(item);
         if buffer.len() == 3 {
-            out_queue.put(Some(buffer.iter().sum()), None).expect("put");
+            out_queue.put(Some(buffer.iter().sum())).expect("put");
             buffer.clear();
         }
     }
-    out_queue.put(None, None).expect("put");
+    out_queue.put(None).expect("put");
 }
 
 fn consumer(queue: Queue<Option<u64>>) {
-    while let Some(result) = queue.get(None).expect("get") {
+    while let Some(result) = queue.get().expect("get") {
         println!("Final result: {result}");
     }
 }

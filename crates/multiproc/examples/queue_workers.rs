@@ -11,8 +11,8 @@ type Task = Option<(u32, u64)>;
 
 fn worker((task_queue, result_queue): (Queue<Task>, Queue<(u32, u64)>)) {
     // Block until a task arrives; the sentinel (None) tells the worker to exit.
-    while let Some((task_id, value)) = task_queue.get(None).expect("get") {
-        result_queue.put((task_id, value * value), None).expect("put");
+    while let Some((task_id, value)) = task_queue.get().expect("get") {
+        result_queue.put((task_id, value * value)).expect("put");
     }
 }
 
@@ -25,14 +25,14 @@ pub fn main() -> multiproc::Result<()> {
         w.start()?;
     }
     for (task_id, value) in [1, 2, 3, 4, 5].into_iter().enumerate() {
-        task_queue.put(Some((task_id as u32, value)), None)?;
+        task_queue.put(Some((task_id as u32, value)))?;
     }
     let mut results = Vec::new();
     for _ in 0..5 {
-        results.push(result_queue.get(Some(Duration::from_secs(60)))?); // generous: a loaded machine may be slow
+        results.push(result_queue.get_timeout(Duration::from_secs(60))?); // generous: a loaded machine may be slow
     }
     for _ in 0..4 {
-        task_queue.put(None, None)?;
+        task_queue.put(None)?;
     }
     for w in &workers {
         w.join(None)?;

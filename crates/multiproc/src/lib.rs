@@ -12,8 +12,8 @@
 //! | `multiprocessing.connection.wait` | [`connection::wait`] |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::Client::connect`] |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
-//! | `Queue(maxsize)`, `put`, `get`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`queues::Queue`] and its methods; plus `put_many` / `get_many` |
-//! | `SimpleQueue()`, `JoinableQueue()`, `task_done()`, `join()` | [`queues::SimpleQueue`], [`queues::JoinableQueue`] |
+//! | `Queue(maxsize)`, `put(x)`, `put(x, timeout=t)`, `get()`, `get(timeout=t)`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`queues::Queue`]: `put(x)`, `put_timeout(x, t)`, `try_put(x)` (a failed put hands `x` back in a [`PutError`]), `get()`, `get_timeout(t)`, `try_get()`, the same names otherwise; plus `put_many` / `get_many` |
+//! | `SimpleQueue()`, `JoinableQueue()`, `task_done()`, `join()` | [`queues::SimpleQueue`], [`queues::JoinableQueue`]: `task_done()`, `join()`, `join_timeout(t)` |
 //! | `Lock()`, `RLock()`, `Semaphore(n)`, `BoundedSemaphore(n)`, `Condition()`, `Event()`, `Barrier(n)` | [`synchronize::Lock`], [`synchronize::RLock`], [`synchronize::Semaphore`], [`synchronize::BoundedSemaphore`], [`synchronize::Condition`], [`synchronize::Event`], [`synchronize::Barrier`] |
 //! | `with lock:` | `let _guard = lock.acquire()?;` |
 //! | `Value('i', 0)`, `Array('d', 5)`, `RawValue`, `RawArray` | [`sharedctypes`] |

@@ -226,7 +226,7 @@ fn use_received_connection(channel: Connection) -> u32 {
 }
 
 fn use_queued_connection(q: multiproc::queues::Queue<Connection>) -> u32 {
-    let conn = q.get(Some(Duration::from_secs(60))).unwrap();
+    let conn = q.get_timeout(Duration::from_secs(60)).unwrap();
     conn.send(&"hello over a queued connection".to_string()).unwrap();
     conn.recv().unwrap()
 }
@@ -249,7 +249,7 @@ fn connections_travel_through_pipes_and_queues() {
     let (mine, theirs) = pipe(true).unwrap();
     let q = multiproc::queues::Queue::new(0).unwrap();
     let child = spawn(use_queued_connection, q.clone()).unwrap();
-    q.put(theirs, None).unwrap();
+    q.put(theirs).unwrap();
     assert_eq!(mine.recv::<String>().unwrap(), "hello over a queued connection");
     mine.send(&7u32).unwrap();
     assert_eq!(child.join().unwrap(), 7);

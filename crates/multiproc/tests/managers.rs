@@ -253,11 +253,13 @@ fn proxies_travel_through_queues_pipes_and_other_managed_objects() {
     // Through a multiproc queue.
     let q = multiproc::queues::Queue::<ListProxy<u32>>::new(0).unwrap();
     let h = multiproc::spawn(
-        |q: multiproc::queues::Queue<ListProxy<u32>>| q.get(LONG).unwrap().append(&2).unwrap(),
+        |q: multiproc::queues::Queue<ListProxy<u32>>| {
+            q.get_timeout(LONG.unwrap()).unwrap().append(&2).unwrap()
+        },
         q.clone(),
     )
     .unwrap();
-    q.put(inner.clone(), None).unwrap();
+    q.put(inner.clone()).unwrap();
     h.join().unwrap();
 
     // Through a managed queue.

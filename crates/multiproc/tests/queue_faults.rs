@@ -58,13 +58,13 @@ fn producer((q, id, big): (Queue<Item>, u32, bool)) {
     for seq in 0..items(big) {
         let data = payload(id, seq, big);
         let sum = checksum(&data);
-        q.put((id, seq, data, sum), Some(Duration::from_secs(60))).expect("put");
+        q.put_timeout((id, seq, data, sum), Duration::from_secs(60)).expect("put");
     }
 }
 
 fn consumer((q, done, report, big): (Queue<Item>, Event, Connection, bool)) {
     loop {
-        match q.get(Some(Duration::from_millis(50))) {
+        match q.get_timeout(Duration::from_millis(50)) {
             Ok((id, seq, data, sum)) => {
                 assert_eq!(checksum(&data), sum, "item {id}/{seq} arrived damaged");
                 assert!(data == payload(id, seq, big), "item {id}/{seq} arrived altered");
@@ -261,12 +261,12 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
     // The queue still works: the item put now comes out whole (after any a killed
     // producer left that no consumer took, each whole too).
     let data = payload(9999, 1, big);
-    q.put((9999, 1, data.clone(), checksum(&data)), None).unwrap();
+    q.put((9999, 1, data.clone(), checksum(&data))).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let (id, seq, got, sum) =
-            q.get(Some(left)).unwrap_or_else(|e| panic!("the queue lost the last item: {e}"));
+            q.get_timeout(left).unwrap_or_else(|e| panic!("the queue lost the last item: {e}"));
         assert_eq!(checksum(&got), sum, "item {id}/{seq} arrived damaged");
         if id == 9999 {
             assert!(got == data, "the last item arrived altered");

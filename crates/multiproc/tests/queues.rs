@@ -13,15 +13,18 @@ fn fifo_nowait_and_bounds() {
     let q = Queue::new(2).unwrap();
     assert!(q.empty() && !q.full());
     q.put_nowait(1u32).unwrap();
-    q.put(2, None).unwrap();
+    q.put(2).unwrap();
     assert!(q.full());
-    assert!(matches!(q.put_nowait(3), Err(Error::Full)));
-    assert!(matches!(q.put(3, Some(Duration::from_millis(20))), Err(Error::Full)));
+    assert!(matches!(q.put_nowait(3).map_err(Error::from), Err(Error::Full)));
+    assert!(matches!(
+        q.put_timeout(3, Duration::from_millis(20)).map_err(Error::from),
+        Err(Error::Full)
+    ));
     assert_eq!(q.qsize(), 2);
     assert_eq!(q.get_nowait().unwrap(), 1);
-    assert_eq!(q.get(None).unwrap(), 2);
+    assert_eq!(q.get().unwrap(), 2);
     assert!(matches!(q.get_nowait(), Err(Error::Empty)));
-    assert!(matches!(q.get(Some(Duration::from_millis(20))), Err(Error::Empty)));
+    assert!(matches!(q.get_timeout(Duration::from_millis(20)), Err(Error::Empty)));
 }
 
 #[test]
@@ -29,8 +32,8 @@ fn the_ring_wraps_around_many_times() {
     let q = Queue::with_capacity(0, 256).unwrap();
     for i in 0..10_000u32 {
         let item = vec![i as u8; (i % 40) as usize];
-        q.put((i, item.clone()), None).unwrap();
-        assert_eq!(q.get(None).unwrap(), (i, item));
+        q.put((i, item.clone())).unwrap();
+        assert_eq!(q.get().unwrap(), (i, item));
     }
 }
 
@@ -38,17 +41,19 @@ fn the_ring_wraps_around_many_times() {
 fn a_byte_bound_blocks_until_a_consumer_makes_room() {
     let q: Queue<Vec<u8>> = Queue::with_capacity(0, 1024).unwrap();
     let mut put = 0;
-    while q.put(vec![0; 100], Some(Duration::ZERO)).is_ok() {
+    while q.put_timeout(vec![0; 100], Duration::ZERO).is_ok() {
         put += 1;
     }
     assert!(put >= 5, "only {put} items fit");
     let consumer = multiproc::spawn(
-        |(q, n): (Queue<Vec<u8>>, usize)| (0..n).map(|_| q.get(LONG).unwrap().len()).sum::<usize>(),
+        |(q, n): (Queue<Vec<u8>>, usize)| {
+            (0..n).map(|_| q.get_timeout(LONG.unwrap()).unwrap().len()).sum::<usize>()
+        },
         (q.clone(), put + 20),
     )
     .unwrap();
     for _ in 0..20 {
-        q.put(vec![0; 100], LONG).unwrap();
+        q.put_timeout(vec![0; 100], LONG.unwrap()).unwrap();
     }
     assert_eq!(consumer.join().unwrap(), (put + 20) * 100);
 }
@@ -61,7 +66,7 @@ fn items_of_any_size_travel_and_large_ones_leave_nothing_behind() {
         |(q, n): (Queue<Vec<u8>>, usize)| {
             (0..n)
                 .map(|_| {
-                    let item = q.get(LONG).unwrap();
+                    let item = q.get_timeout(LONG.unwrap()).unwrap();
                     (item.len(), item.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8))
                 })
                 .collect::<Vec<_>>()
@@ -70,7 +75,7 @@ fn items_of_any_size_travel_and_large_ones_leave_nothing_behind() {
     )
     .unwrap();
     for size in sizes {
-        q.put((0..size).map(|i| (i % 251) as u8).collect(), LONG).unwrap();
+        q.put_timeout((0..size).map(|i| (i % 251) as u8).collect(), LONG.unwrap()).unwrap();
     }
     let got = consumer.join().unwrap();
     assert_eq!(got, sizes.iter().map(|&s| (s, true)).collect::<Vec<_>>());
@@ -106,9 +111,9 @@ fn large_items_reuse_blocks(_: ()) -> (usize, usize, usize, usize) {
     let reader = multiproc::spawn(
         |(q, acks, n): (Queue<Vec<u8>>, Queue<bool>, u32)| {
             for i in 0..n {
-                let item = q.get(LONG).unwrap();
+                let item = q.get_timeout(LONG.unwrap()).unwrap();
                 let ok = item == large_item(i, item.len());
-                acks.put(ok, LONG).unwrap();
+                acks.put_timeout(ok, LONG.unwrap()).unwrap();
             }
         },
         (q.clone(), acks.clone(), 60),
@@ -118,8 +123,8 @@ fn large_items_reuse_blocks(_: ()) -> (usize, usize, usize, usize) {
     let (mut equal, mut changing) = (0, 0);
     for i in 0..60u32 {
         let len = if i < 20 { 200_000 } else { sizes(i) };
-        q.put(large_item(i, len), LONG).unwrap();
-        assert!(acks.get(LONG).unwrap(), "item {i} arrived altered");
+        q.put_timeout(large_item(i, len), LONG.unwrap()).unwrap();
+        assert!(acks.get_timeout(LONG.unwrap()).unwrap(), "item {i} arrived altered");
         let now = blocks_of(me).len();
         if i < 20 {
             equal = equal.max(now);
@@ -130,13 +135,15 @@ fn large_items_reuse_blocks(_: ()) -> (usize, usize, usize, usize) {
     reader.join().unwrap();
     let reader = multiproc::spawn(
         |(q, n): (Queue<Vec<u8>>, u32)| {
-            (0..n).all(|i| q.get(LONG).unwrap() == large_item(i, 50_000 + 1000 * i as usize))
+            (0..n).all(|i| {
+                q.get_timeout(LONG.unwrap()).unwrap() == large_item(i, 50_000 + 1000 * i as usize)
+            })
         },
         (q.clone(), 100),
     )
     .unwrap();
     for i in 0..100u32 {
-        q.put(large_item(i, 50_000 + 1000 * i as usize), LONG).unwrap();
+        q.put_timeout(large_item(i, 50_000 + 1000 * i as usize), LONG.unwrap()).unwrap();
     }
     assert!(reader.join().unwrap(), "a streamed item arrived altered");
     let kept = blocks_of(me).len();
@@ -158,7 +165,7 @@ fn large_items_reuse_a_few_blocks_and_leave_nothing_behind() {
 
 fn put_large_items_then((q, ready, die): (Queue<Vec<u8>>, multiproc::synchronize::Event, bool)) {
     for i in 0..3 {
-        q.put(large_item(i, 300_000), LONG).unwrap();
+        q.put_timeout(large_item(i, 300_000), LONG.unwrap()).unwrap();
     }
     ready.set();
     if die {
@@ -181,7 +188,10 @@ fn large_items_outlive_their_producer_whether_it_exits_or_is_killed() {
         p.join(LONG).unwrap();
         assert_eq!(p.exitcode(), Some(if die { -9 } else { 0 }));
         for i in 0..3 {
-            assert!(q.get(LONG).unwrap() == large_item(i, 300_000), "item {i} altered");
+            assert!(
+                q.get_timeout(LONG.unwrap()).unwrap() == large_item(i, 300_000),
+                "item {i} altered"
+            );
         }
         drop(q);
         assert_eq!(blocks_of(pid), Vec::<String>::new(), "blocks left by the producer");
@@ -191,14 +201,17 @@ fn large_items_outlive_their_producer_whether_it_exits_or_is_killed() {
 #[test]
 fn a_large_item_whose_put_timed_out_leaves_its_block_reusable() {
     let q: Queue<Vec<u8>> = Queue::with_capacity(1, 4096).unwrap();
-    q.put(large_item(0, 100_000), None).unwrap();
+    q.put(large_item(0, 100_000)).unwrap();
     for i in 1..5 {
-        assert!(matches!(q.put(large_item(i, 100_000), Some(Duration::ZERO)), Err(Error::Full)));
+        assert!(matches!(
+            q.put_timeout(large_item(i, 100_000), Duration::ZERO).map_err(Error::from),
+            Err(Error::Full)
+        ));
     }
-    assert!(q.get(None).unwrap() == large_item(0, 100_000));
+    assert!(q.get().unwrap() == large_item(0, 100_000));
     for i in 5..10 {
-        q.put(large_item(i, 100_000), None).unwrap();
-        assert!(q.get(None).unwrap() == large_item(i, 100_000), "item {i} altered");
+        q.put(large_item(i, 100_000)).unwrap();
+        assert!(q.get().unwrap() == large_item(i, 100_000), "item {i} altered");
     }
 }
 
@@ -206,11 +219,11 @@ fn a_large_item_whose_put_timed_out_leaves_its_block_reusable() {
 fn a_large_item_does_not_block_small_ones_behind_it_forever() {
     // A ring of 4 KiB: a 1 MiB item never enters it, so small items keep flowing.
     let q: Queue<Vec<u8>> = Queue::with_capacity(0, 4096).unwrap();
-    q.put(vec![1; 1 << 20], None).unwrap();
+    q.put(vec![1; 1 << 20]).unwrap();
     for i in 0..100u8 {
-        q.put(vec![i], None).unwrap();
+        q.put(vec![i]).unwrap();
         assert_eq!(q.qsize(), 2);
-        let first = q.get(None).unwrap();
+        let first = q.get().unwrap();
         // FIFO: the big one first, then the small ones one by one.
         if i == 0 {
             assert_eq!(first.len(), 1 << 20);
@@ -233,7 +246,7 @@ impl serde::Serialize for Unencodable {
 #[test]
 fn an_unencodable_item_is_an_error_from_put() {
     let q: Queue<Unencodable> = Queue::new(0).unwrap();
-    match q.put(Unencodable, None) {
+    match q.put(Unencodable).map_err(Error::from) {
         // The item's own message, though postcard itself keeps none.
         Err(Error::Codec(why)) => assert!(why.contains("refuses"), "{why}"),
         other => panic!("{other:?}"),
@@ -244,27 +257,30 @@ fn an_unencodable_item_is_an_error_from_put() {
 #[test]
 fn batches_keep_order() {
     let q = Queue::new(0).unwrap();
-    q.put_many(0..1000u32, None).unwrap();
+    q.put_many(0..1000u32).unwrap();
     let mut got = Vec::new();
     while got.len() < 1000 {
-        got.extend(q.get_many(64, None).unwrap());
+        got.extend(q.get_many(64).unwrap());
     }
     assert_eq!(got, (0..1000).collect::<Vec<_>>());
     let bounded = Queue::new(3).unwrap();
-    assert!(matches!(bounded.put_many(0..5u8, Some(Duration::from_millis(10))), Err(Error::Full)));
+    assert!(matches!(
+        bounded.put_many_timeout(0..5u8, Duration::from_millis(10)).map_err(Error::from),
+        Err(Error::Full)
+    ));
     assert_eq!(bounded.qsize(), 3);
-    assert_eq!(bounded.get_many(10, None).unwrap(), vec![0, 1, 2]);
+    assert_eq!(bounded.get_many(10).unwrap(), vec![0, 1, 2]);
 }
 
 #[test]
 fn close_drains_then_reports_closed() {
     let q: Queue<String> = Queue::new(0).unwrap();
-    q.put_many(["a".to_string(), "b".to_string()], None).unwrap();
+    q.put_many(["a".to_string(), "b".to_string()]).unwrap();
     let waiter = multiproc::spawn(
         |q: Queue<String>| {
             let mut got = Vec::new();
             loop {
-                match q.get(LONG) {
+                match q.get_timeout(LONG.unwrap()) {
                     Ok(item) => got.push(item),
                     Err(Error::Closed(_)) => return got,
                     Err(e) => panic!("{e}"),
@@ -275,18 +291,18 @@ fn close_drains_then_reports_closed() {
     )
     .unwrap();
     q.close();
-    assert!(matches!(q.put("c".to_string(), None), Err(Error::Closed(_))));
+    assert!(matches!(q.put("c".to_string()).map_err(Error::from), Err(Error::Closed(_))));
     assert_eq!(waiter.join().unwrap(), ["a", "b"]);
 }
 
 fn produce((q, id, n): (Queue<(u32, u32)>, u32, u32)) {
     for i in 0..n {
-        q.put((id, i), None).unwrap();
+        q.put((id, i)).unwrap();
     }
 }
 
 fn consume((q, n): (Queue<(u32, u32)>, usize)) -> Vec<(u32, u32)> {
-    (0..n).map(|_| q.get(LONG).unwrap()).collect()
+    (0..n).map(|_| q.get_timeout(LONG.unwrap()).unwrap()).collect()
 }
 
 #[test]
@@ -329,15 +345,15 @@ fn queues_and_locks_travel_through_queues_and_pipes() {
     let lock = Lock::new().unwrap();
     let child = multiproc::spawn(
         |outer: Queue<(Queue<String>, Lock)>| {
-            let (inner, lock) = outer.get(LONG).unwrap();
+            let (inner, lock) = outer.get_timeout(LONG.unwrap()).unwrap();
             let _guard = lock.acquire().unwrap();
-            inner.put("through the queue".to_string(), None).unwrap();
+            inner.put("through the queue".to_string()).unwrap();
         },
         outer.clone(),
     )
     .unwrap();
-    outer.put((inner.clone(), lock.clone()), None).unwrap();
-    assert_eq!(inner.get(LONG).unwrap(), "through the queue");
+    outer.put((inner.clone(), lock.clone())).unwrap();
+    assert_eq!(inner.get_timeout(LONG.unwrap()).unwrap(), "through the queue");
     child.join().unwrap();
 
     // And through a pipe.
@@ -345,14 +361,14 @@ fn queues_and_locks_travel_through_queues_and_pipes() {
     let child = multiproc::spawn(
         |b: multiproc::Connection| {
             let q: Queue<u32> = b.recv().unwrap();
-            q.put(42, None).unwrap();
+            q.put(42).unwrap();
         },
         b,
     )
     .unwrap();
     let q: Queue<u32> = Queue::new(0).unwrap();
     a.send(&q).unwrap();
-    assert_eq!(q.get(LONG).unwrap(), 42);
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 42);
     child.join().unwrap();
 }
 
@@ -360,13 +376,13 @@ fn queues_and_locks_travel_through_queues_and_pipes() {
 fn a_queue_lent_by_a_process_that_exited_cannot_be_received() {
     let carrier: Queue<Queue<u8>> = Queue::new(0).unwrap();
     multiproc::spawn(
-        |carrier: Queue<Queue<u8>>| carrier.put(Queue::new(0).unwrap(), None).unwrap(),
+        |carrier: Queue<Queue<u8>>| carrier.put(Queue::new(0).unwrap()).unwrap(),
         carrier.clone(),
     )
     .unwrap()
     .join()
     .unwrap();
-    match carrier.get(LONG) {
+    match carrier.get_timeout(LONG.unwrap()) {
         Err(Error::Codec(why)) => assert!(why.contains("has it exited"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -381,13 +397,13 @@ fn simple_queue_and_joinable_queue() {
 
     let jq: JoinableQueue<u32> = JoinableQueue::new(0).unwrap();
     for i in 0..10 {
-        jq.put(i, None).unwrap();
+        jq.put(i).unwrap();
     }
     let worker = multiproc::spawn(
         |jq: JoinableQueue<u32>| {
             let mut sum = 0;
             for _ in 0..10 {
-                sum += jq.get(LONG).unwrap();
+                sum += jq.get_timeout(LONG.unwrap()).unwrap();
                 jq.task_done().unwrap();
             }
             sum
@@ -395,7 +411,7 @@ fn simple_queue_and_joinable_queue() {
         jq.clone(),
     )
     .unwrap();
-    jq.join(LONG).unwrap();
+    jq.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(worker.join().unwrap(), 45);
     assert!(matches!(jq.task_done(), Err(Error::InvalidRelease(_))));
 }
@@ -413,10 +429,10 @@ fn an_idle_consumer_uses_no_cpu() {
     let ticks = multiproc::spawn(
         |q: Queue<u8>| {
             let before = cpu_ticks();
-            assert!(matches!(q.get(Some(Duration::from_millis(1500))), Err(Error::Empty)));
+            assert!(matches!(q.get_timeout(Duration::from_millis(1500)), Err(Error::Empty)));
             cpu_ticks() - before
         },
-        q,
+        q.clone(), // kept here: a queue nobody else holds would be disconnected
     )
     .unwrap()
     .join()
@@ -434,7 +450,7 @@ fn a_one_gib_item_travels_through_a_small_ring() {
     const VERY_LONG: Option<Duration> = Some(Duration::from_secs(900));
     let consumer = multiproc::spawn(
         |q: Queue<ByteBuf>| {
-            let item = q.get(VERY_LONG).unwrap();
+            let item = q.get_timeout(VERY_LONG.unwrap()).unwrap();
             let sample: Vec<u8> = (0..item.len()).step_by(4093).map(|i| item[i]).collect();
             (item.len(), sample)
         },
@@ -447,8 +463,192 @@ fn a_one_gib_item_travels_through_a_small_ring() {
         item[i] = (i % 251) as u8;
     }
     let expected: Vec<u8> = (0..GIB).step_by(4093).map(|i| item[i]).collect();
-    q.put(ByteBuf::from(item), VERY_LONG).unwrap();
+    q.put_timeout(ByteBuf::from(item), VERY_LONG.unwrap()).unwrap();
     let (len, sample) = consumer.join().unwrap();
     assert_eq!(len, GIB);
     assert!(sample == expected, "the 1 GiB item arrived altered");
+}
+
+// --------------------------------------------------------------------------------------
+// Failed puts and disconnection
+
+#[test]
+fn failed_puts_hand_their_items_back() {
+    let q: Queue<String> = Queue::new(1).unwrap();
+    q.try_put("a".to_string()).unwrap();
+    let full = q.try_put("b".to_string()).unwrap_err();
+    assert!(matches!(full.error(), Error::Full));
+    assert_eq!(full.into_item(), "b");
+    let timed_out = q.put_timeout("c".to_string(), Duration::from_millis(5)).unwrap_err();
+    assert_eq!(timed_out.into_parts().0, "c");
+    let rest = q.try_put_many(["d".to_string(), "e".to_string()]).unwrap_err();
+    assert_eq!(rest.into_item(), ["d", "e"]);
+    assert_eq!(q.get().unwrap(), "a");
+    let rest = q.put_many_timeout(["f".to_string(), "g".to_string()], Duration::ZERO).unwrap_err();
+    assert!(matches!(rest.error(), Error::Full));
+    assert_eq!(rest.into_item(), ["g"], "the first went in");
+    q.close();
+    let closed = q.put("h".to_string()).unwrap_err();
+    assert!(matches!(closed.error(), Error::Closed(_)));
+    assert_eq!(closed.into_item(), "h");
+    // `?` still works in functions returning multiproc::Result.
+    let with_question_mark = || -> multiproc::Result<()> { Ok(q.put("i".to_string())?) };
+    assert!(matches!(with_question_mark(), Err(Error::Closed(_))));
+}
+
+mod common;
+use common::waits::{futex_waits, wait_until};
+
+/// Puts one item, then holds the queue until killed.
+fn put_one_then_hold(q: Queue<u32>) {
+    q.put(1).unwrap();
+    std::thread::sleep(Duration::from_secs(600)); // killed by the test
+}
+
+/// Puts one item and lets go of the queue, then waits for `go` to end.
+fn put_one_then_let_go((q, go): (Queue<u32>, multiproc::synchronize::Event)) {
+    q.put(1).unwrap();
+    drop(q);
+    assert!(go.wait(LONG));
+}
+
+/// Runs `get` on a thread of its own and, once that thread sleeps in the queue (or has
+/// returned already), `meanwhile`; returns what `get` returned, failing the test if it did
+/// not return within a minute.
+fn get_on_a_thread<T: Send + 'static>(
+    get: impl FnOnce() -> multiproc::Result<T> + Send + 'static,
+    meanwhile: impl FnOnce(),
+) -> multiproc::Result<T> {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (tid, done) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
+    let (getter_tid, getter_done) = (tid.clone(), done.clone());
+    std::thread::spawn(move || {
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        getter_tid.store(link.file_name().unwrap().to_str().unwrap().parse().unwrap(), SeqCst);
+        let result = get();
+        getter_done.store(true, SeqCst);
+        let _ = tx.send(result);
+    });
+    let me = std::process::id();
+    wait_until("the getter asleep in the queue", || {
+        done.load(SeqCst) || futex_waits(me).iter().any(|w| !w.private && w.tid == tid.load(SeqCst))
+    });
+    meanwhile();
+    rx.recv_timeout(Duration::from_secs(60)).expect("the get returned")
+}
+
+#[test]
+fn a_get_whose_only_other_holder_was_killed_is_disconnected() {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let p = Process::new(put_one_then_hold, q.clone());
+    p.start().unwrap();
+    // The child has attached (it put), and stays alive: a get waits for it.
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
+    assert!(matches!(q.get_timeout(Duration::from_millis(600)), Err(Error::Empty)));
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || p.kill().unwrap());
+    assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+    // The same for a put that waits for room, which hands its item back.
+    let bounded: Queue<u32> = Queue::new(1).unwrap();
+    let p = Process::new(put_one_then_hold, bounded.clone());
+    p.start().unwrap();
+    wait_until("the child's item", || bounded.full());
+    let putter = bounded.clone();
+    let put = get_on_a_thread(
+        move || match putter.put(2) {
+            Err(e) => Ok(e.into_parts()),
+            Ok(()) => Err(Error::Protocol("the put went in".into())),
+        },
+        || p.kill().unwrap(),
+    );
+    assert!(matches!(put, Ok((2, Error::Disconnected("queue")))), "{put:?}");
+    p.join(LONG).unwrap();
+    // Items already queued are still taken before the queue reports it.
+    assert_eq!(bounded.get().unwrap(), 1);
+    assert!(matches!(bounded.get(), Err(Error::Disconnected(_))));
+}
+
+#[test]
+fn a_get_whose_other_holder_let_go_or_exited_is_disconnected() {
+    // The child lets go of its handle and lives on.
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let go = multiproc::synchronize::Event::new().unwrap();
+    let p = Process::new(put_one_then_let_go, (q.clone(), go.clone()));
+    p.start().unwrap();
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || {});
+    assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
+    assert!(p.is_alive());
+    go.set();
+    p.join(LONG).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+
+    // The child exits normally, its handle dropped on the way out.
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let go = multiproc::synchronize::Event::new().unwrap();
+    go.set();
+    let p = Process::new(put_one_then_let_go, (q.clone(), go));
+    p.start().unwrap();
+    p.join(LONG).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    assert!(matches!(q.get(), Err(Error::Disconnected("queue"))));
+    // A queue that never left this process is never disconnected: its threads may put.
+    let local: Queue<u32> = Queue::new(0).unwrap();
+    assert!(matches!(local.get_timeout(Duration::from_millis(300)), Err(Error::Empty)));
+}
+
+/// Waits for `go`, then puts 7.
+fn put_when_told((q, go): (Queue<u32>, multiproc::synchronize::Event)) {
+    assert!(go.wait(LONG));
+    q.put(7).unwrap();
+}
+
+#[test]
+fn a_get_waits_as_long_as_another_holder_lives() {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let go = multiproc::synchronize::Event::new().unwrap();
+    let p = Process::new(put_when_told, (q.clone(), go.clone()));
+    p.start().unwrap();
+    // Long enough for a sleeping getter to look for other holders several times.
+    assert!(matches!(q.get_timeout(Duration::from_millis(800)), Err(Error::Empty)));
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || go.set());
+    assert_eq!(got.unwrap(), 7);
+    p.join(LONG).unwrap();
+}
+
+#[test]
+fn a_queue_its_own_process_received_is_not_disconnected() {
+    // As a manager server on a thread of the client's process receives the fast lane: the
+    // process holds the queue twice, and its other thread may still put.
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let (a, b) = multiproc::pipe(true).unwrap();
+    a.send(&q).unwrap();
+    let received: Queue<u32> = b.recv().unwrap();
+    assert!(matches!(q.get_timeout(Duration::from_millis(300)), Err(Error::Empty)));
+    received.put(3).unwrap();
+    assert_eq!(q.get().unwrap(), 3);
+    // Once it lets go of the second handle, the queue has been shared and nobody else
+    // holds it.
+    drop(received);
+    assert!(matches!(q.get(), Err(Error::Disconnected("queue"))));
+}
+
+#[test]
+fn a_forked_holder_counts_from_its_first_put_until_it_is_gone() {
+    let q: Queue<u32> = Queue::new(0).unwrap();
+    let p = Process::new(put_one_then_hold, q.clone()).start_method(StartMethod::Fork);
+    p.start().unwrap();
+    assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
+    // Alive, the child holds the queue (it inherited its handle and put): a get waits.
+    assert!(matches!(q.get_timeout(Duration::from_millis(600)), Err(Error::Empty)));
+    let getter = q.clone();
+    let got = get_on_a_thread(move || getter.get(), || p.kill().unwrap());
+    assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
+    p.join(LONG).unwrap();
 }

@@ -113,7 +113,7 @@ fn decode_twice((raw,): (Vec<u8>,)) -> String {
     let (c, d) = pipe(true).unwrap();
     c.send_bytes(&raw).unwrap();
     let q: Queue<u8> = d.recv().unwrap();
-    q.put(7, None).unwrap();
+    q.put(7).unwrap();
     c.send_bytes(&raw).unwrap();
     match d.recv::<Queue<u8>>() {
         Ok(_) => "decoded twice".to_string(),
@@ -128,7 +128,7 @@ fn a_handle_in_a_message_is_received_once() {
     a.send(&q).unwrap();
     let raw = b.recv_bytes(None).unwrap();
     let replay = multiproc::spawn(decode_twice, (raw,)).unwrap().join().unwrap();
-    assert_eq!(q.get(Some(LONG)).unwrap(), 7);
+    assert_eq!(q.get_timeout(LONG).unwrap(), 7);
     assert!(replay.contains("already received"), "{replay}");
 }
 
@@ -162,7 +162,7 @@ fn a_forged_handle_opens_nothing() {
         let forged = encode(&(1u32, pid, fd));
         let q = try_decode(forged);
         if let Ok(q) = &q {
-            let _ = q.put(1, Some(Duration::ZERO));
+            let _ = q.put_timeout(1, Duration::ZERO);
         }
         assert!(q.is_err(), "a forged handle reopened descriptor {fd} of process {pid}");
     }

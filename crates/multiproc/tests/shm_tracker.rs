@@ -19,7 +19,7 @@ fn item() -> Vec<u8> {
 
 /// Puts one 8 MiB item and exits normally.
 fn produce(q: Queue<Vec<u8>>) {
-    q.put(item(), LONG).unwrap();
+    q.put_timeout(item(), LONG.unwrap()).unwrap();
 }
 
 /// The blocks in `/dev/shm` that process `pid` created.
@@ -50,7 +50,7 @@ fn a_large_item_outlives_its_producer_and_a_clean() {
     let report = clean_orphans_of(producer).unwrap();
     assert!(report.removed.is_empty(), "clean removed a queued item: {report:?}");
 
-    let got = q.get(LONG).unwrap();
+    let got = q.get_timeout(LONG.unwrap()).unwrap();
     assert!(got == item(), "the item came back damaged ({} bytes)", got.len());
     // Read: its block is gone.
     assert!(blocks_of(producer).is_empty(), "{:?}", blocks_of(producer));

@@ -28,25 +28,28 @@ fn after_a_while(make_ready: impl FnOnce() + Send + 'static) -> thread::JoinHand
 #[test]
 fn queue_put_get_accept_zero_and_max() {
     let q: Queue<u32> = Queue::new(1).unwrap();
-    assert!(matches!(q.get(ZERO), Err(Error::Empty)));
-    q.put(1, MAX).unwrap();
-    assert!(matches!(q.put(2, ZERO), Err(Error::Full)));
-    assert_eq!(q.get(MAX).unwrap(), 1);
-    q.put(3, ZERO).unwrap();
-    assert_eq!(q.get(ZERO).unwrap(), 3);
-    assert!(matches!(q.get_many(4, ZERO), Err(Error::Empty)));
-    q.put(4, MAX).unwrap();
-    assert_eq!(q.get_many(4, MAX).unwrap(), vec![4]);
-    q.put_many([6], MAX).unwrap();
-    assert!(matches!(q.put_many([7], ZERO), Err(Error::Full)));
-    assert_eq!(q.get_many(4, ZERO).unwrap(), vec![6]);
-    q.put_many([8], ZERO).unwrap();
-    assert_eq!(q.get(ZERO).unwrap(), 8);
+    assert!(matches!(q.get_timeout(ZERO.unwrap()), Err(Error::Empty)));
+    q.put_timeout(1, MAX.unwrap()).unwrap();
+    assert!(matches!(q.put_timeout(2, ZERO.unwrap()).map_err(Error::from), Err(Error::Full)));
+    assert_eq!(q.get_timeout(MAX.unwrap()).unwrap(), 1);
+    q.put_timeout(3, ZERO.unwrap()).unwrap();
+    assert_eq!(q.get_timeout(ZERO.unwrap()).unwrap(), 3);
+    assert!(matches!(q.get_many_timeout(4, ZERO.unwrap()), Err(Error::Empty)));
+    q.put_timeout(4, MAX.unwrap()).unwrap();
+    assert_eq!(q.get_many_timeout(4, MAX.unwrap()).unwrap(), vec![4]);
+    q.put_many_timeout([6], MAX.unwrap()).unwrap();
+    assert!(matches!(
+        q.put_many_timeout([7], ZERO.unwrap()).map_err(Error::from),
+        Err(Error::Full)
+    ));
+    assert_eq!(q.get_many_timeout(4, ZERO.unwrap()).unwrap(), vec![6]);
+    q.put_many_timeout([8], ZERO.unwrap()).unwrap();
+    assert_eq!(q.get_timeout(ZERO.unwrap()).unwrap(), 8);
 
     // MAX while the queue is empty: sleeps with no deadline and wakes for the item.
     let producer = q.clone();
-    let t = after_a_while(move || producer.put(5, MAX).unwrap());
-    assert_eq!(q.get(MAX).unwrap(), 5);
+    let t = after_a_while(move || producer.put_timeout(5, MAX.unwrap()).unwrap());
+    assert_eq!(q.get_timeout(MAX.unwrap()).unwrap(), 5);
     t.join().unwrap();
 
     let sq: SimpleQueue<u8> = SimpleQueue::new().unwrap();
@@ -57,15 +60,15 @@ fn queue_put_get_accept_zero_and_max() {
 #[test]
 fn joinable_queue_accepts_zero_and_max() {
     let q: JoinableQueue<u8> = JoinableQueue::new(0).unwrap();
-    assert!(matches!(q.get(ZERO), Err(Error::Empty)));
-    q.put(1, MAX).unwrap();
-    assert!(matches!(q.join(ZERO), Err(Error::Timeout(_))));
-    assert_eq!(q.get(MAX).unwrap(), 1);
+    assert!(matches!(q.get_timeout(ZERO.unwrap()), Err(Error::Empty)));
+    q.put_timeout(1, MAX.unwrap()).unwrap();
+    assert!(matches!(q.join_timeout(ZERO.unwrap()), Err(Error::Timeout(_))));
+    assert_eq!(q.get_timeout(MAX.unwrap()).unwrap(), 1);
     let worker = q.clone();
     let t = after_a_while(move || worker.task_done().unwrap());
-    q.join(MAX).unwrap();
+    q.join_timeout(MAX.unwrap()).unwrap();
     t.join().unwrap();
-    q.join(ZERO).unwrap();
+    q.join_timeout(ZERO.unwrap()).unwrap();
 }
 
 #[test]

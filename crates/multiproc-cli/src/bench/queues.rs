@@ -207,7 +207,7 @@ fn producer<T: Item>((ctl, (q, n, size)): (Ctl, (Queue<T>, u64, usize))) {
     ready(&ctl);
     for _ in 0..n {
         // A fresh item per put, as a real producer makes (put takes it by value).
-        q.put(T::make(size), None).unwrap();
+        q.put(T::make(size)).unwrap();
     }
     done(&ctl, 0.0);
 }
@@ -215,7 +215,7 @@ fn producer<T: Item>((ctl, (q, n, size)): (Ctl, (Queue<T>, u64, usize))) {
 fn consumer<T: Item>((ctl, (q, n, size)): (Ctl, (Queue<T>, u64, usize))) {
     ready(&ctl);
     for _ in 0..n {
-        let item = q.get(None).unwrap();
+        let item = q.get().unwrap();
         assert!(item.is_ok(size), "the queue delivered a wrong item");
         black_box(item);
     }
@@ -227,7 +227,7 @@ fn batch_producer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
     let mut left = n;
     while left > 0 {
         let k = left.min(BATCH as u64);
-        q.put_many((0..k).map(|_| vec![0x5a; SIZE]), None).unwrap();
+        q.put_many((0..k).map(|_| vec![0x5a; SIZE])).unwrap();
         left -= k;
     }
     done(&ctl, 0.0);
@@ -237,7 +237,7 @@ fn batch_consumer((ctl, (q, n)): (Ctl, (Queue<Vec<u8>>, u64))) {
     ready(&ctl);
     let mut got = 0;
     while got < n {
-        let items = q.get_many(BATCH, None).unwrap();
+        let items = q.get_many(BATCH).unwrap();
         assert!(items.iter().all(|m| m.len() == SIZE), "the queue delivered a wrong item");
         got += items.len() as u64;
         black_box(items);
@@ -269,12 +269,12 @@ fn big_producer((ctl, (q, n, size)): (Ctl, (Queue<Vec<u8>>, u64, usize))) {
     let mut items = (0..n + WARM_BIG).map(|_| vec![0x5a; size]);
     pin(ctl.2).unwrap();
     for item in items.by_ref().take(WARM_BIG as usize) {
-        q.put(item, None).unwrap();
+        q.put(item).unwrap();
     }
     let items: Vec<Vec<u8>> = items.collect();
     ready(&ctl);
     for item in items {
-        q.put(item, None).unwrap();
+        q.put(item).unwrap();
     }
     done(&ctl, 0.0);
 }
@@ -285,7 +285,7 @@ fn big_consumer((ctl, (q, n, size)): (Ctl, (Queue<Vec<u8>>, u64, usize))) {
         if i == WARM_BIG {
             ready(&ctl);
         }
-        let item = q.get(None).unwrap();
+        let item = q.get().unwrap();
         assert!(item.len() == size && item[size - 1] == 0x5a, "the queue delivered a wrong item");
         drop(black_box(item));
     }
@@ -297,7 +297,7 @@ type PingArgs = (Queue<Vec<u8>>, Queue<Vec<u8>>, u64);
 fn echo((ctl, (out, back, n)): (Ctl, PingArgs)) {
     ready(&ctl);
     for _ in 0..n + WARM_ROUND_TRIPS {
-        back.put(out.get(None).unwrap(), None).unwrap();
+        back.put(out.get().unwrap()).unwrap();
     }
     done(&ctl, 0.0);
 }
@@ -307,13 +307,13 @@ fn pinger((ctl, (out, back, n)): (Ctl, PingArgs)) {
     let msg = vec![0x5au8; SIZE];
     ready(&ctl);
     for _ in 0..WARM_ROUND_TRIPS {
-        out.put(msg.clone(), None).unwrap();
-        black_box(back.get(None).unwrap());
+        out.put(msg.clone()).unwrap();
+        black_box(back.get().unwrap());
     }
     let t0 = Instant::now();
     for _ in 0..n {
-        out.put(msg.clone(), None).unwrap();
-        let m = back.get(None).unwrap();
+        out.put(msg.clone()).unwrap();
+        let m = back.get().unwrap();
         assert_eq!(m.len(), SIZE, "the queue delivered a wrong item");
         black_box(m);
     }

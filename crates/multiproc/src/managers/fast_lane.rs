@@ -127,7 +127,7 @@ pub(super) fn wait_reply(
 ) -> Result<Vec<u8>> {
     let deadline = crate::deadline::within(wait);
     loop {
-        match replies.get(Some(FAST_LANE_CHECK)) {
+        match replies.get_timeout(FAST_LANE_CHECK) {
             Ok(reply) => return Ok(reply),
             Err(Error::Empty) => {
                 // The server closes the socket when it goes.
@@ -232,7 +232,7 @@ pub(super) fn serve_fast_lane(
     mut seen: Seen,
 ) {
     let (requests, replies) = lane;
-    let reply_timeout = Some(Duration::from_secs(60));
+    let reply_timeout = Duration::from_secs(60);
     let mut client_cpu = None;
     let mut steering = Steering::new();
     // Each request's buffer becomes the next reply's (a put consumes its vector).
@@ -241,7 +241,7 @@ pub(super) fn serve_fast_lane(
         let frame = match wait_frame(&requests, client_cpu) {
             Some(frame) => frame,
             None => {
-                match requests.get(Some(FAST_LANE_CHECK)) {
+                match requests.get_timeout(FAST_LANE_CHECK) {
                     Ok(frame) => frame,
                     Err(Error::Empty) => {
                         // Idle for a while: the whole CPU set back.
@@ -276,11 +276,11 @@ pub(super) fn serve_fast_lane(
         if let Some(why) = closing {
             let _ = Codec::Postcard.encode_into(&Reply::Err(WireError::Closing(why)), &mut out);
             stamp_cpu(&mut out);
-            let _ = replies.put(out, reply_timeout);
+            let _ = replies.put_timeout(out, reply_timeout);
             return;
         }
         stamp_cpu(&mut out);
-        if replies.put(out, reply_timeout).is_err() {
+        if replies.put_timeout(out, reply_timeout).is_err() {
             return;
         }
         if frame.capacity() <= SPARE_KEEP {

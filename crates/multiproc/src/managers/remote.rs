@@ -189,7 +189,7 @@ impl Remote {
         let reply = match &lane.fast {
             Some((requests, replies)) => {
                 stamp_cpu(&mut frame);
-                requests.put(frame, Some(CALL_TIMEOUT)).map_err(|e| self.lost(e))?;
+                requests.put_timeout(frame, CALL_TIMEOUT).map_err(|e| self.lost(e.into()))?;
                 match wait_frame(replies, lane.server_cpu) {
                     Some(reply) => reply,
                     None => wait_reply(&lane.conn, replies, wait, |e| self.lost(e), no_answer)?,

@@ -159,6 +159,11 @@ impl Blocks {
         }
     }
 
+    /// The (device, inode) of the queue's segment.
+    pub(super) fn queue(&self) -> (u64, u64) {
+        self.queue
+    }
+
     fn mine(&self) -> bool {
         self.pid == crate::sys::pid::pid()
     }

@@ -2,6 +2,69 @@
 //! `multiprocessing.queues`), on a ring buffer in shared memory that survives processes
 //! killed at any instruction.
 //!
+//! # Using a queue
+//! A queue is a handle: clone it, pass it to a child as (part of) its argument, or send it
+//! through a pipe or another queue; every copy reaches the same items. Items are any
+//! `Serialize + DeserializeOwned` type.
+//!
+//! ```
+//! use multiproc::{Process, queues::Queue};
+//!
+//! fn worker(q: Queue<String>) {
+//!     q.put("Hello from Process".to_string()).unwrap();
+//! }
+//!
+//! let q = Queue::new(0)?; // 0: no bound on the number of items
+//! let p = Process::new(worker, q.clone());
+//! p.start()?;
+//! assert_eq!(q.get()?, "Hello from Process");
+//! p.join(None)?;
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! Every blocking call comes in three forms: `get()` waits as long as it takes,
+//! `get_timeout(d)` at most `d`, `try_get()` not at all; the same for `put`, `get_many`,
+//! `put_many` and [`JoinableQueue::join`]. Running out of time is Python's `queue.Empty`
+//! ([`Error::Empty`]) for a get and `queue.Full` ([`Error::Full`]) for a put. A put that
+//! fails for any reason hands its item back in a [`PutError`] (`?` turns it into an
+//! [`Error`]):
+//!
+//! ```
+//! use std::time::Duration;
+//! use multiproc::{Error, queues::Queue};
+//!
+//! let q = Queue::new(1)?; // at most one item
+//! q.put(1)?;
+//! let e = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+//! assert!(matches!(e.error(), Error::Full));
+//! assert_eq!(e.into_item(), 2);
+//! assert_eq!(q.try_get()?, 1);
+//! assert!(matches!(q.try_get(), Err(Error::Empty)));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! Batches take the producer or consumer lock once: `q.put_many(items)`,
+//! `q.get_many(max)`. [`Queue::close`] closes the queue for every process: puts fail with
+//! [`Error::Closed`], gets take what is left and then fail the same way.
+//!
+//! # Disconnection
+//! A `get` on an empty queue that no other live process holds any more returns
+//! [`Error::Disconnected`] instead of waiting for ever, as a channel's receiver does once
+//! every sender is gone; so does a `put` waiting for room in a full one (with its item
+//! handed back). A process holds a queue from the moment it creates or receives a handle
+//! until it drops its last one, or dies: a holder killed with `SIGKILL` is noticed by the
+//! waiter itself, which looks the other holders up in `/proc` after sleeping for a while
+//! (20 ms, then every 250 ms). Items already queued are always taken first.
+//!
+//! Only *other* processes count, and only once the queue has left its process: a queue
+//! that never did is never disconnected (its threads put and get), but once it has, a
+//! process whose other holders are all gone is alone even if its own threads hold clones
+//! (unless it also received a handle of its own queue, as a manager server running on one
+//! of its threads does). A forked child counts from its first `put` or `get`; a handle
+//! sent and never received (its receiver died first) keeps the queue counted as held, so
+//! that a waiter never gives up on a producer that may yet arrive. `holders.rs` has the
+//! details.
+//!
 //! # The ring
 //! A shared segment holds a header and a data region of `capacity` bytes. Records are
 //! `[len: u32][kind: u32][payload, padded to 8 bytes]`; a record that would cross the end
@@ -37,7 +100,9 @@
 //! # Waiting
 //! A getter spins briefly, then sleeps on a futex that producers bump after publishing;
 //! putters waiting for room do the same on a futex that consumers bump. Idle waiters use
-//! no CPU.
+//! no CPU. A waiter that has slept a while asks the table of holders (`holders.rs`, in the
+//! header after the ring's words) whether anybody else is left (see
+//! [Disconnection](#disconnection)).
 //!
 //! The indices, records and waiting are the algorithm in `raw::ring` (apart from the
 //! operating system, and model-checked by `tests/loom_raw.rs`); this module lays the ring
@@ -55,12 +120,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
-use crate::error::{Error, Result};
+use crate::error::{Error, PutError, Result};
 use crate::raw::{self, ring, Os};
 use crate::segment::Segment;
 
 mod blocks;
+mod holders;
 use blocks::{Blocks, Outgoing};
+use holders::Holding;
 
 // Header layout (byte offsets in the segment).
 const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
@@ -82,7 +149,8 @@ const H_PUTTERS_ASLEEP: usize = 772; // u32
 const H_UNFINISHED: usize = 896; // u32: JoinableQueue's unfinished tasks
 const H_JOIN_SEQ: usize = 900; // u32 futex: bumped when unfinished reaches 0
 const H_JOINERS_ASLEEP: usize = 904; // u32
-const DATA: usize = 1024;
+                                     // 1024..4096: the table of holders (holders.rs).
+const DATA: usize = holders::END;
 
 const RECORD_HEADER: usize = ring::RECORD_HEADER;
 const KIND_INLINE: u32 = ring::KIND_INLINE;
@@ -102,6 +170,8 @@ struct Ring {
     capacity: usize,
     /// This process's large-item blocks of this queue.
     blocks: Arc<Blocks>,
+    /// This process counted in the table of holders, while a handle lives.
+    holding: Arc<Holding>,
 }
 
 impl Ring {
@@ -122,9 +192,11 @@ impl Ring {
         segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
         segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
         let blocks = Arc::new(Blocks::new(segment.identity()?));
-        Ok(Ring { segment, capacity, blocks })
+        let holding = Arc::new(Holding::register(&segment));
+        Ok(Ring { segment, capacity, blocks, holding })
     }
 
+    /// A received handle: the ring in `segment`, counted as this process's.
     fn attach(segment: Arc<Segment>) -> Result<Ring> {
         let capacity = segment.word64(H_CAPACITY).load(SeqCst) as usize;
         if capacity < 64 || !capacity.is_power_of_two() || DATA + capacity > segment.mapping().len()
@@ -132,7 +204,16 @@ impl Ring {
             return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
         }
         let blocks = Arc::new(Blocks::new(segment.identity()?));
-        Ok(Ring { segment, capacity, blocks })
+        let holding = Arc::new(Holding::receive(&segment));
+        Ok(Ring { segment, capacity, blocks, holding })
+    }
+
+    /// A forked child that puts or gets counts itself in as a holder first.
+    #[inline]
+    fn hold(&self) {
+        if !self.holding.is_mine() {
+            self.holding.register_fork(self.blocks.queue());
+        }
     }
 
     fn word(&self, offset: usize) -> &AtomicU32 {
@@ -161,6 +242,7 @@ impl Ring {
     /// Puts records (in order), waiting for room until `deadline`. Returns how many were
     /// put (all, unless the deadline passed or an error came), and the error.
     fn put_records(&self, records: &[Record], deadline: Option<Instant>) -> (usize, Result<()>) {
+        self.hold();
         let mut done = 0;
         let result =
             ring::put::<Os, _, _>(self, crate::sys::pid::pid(), records, deadline, &mut done)
@@ -170,6 +252,7 @@ impl Ring {
 
     /// Takes between 1 and `max` records, waiting until `deadline`; `Ok(false)` on timeout.
     fn get_records(&self, max: usize, out: &mut Popped, deadline: Option<Instant>) -> Result<bool> {
+        self.hold();
         ring::get::<Os, _, _>(self, crate::sys::pid::pid(), max, out, deadline).map_err(ring_error)
     }
 
@@ -181,6 +264,7 @@ impl Ring {
 fn ring_error(failure: ring::Failure) -> Error {
     match failure {
         ring::Failure::Closed => Error::Closed("queue"),
+        ring::Failure::Disconnected => Error::Disconnected("queue"),
         ring::Failure::Corrupt { len, kind, at } => Error::Protocol(format!(
             "queue ring corrupted: record of {len} bytes, kind {kind} at offset {at}"
         )),
@@ -239,6 +323,10 @@ impl ring::Layout for Ring {
     #[inline]
     fn copy_out(&self, at: usize, dst: &mut [u8]) {
         self.segment.mapping().copy_out(DATA + at, dst);
+    }
+
+    fn deserted(&self) -> bool {
+        holders::deserted(&self.segment)
     }
 }
 
@@ -465,13 +553,13 @@ fn decode_record<T: DeserializeOwned + 'static>(
 /// use multiproc::{Process, queues::Queue};
 ///
 /// fn f(q: Queue<String>) {
-///     q.put("Hello from Process".to_string(), None).unwrap();
+///     q.put("Hello from Process".to_string()).unwrap();
 /// }
 ///
 /// let q = Queue::new(0)?;
 /// let p = Process::new(f, q.clone());
 /// p.start()?;
-/// assert_eq!(q.get(None)?, "Hello from Process");
+/// assert_eq!(q.get()?, "Hello from Process");
 /// p.join(None)?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -500,6 +588,7 @@ impl<T> Serialize for Queue<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let handle = self.ring.segment.export("Queue").map_err(S::Error::custom)?;
+        holders::handed_off(&self.ring.segment);
         handle.serialize(s)
     }
 }
@@ -533,43 +622,66 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// ```
     /// let q = multiproc::queues::Queue::<Vec<u8>>::with_capacity(0, 4096)?;
-    /// q.put(vec![7; 100_000], None)?; // larger than the ring: travels on its own
-    /// assert_eq!(q.get(None)?.len(), 100_000);
+    /// q.put(vec![7; 100_000])?; // larger than the ring: travels on its own
+    /// assert_eq!(q.get()?.len(), 100_000);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_capacity(maxsize: usize, capacity: usize) -> Result<Queue<T>> {
         Ok(Queue { ring: Ring::create(capacity, maxsize)?, item: PhantomData })
     }
 
-    /// Puts an item, waiting at most `timeout` for room (`None`: as long as it takes);
-    /// [`Error::Full`] when the time runs out. The item is encoded first, so an item that
-    /// cannot be encoded is an error here, not a lost message.
+    /// Puts an item, waiting for room as long as it takes. The item is encoded first, so
+    /// an item that cannot be encoded is an error here, not a lost message.
+    ///
+    /// # Errors
+    /// Every failure hands the item back in a [`PutError`]: [`Error::Closed`] once the
+    /// queue is closed, [`Error::Disconnected`] when the queue stays full and no other live
+    /// process holds it any more (nobody could ever make room), [`Error::Codec`] for an item
+    /// that cannot be encoded.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put(1)?;
+    /// q.close();
+    /// let e = q.put(2).unwrap_err();
+    /// assert!(matches!(e.error(), multiproc::Error::Closed(_)));
+    /// assert_eq!(e.into_item(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None)
+    }
+
+    /// Puts an item, waiting at most `timeout` for room; [`Error::Full`] (with the item
+    /// handed back) when the time runs out. Other errors as for [`put`](Self::put).
     ///
     /// ```
     /// use std::time::Duration;
     /// let q = multiproc::queues::Queue::new(1)?;
-    /// q.put(1, None)?;
-    /// assert!(matches!(q.put(2, Some(Duration::from_millis(10))), Err(multiproc::Error::Full)));
+    /// q.put_timeout(1, Duration::from_secs(1))?;
+    /// let e = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(e.error(), multiproc::Error::Full));
+    /// assert_eq!(e.into_item(), 2);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
-        let deadline = crate::deadline::within(timeout);
-        let scratch = ENCODE_SCRATCH.take();
-        let mut records = [encode_record_into(&self.ring, &item, scratch, deadline)?];
-        let (done, result) = self.ring.put_records(&records, deadline);
-        settle_blocks(&self.ring, &mut records, done);
-        let [record] = records;
-        if record.payload.capacity() <= SCRATCH_KEEP {
-            ENCODE_SCRATCH.set(record.payload);
-        }
-        result?;
-        if done == 0 {
-            return Err(Error::Full);
-        }
-        Ok(())
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_until(item, crate::deadline::after(timeout))
     }
 
-    /// Puts an item if there is room now (Python's `put_nowait`).
+    /// Puts an item if there is room now, without waiting (`put_timeout(item,
+    /// Duration::ZERO)`); [`Error::Full`] otherwise.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(1)?;
+    /// q.try_put('a')?;
+    /// assert!(matches!(q.try_put('b').unwrap_err().error(), multiproc::Error::Full));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_timeout(item, Duration::ZERO)
+    }
+
+    /// Python's name for [`try_put`](Self::try_put).
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(1)?;
@@ -577,31 +689,99 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// assert!(q.put_nowait('b').is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn put_nowait(&self, item: T) -> Result<()> {
-        self.put(item, Some(Duration::ZERO))
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.try_put(item)
     }
 
-    /// Takes the oldest item, waiting at most `timeout` (`None`: as long as it takes);
-    /// [`Error::Empty`] when the time runs out, [`Error::Closed`] once the queue is closed
-    /// and drained.
+    fn put_until(&self, item: T, deadline: Option<Instant>) -> Result<(), PutError<T>> {
+        let scratch = ENCODE_SCRATCH.take();
+        let record = match encode_record_into(&self.ring, &item, scratch, deadline) {
+            Ok(record) => record,
+            Err(e) => return Err(PutError::new(item, e)),
+        };
+        let mut records = [record];
+        let (done, result) = self.ring.put_records(&records, deadline);
+        settle_blocks(&self.ring, &mut records, done);
+        let [record] = records;
+        if record.payload.capacity() <= SCRATCH_KEEP {
+            ENCODE_SCRATCH.set(record.payload);
+        }
+        match result {
+            Err(e) => Err(PutError::new(item, e)),
+            Ok(()) if done == 0 => Err(PutError::new(item, Error::Full)),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Takes the oldest item, waiting for one as long as it takes.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the queue is closed and drained; [`Error::Disconnected`] when
+    /// the queue is empty and no other live process holds it any more (see
+    /// [the module docs](self#disconnection)); [`Error::Codec`] for bytes that do not
+    /// decode as a `T`.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put(5u8)?;
+    /// assert_eq!(q.get()?, 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; [`Error::Empty`] when the time
+    /// runs out. Other errors as for [`get`](Self::get).
     ///
     /// ```
     /// use std::time::Duration;
     /// let q = multiproc::queues::Queue::<i32>::new(0)?;
-    /// assert!(matches!(q.get(Some(Duration::from_millis(10))), Err(multiproc::Error::Empty)));
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(multiproc::Error::Empty)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
-        let mut items = self.take(1, timeout)?;
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(crate::deadline::after(timeout))
+    }
+
+    /// Takes the oldest item if there is one now, without waiting (`get_timeout(Duration::ZERO)`);
+    /// [`Error::Empty`] otherwise.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// assert!(matches!(q.try_get(), Err(multiproc::Error::Empty)));
+    /// q.put(5u8)?;
+    /// assert_eq!(q.try_get()?, 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.get_timeout(Duration::ZERO)
+    }
+
+    /// Python's name for [`try_get`](Self::try_get).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// assert!(q.get_nowait().is_err());
+    /// q.put(5u8)?;
+    /// assert_eq!(q.get_nowait()?, 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_nowait(&self) -> Result<T> {
+        self.try_get()
+    }
+
+    fn get_until(&self, deadline: Option<Instant>) -> Result<T> {
+        let mut items = self.take(1, deadline)?;
         items.pop().ok_or(Error::Empty)
     }
 
     /// Takes up to `max` records and decodes them (with a reused buffer).
-    fn take(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>> {
+    fn take(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<T>> {
         let mut popped = POP_SCRATCH.take();
         popped.records.clear();
         popped.bytes.clear();
-        let result = self.ring.get_records(max, &mut popped, crate::deadline::within(timeout));
+        let result = self.ring.get_records(max, &mut popped, deadline);
         let items = match result {
             Ok(true) => popped
                 .records
@@ -617,71 +797,132 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         items
     }
 
-    /// Takes the oldest item if there is one now (Python's `get_nowait`).
+    /// Puts several items in order, taking the producer lock once for as many as fit, and
+    /// waiting for room for the rest as long as it takes. On failure the items that did
+    /// not go in come back in the [`PutError`] (those before them are queued); errors as
+    /// for [`put`](Self::put).
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(0)?;
-    /// assert!(q.get_nowait().is_err());
-    /// q.put(5u8, None)?;
-    /// assert_eq!(q.get_nowait()?, 5);
+    /// q.put_many(vec![1, 2, 3])?;
+    /// assert_eq!(q.get_many(10)?, vec![1, 2, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get_nowait(&self) -> Result<T> {
-        self.get(Some(Duration::ZERO))
+    pub fn put_many(&self, items: impl IntoIterator<Item = T>) -> Result<(), PutError<Vec<T>>> {
+        self.put_many_until(items, None)
     }
 
-    /// Puts several items in order, taking the producer lock once for as many as fit;
-    /// waits at most `timeout` for room for the rest. On [`Error::Full`] a prefix of the
-    /// items went in and the rest did not ([`qsize`](Self::qsize) tells how many are
-    /// queued); without a timeout every item goes in.
+    /// [`put_many`](Self::put_many), waiting at most `timeout` for room; on
+    /// [`Error::Full`] a prefix of the items went in and the rest come back.
     ///
     /// ```
-    /// let q = multiproc::queues::Queue::new(0)?;
-    /// q.put_many(vec![1, 2, 3], None)?;
-    /// assert_eq!(q.get_many(10, None)?, vec![1, 2, 3]);
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::Queue::new(2)?;
+    /// let e = q.put_many_timeout(vec![1, 2, 3], Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(e.error(), multiproc::Error::Full));
+    /// assert_eq!(e.into_item(), vec![3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn put_many(
+    pub fn put_many_timeout(
         &self,
         items: impl IntoIterator<Item = T>,
-        timeout: Option<Duration>,
-    ) -> Result<()> {
-        let deadline = crate::deadline::within(timeout);
-        let mut records = items
-            .into_iter()
-            .map(|item| encode_record(&self.ring, &item, deadline))
-            .collect::<Result<Vec<_>>>()?;
-        let (done, result) = self.ring.put_records(&records, deadline);
-        settle_blocks(&self.ring, &mut records, done);
-        result?;
-        if done < records.len() {
-            return Err(Error::Full);
-        }
-        Ok(())
+        timeout: Duration,
+    ) -> Result<(), PutError<Vec<T>>> {
+        self.put_many_until(items, crate::deadline::after(timeout))
     }
 
-    /// Takes between one and `max` items (as many as are there, up to `max`), waiting at
-    /// most `timeout` for the first.
+    /// [`put_many`](Self::put_many) without waiting: the items that fit now go in, the
+    /// rest come back with [`Error::Full`].
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(1)?;
+    /// assert_eq!(q.try_put_many(vec!['a', 'b']).unwrap_err().into_item(), vec!['b']);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_put_many(&self, items: impl IntoIterator<Item = T>) -> Result<(), PutError<Vec<T>>> {
+        self.put_many_timeout(items, Duration::ZERO)
+    }
+
+    fn put_many_until(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        deadline: Option<Instant>,
+    ) -> Result<(), PutError<Vec<T>>> {
+        let mut items: Vec<T> = items.into_iter().collect();
+        let mut records = Vec::with_capacity(items.len());
+        for item in &items {
+            match encode_record(&self.ring, item, deadline) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    settle_blocks(&self.ring, &mut records, 0);
+                    return Err(PutError::new(items, e));
+                }
+            }
+        }
+        let (done, result) = self.ring.put_records(&records, deadline);
+        settle_blocks(&self.ring, &mut records, done);
+        let error = match result {
+            Err(e) => e,
+            Ok(()) if done < records.len() => Error::Full,
+            Ok(()) => return Ok(()),
+        };
+        items.drain(..done);
+        Err(PutError::new(items, error))
+    }
+
+    /// Takes between one and `max` items (as many as are there, up to `max`), waiting for
+    /// the first as long as it takes; errors as for [`get`](Self::get).
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(0)?;
-    /// q.put_many(0..5, None)?;
-    /// assert_eq!(q.get_many(3, None)?, vec![0, 1, 2]);
-    /// assert_eq!(q.get_many(3, None)?, vec![3, 4]);
+    /// q.put_many(0..5)?;
+    /// assert_eq!(q.get_many(3)?, vec![0, 1, 2]);
+    /// assert_eq!(q.get_many(3)?, vec![3, 4]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get_many(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>> {
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
+        self.get_many_until(max, None)
+    }
+
+    /// [`get_many`](Self::get_many), waiting at most `timeout` for the first item;
+    /// [`Error::Empty`] when none came.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::Queue::<u8>::new(0)?;
+    /// assert!(matches!(q.get_many_timeout(4, Duration::from_millis(10)), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+        self.get_many_until(max, crate::deadline::after(timeout))
+    }
+
+    /// [`get_many`](Self::get_many) without waiting; [`Error::Empty`] when nothing is
+    /// queued now.
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::new(0)?;
+    /// q.put_many([1, 2])?;
+    /// assert_eq!(q.try_get_many(8)?, vec![1, 2]);
+    /// assert!(matches!(q.try_get_many(8), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_get_many(&self, max: usize) -> Result<Vec<T>> {
+        self.get_many_timeout(max, Duration::ZERO)
+    }
+
+    fn get_many_until(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<T>> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.take(max, timeout)
+        self.take(max, deadline)
     }
 
     /// The number of items queued (Python's `qsize()`; exact at the instant it is read).
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(0)?;
-    /// q.put("x".to_string(), None)?;
+    /// q.put("x".to_string())?;
     /// assert_eq!(q.qsize(), 1);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -703,7 +944,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(1)?;
-    /// q.put(0u8, None)?;
+    /// q.put(0u8)?;
     /// assert!(q.full());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -728,11 +969,11 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// ```
     /// let q = multiproc::queues::Queue::new(0)?;
-    /// q.put(1, None)?;
+    /// q.put(1)?;
     /// q.close();
-    /// assert!(q.put(2, None).is_err());
-    /// assert_eq!(q.get(None)?, 1);
-    /// assert!(matches!(q.get(None), Err(multiproc::Error::Closed(_))));
+    /// assert!(q.put(2).is_err());
+    /// assert_eq!(q.get()?, 1);
+    /// assert!(matches!(q.get(), Err(multiproc::Error::Closed(_))));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn close(&self) {
@@ -794,18 +1035,40 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
         Ok(SimpleQueue { inner: Queue::new(0)? })
     }
 
-    /// Puts an item, waiting for room in the ring if it is full.
+    /// Puts an item, waiting for room in the ring as long as it takes (see [`Queue::put`]).
     ///
     /// ```
     /// let q = multiproc::queues::SimpleQueue::new()?;
     /// q.put(vec![1, 2])?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn put(&self, item: T) -> Result<()> {
-        self.inner.put(item, None)
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.put(item)
     }
 
-    /// Takes the oldest item, waiting for one.
+    /// Puts an item, waiting at most `timeout` for room (see [`Queue::put_timeout`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::new()?;
+    /// q.put_timeout(1, std::time::Duration::from_secs(1))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.inner.put_timeout(item, timeout)
+    }
+
+    /// Puts an item if there is room now (see [`Queue::try_put`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::new()?;
+    /// q.try_put('a')?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.try_put(item)
+    }
+
+    /// Takes the oldest item, waiting for one as long as it takes (see [`Queue::get`]).
     ///
     /// ```
     /// let q = multiproc::queues::SimpleQueue::new()?;
@@ -814,7 +1077,30 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn get(&self) -> Result<T> {
-        self.inner.get(None)
+        self.inner.get()
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; [`Error::Empty`] when none came.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::SimpleQueue::<u8>::new()?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(5)), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.inner.get_timeout(timeout)
+    }
+
+    /// Takes the oldest item if there is one now; [`Error::Empty`] otherwise.
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::<u8>::new()?;
+    /// assert!(matches!(q.try_get(), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.inner.try_get()
     }
 
     /// Whether the queue is empty.
@@ -849,10 +1135,10 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
 ///
 /// ```
 /// let q = multiproc::queues::JoinableQueue::new(0)?;
-/// q.put("job".to_string(), None)?;
-/// let _job: String = q.get(None)?;
+/// q.put("job".to_string())?;
+/// let _job: String = q.get()?;
 /// q.task_done()?;
-/// q.join(None)?;
+/// q.join()?;
 /// assert!(q.task_done().is_err()); // called once too often
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -889,28 +1175,85 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
         self.inner.ring.word(H_UNFINISHED)
     }
 
-    /// Puts an item and counts one more unfinished task.
+    /// Puts an item and counts one more unfinished task, waiting for room as long as it
+    /// takes (see [`Queue::put`]).
     ///
     /// ```
     /// let q = multiproc::queues::JoinableQueue::new(0)?;
-    /// q.put(1, None)?;
+    /// q.put(1)?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn put(&self, item: T, timeout: Option<Duration>) -> Result<()> {
-        self.unfinished().fetch_add(1, SeqCst);
-        self.inner.put(item, timeout).inspect_err(|_| self.finish_one())
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.counted(|q| q.put(item))
     }
 
-    /// Takes the oldest item (see [`Queue::get`]).
+    /// Puts an item and counts one more unfinished task, waiting at most `timeout` for
+    /// room (see [`Queue::put_timeout`]); a put that fails counts nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::JoinableQueue::new(1)?;
+    /// q.put_timeout(1, Duration::from_secs(1))?;
+    /// assert!(q.put_timeout(2, Duration::from_millis(5)).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.counted(|q| q.put_timeout(item, timeout))
+    }
+
+    /// Puts an item if there is room now (see [`Queue::try_put`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::new(1)?;
+    /// q.try_put(1)?;
+    /// assert!(matches!(q.try_put(2).unwrap_err().error(), multiproc::Error::Full));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.counted(|q| q.try_put(item))
+    }
+
+    fn counted(
+        &self,
+        put: impl FnOnce(&Queue<T>) -> Result<(), PutError<T>>,
+    ) -> Result<(), PutError<T>> {
+        self.unfinished().fetch_add(1, SeqCst);
+        put(&self.inner).inspect_err(|_| self.finish_one())
+    }
+
+    /// Takes the oldest item, waiting as long as it takes (see [`Queue::get`]).
     ///
     /// ```
     /// let q = multiproc::queues::JoinableQueue::new(0)?;
-    /// q.put('x', None)?;
-    /// assert_eq!(q.get(None)?, 'x');
+    /// q.put('x')?;
+    /// assert_eq!(q.get()?, 'x');
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn get(&self, timeout: Option<Duration>) -> Result<T> {
-        self.inner.get(timeout)
+    pub fn get(&self) -> Result<T> {
+        self.inner.get()
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (see [`Queue::get_timeout`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiproc::queues::JoinableQueue::<u8>::new(0)?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(5)), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.inner.get_timeout(timeout)
+    }
+
+    /// Takes the oldest item if there is one now (see [`Queue::try_get`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::<u8>::new(0)?;
+    /// assert!(matches!(q.try_get(), Err(multiproc::Error::Empty)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_get(&self) -> Result<T> {
+        self.inner.try_get()
     }
 
     /// Marks one task done; [`Error::InvalidRelease`] if there are none unfinished
@@ -949,26 +1292,44 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
         raw::wake::wake::<Os>(ring.word(H_JOIN_SEQ), ring.word(H_JOINERS_ASLEEP), i32::MAX as u32);
     }
 
-    /// Waits until every item put has been marked done, at most `timeout`;
-    /// [`Error::Timeout`] otherwise. (A consumer killed between `get` and `task_done`
-    /// leaves its task unfinished: bound the wait.)
+    /// Waits until every item put has been marked done, as long as it takes. (A consumer
+    /// killed between `get` and `task_done` leaves its task unfinished for ever: bound the
+    /// wait with [`join_timeout`](Self::join_timeout) where that can happen.)
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::new(0)?;
+    /// q.put(1)?;
+    /// q.get()?;
+    /// q.task_done()?;
+    /// q.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        self.join_until(None, Duration::MAX)
+    }
+
+    /// Waits at most `timeout` until every item put has been marked done;
+    /// [`Error::Timeout`] otherwise.
     ///
     /// ```
     /// use std::time::Duration;
     /// let q = multiproc::queues::JoinableQueue::new(0)?;
-    /// q.put(1, None)?;
-    /// assert!(q.join(Some(Duration::from_millis(10))).is_err());
+    /// q.put(1)?;
+    /// assert!(matches!(q.join_timeout(Duration::from_millis(10)), Err(multiproc::Error::Timeout(_))));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = crate::deadline::within(timeout);
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_until(crate::deadline::after(timeout), timeout)
+    }
+
+    fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
         let ring = &self.inner.ring;
         loop {
             if self.unfinished().load(SeqCst) == 0 {
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout(timeout.unwrap_or_default()));
+                return Err(Error::Timeout(timeout));
             }
             let nap = raw::remaining(deadline).map_or(ring::NAP, |l| l.min(ring::NAP));
             raw::wake::sleep::<Os>(

@@ -41,6 +41,10 @@ const KIND_WRAP: u32 = 3;
 /// mid-call costs one nap, not forever).
 pub(crate) const NAP: Duration = Duration::from_millis(250);
 
+/// How long a waiter sleeps before it first asks [`Layout::deserted`] (then once per
+/// [`NAP`]): a hand-off between live peers never pays for the question.
+pub(crate) const DESERTED_CHECK: Duration = Duration::from_millis(20);
+
 #[inline]
 fn pack(count: u64, pos: u64) -> u64 {
     ((count & COUNT_MASK) << POS_BITS) | (pos & POS_MASK)
@@ -111,6 +115,11 @@ pub(crate) trait Layout {
     fn copy_in(&self, at: usize, src: &[u8]);
     /// Copies the data region from `at` into `dst`.
     fn copy_out(&self, at: usize, dst: &mut [u8]);
+    /// Whether no other party could ever put or get again (every other holder is gone), so
+    /// a waiter would wait for ever. Asked only by waiters that have slept a while.
+    fn deserted(&self) -> bool {
+        false
+    }
 }
 
 /// A record on its way in.
@@ -132,6 +141,9 @@ pub(crate) trait Sink {
 pub(crate) enum Failure {
     /// The ring is closed (for a get: and drained).
     Closed,
+    /// Nobody else holds the ring any more ([`Layout::deserted`]): a get found it empty,
+    /// a put found it full.
+    Disconnected,
     /// A record header makes no sense: the ring was written by something else.
     Corrupt { len: usize, kind: u32, at: usize },
 }
@@ -268,6 +280,7 @@ pub(crate) fn put<P: Platform, L: Layout, R: Outbound>(
     done: &mut usize,
 ) -> Result<(), Failure> {
     let mut round = 0u32;
+    let mut desertion = Desertion::default();
     while *done < records.len() {
         if closed(r) {
             return Err(Failure::Closed);
@@ -292,8 +305,14 @@ pub(crate) fn put<P: Platform, L: Layout, R: Outbound>(
             spin_pause(round);
             round += 1;
         } else {
+            if desertion.due() {
+                if r.word64(Word64::Head).load(SeqCst) == before && r.deserted() {
+                    return Err(Failure::Disconnected);
+                }
+                desertion.checked();
+            }
             // Room appears when a consumer moves `head`.
-            let nap = remaining(deadline).map_or(NAP, |l| l.min(NAP));
+            let nap = desertion.nap(remaining(deadline).map_or(NAP, |l| l.min(NAP)));
             wake::sleep::<P>(r.word(Word::RoomSeq), r.word(Word::PuttersAsleep), Some(nap), || {
                 r.word64(Word64::Head).load(SeqCst) == before && !closed(r)
             });
@@ -314,6 +333,7 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
     deadline: Option<Instant>,
 ) -> Result<bool, Failure> {
     let mut round = 0u32;
+    let mut desertion = Desertion::default();
     loop {
         if round == 0 || has_items(r) {
             let lock_word = r.word(Word::GetLock);
@@ -343,13 +363,51 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
             spin_pause(round);
             round += 1;
         } else {
-            let nap = remaining(deadline).map_or(NAP, |l| l.min(NAP));
+            if desertion.due() {
+                if !has_items(r) && r.deserted() && !has_items(r) {
+                    return Err(Failure::Disconnected);
+                }
+                desertion.checked();
+            }
+            let nap = desertion.nap(remaining(deadline).map_or(NAP, |l| l.min(NAP)));
             wake::sleep::<P>(
                 r.word(Word::ItemsSeq),
                 r.word(Word::GettersAsleep),
                 Some(nap),
                 || !has_items(r) && !closed(r),
             );
+        }
+    }
+}
+
+/// When a sleeping waiter next asks whether it was left alone.
+#[derive(Default)]
+struct Desertion {
+    next: Option<Instant>,
+}
+
+impl Desertion {
+    /// Whether it is time to ask (never before the first sleep).
+    fn due(&mut self) -> bool {
+        match self.next {
+            None => {
+                self.next = Some(Instant::now() + DESERTED_CHECK);
+                false
+            }
+            Some(next) => Instant::now() >= next,
+        }
+    }
+
+    /// The question was asked: the next one in a [`NAP`].
+    fn checked(&mut self) {
+        self.next = Some(Instant::now() + NAP);
+    }
+
+    /// `nap`, cut short so as to wake for the next question.
+    fn nap(&self, nap: Duration) -> Duration {
+        match self.next {
+            Some(next) => nap.min(next.saturating_duration_since(Instant::now())),
+            None => nap,
         }
     }
 }
