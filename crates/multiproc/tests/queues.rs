@@ -509,7 +509,7 @@ fn put_one_then_hold(q: Queue<u32>) {
 fn put_one_then_let_go((q, go): (Queue<u32>, multiproc::synchronize::Event)) {
     q.put(1).unwrap();
     drop(q);
-    assert!(go.wait(LONG));
+    go.wait_timeout(LONG.unwrap()).unwrap();
 }
 
 /// Runs `get` on a thread of its own and, once that thread sleeps in the queue (or has
@@ -604,7 +604,7 @@ fn a_get_whose_other_holder_let_go_or_exited_is_disconnected() {
 
 /// Waits for `go`, then puts 7.
 fn put_when_told((q, go): (Queue<u32>, multiproc::synchronize::Event)) {
-    assert!(go.wait(LONG));
+    go.wait_timeout(LONG.unwrap()).unwrap();
     q.put(7).unwrap();
 }
 
