@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 pub(crate) mod pickle;
+pub(crate) mod varint;
 
 thread_local! {
     /// The message of the last custom decoding error on this thread. Some formats

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Codec;
+use crate::codec::{varint, Codec};
 use crate::error::Error;
 
 /// An error as it travels from the server to a proxy.
@@ -76,31 +76,12 @@ pub(super) fn no_method(kind: &str, method: &str) -> WireError {
     msg(format!("AttributeError: '{kind}' object has no method '{method}'"))
 }
 
-/// Writes postcard's varint (LEB128) of `n`.
-fn push_varint(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// How many bytes postcard's varint of `n` takes.
-fn varint_len(mut n: usize) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
-}
-
 /// Appends the reply frame `Ok(value)` where `write` appends the `len` bytes of the
 /// encoded value: the same bytes as encoding a `Reply`, without an intermediate vector.
 pub(super) fn ok_reply(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>), len: usize) {
-    out.reserve(1 + varint_len(len) + len);
+    out.reserve(1 + varint::len(len) + len);
     out.push(0); // Result::Ok
-    push_varint(out, len);
+    varint::push(out, len);
     let start = out.len();
     write(out);
     debug_assert_eq!(out.len() - start, len);
@@ -114,10 +95,10 @@ pub(super) fn ok_option_bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
             out,
             |out| {
                 out.push(1);
-                push_varint(out, v.len());
+                varint::push(out, v.len());
                 out.extend_from_slice(v);
             },
-            1 + varint_len(v.len()) + v.len(),
+            1 + varint::len(v.len()) + v.len(),
         ),
     }
 }

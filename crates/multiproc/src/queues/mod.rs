@@ -119,7 +119,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::Codec;
+use crate::codec::{varint, Codec};
 use crate::error::{Error, PutError, Result};
 use crate::raw::{self, ring, Os};
 use crate::segment::Segment;
@@ -410,8 +410,8 @@ fn encode_record_into<T: Serialize + 'static>(
     if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
         // Byte vectors: postcard's own encoding (a varint length, then the bytes), written
         // with one copy instead of one serializer call per byte.
-        let mut prefix = [0u8; 10];
-        let prefix = varint(bytes.len(), &mut prefix);
+        let mut prefix = [0u8; varint::MAX_LEN];
+        let prefix = varint::encode(bytes.len(), &mut prefix);
         let total = prefix.len() + bytes.len();
         if total <= ring.inline_limit() {
             payload.extend_from_slice(prefix);
@@ -441,38 +441,10 @@ fn indirect_record(block: Outgoing, len: usize, mut payload: Vec<u8>) -> Result<
     Ok(Record { kind: KIND_INDIRECT, payload, block: Some(block) })
 }
 
-/// Writes `n` as postcard's varint (LEB128) and returns the used part of `buf`.
-fn varint(mut n: usize, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = 0;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            buf[i] = byte;
-            return &buf[..=i];
-        }
-        buf[i] = byte | 0x80;
-        i += 1;
-    }
-}
-
-/// Reads a postcard varint length from the front of `bytes`.
-fn read_varint(bytes: &[u8]) -> Result<(usize, &[u8])> {
-    let mut n: u64 = 0;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        n |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let n = usize::try_from(n).map_err(|_| Error::Codec("length out of range".into()))?;
-            return Ok((n, &bytes[i + 1..]));
-        }
-    }
-    Err(Error::Codec("malformed length prefix".into()))
-}
-
 /// Decodes one item; byte vectors take the one-copy path that matches `encode_record_into`.
 fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
     if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        let (len, rest) = read_varint(bytes)?;
+        let (len, rest) = varint::read(bytes)?;
         if rest.len() != len {
             return Err(Error::Codec(format!(
                 "a byte vector of {len} bytes in a record of {} bytes",
@@ -511,7 +483,7 @@ fn decode_block_item<T: DeserializeOwned + 'static>(item: blocks::ItemBytes<'_>)
         let mut head = [0u8; 10];
         let head = &mut head[..item.len().min(10)];
         item.read_at(0, head)?;
-        let (len, rest) = read_varint(head)?;
+        let (len, rest) = varint::read(head)?;
         let prefix = head.len() - rest.len();
         if item.len() - prefix != len {
             return Err(Error::Codec(format!(
