@@ -12,6 +12,6 @@ pub fn main() -> multiproc::Result<()> {
     let p = Process::new(f, q.clone());
     p.start()?;
     println!("{}", q.get(None)?); // Output: Hello from Process
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

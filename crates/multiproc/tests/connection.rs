@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use multiproc::connection::wait;
+use multiproc::connection::wait_timeout;
 use multiproc::{pipe, spawn, Connection, Error, Process};
 
 /// A connection whose peer is a raw socket the test writes arbitrary bytes into.
@@ -184,7 +184,7 @@ fn messages_of_every_size_cross_a_process_boundary() {
         let back = parent.recv_bytes(None).unwrap();
         assert!(back == message, "size {size} came back different");
     }
-    p.join(Some(Duration::from_secs(60))).unwrap();
+    p.join_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(p.exitcode(), Some(0));
 }
 
@@ -207,14 +207,17 @@ fn a_partly_received_message_survives_a_timeout() {
 fn wait_covers_connections_and_process_sentinels() {
     let (a, b) = pipe(true).unwrap();
     let h = spawn(|_: ()| 1u8, ()).unwrap();
-    let ready = wait(&[&a, h.process()], Some(Duration::from_secs(60))).unwrap();
+    let ready = wait_timeout(&[&a, h.process()], Duration::from_secs(60)).unwrap();
     assert_eq!(ready, vec![1], "only the process is ready");
     b.send(&0u8).unwrap();
-    let ready = wait(&[&a, h.process()], Some(Duration::from_secs(60))).unwrap();
+    let ready = wait_timeout(&[&a, h.process()], Duration::from_secs(60)).unwrap();
     assert_eq!(ready, vec![0, 1]);
     assert_eq!(h.join().unwrap(), 1);
     let never_started = Process::new(|_: ()| {}, ());
-    assert!(wait(&[&never_started], Some(Duration::from_millis(10))).unwrap().is_empty());
+    assert!(matches!(
+        wait_timeout(&[&never_started], Duration::from_millis(10)),
+        Err(Error::Timeout(_))
+    ));
 }
 
 /// Talks over a connection that arrived through `channel`: says hello, returns what the
@@ -313,12 +316,14 @@ fn a_forked_child_shares_connections_of_its_own() {
     let _c2: Connection = b.recv().unwrap();
     for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::Spawn] {
         let (channel, child_channel) = pipe(true).unwrap();
-        let p = Process::new(send_a_connection_back, (child_channel, 5)).start_method(method);
+        let p = Process::builder(send_a_connection_back, (child_channel, 5))
+            .start_method(method)
+            .build();
         p.start().unwrap();
         let got: Connection = channel.recv().unwrap();
         assert_eq!(got.recv::<u8>().unwrap(), 5, "{method:?}");
         channel.send(&0u8).unwrap();
-        p.join(Some(Duration::from_secs(60))).unwrap();
+        p.join_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(p.exitcode(), Some(0));
     }
 }
