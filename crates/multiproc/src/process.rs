@@ -165,6 +165,9 @@ static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// An `Err` ends the child with exit code 1 and its message reaches the parent as a
 /// panic's does ([`Process::panic_message`]).
 ///
+/// A closure that never returns (`|_: ()| panic!()`, `|n: i32| std::process::exit(n)`)
+/// names its return type, `|_: ()| -> () { panic!() }`: the compiler cannot pick one for it.
+///
 /// ```
 /// use multiproc::Process;
 ///
@@ -379,7 +382,7 @@ impl Process {
     /// non-zero exit is not an error here; see [`ExitStatus`]). Python's `join()`.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| std::process::exit(3), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { std::process::exit(3) }, ());
     /// p.start()?;
     /// let status = p.join()?;
     /// assert_eq!(status.code(), Some(3));
@@ -455,7 +458,7 @@ impl Process {
     /// `exit(N)`, `1` for a panic, `-N` when killed by signal `N`.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| std::process::exit(3), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { std::process::exit(3) }, ());
     /// assert_eq!(p.exitcode(), None);
     /// p.start()?;
     /// p.join()?;
@@ -478,7 +481,7 @@ impl Process {
     /// could not run its target.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| panic!("boom"), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { panic!("boom") }, ());
     /// p.start()?;
     /// p.join()?;
     /// assert_eq!(p.panic_message().as_deref(), Some("boom"));
@@ -885,7 +888,7 @@ impl fmt::Debug for ProcessBuilder {
 /// let status = p.join()?;
 /// assert_eq!((status.code(), status.signal(), status.exitcode()), (None, Some(15), -15));
 /// assert!(!status.success());
-/// assert_eq!(status.to_string(), "killed by SIGTERM");
+/// assert_eq!(status.to_string(), "killed by signal 15");
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -908,7 +911,7 @@ impl ExitStatus {
     /// `Some(1)` after a panic or an `Err`); `None` when a signal killed it.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| std::process::exit(7), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { std::process::exit(7) }, ());
     /// p.start()?;
     /// assert_eq!(p.join()?.code(), Some(7));
     /// # Ok::<(), multiproc::Error>(())
@@ -933,7 +936,7 @@ impl ExitStatus {
     /// Python's `exitcode`: the exit code, or minus the signal that killed the process.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| panic!("no"), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { panic!("no") }, ());
     /// p.start()?;
     /// assert_eq!(p.join()?.exitcode(), 1);
     /// # Ok::<(), multiproc::Error>(())
@@ -946,10 +949,7 @@ impl ExitStatus {
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.signal() {
-            Some(n) => match sys::proc::signal_name(n) {
-                Some(name) => write!(f, "killed by {name}"),
-                None => write!(f, "killed by signal {n}"),
-            },
+            Some(n) => write!(f, "killed by signal {n}"),
             None => write!(f, "exit code {}", self.0),
         }
     }
