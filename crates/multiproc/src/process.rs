@@ -1,9 +1,12 @@
-//! Processes: [`Process`] (Python's `multiprocessing.Process`) and [`spawn`], which
-//! returns the child's value like `std::thread::spawn`.
+//! Processes: [`Process`] (Python's `multiprocessing.Process`, with a [`ProcessBuilder`]
+//! for its settings) and [`spawn`], which returns the child's value like
+//! `std::thread::spawn`.
 //!
 //! # How a child runs its target
 //! A target is a plain function `fn(A) -> R` (a closure that captures nothing coerces to
-//! one). With the default [`StartMethod::Spawn`] the parent executes its own binary again;
+//! one). Its argument is owned (one value, or a tuple of several); a [`Process`] target
+//! returns `()` or `Result<(), E>` ([`TargetResult`]), a [`spawn`] target any serializable
+//! value. With the default [`StartMethod::Spawn`] the parent executes its own binary again;
 //! before `main` the child receives a bootstrap message naming the function (as an offset
 //! within the executable image, see `sys::fnptr`), the arguments encoded with serde, and
 //! the descriptors of any [`Connection`]s among them. It calls the function, sends back
@@ -24,7 +27,8 @@
 //!
 //! # Exit codes
 //! As in Python: `None` while running, `0` on success, `N` after
-//! `std::process::exit(N)`, `1` after a panic, `-N` when killed by signal `N`.
+//! `std::process::exit(N)`, `1` after a panic or an `Err`, `-N` when killed by signal `N`.
+//! [`Process::join`] returns them as an [`ExitStatus`].
 //!
 //! # Reaping
 //! [`Process::join`], [`Process::is_alive`] and [`Process::exitcode`] reap the child. A
@@ -226,7 +230,6 @@ impl Process {
     /// fn greet(name: String) {
     ///     assert_eq!(name, "world");
     /// }
-    /// // `Process::new(greet, "world")` would not compile: arguments are owned.
     /// let p = Process::new(greet, "world".to_string());
     /// p.start()?;
     /// assert!(p.join()?.success());
@@ -241,6 +244,14 @@ impl Process {
     /// assert_eq!(parent_end.recv::<String>()?, "hello");
     /// p.join()?;
     /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// A borrowed argument does not compile ("implementation of `Deserialize` is not
+    /// general enough … `Deserialize<'0>`"): take a `String` instead, as above.
+    ///
+    /// ```compile_fail
+    /// fn greet(name: &str) {}
+    /// let p = multiproc::Process::new(greet, "world");
     /// ```
     pub fn new<A, R>(target: fn(A) -> R, args: A) -> Process
     where
@@ -961,8 +972,11 @@ impl fmt::Display for ExitStatus {
 /// Runs `f(args)` in a new process and returns a handle to its result, like
 /// `std::thread::spawn`.
 ///
-/// Under the spawn start method `f` must be a function of the program itself (see
-/// [`Process::new`]); a panic in `f` arrives as an error and prints nothing in the child.
+/// Arguments are owned, as for [`Process::new`] (a `String`, not a `&str`); the value `f`
+/// returns travels back with serde, and may itself be a `Result<T, multiproc::Error>`
+/// (`spawn(f, x)?.join()??`). Under the spawn start method `f` must be a function of the
+/// program itself (see [`Process::new`]); a panic in `f` arrives as an error and prints
+/// nothing in the child.
 ///
 /// ```
 /// let handle = multiproc::spawn(|(a, b): (u64, u64)| a * b, (6, 7))?;
