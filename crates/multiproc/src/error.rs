@@ -387,3 +387,54 @@ impl<T> From<PutError<T>> for Error {
 
 /// `Result<T, multiproc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn round_trip(e: &Error) -> Error {
+        let bytes = postcard::to_stdvec(e).expect("encode");
+        postcard::from_bytes(&bytes).expect("decode")
+    }
+
+    #[test]
+    fn static_texts_round_trip_and_interning_is_bounded() {
+        assert!(matches!(round_trip(&Error::Closed("queue")), Error::Closed("queue")));
+        let long = "x".repeat(10_000);
+        let leaked: &'static str = Box::leak(long.into_boxed_str());
+        match round_trip(&Error::ProcessState(leaked)) {
+            Error::ProcessState(s) => assert_eq!(s.len(), 256),
+            other => panic!("{other:?}"),
+        }
+        // A peer sending endless distinct texts fills the table once, then shares one text.
+        let mut last = "";
+        for i in 0..2_000 {
+            let text: &'static str = Box::leak(format!("distinct {i}").into_boxed_str());
+            if let Error::InvalidRelease(s) = round_trip(&Error::InvalidRelease(text)) {
+                last = s;
+            }
+        }
+        assert_eq!(last, "(a message not kept: too many distinct ones)");
+        assert!(matches!(round_trip(&Error::Closed("queue")), Error::Closed("queue")));
+    }
+
+    #[test]
+    fn io_errors_travel_as_kind_message_and_code() {
+        let os = Error::Io(std::io::Error::from_raw_os_error(13));
+        match round_trip(&os) {
+            Error::Io(e) => {
+                assert_eq!(e.raw_os_error(), Some(13));
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("{other:?}"),
+        }
+        let custom = Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow peer"));
+        match round_trip(&custom) {
+            Error::Io(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+                assert_eq!(e.to_string(), "slow peer");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
