@@ -117,7 +117,11 @@ fn start_consumer(q: &Queue<Item>, done: &Event, big: bool) -> Consumer {
 fn collect(consumers: &mut [Consumer], timeout: Duration) {
     let objects: Vec<&dyn multiproc::connection::Waitable> =
         consumers.iter().map(|c| &c.report as &dyn multiproc::connection::Waitable).collect();
-    let ready = wait_timeout(&objects, timeout).unwrap();
+    let ready = match wait_timeout(&objects, timeout) {
+        Ok(ready) => ready,
+        Err(Error::Timeout(_)) => Vec::new(),
+        Err(e) => panic!("wait: {e}"),
+    };
     for i in ready {
         while consumers[i].report.poll().unwrap_or(false) {
             match consumers[i].report.recv::<(u32, u32)>() {
