@@ -66,7 +66,7 @@ fn list_and_clean_after_a_killed_creator() {
     assert_eq!(entry["state"], "live");
 
     child.kill().unwrap();
-    child.join(Some(Duration::from_secs(60))).unwrap();
+    child.join_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(child.exitcode(), Some(-9));
 
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -141,7 +141,7 @@ fn clean_leaves_the_queued_item_of_an_exited_producer() {
     let child = Process::new(put_large_and_exit, q.clone());
     child.start().unwrap();
     let pid = child.pid().unwrap();
-    child.join(Some(Duration::from_secs(60))).unwrap();
+    child.join_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(child.exitcode(), Some(0));
 
     let all = json(&["shm", "list", "--json"]);

@@ -27,7 +27,7 @@ pub fn main() -> multiproc::Result<()> {
     }
 
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
     }
 
     println!("{:?}", arr.to_vec()); // [10, 10, 10, 10, 10]

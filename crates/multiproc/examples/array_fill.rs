@@ -17,7 +17,7 @@ pub fn main() -> multiproc::Result<()> {
 
     let p = Process::new(fill_array, (arr.clone(), 10.0));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
 
     println!("{:?}", arr.to_vec()); // [10.0, 11.0, 12.0, 13.0, 14.0]
     Ok(())

@@ -24,8 +24,8 @@ pub fn main() -> multiproc::Result<()> {
 
     p1.start()?;
     p2.start()?;
-    p1.join(None)?;
-    p2.join(None)?;
+    p1.join()?;
+    p2.join()?;
 
     println!("Final counter: {}", counter.get()); // Should be 2,000,000
     Ok(())

@@ -13,7 +13,7 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
     let d = manager.dict::<String, String>()?;
     let p = Process::new(f, (d.clone(), "greeting".to_string()));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     if let Some(message) = p.panic_message() {
         return Err(Error::Remote(message));
     }

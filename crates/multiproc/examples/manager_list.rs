@@ -19,7 +19,7 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
         p.start()?;
     }
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
     }
 
     let items = shared_list.to_vec()?;

@@ -29,7 +29,7 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
         p.start()?;
     }
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
     }
 
     let x: i64 = ns.get("x")?;

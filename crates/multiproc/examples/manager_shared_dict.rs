@@ -20,7 +20,7 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
         p.start()?;
     }
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
     }
 
     // Printed as Python prints a dict, in insertion order (the order the children ran).

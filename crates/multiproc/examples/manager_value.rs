@@ -16,7 +16,7 @@ pub fn lines() -> multiproc::Result<Vec<String>> {
     let mut out = vec![counter.get()?.to_string()];
     let p = Process::new(child, counter.clone());
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     out.push(counter.get()?.to_string());
     manager.shutdown()?;
     Ok(out) // 0, then 1

@@ -15,12 +15,12 @@ fn increment(_: ()) {
 
 pub fn main() -> multiproc::Result<()> {
     // Fork makes the point sharpest: the child starts as a copy of this very memory.
-    let p1 = Process::new(increment, ()).start_method(StartMethod::Fork);
+    let p1 = Process::builder(increment, ()).start_method(StartMethod::Fork).build();
     let p2 = Process::new(increment, ());
     p1.start()?;
     p2.start()?;
-    p1.join(None)?;
-    p2.join(None)?;
+    p1.join()?;
+    p2.join()?;
     println!("Counter: {}", COUNTER.load(Ordering::Relaxed)); // Still 0!
     Ok(())
 }

@@ -15,7 +15,7 @@ fn parent_process(conn: &Connection) -> multiproc::Result<()> {
     Ok(())
 }
 
-fn child_process((conn,): (Connection,)) {
+fn child_process(conn: Connection) {
     loop {
         let message: Option<String> = conn.recv().expect("recv");
         let Some(message) = message else { break };
@@ -26,10 +26,10 @@ fn child_process((conn,): (Connection,)) {
 
 pub fn main() -> multiproc::Result<()> {
     let (parent_conn, child_conn) = pipe(true)?;
-    let child = Process::new(child_process, (child_conn,));
+    let child = Process::new(child_process, child_conn);
     child.start()?;
     parent_process(&parent_conn)?;
     parent_conn.close();
-    child.join(None)?;
+    child.join()?;
     Ok(())
 }

@@ -38,7 +38,7 @@ fn sender(conn: Connection, messages: Vec<Message>) -> multiproc::Result<()> {
     Ok(())
 }
 
-fn receiver((conn,): (Connection,)) {
+fn receiver(conn: Connection) {
     loop {
         match conn.recv::<Message>() {
             Ok(message) => println!("Received: {message}"),
@@ -53,10 +53,10 @@ fn receiver((conn,): (Connection,)) {
 
 pub fn main() -> multiproc::Result<()> {
     let (parent_conn, child_conn) = pipe(true)?;
-    let p = Process::new(receiver, (child_conn,));
+    let p = Process::new(receiver, child_conn);
     p.start()?;
     let dict = BTreeMap::from([("key".to_string(), "value".to_string())]);
     sender(parent_conn, vec![Message::Str("Hello".into()), Message::Int(42), Message::Dict(dict)])?;
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

@@ -5,16 +5,16 @@
 
 use multiproc::{pipe, Connection, Process};
 
-fn f((conn,): (Connection,)) {
+fn f(conn: Connection) {
     conn.send("Hello from Process").expect("send");
     conn.close();
 }
 
 pub fn main() -> multiproc::Result<()> {
     let (parent_conn, child_conn) = pipe(true)?;
-    let p = Process::new(f, (child_conn,));
+    let p = Process::new(f, child_conn);
     p.start()?;
     println!("{}", parent_conn.recv::<String>()?); // Output: Hello from Process
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

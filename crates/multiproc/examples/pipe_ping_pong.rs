@@ -21,6 +21,6 @@ pub fn main() -> multiproc::Result<()> {
         let reply: String = conn1.recv()?;
         println!("Main received: {reply}");
     }
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

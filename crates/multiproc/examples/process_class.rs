@@ -16,8 +16,8 @@ pub fn main() -> multiproc::Result<()> {
     let p2 = Process::new(worker, ("Process-2".to_string(), 1));
     p1.start()?;
     p2.start()?;
-    p1.join(None)?;
-    p2.join(None)?;
+    p1.join()?;
+    p2.join()?;
     println!("All processes have finished execution.");
     Ok(())
 }

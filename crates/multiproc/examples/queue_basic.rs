@@ -24,7 +24,7 @@ pub fn main() -> multiproc::Result<()> {
     let p2 = Process::new(consumer, q);
     p1.start()?;
     p2.start()?;
-    p1.join(None)?;
-    p2.join(None)?;
+    p1.join()?;
+    p2.join()?;
     Ok(())
 }

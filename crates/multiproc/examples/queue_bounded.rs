@@ -25,8 +25,8 @@ pub fn main() -> multiproc::Result<()> {
     let cons = Process::new(consumer, shared_queue);
     prod.start()?;
     cons.start()?;
-    prod.join(None)?;
-    cons.join(None)?;
+    prod.join()?;
+    cons.join()?;
     println!("Producer-consumer example finished.");
     Ok(())
 }

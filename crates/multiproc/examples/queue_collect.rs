@@ -18,7 +18,7 @@ pub fn main() -> multiproc::Result<()> {
         p.start()?;
     }
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
     }
     // Unlike CPython's queue (a feeder thread and a pipe), an item is in the queue once
     // `put` returns, so after the joins `empty()` is reliable here.

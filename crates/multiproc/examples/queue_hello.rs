@@ -12,6 +12,6 @@ pub fn main() -> multiproc::Result<()> {
     let p = Process::new(f, q.clone());
     p.start()?;
     println!("{}", q.get()?); // Output: Hello from Process
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

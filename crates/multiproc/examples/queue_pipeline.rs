@@ -53,7 +53,7 @@ pub fn main() -> multiproc::Result<()> {
         p.start()?;
     }
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ pub fn main() -> multiproc::Result<()> {
         task_queue.put(None)?;
     }
     for w in &workers {
-        w.join(None)?;
+        w.join()?;
     }
     println!("{results:?}"); // [(0, 1), (1, 4), (2, 9), (3, 16), (4, 25)]
     Ok(())

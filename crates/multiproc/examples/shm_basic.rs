@@ -34,7 +34,7 @@ pub fn main() -> multiproc::Result<()> {
 
     let p = Process::new(worker, (shm.name().to_string(), arr.len()));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     check(&p)?;
 
     println!("After: {}", numpy_str(&shm.to_vec_of::<f64>()?)); // After: [ 2.  4.  6.  8. 10.]

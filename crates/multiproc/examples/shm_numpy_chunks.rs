@@ -48,7 +48,7 @@ pub fn main() -> multiproc::Result<()> {
         processes.push(p);
     }
     for p in &processes {
-        p.join(None)?;
+        p.join()?;
         if p.exitcode() != Some(0) {
             return Err(Error::ProcessFailed {
                 pid: p.pid().unwrap_or(0),

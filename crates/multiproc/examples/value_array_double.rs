@@ -27,7 +27,7 @@ pub fn main() -> multiproc::Result<()> {
 
     let p = Process::new(worker, (shared_array.clone(), shared_counter.clone()));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
 
     // Output: After: array=[2, 4, 6, 8, 10], counter=10
     println!("After: array={:?}, counter={}", shared_array.to_vec(), shared_counter.get());

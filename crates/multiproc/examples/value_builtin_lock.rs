@@ -21,8 +21,8 @@ pub fn main() -> multiproc::Result<()> {
 
     p1.start()?;
     p2.start()?;
-    p1.join(None)?;
-    p2.join(None)?;
+    p1.join()?;
+    p2.join()?;
 
     println!("Counter: {}", counter.get()); // Always 200000
     Ok(())

@@ -23,7 +23,7 @@ pub fn main() -> multiproc::Result<()> {
     let arr = Array::from_iter(0..5_i32)?;
     let p = Process::new(f, (num.clone(), arr.clone()));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     println!("{:?}", num.get()); // Output: 3.14159
     println!("{:?}", arr.to_vec()); // Output: [0, 1, 4, 9, 16]
     Ok(())

@@ -11,10 +11,8 @@ use crate::sys::pid::LeakedCell;
 /// use multiproc::{Process, StartMethod};
 ///
 /// fn hello(_: ()) {}
-/// let p = Process::new(hello, ()).start_method(StartMethod::Fork);
-/// p.start()?;
-/// p.join(None)?;
-/// assert_eq!(p.exitcode(), Some(0));
+/// let p = Process::builder(hello, ()).start_method(StartMethod::Fork).start()?;
+/// assert!(p.join()?.success());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,6 +9,25 @@ use std::time::Duration;
 
 /// Everything that can go wrong in multiproc.
 ///
+/// It implements serde's `Serialize` and `Deserialize`, so it crosses process boundaries:
+/// a child can return `Result<T, multiproc::Error>` to [`spawn`](crate::spawn)'s
+/// `join()??`, or send one through a queue or a pipe. An [`Error::Io`] travels as its
+/// kind and message (and OS error code, when it has one).
+///
+/// ```
+/// fn child(n: u32) -> multiproc::Result<u32> {
+///     let (a, b) = multiproc::pipe(true)?;
+///     a.send(&n)?;
+///     drop(a);
+///     let got: u32 = b.recv()?;
+///     b.recv::<u32>()?; // the other end is closed: Error::Eof
+///     Ok(got)
+/// }
+/// let result = multiproc::spawn(child, 7)?.join()?;
+/// assert!(matches!(result, Err(multiproc::Error::Eof)));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
 /// ```
 /// use multiproc::{Error, pipe};
 ///
@@ -18,7 +37,7 @@ use std::time::Duration;
 /// assert!(matches!(a.recv::<String>(), Err(Error::Eof)));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Error {
     /// The other end of a connection was closed (Python's `EOFError`).
@@ -41,11 +60,11 @@ pub enum Error {
     /// channel) is gone, so a `get` would wait for ever (crossbeam's `RecvError`, std's
     /// `Disconnected`).
     #[error("disconnected: no other process holds the {0} any more")]
-    Disconnected(&'static str),
+    Disconnected(#[serde(with = "static_str")] &'static std::primitive::str),
 
     /// The object was closed by this process ([`crate::Connection::close`], …).
     #[error("{0} is closed")]
-    Closed(&'static str),
+    Closed(#[serde(with = "static_str")] &'static std::primitive::str),
 
     /// The handshake failed: wrong key, a peer without a key, or a malformed challenge.
     #[error("authentication failed: {0}")]
@@ -88,7 +107,7 @@ pub enum Error {
     /// An operation that needs a started process was called before [`crate::Process::start`],
     /// or `start` was called twice, and similar misuse of a process object.
     #[error("invalid process state: {0}")]
-    ProcessState(&'static str),
+    ProcessState(#[serde(with = "static_str")] &'static std::primitive::str),
 
     /// A barrier was aborted or reset, a party timed out or died while others waited
     /// (Python's `BrokenBarrierError`).
@@ -98,7 +117,7 @@ pub enum Error {
     /// A lock or semaphore was released when it must not be: an unlocked `Lock`, an
     /// `RLock` the caller does not own, a `BoundedSemaphore` beyond its initial value.
     #[error("invalid release: {0}")]
-    InvalidRelease(&'static str),
+    InvalidRelease(#[serde(with = "static_str")] &'static std::primitive::str),
 
     /// An argument was out of range or malformed (an address, a size, …).
     #[error("invalid argument: {0}")]
@@ -111,7 +130,142 @@ pub enum Error {
 
     /// An operating-system error.
     #[error(transparent)]
-    Io(#[from] io::Error),
+    Io(
+        #[from]
+        #[serde(with = "io_error")]
+        io::Error,
+    ),
+}
+
+/// Serde for the `&'static str` that some variants carry: a deserialized message is
+/// interned (each distinct text leaked once), within a bound so that a peer sending
+/// endless distinct texts cannot grow memory without limit.
+///
+/// Those fields spell their type `&'static std::primitive::str`: serde's derive takes a
+/// field written `&'static str` as borrowed from the input and would then implement only
+/// `Deserialize<'static>`, not `DeserializeOwned`.
+mod static_str {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// At most this many distinct texts are interned; later new ones share one text.
+    const MAX_INTERNED: usize = 1024;
+    /// A longer text is cut (at a character boundary) before it is interned.
+    const MAX_LEN: usize = 256;
+
+    pub(super) fn serialize<S: Serializer>(
+        s: &&'static str,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<&'static str, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(intern(&text))
+    }
+
+    fn intern(text: &str) -> &'static str {
+        static INTERNED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+        let mut end = text.len().min(MAX_LEN);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = &text[..end];
+        let mut interned = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+        let set = interned.get_or_insert_with(HashSet::new);
+        if let Some(known) = set.get(text) {
+            return known;
+        }
+        if set.len() >= MAX_INTERNED {
+            return "(a message not kept: too many distinct ones)";
+        }
+        let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+        set.insert(leaked);
+        leaked
+    }
+}
+
+/// Serde for [`io::Error`]: its kind (by name), its message and its OS error code.
+mod io_error {
+    use std::io::{self, ErrorKind};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        kind: String,
+        message: String,
+        os_code: Option<i32>,
+    }
+
+    /// The kinds that travel by name; any other arrives as `ErrorKind::Other`.
+    const KINDS: &[ErrorKind] = &[
+        ErrorKind::NotFound,
+        ErrorKind::PermissionDenied,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::ConnectionReset,
+        ErrorKind::HostUnreachable,
+        ErrorKind::NetworkUnreachable,
+        ErrorKind::ConnectionAborted,
+        ErrorKind::NotConnected,
+        ErrorKind::AddrInUse,
+        ErrorKind::AddrNotAvailable,
+        ErrorKind::NetworkDown,
+        ErrorKind::BrokenPipe,
+        ErrorKind::AlreadyExists,
+        ErrorKind::WouldBlock,
+        ErrorKind::NotADirectory,
+        ErrorKind::IsADirectory,
+        ErrorKind::DirectoryNotEmpty,
+        ErrorKind::ReadOnlyFilesystem,
+        ErrorKind::StaleNetworkFileHandle,
+        ErrorKind::InvalidInput,
+        ErrorKind::InvalidData,
+        ErrorKind::TimedOut,
+        ErrorKind::WriteZero,
+        ErrorKind::StorageFull,
+        ErrorKind::NotSeekable,
+        ErrorKind::FileTooLarge,
+        ErrorKind::ResourceBusy,
+        ErrorKind::ExecutableFileBusy,
+        ErrorKind::Deadlock,
+        ErrorKind::CrossesDevices,
+        ErrorKind::TooManyLinks,
+        ErrorKind::ArgumentListTooLong,
+        ErrorKind::Interrupted,
+        ErrorKind::Unsupported,
+        ErrorKind::UnexpectedEof,
+        ErrorKind::OutOfMemory,
+        ErrorKind::Other,
+    ];
+
+    pub(super) fn serialize<S: Serializer>(
+        e: &io::Error,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        Wire { kind: format!("{:?}", e.kind()), message: e.to_string(), os_code: e.raw_os_error() }
+            .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<io::Error, D::Error> {
+        let wire = Wire::deserialize(deserializer)?;
+        if let Some(code) = wire.os_code {
+            return Ok(io::Error::from_raw_os_error(code));
+        }
+        let kind = KINDS
+            .iter()
+            .copied()
+            .find(|k| format!("{k:?}") == wire.kind)
+            .unwrap_or(ErrorKind::Other);
+        Ok(io::Error::new(kind, wire.message))
+    }
 }
 
 impl Error {
@@ -233,3 +387,54 @@ impl<T> From<PutError<T>> for Error {
 
 /// `Result<T, multiproc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn round_trip(e: &Error) -> Error {
+        let bytes = postcard::to_stdvec(e).expect("encode");
+        postcard::from_bytes(&bytes).expect("decode")
+    }
+
+    #[test]
+    fn static_texts_round_trip_and_interning_is_bounded() {
+        assert!(matches!(round_trip(&Error::Closed("queue")), Error::Closed("queue")));
+        let long = "x".repeat(10_000);
+        let leaked: &'static str = Box::leak(long.into_boxed_str());
+        match round_trip(&Error::ProcessState(leaked)) {
+            Error::ProcessState(s) => assert_eq!(s.len(), 256),
+            other => panic!("{other:?}"),
+        }
+        // A peer sending endless distinct texts fills the table once, then shares one text.
+        let mut last = "";
+        for i in 0..2_000 {
+            let text: &'static str = Box::leak(format!("distinct {i}").into_boxed_str());
+            if let Error::InvalidRelease(s) = round_trip(&Error::InvalidRelease(text)) {
+                last = s;
+            }
+        }
+        assert_eq!(last, "(a message not kept: too many distinct ones)");
+        assert!(matches!(round_trip(&Error::Closed("queue")), Error::Closed("queue")));
+    }
+
+    #[test]
+    fn io_errors_travel_as_kind_message_and_code() {
+        let os = Error::Io(std::io::Error::from_raw_os_error(13));
+        match round_trip(&os) {
+            Error::Io(e) => {
+                assert_eq!(e.raw_os_error(), Some(13));
+                assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("{other:?}"),
+        }
+        let custom = Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow peer"));
+        match round_trip(&custom) {
+            Error::Io(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+                assert_eq!(e.to_string(), "slow peer");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -5,11 +5,13 @@
 //! | Python | multiproc |
 //! |---|---|
 //! | `Process(target=f, args=(a, b))` | [`Process::new(f, (a, b))`](Process::new) |
-//! | `p.start()`, `p.join(timeout)`, `p.exitcode` | [`Process::start`], [`Process::join`], [`Process::exitcode`] |
+//! | `Process(target=f, args=x, name=…, daemon=True)` | [`Process::builder(f, x)`](Process::builder)`.name(…).daemon(true)` |
+//! | `p.start()`, `p.join()`, `p.join(timeout)`, `p.exitcode` | [`Process::start`], [`Process::join`] (an [`ExitStatus`]), [`Process::join_timeout`], [`Process::exitcode`] |
 //! | `Pipe(duplex=True)` | [`pipe(true)`](pipe) |
 //! | `conn.send(obj)`, `conn.recv()` | [`Connection::send`], [`Connection::recv`] |
 //! | `conn.send_bytes(b)`, `conn.recv_bytes()` | [`Connection::send_bytes`], [`Connection::recv_bytes`] |
-//! | `multiprocessing.connection.wait` | [`connection::wait`] |
+//! | `conn.recv()` with a timeout, `conn.poll(t)` | [`Connection::recv_timeout`], [`Connection::try_recv`], [`Connection::poll_timeout`] |
+//! | `multiprocessing.connection.wait` | [`connection::wait`], [`connection::wait_timeout`] |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::Client::connect`] |
 //! | `current_process()`, `parent_process()`, `active_children()`, `cpu_count()` | [`current_process`], [`parent_process`], [`active_children`], [`cpu_count`] |
 //! | `Queue(maxsize)`, `put(x)`, `put(x, timeout=t)`, `get()`, `get(timeout=t)`, `put_nowait`, `get_nowait`, `qsize`, `empty`, `full`, `close` | [`queues::Queue`]: `put(x)`, `put_timeout(x, t)`, `try_put(x)` (a failed put hands `x` back in a [`PutError`]), `get()`, `get_timeout(t)`, `try_get()`, the same names otherwise; plus `put_many` / `get_many` |
@@ -29,21 +31,26 @@
 //! ```
 //! use multiproc::{pipe, Connection, Process};
 //!
-//! fn f((conn,): (Connection,)) {
+//! fn f(conn: Connection) {
 //!     conn.send("Hello from Process").unwrap();
 //! }
 //!
 //! let (parent_conn, child_conn) = pipe(true)?;
-//! let p = Process::new(f, (child_conn,));
+//! let p = Process::new(f, child_conn);
 //! p.start()?;
 //! assert_eq!(parent_conn.recv::<String>()?, "Hello from Process");
-//! p.join(None)?;
+//! p.join()?;
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 //!
 //! ## Targets and arguments
-//! A target is a function `fn(A) -> R` where the arguments `A` (usually a tuple) can be
-//! serialized with serde. A closure that captures nothing is such a function. Under the
+//! A target is a function `fn(A) -> R` where the argument `A` (one value, or a tuple of
+//! several) is an owned value that serde can serialize: your own types derive
+//! `serde::Serialize` and `serde::Deserialize` (`serde = { version = "1", features =
+//! ["derive"] }` in your Cargo.toml), and a `String` goes where a `&str` would not. A
+//! closure that captures nothing is such a function. A [`Process`] target returns `()` or
+//! `Result<(), E>` ([`TargetResult`]), so it can use `?`; a [`spawn`] target returns any
+//! serializable value, [`Error`] included. Under the
 //! default [`StartMethod::Spawn`] the child executes this same program again and calls the
 //! function before `main` would run, so a program needs no setup: no `if __name__ ==
 //! '__main__'` and no registration. [`Connection`]s, queues, locks and shared memory travel
@@ -88,5 +95,8 @@ pub use context::{
 };
 pub use error::{Error, PutError, Result};
 pub use managers::Manager;
-pub use process::{active_children, spawn, ActiveChild, JoinHandle, Process};
+pub use process::{
+    active_children, spawn, ActiveChild, ExitStatus, JoinHandle, Process, ProcessBuilder,
+    TargetResult,
+};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};

@@ -1,9 +1,12 @@
-//! Processes: [`Process`] (Python's `multiprocessing.Process`) and [`spawn`], which
-//! returns the child's value like `std::thread::spawn`.
+//! Processes: [`Process`] (Python's `multiprocessing.Process`, with a [`ProcessBuilder`]
+//! for its settings) and [`spawn`], which returns the child's value like
+//! `std::thread::spawn`.
 //!
 //! # How a child runs its target
 //! A target is a plain function `fn(A) -> R` (a closure that captures nothing coerces to
-//! one). With the default [`StartMethod::Spawn`] the parent executes its own binary again;
+//! one). Its argument is owned (one value, or a tuple of several); a [`Process`] target
+//! returns `()` or `Result<(), E>` ([`TargetResult`]), a [`spawn`] target any serializable
+//! value. With the default [`StartMethod::Spawn`] the parent executes its own binary again;
 //! before `main` the child receives a bootstrap message naming the function (as an offset
 //! within the executable image, see `sys::fnptr`), the arguments encoded with serde, and
 //! the descriptors of any [`Connection`]s among them. It calls the function, sends back
@@ -24,7 +27,8 @@
 //!
 //! # Exit codes
 //! As in Python: `None` while running, `0` on success, `N` after
-//! `std::process::exit(N)`, `1` after a panic, `-N` when killed by signal `N`.
+//! `std::process::exit(N)`, `1` after a panic or an `Err`, `-N` when killed by signal `N`.
+//! [`Process::join`] returns them as an [`ExitStatus`].
 //!
 //! # Reaping
 //! [`Process::join`], [`Process::is_alive`] and [`Process::exitcode`] reap the child. A
@@ -65,6 +69,8 @@ pub(crate) enum ChildOutcome {
     Returned(Vec<u8>),
     /// The target panicked with this message.
     Panicked(String),
+    /// The target returned an `Err` with this message.
+    Errored(String),
     /// The arguments could not be decoded, or the result could not be encoded.
     Failed(String),
 }
@@ -73,7 +79,7 @@ impl ChildOutcome {
     fn exit_code(&self) -> i32 {
         match self {
             ChildOutcome::Returned(_) => 0,
-            ChildOutcome::Panicked(_) | ChildOutcome::Failed(_) => 1,
+            ChildOutcome::Panicked(_) | ChildOutcome::Errored(_) | ChildOutcome::Failed(_) => 1,
         }
     }
 }
@@ -121,6 +127,10 @@ enum State {
 
 /// A child process running a function, as Python's `multiprocessing.Process`.
 ///
+/// [`Process::new`] makes one with the default settings; [`Process::builder`] chooses a
+/// name, daemon, start method or kill-on-drop first. [`join`](Self::join) waits for it
+/// and returns its [`ExitStatus`].
+///
 /// ```
 /// use multiproc::Process;
 ///
@@ -129,16 +139,13 @@ enum State {
 ///     assert!(n < 10, "too many");
 /// }
 ///
-/// let p = Process::new(worker, ("Process-1".to_string(), 3)).name("counter");
-/// p.start()?;
-/// p.join(None)?;
-/// assert_eq!(p.exitcode(), Some(0));
+/// let p = Process::builder(worker, ("Process-1".to_string(), 3)).name("counter").start()?;
+/// assert!(p.join()?.success());
 ///
 /// // A panic in the child: exit code 1, and its message reaches the parent.
 /// let p = Process::new(worker, ("big".to_string(), 20));
 /// p.start()?;
-/// p.join(None)?;
-/// assert_eq!(p.exitcode(), Some(1));
+/// assert_eq!(p.join()?.exitcode(), 1);
 /// assert!(p.panic_message().unwrap().contains("too many"));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
@@ -146,6 +153,7 @@ pub struct Process {
     name: String,
     daemon: bool,
     method: Option<StartMethod>,
+    kill_on_drop: bool,
     identity: Vec<u32>,
     state: Mutex<State>,
     /// A duplicate of the child's pidfd, lent out by [`Process::sentinel`].
@@ -154,27 +162,134 @@ pub struct Process {
 
 static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// What a [`Process`] target may return: `()`, or `Result<(), E>` for any `E` that
+/// implements [`Display`](fmt::Display) (every `std::error::Error`, [`Error`],
+/// `Box<dyn Error>`, `String`, …), so a target can use `?`.
+///
+/// An `Err` ends the child with exit code 1 and its message reaches the parent as a
+/// panic's does ([`Process::panic_message`]).
+///
+/// A closure that never returns (`|_: ()| panic!()`, `|n: i32| std::process::exit(n)`)
+/// names its return type, `|_: ()| -> () { panic!() }`: the compiler cannot pick one for it.
+///
+/// ```
+/// use multiproc::Process;
+///
+/// fn parse(text: String) -> Result<(), std::num::ParseIntError> {
+///     let n: u32 = text.parse()?;
+///     println!("{n}");
+///     Ok(())
+/// }
+///
+/// let p = Process::new(parse, "twelve".to_string());
+/// p.start()?;
+/// assert_eq!(p.join()?.exitcode(), 1);
+/// assert_eq!(p.panic_message().as_deref(), Some("invalid digit found in string"));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait TargetResult {
+    /// `Ok(())`, or the message of the error that ends the child.
+    fn into_message(self) -> std::result::Result<(), String>;
+}
+
+impl TargetResult for () {
+    fn into_message(self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: fmt::Display> TargetResult for std::result::Result<(), E> {
+    fn into_message(self) -> std::result::Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
 impl Process {
-    /// A process that will run `target(args)` once [started](Self::start).
+    /// A process that will run `target(args)` once [started](Self::start), with the
+    /// default settings (see [`builder`](Self::builder) for the others).
     ///
-    /// Arguments are encoded with serde when the process starts (under the default spawn
-    /// method); [`Connection`]s among them are passed as descriptors. Under the spawn
-    /// method `target` must be a function of the program itself, not of a shared object
-    /// loaded at run time: [`start`](Self::start) refuses one with
+    /// `target` is a plain function (a closure that captures nothing coerces to one)
+    /// taking one argument, which may be a tuple; it returns `()` or `Result<(), E>`
+    /// ([`TargetResult`]).
+    ///
+    /// **Arguments are owned.** Under the default spawn method they are encoded with serde
+    /// when the process starts and decoded in the child, so they must be
+    /// `Serialize + DeserializeOwned`: a `String`, not a `&str` (a borrowed argument gives
+    /// an error about `Deserialize<'0>` not being general enough); a `Vec<T>`, not a
+    /// `&[T]`. Your own types derive `serde::Serialize` and `serde::Deserialize` (add
+    /// `serde = { version = "1", features = ["derive"] }` to your Cargo.toml).
+    /// [`Connection`]s among the arguments are passed as descriptors.
+    ///
+    /// Under the spawn method `target` must be a function of the program itself, not of a
+    /// shared object loaded at run time: [`start`](Self::start) refuses one with
     /// [`Error::InvalidArgument`].
     ///
     /// ```
-    /// let p = multiproc::Process::new(|x: i32| assert_eq!(x, 7), 7);
+    /// use multiproc::{pipe, Connection, Process};
+    ///
+    /// fn greet(name: String) {
+    ///     assert_eq!(name, "world");
+    /// }
+    /// let p = Process::new(greet, "world".to_string());
     /// p.start()?;
-    /// p.join(None)?;
-    /// assert_eq!(p.exitcode(), Some(0));
+    /// assert!(p.join()?.success());
+    ///
+    /// // One argument is passed as it is; several go in a tuple.
+    /// fn child(conn: Connection) {
+    ///     conn.send(&"hello").unwrap();
+    /// }
+    /// let (parent_end, child_end) = pipe(true)?;
+    /// let p = Process::new(child, child_end);
+    /// p.start()?;
+    /// assert_eq!(parent_end.recv::<String>()?, "hello");
+    /// p.join()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn new<A>(target: fn(A), args: A) -> Process
+    ///
+    /// A borrowed argument does not compile ("implementation of `Deserialize` is not
+    /// general enough … `Deserialize<'0>`"): take a `String` instead, as above.
+    ///
+    /// ```compile_fail
+    /// fn greet(name: &str) {}
+    /// let p = multiproc::Process::new(greet, "world");
+    /// ```
+    pub fn new<A, R>(target: fn(A) -> R, args: A) -> Process
     where
         A: Serialize + DeserializeOwned + Send + 'static,
+        R: TargetResult + 'static,
     {
-        Process::with_result(target, args)
+        Process::builder(target, args).build()
+    }
+
+    /// A [`ProcessBuilder`] for `target(args)`, to choose the name, daemon flag, start
+    /// method or kill-on-drop before the process starts (Python's keyword arguments of
+    /// `Process(...)`). Arguments are as for [`new`](Self::new).
+    ///
+    /// ```
+    /// use multiproc::{Process, StartMethod};
+    ///
+    /// let p = Process::builder(|n: u32| assert_eq!(n, 3), 3)
+    ///     .name("worker")
+    ///     .start_method(StartMethod::Fork)
+    ///     .start()?;
+    /// assert_eq!(p.name(), "worker");
+    /// assert!(p.join()?.success());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn builder<A, R>(target: fn(A) -> R, args: A) -> ProcessBuilder
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: TargetResult + 'static,
+    {
+        let launch: Launch = Box::new(move |info: &LaunchInfo| match info.method {
+            StartMethod::Spawn => {
+                let offsets = sys::spawn::trampoline_offsets::<Statuses, A, R>(target)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                launch_spawn(offsets, &args, info)
+            }
+            StartMethod::Fork => launch_fork(move || call_process_target(target, args), info),
+        });
+        ProcessBuilder { process: Process::unstarted(launch) }
     }
 
     fn with_result<A, R>(target: fn(A) -> R, args: A) -> Process
@@ -182,6 +297,18 @@ impl Process {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let launch: Launch = Box::new(move |info: &LaunchInfo| match info.method {
+            StartMethod::Spawn => {
+                let offsets =
+                    offsets_for(target).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                launch_spawn(offsets, &args, info)
+            }
+            StartMethod::Fork => launch_fork(move || call_target(target, args), info),
+        });
+        Process::unstarted(launch)
+    }
+
+    fn unstarted(launch: Launch) -> Process {
         let n = CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let mut identity = context::current_process().identity;
         identity.push(n);
@@ -189,70 +316,28 @@ impl Process {
             "Process-{}",
             identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
         );
-        let launch: Launch = Box::new(move |info: &LaunchInfo| match info.method {
-            StartMethod::Spawn => launch_spawn(target, &args, info),
-            StartMethod::Fork => launch_fork(target, args, info),
-        });
         Process {
             name,
             daemon: false,
             method: None,
+            kill_on_drop: false,
             identity,
             state: Mutex::new(State::Created(launch)),
             sentinel: OnceLock::new(),
         }
     }
 
-    /// Sets the name (default `Process-N`).
-    ///
-    /// ```
-    /// let p = multiproc::Process::new(|_: ()| {}, ()).name("worker");
-    /// assert_eq!(p.get_name(), "worker");
-    /// ```
-    pub fn name(mut self, name: impl Into<String>) -> Process {
-        self.name = name.into();
-        self
-    }
-
-    /// Makes the process a daemon: it is killed when its parent dies, even by `SIGKILL`.
-    ///
-    /// Linux delivers the signal when the parent *thread* that started the child ends;
-    /// start daemons from a thread that lives as long as the program.
-    ///
-    /// ```
-    /// let p = multiproc::Process::new(|_: ()| {}, ()).daemon(true);
-    /// assert!(p.is_daemon());
-    /// ```
-    pub fn daemon(mut self, daemon: bool) -> Process {
-        self.daemon = daemon;
-        self
-    }
-
-    /// Chooses the start method (default: [`get_start_method`](crate::get_start_method)).
-    ///
-    /// ```
-    /// use multiproc::{Process, StartMethod};
-    /// let p = Process::new(|_: ()| {}, ()).start_method(StartMethod::Fork);
-    /// p.start()?;
-    /// p.join(None)?;
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn start_method(mut self, method: StartMethod) -> Process {
-        self.method = Some(method);
-        self
-    }
-
-    /// The name.
+    /// The name (Python's `name`): `Process-N` unless the builder gave one.
     ///
     /// ```
     /// let p = multiproc::Process::new(|_: ()| {}, ());
-    /// assert!(p.get_name().starts_with("Process-"));
+    /// assert!(p.name().starts_with("Process-"));
     /// ```
-    pub fn get_name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Whether the process is a daemon.
+    /// Whether the process is a daemon (Python's `daemon`).
     ///
     /// ```
     /// assert!(!multiproc::Process::new(|_: ()| {}, ()).is_daemon());
@@ -267,7 +352,7 @@ impl Process {
     /// let p = multiproc::Process::new(|_: ()| {}, ());
     /// p.start()?;
     /// assert!(p.start().is_err());
-    /// p.join(None)?;
+    /// p.join()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn start(&self) -> Result<()> {
@@ -304,29 +389,61 @@ impl Process {
         }
     }
 
-    /// Waits for the process to end, at most `timeout` (`None`: as long as it takes).
+    /// Waits for the process to end and returns how it ended, whatever that was (a
+    /// non-zero exit is not an error here; see [`ExitStatus`]). Python's `join()`.
     ///
-    /// Returns `Ok(())` once the process has ended, whatever its exit code (see
-    /// [`exitcode`](Self::exitcode)); [`Error::Timeout`] if it still runs.
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| -> () { std::process::exit(3) }, ());
+    /// p.start()?;
+    /// let status = p.join()?;
+    /// assert_eq!(status.code(), Some(3));
+    /// assert_eq!(p.join()?, status); // joining again returns the same status
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<ExitStatus> {
+        self.join_deadline(None, Duration::MAX)
+    }
+
+    /// Like [`join`](Self::join), waiting at most `timeout`: [`Error::Timeout`] if the
+    /// process still runs then. Python's `join(timeout)`.
     ///
     /// ```
     /// use std::time::Duration;
     /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(30)), ());
     /// p.start()?;
-    /// assert!(matches!(p.join(Some(Duration::from_millis(50))), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(p.join_timeout(Duration::from_millis(50)), Err(multiproc::Error::Timeout(_))));
     /// p.kill()?;
-    /// p.join(None)?;
-    /// assert_eq!(p.exitcode(), Some(-9));
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?.signal(), Some(9));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = crate::deadline::within(timeout);
+    pub fn join_timeout(&self, timeout: Duration) -> Result<ExitStatus> {
+        self.join_deadline(crate::deadline::after(timeout), timeout)
+    }
+
+    /// Like [`join`](Self::join) without waiting: [`Error::Timeout`] while the process
+    /// runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(30)), ());
+    /// p.start()?;
+    /// assert!(matches!(p.try_join(), Err(multiproc::Error::Timeout(_))));
+    /// p.kill()?;
+    /// p.join()?;
+    /// assert_eq!(p.try_join()?.exitcode(), -9);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_join(&self) -> Result<ExitStatus> {
+        self.join_timeout(Duration::ZERO)
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>, timeout: Duration) -> Result<ExitStatus> {
         let mut state = self.lock();
         let running = started(&mut state)?;
         if running.wait(deadline)? {
-            Ok(())
+            Ok(ExitStatus(running.exitcode.unwrap_or(1)))
         } else {
-            Err(Error::Timeout(timeout.unwrap_or_default()))
+            Err(Error::Timeout(timeout))
         }
     }
 
@@ -336,7 +453,7 @@ impl Process {
     /// let p = multiproc::Process::new(|_: ()| {}, ());
     /// assert!(!p.is_alive());
     /// p.start()?;
-    /// p.join(None)?;
+    /// p.join()?;
     /// assert!(!p.is_alive());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -352,10 +469,10 @@ impl Process {
     /// `exit(N)`, `1` for a panic, `-N` when killed by signal `N`.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| std::process::exit(3), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { std::process::exit(3) }, ());
     /// assert_eq!(p.exitcode(), None);
     /// p.start()?;
-    /// p.join(None)?;
+    /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(3));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -370,12 +487,14 @@ impl Process {
         }
     }
 
-    /// The message of the panic that ended the child, once it has ended that way.
+    /// The message of the panic that ended the child, once it has ended that way; also
+    /// the message of the `Err` its target returned ([`TargetResult`]), or why the child
+    /// could not run its target.
     ///
     /// ```
-    /// let p = multiproc::Process::new(|_: ()| panic!("boom"), ());
+    /// let p = multiproc::Process::new(|_: ()| -> () { panic!("boom") }, ());
     /// p.start()?;
-    /// p.join(None)?;
+    /// p.join()?;
     /// assert_eq!(p.panic_message().as_deref(), Some("boom"));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -383,7 +502,12 @@ impl Process {
         let state = self.lock();
         match &*state {
             State::Started(Running {
-                outcome: Some(ChildOutcome::Panicked(m) | ChildOutcome::Failed(m)),
+                outcome:
+                    Some(
+                        ChildOutcome::Panicked(m)
+                        | ChildOutcome::Errored(m)
+                        | ChildOutcome::Failed(m),
+                    ),
                 ..
             }) => Some(m.clone()),
             _ => None,
@@ -397,7 +521,7 @@ impl Process {
     /// assert_eq!(p.pid(), None);
     /// p.start()?;
     /// assert!(p.pid().unwrap() > 0);
-    /// p.join(None)?;
+    /// p.join()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn pid(&self) -> Option<i32> {
@@ -413,7 +537,7 @@ impl Process {
     /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ());
     /// p.start()?;
     /// p.terminate()?;
-    /// p.join(None)?;
+    /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(-15));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -427,7 +551,7 @@ impl Process {
     /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ());
     /// p.start()?;
     /// p.kill()?;
-    /// p.join(None)?;
+    /// p.join()?;
     /// assert_eq!(p.exitcode(), Some(-9));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -450,9 +574,9 @@ impl Process {
     /// ```
     /// let p = multiproc::Process::new(|_: ()| {}, ());
     /// p.start()?;
-    /// p.join(None)?;
+    /// p.join()?;
     /// p.close()?;
-    /// assert!(p.join(None).is_err());
+    /// assert!(p.join().is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn close(&self) -> Result<()> {
@@ -483,6 +607,11 @@ impl Process {
             Some(ChildOutcome::Panicked(message)) => {
                 Err(Error::ProcessFailed { pid, exitcode, message: format!("panicked: {message}") })
             }
+            Some(ChildOutcome::Errored(message)) => Err(Error::ProcessFailed {
+                pid,
+                exitcode,
+                message: format!("returned an error: {message}"),
+            }),
             Some(ChildOutcome::Failed(message)) => {
                 Err(Error::ProcessFailed { pid, exitcode, message })
             }
@@ -536,11 +665,7 @@ impl Running {
             if exited {
                 self.reap()?;
                 // The outcome, if the child sent one, is in the socket buffer by now.
-                if self
-                    .channel
-                    .as_ref()
-                    .is_some_and(|c| c.poll(Some(Duration::ZERO)).unwrap_or(false))
-                {
+                if self.channel.as_ref().is_some_and(|c| c.poll().unwrap_or(false)) {
                     self.read_outcome(None)?;
                 }
                 self.channel = None;
@@ -589,6 +714,9 @@ impl Drop for Process {
             State::Closed,
         );
         if let State::Started(mut running) = state {
+            if self.kill_on_drop && running.exitcode.is_none() {
+                let _ = running.pidfd.send(Signal::Kill);
+            }
             if running.exitcode.is_none() && !running.wait(Some(Instant::now())).unwrap_or(true) {
                 DROPPED
                     .lock()
@@ -615,9 +743,9 @@ impl Process {
     /// use std::time::Duration;
     /// let p = multiproc::Process::new(|_: ()| {}, ());
     /// p.start()?;
-    /// let ready = multiproc::connection::wait(&[&p], Some(Duration::from_secs(30)))?;
+    /// let ready = multiproc::connection::wait_timeout(&[&p], Duration::from_secs(30))?;
     /// assert_eq!(ready, vec![0]);
-    /// p.join(None)?;
+    /// p.join()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn sentinel(&self) -> Option<BorrowedFd<'_>> {
@@ -630,8 +758,211 @@ impl fmt::Debug for Process {
         f.debug_struct("Process")
             .field("name", &self.name)
             .field("daemon", &self.daemon)
+            .field("kill_on_drop", &self.kill_on_drop)
             .field("pid", &self.pid())
             .finish()
+    }
+}
+
+/// Settings of a [`Process`] before it starts (Python's keyword arguments of
+/// `Process(...)`): made by [`Process::builder`], ended by [`start`](Self::start) (a
+/// started process) or [`build`](Self::build) (one to start later).
+///
+/// ```
+/// use multiproc::Process;
+///
+/// let p = Process::builder(|_: ()| {}, ()).name("quiet").daemon(true).build();
+/// assert_eq!(p.name(), "quiet");
+/// assert!(p.is_daemon());
+/// p.start()?;
+/// p.join()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `start` or `build` is called"]
+pub struct ProcessBuilder {
+    process: Process,
+}
+
+impl ProcessBuilder {
+    /// The name (default `Process-N`), as [`current_process`](crate::current_process)
+    /// reports it in the child.
+    ///
+    /// ```
+    /// let p = multiproc::Process::builder(|_: ()| {}, ()).name("worker").build();
+    /// assert_eq!(p.name(), "worker");
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> ProcessBuilder {
+        self.process.name = name.into();
+        self
+    }
+
+    /// Whether the process is a daemon (default `false`): a daemon is killed when its
+    /// parent dies, even by `SIGKILL`.
+    ///
+    /// Linux delivers the signal when the parent *thread* that started the child ends;
+    /// the library starts daemons from a thread of its own that lives as long as the
+    /// program, so this holds whichever thread calls [`start`](Self::start).
+    ///
+    /// ```
+    /// let p = multiproc::Process::builder(|_: ()| {}, ()).daemon(true).build();
+    /// assert!(p.is_daemon());
+    /// ```
+    pub fn daemon(mut self, daemon: bool) -> ProcessBuilder {
+        self.process.daemon = daemon;
+        self
+    }
+
+    /// The start method (default: [`get_start_method`](crate::get_start_method) at the
+    /// time the process starts).
+    ///
+    /// ```
+    /// use multiproc::{Process, StartMethod};
+    /// let p = Process::builder(|_: ()| {}, ()).start_method(StartMethod::Fork).start()?;
+    /// assert!(p.join()?.success());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> ProcessBuilder {
+        self.process.method = Some(method);
+        self
+    }
+
+    /// Whether dropping the [`Process`] while its child still runs kills the child with
+    /// `SIGKILL` (default `false`: the child runs on, as in Python, and is reaped later).
+    /// Handy for helpers whose life must not outlast the code that started them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{pipe, Connection, Error, Process};
+    ///
+    /// fn hold(conn: Connection) {
+    ///     let _ = conn.recv::<()>(); // waits until killed
+    /// }
+    /// let (mine, theirs) = pipe(true)?;
+    /// let p = Process::builder(hold, theirs).kill_on_drop(true).start()?;
+    /// drop(p);
+    /// // The child is gone, and its end of the pipe with it.
+    /// assert!(matches!(mine.recv_timeout::<()>(Duration::from_secs(30)), Err(Error::Eof)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn kill_on_drop(mut self, kill: bool) -> ProcessBuilder {
+        self.process.kill_on_drop = kill;
+        self
+    }
+
+    /// The process, not started yet (Python's `Process(...)` before `start()`).
+    ///
+    /// ```
+    /// let p = multiproc::Process::builder(|_: ()| {}, ()).build();
+    /// assert_eq!(p.pid(), None);
+    /// ```
+    pub fn build(self) -> Process {
+        self.process
+    }
+
+    /// Starts the process and returns it.
+    ///
+    /// ```
+    /// let p = multiproc::Process::builder(|_: ()| {}, ()).start()?;
+    /// assert!(p.pid().is_some());
+    /// p.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn start(self) -> Result<Process> {
+        self.process.start()?;
+        Ok(self.process)
+    }
+}
+
+impl fmt::Debug for ProcessBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessBuilder")
+            .field("name", &self.process.name)
+            .field("daemon", &self.process.daemon)
+            .field("start_method", &self.process.method)
+            .field("kill_on_drop", &self.process.kill_on_drop)
+            .finish()
+    }
+}
+
+/// How a process ended, as [`Process::join`] returns it.
+///
+/// [`code`](Self::code) and [`signal`](Self::signal) follow
+/// `std::process::ExitStatus`; [`exitcode`](Self::exitcode) is Python's single integer
+/// (`N` for `exit(N)`, `1` after a panic or an `Err`, `-N` when killed by signal `N`).
+///
+/// ```
+/// use multiproc::Process;
+///
+/// let p = Process::new(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ());
+/// p.start()?;
+/// p.terminate()?;
+/// let status = p.join()?;
+/// assert_eq!((status.code(), status.signal(), status.exitcode()), (None, Some(15), -15));
+/// assert!(!status.success());
+/// assert_eq!(status.to_string(), "killed by signal 15");
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExitStatus(i32);
+
+impl ExitStatus {
+    /// Whether the process exited with code 0.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| {}, ());
+    /// p.start()?;
+    /// assert!(p.join()?.success());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn success(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The exit code when the process exited (`Some(0)`, `Some(N)` after `exit(N)`,
+    /// `Some(1)` after a panic or an `Err`); `None` when a signal killed it.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| -> () { std::process::exit(7) }, ());
+    /// p.start()?;
+    /// assert_eq!(p.join()?.code(), Some(7));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn code(&self) -> Option<i32> {
+        (self.0 >= 0).then_some(self.0)
+    }
+
+    /// The signal that killed the process, if one did.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(std::time::Duration::from_secs(30)), ());
+    /// p.start()?;
+    /// p.kill()?;
+    /// assert_eq!(p.join()?.signal(), Some(9));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn signal(&self) -> Option<i32> {
+        (self.0 < 0).then_some(-self.0)
+    }
+
+    /// Python's `exitcode`: the exit code, or minus the signal that killed the process.
+    ///
+    /// ```
+    /// let p = multiproc::Process::new(|_: ()| -> () { panic!("no") }, ());
+    /// p.start()?;
+    /// assert_eq!(p.join()?.exitcode(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn exitcode(&self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.signal() {
+            Some(n) => write!(f, "killed by signal {n}"),
+            None => write!(f, "exit code {}", self.0),
+        }
     }
 }
 
@@ -641,8 +972,11 @@ impl fmt::Debug for Process {
 /// Runs `f(args)` in a new process and returns a handle to its result, like
 /// `std::thread::spawn`.
 ///
-/// Under the spawn start method `f` must be a function of the program itself (see
-/// [`Process::new`]); a panic in `f` arrives as an error and prints nothing in the child.
+/// Arguments are owned, as for [`Process::new`] (a `String`, not a `&str`); the value `f`
+/// returns travels back with serde, and may itself be a `Result<T, multiproc::Error>`
+/// (`spawn(f, x)?.join()??`). Under the spawn start method `f` must be a function of the
+/// program itself (see [`Process::new`]); a panic in `f` arrives as an error and prints
+/// nothing in the child.
 ///
 /// ```
 /// let handle = multiproc::spawn(|(a, b): (u64, u64)| a * b, (6, 7))?;
@@ -680,7 +1014,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join(self) -> Result<R> {
-        self.process.join(None)?;
+        self.process.join()?;
         self.process.take_result()
     }
 
@@ -696,8 +1030,23 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<R> {
-        self.process.join(Some(timeout))?;
+        self.process.join_timeout(timeout)?;
         self.process.take_result()
+    }
+
+    /// Like [`join`](Self::join) without waiting: [`Error::Timeout`] while the child runs;
+    /// the handle stays usable.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let h = multiproc::spawn(|_: ()| std::thread::sleep(Duration::from_secs(30)), ())?;
+    /// assert!(matches!(h.try_join(), Err(multiproc::Error::Timeout(_))));
+    /// h.process().kill()?;
+    /// assert!(h.join().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_join(&self) -> Result<R> {
+        self.join_timeout(Duration::ZERO)
     }
 
     /// The underlying process (pid, sentinel, kill, …).
@@ -722,18 +1071,18 @@ impl<R> fmt::Debug for JoinHandle<R> {
 // --------------------------------------------------------------------------------------
 // Launching
 
-fn launch_spawn<A, R>(target: fn(A) -> R, args: &A, info: &LaunchInfo) -> Result<Running>
-where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
+/// Starts a spawned child that calls the target named by `(layout, trampoline, target)`
+/// offsets on `args`.
+fn launch_spawn<A: Serialize>(
+    (layout, trampoline, target): (isize, isize, isize),
+    args: &A,
+    info: &LaunchInfo,
+) -> Result<Running> {
     if std::env::var_os(sys::spawn::SPAWN_FD_VAR).is_some() {
         return Err(Error::ProcessState(
             "this process was spawned but did not run its bootstrap; refusing to spawn again",
         ));
     }
-    let (layout, trampoline, target) =
-        offsets_for(target).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let (encoded, handles) = reduction::export_handles(|| {
         let mut out = Vec::new();
         Codec::Postcard.encode_into(args, &mut out).map(|()| out)
@@ -771,11 +1120,8 @@ where
     Ok(running)
 }
 
-fn launch_fork<A, R>(target: fn(A) -> R, args: A, info: &LaunchInfo) -> Result<Running>
-where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
-{
+/// Forks a child that runs `run` (which calls the target) and reports its outcome.
+fn launch_fork(run: impl FnOnce() -> ChildOutcome, info: &LaunchInfo) -> Result<Running> {
     let (parent_end, child_end) = sys::socket::pair()?;
     let me = context::current_process();
     // The hook must be in place before the fork: installing it takes the panic hook's
@@ -788,16 +1134,16 @@ where
     let held = ForkLocks::take();
     let mut parent_end = Some(parent_end);
     let mut child_end = Some(child_end);
-    let mut args = Some(args);
+    let mut run = Some(run);
     let pid = sys::spawn::fork(info.daemon, held, |setup| {
         // In the child: whatever happens here ends in `exit_now`, never in the caller.
         drop(parent_end.take());
         set_child_lineage(&info.name, &info.identity, info.daemon, me.pid, me.name.clone());
         CHILD_COUNTER.store(0, Ordering::Relaxed);
         forget_children();
-        let (outcome, code) = match (setup, args.take()) {
-            (Ok(()), Some(args)) => {
-                let outcome = call_target(target, args);
+        let (outcome, code) = match (setup, run.take()) {
+            (Ok(()), Some(run)) => {
+                let outcome = run();
                 let code = outcome.exit_code();
                 (outcome, code)
             }
@@ -813,7 +1159,7 @@ where
         code
     })?;
     drop(child_end);
-    drop(args);
+    drop(run);
     let pidfd = PidFd::open(pid)?;
     Ok(Running {
         pid,
@@ -904,17 +1250,27 @@ fn set_child_lineage(
     });
 }
 
-/// The runner of targets that a child calls by offset (see `sys::spawn`).
+/// The runner of targets whose value a child sends back ([`spawn`], the pool): a child
+/// calls it by offset (see `sys::spawn`).
 struct Targets;
 
-impl sys::spawn::Runner for Targets {
+impl<R: Serialize> sys::spawn::Runner<R> for Targets {
     type Outcome = ChildOutcome;
-    fn run<A, R>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> ChildOutcome
-    where
-        A: DeserializeOwned,
-        R: Serialize,
-    {
+    fn run<A: DeserializeOwned>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> ChildOutcome {
         run_target(f, args, handles)
+    }
+}
+
+/// The runner of [`Process`] targets, which return `()` or `Result<(), E>`.
+struct Statuses;
+
+impl<R: TargetResult> sys::spawn::Runner<R> for Statuses {
+    type Outcome = ChildOutcome;
+    fn run<A: DeserializeOwned>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> ChildOutcome {
+        match reduction::import_handles(handles, || Codec::Postcard.decode::<A>(args)) {
+            Ok(args) => call_process_target(f, args),
+            Err(e) => ChildOutcome::Failed(format!("the arguments could not be decoded: {e}")),
+        }
     }
 }
 
@@ -937,7 +1293,7 @@ where
 /// The trampoline named by a bootstrap message, or `None` when the message comes from a
 /// different executable image.
 pub(crate) fn resolve_trampoline(layout: isize, offset: isize) -> Option<Trampoline> {
-    sys::spawn::resolve_trampoline_of::<Targets>(layout, offset)
+    sys::spawn::resolve_trampoline_of::<ChildOutcome>(layout, offset)
 }
 
 /// Decodes the arguments and runs the target (called through the trampoline).
@@ -961,6 +1317,14 @@ fn call_target<A, R: Serialize>(f: fn(A) -> R, args: A) -> ChildOutcome {
                 Err(e) => ChildOutcome::Failed(format!("the result could not be encoded: {e}")),
             }
         }
+        Err(message) => ChildOutcome::Panicked(message),
+    }
+}
+
+fn call_process_target<A, R: TargetResult>(f: fn(A) -> R, args: A) -> ChildOutcome {
+    match catch_reported(|| f(args).into_message()) {
+        Ok(Ok(())) => ChildOutcome::Returned(Vec::new()),
+        Ok(Err(message)) => ChildOutcome::Errored(message),
         Err(message) => ChildOutcome::Panicked(message),
     }
 }
@@ -1069,7 +1433,7 @@ fn reap_dropped() {
 /// p.start()?;
 /// assert!(multiproc::active_children().iter().any(|c| Some(c.pid) == p.pid()));
 /// p.kill()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert!(!multiproc::active_children().iter().any(|c| Some(c.pid) == p.pid()));
 /// # Ok::<(), multiproc::Error>(())
 /// ```

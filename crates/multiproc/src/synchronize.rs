@@ -54,7 +54,7 @@
 //!     w.start()?;
 //! }
 //! for w in &workers {
-//!     w.join(None)?;
+//!     w.join()?;
 //! }
 //! # Ok::<(), multiproc::Error>(())
 //! ```

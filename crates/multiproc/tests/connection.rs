@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use multiproc::connection::wait;
+use multiproc::connection::wait_timeout;
 use multiproc::{pipe, spawn, Connection, Error, Process};
 
 /// A connection whose peer is a raw socket the test writes arbitrary bytes into.
@@ -184,7 +184,7 @@ fn messages_of_every_size_cross_a_process_boundary() {
         let back = parent.recv_bytes(None).unwrap();
         assert!(back == message, "size {size} came back different");
     }
-    p.join(Some(Duration::from_secs(60))).unwrap();
+    p.join_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(p.exitcode(), Some(0));
 }
 
@@ -207,14 +207,17 @@ fn a_partly_received_message_survives_a_timeout() {
 fn wait_covers_connections_and_process_sentinels() {
     let (a, b) = pipe(true).unwrap();
     let h = spawn(|_: ()| 1u8, ()).unwrap();
-    let ready = wait(&[&a, h.process()], Some(Duration::from_secs(60))).unwrap();
+    let ready = wait_timeout(&[&a, h.process()], Duration::from_secs(60)).unwrap();
     assert_eq!(ready, vec![1], "only the process is ready");
     b.send(&0u8).unwrap();
-    let ready = wait(&[&a, h.process()], Some(Duration::from_secs(60))).unwrap();
+    let ready = wait_timeout(&[&a, h.process()], Duration::from_secs(60)).unwrap();
     assert_eq!(ready, vec![0, 1]);
     assert_eq!(h.join().unwrap(), 1);
     let never_started = Process::new(|_: ()| {}, ());
-    assert!(wait(&[&never_started], Some(Duration::from_millis(10))).unwrap().is_empty());
+    assert!(matches!(
+        wait_timeout(&[&never_started], Duration::from_millis(10)),
+        Err(Error::Timeout(_))
+    ));
 }
 
 /// Talks over a connection that arrived through `channel`: says hello, returns what the
@@ -313,12 +316,14 @@ fn a_forked_child_shares_connections_of_its_own() {
     let _c2: Connection = b.recv().unwrap();
     for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::Spawn] {
         let (channel, child_channel) = pipe(true).unwrap();
-        let p = Process::new(send_a_connection_back, (child_channel, 5)).start_method(method);
+        let p = Process::builder(send_a_connection_back, (child_channel, 5))
+            .start_method(method)
+            .build();
         p.start().unwrap();
         let got: Connection = channel.recv().unwrap();
         assert_eq!(got.recv::<u8>().unwrap(), 5, "{method:?}");
         channel.send(&0u8).unwrap();
-        p.join(Some(Duration::from_secs(60))).unwrap();
+        p.join_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(p.exitcode(), Some(0));
     }
 }
@@ -379,4 +384,64 @@ fn random_byte_streams_give_errors_or_messages_never_panics() {
             }
         }
     }
+}
+
+#[test]
+fn try_recv_and_poll_do_not_wait() {
+    let (a, b) = pipe(true).unwrap();
+    assert!(!b.poll().unwrap());
+    assert!(matches!(b.try_recv::<u32>(), Err(Error::Timeout(_))));
+    assert!(matches!(b.try_recv_bytes(None), Err(Error::Timeout(_))));
+    let mut buf = [0u8; 16];
+    assert!(matches!(b.try_recv_bytes_into(&mut buf), Err(Error::Timeout(_))));
+    a.send(&5u32).unwrap();
+    assert!(b.poll_timeout(Duration::from_secs(60)).unwrap());
+    assert!(b.poll().unwrap());
+    assert_eq!(b.try_recv::<u32>().unwrap(), 5);
+    a.send_bytes(b"abc").unwrap();
+    assert!(b.poll_timeout(Duration::from_secs(60)).unwrap());
+    assert_eq!(b.try_recv_bytes_into(&mut buf).unwrap(), 3);
+    assert_eq!(&buf[..3], b"abc");
+}
+
+#[test]
+fn recv_bytes_into_timeout_completes_a_large_message_on_the_next_call() {
+    let (b, mut stream) = raw_peer();
+    let message: Vec<u8> = (0..400_000u32).map(|i| i as u8).collect();
+    let (to_writer, gate) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let message = message.clone();
+        std::thread::spawn(move || {
+            // The header and half the payload, then the rest once the reader timed out.
+            stream.write_all(&(message.len() as i32).to_be_bytes()).unwrap();
+            stream.write_all(&message[..200_000]).unwrap();
+            gate.recv().unwrap();
+            stream.write_all(&message[200_000..]).unwrap();
+            stream
+        })
+    };
+    let mut buf = vec![0u8; 500_000];
+    let first = b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(200));
+    assert!(matches!(first, Err(Error::Timeout(_))), "{first:?}");
+    to_writer.send(()).unwrap();
+    let n = b.recv_bytes_into_timeout(&mut buf, Duration::from_secs(60)).unwrap();
+    assert_eq!(&buf[..n], &message[..]);
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn wait_timeout_reports_timeout_and_try_wait_reports_what_is_ready_now() {
+    use multiproc::connection::{try_wait, wait};
+    let (a, b) = pipe(true).unwrap();
+    let (c, d) = pipe(true).unwrap();
+    assert!(matches!(try_wait(&[&a, &c]), Err(Error::Timeout(_))));
+    assert!(matches!(
+        wait_timeout(&[&a, &c], Duration::from_millis(20)),
+        Err(Error::Timeout(d)) if d == Duration::from_millis(20)
+    ));
+    d.send(&1u8).unwrap();
+    assert_eq!(wait(&[&a, &c]).unwrap(), vec![1]);
+    assert_eq!(try_wait(&[&a, &c]).unwrap(), vec![1]);
+    drop(b);
+    assert_eq!(wait_timeout(&[&a, &c], Duration::from_secs(60)).unwrap(), vec![0, 1]);
 }

@@ -63,7 +63,7 @@ fn a_client_cannot_shrink_its_lane_under_the_server() {
     let hostile =
         multiproc::Process::new(shrink_my_lane, (m.address().to_string(), m.authkey().to_vec()));
     hostile.start().unwrap();
-    hostile.join(Some(LONG)).unwrap();
+    hostile.join_timeout(LONG).unwrap();
     let code = hostile.exitcode();
     assert_ne!(code, Some(2), "the client found no queue segment of its lane");
     assert_eq!(code, Some(0), "the client could shrink its lane's segments");

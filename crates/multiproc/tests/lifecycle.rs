@@ -32,8 +32,9 @@ fn ended_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
 /// Runs in a child: starts a grandchild (daemon or not) that sleeps, reports its pid,
 /// then sleeps itself until killed.
 fn middle((conn, daemon): (Connection, bool)) {
-    let grandchild =
-        Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).daemon(daemon);
+    let grandchild = Process::builder(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
+        .daemon(daemon)
+        .build();
     grandchild.start().expect("start grandchild");
     conn.send(&grandchild.pid().expect("pid")).expect("send pid");
     std::thread::sleep(Duration::from_secs(120));
@@ -48,7 +49,7 @@ fn a_daemon_dies_when_its_parent_is_sigkilled() {
     let grandchild_fd = pidfd(grandchild);
     assert!(!ended_within(&grandchild_fd, Duration::ZERO));
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(-9));
     assert!(
         ended_within(&grandchild_fd, Duration::from_secs(30)),
@@ -64,7 +65,7 @@ fn a_non_daemon_child_outlives_its_killed_parent() {
     let grandchild: i32 = parent.recv_timeout(Duration::from_secs(60)).unwrap();
     let grandchild_fd = pidfd(grandchild);
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert!(!ended_within(&grandchild_fd, Duration::from_millis(300)));
     // Clean up the orphan ourselves.
     rustix::process::pidfd_send_signal(&grandchild_fd, rustix::process::Signal::KILL).unwrap();
@@ -74,17 +75,22 @@ fn a_non_daemon_child_outlives_its_killed_parent() {
 #[test]
 fn a_daemon_started_from_a_short_lived_thread_outlives_the_thread() {
     let p = std::thread::spawn(|| {
-        let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).daemon(true);
+        let p = Process::builder(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
+            .daemon(true)
+            .build();
         p.start().unwrap();
         p
     })
     .join()
     .unwrap();
     // The starting thread is gone; the daemon must still run.
-    assert!(matches!(p.join(Some(Duration::from_millis(300))), Err(multiproc::Error::Timeout(_))));
+    assert!(matches!(
+        p.join_timeout(Duration::from_millis(300)),
+        Err(multiproc::Error::Timeout(_))
+    ));
     assert!(p.is_alive());
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
 }
 
 fn is_gone(pid: i32) -> bool {
@@ -95,10 +101,10 @@ fn is_gone(pid: i32) -> bool {
 fn a_dropped_running_process_is_reaped_later_not_left_a_zombie() {
     let (parent, child) = pipe(true).unwrap();
     let p = Process::new(
-        |(conn,): (Connection,)| {
+        |conn: Connection| {
             let _: u8 = conn.recv().unwrap();
         },
-        (child,),
+        child,
     );
     p.start().unwrap();
     let pid = p.pid().unwrap();
@@ -116,7 +122,7 @@ fn a_joined_process_leaves_no_zombie() {
     let p = Process::new(|_: ()| {}, ());
     p.start().unwrap();
     let pid = p.pid().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert!(is_gone(pid));
 }
 
@@ -148,10 +154,11 @@ fn fork_a_daemon_that_cannot_arm_its_signal(
     let program: BpfProgram = filter.try_into().unwrap();
     seccompiler::apply_filter(&program).unwrap();
 
-    let daemon = Process::new(|_: ()| {}, ()).daemon(true).start_method(StartMethod::Fork);
+    let daemon =
+        Process::builder(|_: ()| {}, ()).daemon(true).start_method(StartMethod::Fork).build();
     let started = daemon.start();
     conn.send(&(std::process::id(), started.is_ok())).unwrap();
-    if daemon.join(LONG).is_err() {
+    if daemon.join_timeout(LONG.unwrap()).is_err() {
         return (None, None);
     }
     (daemon.exitcode(), daemon.panic_message())

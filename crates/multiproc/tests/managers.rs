@@ -221,7 +221,7 @@ fn update_with_is_atomic_across_processes() {
         (0..4).map(|_| Process::new(bump, (d.clone(), v.clone(), ns.clone()))).collect();
     ps.iter().for_each(|p| p.start().unwrap());
     for p in &ps {
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     }
     assert_eq!(d.get("n").unwrap(), Some(200));
@@ -248,7 +248,7 @@ fn proxies_travel_through_queues_pipes_and_other_managed_objects() {
     p.start().unwrap();
     a.send(&outer).unwrap();
     assert_eq!(a.recv::<String>().unwrap(), "done");
-    p.join(None).unwrap();
+    p.join().unwrap();
 
     // Through a multiproc queue.
     let q = multiproc::queues::Queue::<ListProxy<u32>>::new(0).unwrap();
@@ -277,13 +277,14 @@ fn a_forked_child_opens_its_own_connection() {
     l.append(&0).unwrap(); // the parent's pool now holds a connection
     let ps: Vec<_> = (1..=3)
         .map(|i| {
-            Process::new(|(l, i): (ListProxy<u32>, u32)| l.append(&i).unwrap(), (l.clone(), i))
+            Process::builder(|(l, i): (ListProxy<u32>, u32)| l.append(&i).unwrap(), (l.clone(), i))
                 .start_method(StartMethod::Fork)
+                .build()
         })
         .collect();
     ps.iter().for_each(|p| p.start().unwrap());
     for p in &ps {
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));
     }
     l.append(&4).unwrap();
@@ -408,7 +409,7 @@ fn the_server_dies_with_its_parent() {
     p.start().unwrap();
     let server: u32 = a.recv_timeout(Duration::from_secs(30)).unwrap();
     p.kill().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert!(pid_gone(server, Duration::from_secs(5)), "server {server} outlived its parent");
 }
 
@@ -423,7 +424,7 @@ fn a_client_dying_in_a_blocking_get_loses_no_item() {
     let serving = timed_private_futex_threads(server);
     assert_eq!(serving.len(), 1);
     p.kill().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     // The server noticed the hang-up: the thread that served the dead client has ended.
     wait_until("the server to notice the hang-up", || !thread_exists(server, serving[0]));
     q.put(7).unwrap();
@@ -940,7 +941,7 @@ fn locks_held_by_a_killed_local_client_pass_to_the_next_taker() {
     };
     wait_blocked_calls(manager.server_pid().unwrap(), 1);
     holder.kill().unwrap();
-    holder.join(LONG).unwrap();
+    holder.join_timeout(LONG.unwrap()).unwrap();
     assert!(waiter.join().unwrap(), "the blocked waiter did not get the lock");
     lock.release().unwrap();
     rlock.acquire_timeout(WAIT).unwrap().release().unwrap();

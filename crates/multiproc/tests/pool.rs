@@ -867,9 +867,9 @@ fn a_forked_child_cannot_use_its_copy_of_the_pool() {
     }
     let pool = POOL.get_or_init(|| Pool::new(1).unwrap());
     assert_eq!(pool.apply(square, 3).unwrap(), 9);
-    let p = multiproc::Process::new(child, ()).start_method(StartMethod::Fork);
+    let p = multiproc::Process::builder(child, ()).start_method(StartMethod::Fork).build();
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     // A static pool is never dropped: stop it by hand.
     pool.terminate();

@@ -17,19 +17,21 @@ fn both_methods(test: impl Fn(StartMethod)) {
 #[test]
 fn exit_codes_follow_python() {
     both_methods(|m| {
-        let ok = Process::new(|_: ()| {}, ()).start_method(m);
+        let ok = Process::builder(|_: ()| {}, ()).start_method(m).build();
         ok.start().unwrap();
-        ok.join(LONG).unwrap();
+        ok.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(ok.exitcode(), Some(0));
 
-        let exit = Process::new(|n: i32| std::process::exit(n), 7).start_method(m);
+        let exit =
+            Process::builder(|n: i32| -> () { std::process::exit(n) }, 7).start_method(m).build();
         exit.start().unwrap();
-        exit.join(LONG).unwrap();
+        exit.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(exit.exitcode(), Some(7));
 
-        let panics = Process::new(|_: ()| panic!("child says no"), ()).start_method(m);
+        let panics =
+            Process::builder(|_: ()| -> () { panic!("child says no") }, ()).start_method(m).build();
         panics.start().unwrap();
-        panics.join(LONG).unwrap();
+        panics.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(panics.exitcode(), Some(1));
         assert_eq!(panics.panic_message().as_deref(), Some("child says no"));
     });
@@ -39,8 +41,9 @@ fn exit_codes_follow_python() {
 fn terminate_and_kill_give_negative_signal_numbers() {
     both_methods(|m| {
         for (signal, code) in [("term", -15), ("kill", -9)] {
-            let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
-                .start_method(m);
+            let p = Process::builder(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
+                .start_method(m)
+                .build();
             p.start().unwrap();
             assert!(p.is_alive());
             assert_eq!(p.exitcode(), None);
@@ -49,7 +52,7 @@ fn terminate_and_kill_give_negative_signal_numbers() {
             } else {
                 p.kill().unwrap()
             }
-            p.join(LONG).unwrap();
+            p.join_timeout(LONG.unwrap()).unwrap();
             assert_eq!(p.exitcode(), Some(code));
             assert!(!p.is_alive());
         }
@@ -60,10 +63,10 @@ fn terminate_and_kill_give_negative_signal_numbers() {
 fn join_with_timeout_reports_a_running_child() {
     let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ());
     p.start().unwrap();
-    assert!(matches!(p.join(Some(Duration::from_millis(30))), Err(Error::Timeout(_))));
+    assert!(matches!(p.join_timeout(Duration::from_millis(30)), Err(Error::Timeout(_))));
     assert!(p.is_alive());
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
 }
 
 #[test]
@@ -104,18 +107,19 @@ fn a_killed_child_reports_its_signal() {
 fn connections_travel_as_arguments() {
     both_methods(|m| {
         let (parent, child) = pipe(true).unwrap();
-        let p = Process::new(
+        let p = Process::builder(
             |(conn, greeting): (Connection, String)| {
                 let n: u32 = conn.recv().unwrap();
                 conn.send(&format!("{greeting} {n}")).unwrap();
             },
             (child, "hello".to_string()),
         )
-        .start_method(m);
+        .start_method(m)
+        .build();
         p.start().unwrap();
         parent.send(&5u32).unwrap();
         assert_eq!(parent.recv::<String>().unwrap(), "hello 5");
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(p.exitcode(), Some(0));
     });
 }
@@ -140,12 +144,14 @@ fn children_know_their_name_and_parent() {
 
 #[test]
 fn active_children_lists_running_children_only() {
-    let p = Process::new(|_: ()| std::thread::sleep(Duration::from_secs(120)), ()).name("sleeper");
+    let p = Process::builder(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
+        .name("sleeper")
+        .build();
     p.start().unwrap();
     let pid = p.pid().unwrap();
     assert!(multiproc::active_children().iter().any(|c| c.pid == pid && c.name == "sleeper"));
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert!(!multiproc::active_children().iter().any(|c| c.pid == pid));
 }
 
@@ -164,10 +170,11 @@ fn forking_while_other_threads_print_never_deadlocks_the_child() {
         })
     };
     for _ in 0..50 {
-        let p = Process::new(|_: ()| println!("forked child speaking"), ())
-            .start_method(StartMethod::Fork);
+        let p = Process::builder(|_: ()| println!("forked child speaking"), ())
+            .start_method(StartMethod::Fork)
+            .build();
         p.start().unwrap();
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(p.exitcode(), Some(0));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -177,32 +184,33 @@ fn forking_while_other_threads_print_never_deadlocks_the_child() {
 #[test]
 fn a_forked_child_can_start_daemons_of_its_own() {
     // The parent's daemon-spawner thread does not exist in a forked child.
-    let _warm = Process::new(|_: ()| {}, ()).daemon(true);
+    let _warm = Process::builder(|_: ()| {}, ()).daemon(true).build();
     _warm.start().unwrap();
-    _warm.join(LONG).unwrap();
+    _warm.join_timeout(LONG.unwrap()).unwrap();
     let h = spawn(
         |_: ()| {
-            let d = Process::new(|_: ()| {}, ()).daemon(true);
+            let d = Process::builder(|_: ()| {}, ()).daemon(true).build();
             d.start().unwrap();
-            d.join(Some(Duration::from_secs(60))).unwrap();
+            d.join_timeout(Duration::from_secs(60)).unwrap();
             d.exitcode()
         },
         (),
     )
     .unwrap();
     assert_eq!(h.join().unwrap(), Some(0));
-    let p = Process::new(
+    let p = Process::builder(
         |_: ()| {
-            let d = Process::new(|_: ()| {}, ()).daemon(true);
+            let d = Process::builder(|_: ()| {}, ()).daemon(true).build();
             d.start().unwrap();
-            d.join(Some(Duration::from_secs(60))).unwrap();
+            d.join_timeout(Duration::from_secs(60)).unwrap();
             assert_eq!(d.exitcode(), Some(0));
         },
         (),
     )
-    .start_method(StartMethod::Fork);
+    .start_method(StartMethod::Fork)
+    .build();
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
 }
 
@@ -270,7 +278,7 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
     let ForeignObject { target, action, path } = load_foreign_target();
     let object = path.display().to_string();
 
-    let p = Process::new(target, 5).start_method(StartMethod::Spawn);
+    let p = Process::builder(target, 5).start_method(StartMethod::Spawn).build();
     match p.start() {
         Err(Error::InvalidArgument(message)) => {
             assert!(message.contains("shared object"), "{message}");
@@ -280,7 +288,7 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
         other => {
             // The old behaviour: a child that called an address with nothing of ours at it.
             let _ = p.kill();
-            let _ = p.join(LONG);
+            let _ = p.join_timeout(LONG.unwrap());
             panic!("expected a refusal, got {other:?} (child exit code {:?})", p.exitcode());
         }
     }
@@ -303,9 +311,9 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
     }
 
     // A forked child shares the parent's address space: there the function is where it was.
-    let p = Process::new(target, 5).start_method(StartMethod::Fork);
+    let p = Process::builder(target, 5).start_method(StartMethod::Fork).build();
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(15));
 }
 
@@ -318,10 +326,14 @@ fn a_target_in_another_loaded_object_is_refused_before_spawning_and_runs_when_fo
 #[ignore = "a helper, run by caught_child_panics_print_nothing_in_the_child_and_reach_the_parent"]
 fn panicking_children() {
     both_methods(|m| {
-        let p = Process::new(|m: String| panic!("expected panic under {m}"), format!("{m:?}"))
-            .start_method(m);
+        let p = Process::builder(
+            |m: String| -> () { panic!("expected panic under {m}") },
+            format!("{m:?}"),
+        )
+        .start_method(m)
+        .build();
         p.start().unwrap();
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         println!("reported: {}", p.panic_message().unwrap());
     });
     let h = spawn(|_: ()| -> u8 { panic!("expected panic in spawn") }, ()).unwrap();
@@ -389,12 +401,13 @@ fn a_forked_child_can_panic_while_another_thread_of_the_parent_is_panicking() {
         })
     };
     for i in 0..20 {
-        let p =
-            Process::new(|i: u32| panic!("expected panic {i}"), i).start_method(StartMethod::Fork);
+        let p = Process::builder(|i: u32| -> () { panic!("expected panic {i}") }, i)
+            .start_method(StartMethod::Fork)
+            .build();
         p.start().unwrap();
-        if let Err(e) = p.join(Some(Duration::from_secs(30))) {
+        if let Err(e) = p.join_timeout(Duration::from_secs(30)) {
             let _ = p.kill();
-            let _ = p.join(LONG);
+            let _ = p.join_timeout(LONG.unwrap());
             stop.store(true, Ordering::Relaxed);
             panic!("forked child {i} did not end: {e}");
         }
@@ -403,4 +416,158 @@ fn a_forked_child_can_panic_while_another_thread_of_the_parent_is_panicking() {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(panicker.join().unwrap() > 0);
+}
+
+#[test]
+fn join_returns_the_exit_status_with_code_signal_and_python_integer() {
+    both_methods(|m| {
+        let exit = Process::builder(|n: i32| -> () { std::process::exit(n) }, 3)
+            .start_method(m)
+            .start()
+            .unwrap();
+        let status = exit.join_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!((status.code(), status.signal(), status.exitcode()), (Some(3), None, 3));
+        assert!(!status.success());
+        assert_eq!(exit.join().unwrap(), status);
+
+        let sleeper = Process::builder(|_: ()| std::thread::sleep(Duration::from_secs(120)), ())
+            .start_method(m)
+            .start()
+            .unwrap();
+        assert!(matches!(sleeper.try_join(), Err(Error::Timeout(_))));
+        sleeper.kill().unwrap();
+        let status = sleeper.join().unwrap();
+        assert_eq!((status.code(), status.signal(), status.exitcode()), (None, Some(9), -9));
+        assert_eq!(sleeper.try_join().unwrap(), status);
+    });
+}
+
+#[test]
+fn the_builder_sets_name_daemon_and_start_method() {
+    both_methods(|m| {
+        let (mine, theirs) = pipe(true).unwrap();
+        let p = Process::builder(
+            |conn: Connection| {
+                let me = multiproc::current_process();
+                conn.send(&(me.name, me.daemon)).unwrap();
+            },
+            theirs,
+        )
+        .name("builder-test")
+        .daemon(true)
+        .start_method(m)
+        .build();
+        assert_eq!((p.name(), p.is_daemon(), p.pid()), ("builder-test", true, None));
+        p.start().unwrap();
+        let seen: (String, bool) = mine.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(seen, ("builder-test".to_string(), true));
+        assert!(p.join().unwrap().success());
+    });
+}
+
+#[test]
+fn kill_on_drop_kills_a_running_child_when_the_process_is_dropped() {
+    both_methods(|m| {
+        let (mine, theirs) = pipe(true).unwrap();
+        let p = Process::builder(
+            |conn: Connection| {
+                conn.send(&1u8).unwrap();
+                let _ = conn.recv::<u8>(); // nothing ever comes
+            },
+            theirs,
+        )
+        .kill_on_drop(true)
+        .start_method(m)
+        .start()
+        .unwrap();
+        assert_eq!(mine.recv_timeout::<u8>(Duration::from_secs(60)).unwrap(), 1);
+        drop(p);
+        // Only the child held the other end: its death closes it.
+        assert!(matches!(mine.recv_timeout::<u8>(Duration::from_secs(60)), Err(Error::Eof)));
+    });
+}
+
+fn parse_number(text: String) -> Result<(), std::num::ParseIntError> {
+    let n: u32 = text.parse()?;
+    assert!(n > 0);
+    Ok(())
+}
+
+fn fail_with_library_error(_: ()) -> multiproc::Result<()> {
+    Err(Error::InvalidArgument("no good".into()))
+}
+
+#[test]
+fn a_target_returning_err_exits_with_1_and_its_message_reaches_the_parent() {
+    both_methods(|m| {
+        let ok = Process::builder(parse_number, "12".to_string()).start_method(m).start().unwrap();
+        assert!(ok.join().unwrap().success());
+        assert_eq!(ok.panic_message(), None);
+
+        let bad = Process::builder(parse_number, "x".to_string()).start_method(m).start().unwrap();
+        assert_eq!(bad.join().unwrap().exitcode(), 1);
+        assert_eq!(bad.panic_message().as_deref(), Some("invalid digit found in string"));
+
+        let lib = Process::builder(fail_with_library_error, ()).start_method(m).start().unwrap();
+        assert_eq!(lib.join().unwrap().code(), Some(1));
+        assert_eq!(lib.panic_message().as_deref(), Some("invalid argument: no good"));
+    });
+}
+
+fn echo_plainly(conn: Connection) {
+    let n: u32 = conn.recv().unwrap();
+    conn.send(&(n + 1)).unwrap();
+}
+
+#[test]
+fn a_one_argument_target_takes_its_argument_plainly() {
+    both_methods(|m| {
+        let (mine, theirs) = pipe(true).unwrap();
+        let p = Process::builder(echo_plainly, theirs).start_method(m).start().unwrap();
+        mine.send(&41u32).unwrap();
+        assert_eq!(mine.recv_timeout::<u32>(Duration::from_secs(60)).unwrap(), 42);
+        assert!(p.join().unwrap().success());
+    });
+}
+
+fn errors_of_every_shape(which: u8) -> multiproc::Result<u8> {
+    match which {
+        0 => Ok(7),
+        1 => Err(Error::Eof),
+        2 => Err(Error::Closed("queue")),
+        3 => Err(Error::Timeout(Duration::from_millis(1500))),
+        4 => Err(std::fs::File::open("/nonexistent/multiproc").unwrap_err().into()),
+        5 => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad bytes").into()),
+        _ => Err(Error::ProcessFailed { pid: 1, exitcode: -9, message: "gone".into() }),
+    }
+}
+
+#[test]
+fn a_library_error_crosses_the_process_boundary() {
+    let join = |which: u8| spawn(errors_of_every_shape, which).unwrap().join().unwrap();
+    assert_eq!(join(0).unwrap(), 7);
+    assert!(matches!(join(1), Err(Error::Eof)));
+    assert!(matches!(join(2), Err(Error::Closed("queue"))));
+    assert!(matches!(join(3), Err(Error::Timeout(d)) if d == Duration::from_millis(1500)));
+    match join(4) {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+            assert_eq!(e.raw_os_error(), Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    match join(5) {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+            assert_eq!(e.to_string(), "bad bytes");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        join(6),
+        Err(Error::ProcessFailed { pid: 1, exitcode: -9, message }) if message == "gone"
+    ));
+    // `?` twice: the spawn/join error, then the child's own.
+    let twice = || -> multiproc::Result<u8> { spawn(errors_of_every_shape, 1)?.join()? };
+    assert!(matches!(twice(), Err(Error::Eof)));
 }

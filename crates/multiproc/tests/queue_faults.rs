@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use multiproc::connection::wait;
+use multiproc::connection::wait_timeout;
 use multiproc::queues::Queue;
 use multiproc::synchronize::Event;
 use multiproc::{pipe, Connection, Error, Process};
@@ -107,7 +107,8 @@ fn start_consumer(q: &Queue<Item>, done: &Event, big: bool) -> Consumer {
     let (report, child_end) = pipe(true).unwrap();
     // Spawned, not forked: a forked child would inherit the other consumers' report
     // pipes and keep them open after those consumers die. Daemons: none outlives the test.
-    let process = Process::new(consumer, (q.clone(), done.clone(), child_end, big)).daemon(true);
+    let process =
+        Process::builder(consumer, (q.clone(), done.clone(), child_end, big)).daemon(true).build();
     process.start().unwrap();
     Consumer { process, report, got: Vec::new() }
 }
@@ -116,9 +117,13 @@ fn start_consumer(q: &Queue<Item>, done: &Event, big: bool) -> Consumer {
 fn collect(consumers: &mut [Consumer], timeout: Duration) {
     let objects: Vec<&dyn multiproc::connection::Waitable> =
         consumers.iter().map(|c| &c.report as &dyn multiproc::connection::Waitable).collect();
-    let ready = wait(&objects, Some(timeout)).unwrap();
+    let ready = match wait_timeout(&objects, timeout) {
+        Ok(ready) => ready,
+        Err(Error::Timeout(_)) => Vec::new(),
+        Err(e) => panic!("wait: {e}"),
+    };
     for i in ready {
-        while consumers[i].report.poll(Some(Duration::ZERO)).unwrap_or(false) {
+        while consumers[i].report.poll().unwrap_or(false) {
             match consumers[i].report.recv::<(u32, u32)>() {
                 Ok(item) => consumers[i].got.push(item),
                 Err(_) => break,
@@ -150,7 +155,7 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
         let done = Event::new().unwrap();
         let mut producers: Vec<(u32, Process, bool)> = Vec::new();
         for _ in 0..3 {
-            let p = Process::new(producer, (q.clone(), next_id, big)).daemon(true);
+            let p = Process::builder(producer, (q.clone(), next_id, big)).daemon(true).build();
             p.start().unwrap();
             our_producers.push(p.pid().unwrap());
             producers.push((next_id, p, false));
@@ -178,7 +183,7 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
                 let victim = rng.below(consumers.len() as u64) as usize;
                 let c = consumers.remove(victim);
                 c.process.kill().unwrap();
-                c.process.join(Some(Duration::from_secs(60))).unwrap();
+                c.process.join_timeout(Duration::from_secs(60)).unwrap();
                 finished_consumers.push(c);
                 consumer_kills += 1;
                 kills += 1;
@@ -189,14 +194,14 @@ fn run_faults(rounds: u32, big: bool, min_kills: usize, seed: u64) {
         // Let the survivors finish; nobody may block forever.
         let deadline = Instant::now() + Duration::from_secs(120);
         for (_, p, _) in &producers {
-            while p.join(Some(Duration::from_millis(10))).is_err() {
+            while p.join_timeout(Duration::from_millis(10)).is_err() {
                 assert!(Instant::now() < deadline, "a producer is stuck");
                 collect(&mut consumers, Duration::from_millis(1));
             }
         }
         done.set();
         for i in 0..consumers.len() {
-            while consumers[i].process.join(Some(Duration::from_millis(10))).is_err() {
+            while consumers[i].process.join_timeout(Duration::from_millis(10)).is_err() {
                 assert!(Instant::now() < deadline, "a consumer is stuck");
                 collect(&mut consumers, Duration::from_millis(1));
             }

@@ -185,7 +185,7 @@ fn large_items_outlive_their_producer_whether_it_exits_or_is_killed() {
         if die {
             p.kill().unwrap();
         }
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(p.exitcode(), Some(if die { -9 } else { 0 }));
         for i in 0..3 {
             assert!(
@@ -310,7 +310,7 @@ fn many_producers_and_consumers_deliver_everything_once_in_per_producer_order() 
     for method in [StartMethod::Spawn, StartMethod::Fork] {
         let q = Queue::with_capacity(16, 2048).unwrap();
         let producers: Vec<Process> = (0..3)
-            .map(|id| Process::new(produce, (q.clone(), id, 3000)).start_method(method))
+            .map(|id| Process::builder(produce, (q.clone(), id, 3000)).start_method(method).build())
             .collect();
         for p in &producers {
             p.start().unwrap();
@@ -331,7 +331,7 @@ fn many_producers_and_consumers_deliver_everything_once_in_per_producer_order() 
         }
         assert_eq!(all.len(), 9000);
         for p in &producers {
-            p.join(LONG).unwrap();
+            p.join_timeout(LONG.unwrap()).unwrap();
             assert_eq!(p.exitcode(), Some(0));
         }
     }

@@ -176,7 +176,7 @@ fn a_forged_handle_opens_nothing() {
     let forged = encode(&(1u32, pid, nonce ^ 1, id));
     assert!(try_decode(forged).is_err());
     mine.send(&()).unwrap();
-    child.join(Some(LONG)).unwrap();
+    child.join_timeout(LONG).unwrap();
     assert_eq!(child.exitcode(), Some(0), "the victim's queue was reached");
 }
 

@@ -325,10 +325,12 @@ fn a_child_counts_with_atomics_on_a_block() {
         }
     }
     let shm = SharedMemory::create(32).unwrap();
-    let p = Process::new(count, (shm.try_clone().unwrap(), 5000)).start_method(StartMethod::Spawn);
+    let p = Process::builder(count, (shm.try_clone().unwrap(), 5000))
+        .start_method(StartMethod::Spawn)
+        .build();
     p.start().unwrap();
     count((shm.try_clone().unwrap(), 5000));
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     assert_eq!(shm.atomic::<AtomicU32>(5).unwrap().load(SeqCst), 10_000);
 }
@@ -351,9 +353,11 @@ fn a_child_receives_an_attached_handle_and_never_unlinks() {
     // thread held at the fork; `a_forked_copy_of_the_owner_does_not_unlink` covers fork.)
     let shm = SharedMemory::create(5 * 8).unwrap();
     shm.write_slice_of::<f64>(0, &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
-    let p = Process::new(double_all, shm.try_clone().unwrap()).start_method(StartMethod::Spawn);
+    let p = Process::builder(double_all, shm.try_clone().unwrap())
+        .start_method(StartMethod::Spawn)
+        .build();
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     assert_eq!(shm.to_vec_of::<f64>().unwrap(), [2.0, 4.0, 6.0, 8.0, 10.0]);
     assert!(exists(shm.name()), "the child unlinked the block");
@@ -385,7 +389,7 @@ fn workers_square_their_own_chunks_in_place() {
         })
         .collect();
     for p in &procs {
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     }
     let arr = shm.to_vec_of::<f64>().unwrap();
@@ -415,7 +419,7 @@ fn a_child_whose_block_is_gone_fails_clearly() {
     shm.unlink().unwrap();
     let p = Process::new(double_all, handle);
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(1));
     let message = p.panic_message().unwrap_or_default();
     assert!(message.contains("decoded"), "{message}");
@@ -515,8 +519,8 @@ fn clean_removes_the_blocks_of_killed_creators_only() {
     keeper.kill().unwrap();
     // Killed but not reaped yet: a zombie counts as dead.
     wait_for_state(&orphan, Some(BlockState::Orphaned));
-    owner.join(LONG).unwrap();
-    keeper.join(LONG).unwrap();
+    owner.join_timeout(LONG.unwrap()).unwrap();
+    keeper.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(owner.exitcode(), Some(-9));
     assert_eq!(state_of(&orphan), Some(BlockState::Orphaned));
     let kept_info = list_blocks().unwrap().into_iter().find(|b| b.name == kept).unwrap();
@@ -654,7 +658,7 @@ fn a_shareable_list_travels_to_a_child() {
     let sl = ShareableList::create(&[ListItem::Int(41), ListItem::Str("x".repeat(10))]).unwrap();
     let p = Process::new(child, ShareableList::attach(sl.name()).unwrap());
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     assert_eq!(sl.to_vec().unwrap(), [ListItem::Int(42), ListItem::Str("from child".into())]);
 }

@@ -22,7 +22,7 @@ fn run_all(processes: &[Process]) {
         p.start().unwrap();
     }
     for p in processes {
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(p.exitcode(), Some(0), "child failed: {:?}", p.panic_message());
     }
 }
@@ -34,7 +34,7 @@ impl Drop for KillOnDrop<'_> {
         for p in self.0 {
             if p.is_alive() {
                 let _ = p.kill();
-                let _ = p.join(LONG);
+                let _ = p.join_timeout(LONG.unwrap());
             }
         }
     }
@@ -74,11 +74,12 @@ where
         for (i, v) in values.iter().enumerate() {
             assert_eq!(arr.get(i).unwrap(), *v);
         }
-        let p = Process::new(
+        let p = Process::builder(
             check_and_write::<T>,
             (value.clone(), raw.clone(), arr.clone(), values.to_vec(), next.to_vec()),
         )
-        .start_method(m);
+        .start_method(m)
+        .build();
         run_all(&[p]);
         assert_eq!(value.get(), next[0], "{code} {m:?}");
         assert_eq!(raw.get(), next[1], "{code} {m:?}");
@@ -166,8 +167,9 @@ fn seed_002_two_processes_with_a_lock_count_to_200000() {
         let lock = Lock::new().unwrap();
         let ps: Vec<Process> = (0..2)
             .map(|_| {
-                Process::new(increment_with_lock, (counter.clone(), lock.clone(), 100_000))
+                Process::builder(increment_with_lock, (counter.clone(), lock.clone(), 100_000))
                     .start_method(m)
+                    .build()
             })
             .collect();
         run_all(&ps);
@@ -180,7 +182,11 @@ fn seed_002_value_with_built_in_lock_counts_to_200000() {
     both_methods(|m| {
         let counter = Value::new(0_i32).unwrap();
         let ps: Vec<Process> = (0..2)
-            .map(|_| Process::new(increment_get_lock, (counter.clone(), 100_000)).start_method(m))
+            .map(|_| {
+                Process::builder(increment_get_lock, (counter.clone(), 100_000))
+                    .start_method(m)
+                    .build()
+            })
             .collect();
         run_all(&ps);
         assert_eq!(counter.get(), 200_000);
@@ -192,7 +198,11 @@ fn guards_count_to_200000_with_a_shared_plain_lock() {
     both_methods(|m| {
         let counter = Value::with_lock(0_i32, Lock::new().unwrap()).unwrap();
         let ps: Vec<Process> = (0..2)
-            .map(|_| Process::new(increment_guard, (counter.clone(), 100_000)).start_method(m))
+            .map(|_| {
+                Process::builder(increment_guard, (counter.clone(), 100_000))
+                    .start_method(m)
+                    .build()
+            })
             .collect();
         run_all(&ps);
         assert_eq!(counter.get(), 200_000);
@@ -239,7 +249,11 @@ fn seed_002_ten_processes_under_a_lock_give_tens() {
         let arr = Array::from_values(&[0_i32, 0, 0, 0, 0]).unwrap();
         let lock = Lock::new().unwrap();
         let ps: Vec<Process> = (0..10)
-            .map(|_| Process::new(increment_array, (arr.clone(), lock.clone(), 1)).start_method(m))
+            .map(|_| {
+                Process::builder(increment_array, (arr.clone(), lock.clone(), 1))
+                    .start_method(m)
+                    .build()
+            })
             .collect();
         run_all(&ps);
         assert_eq!(arr.to_vec(), [10, 10, 10, 10, 10]);
@@ -262,9 +276,9 @@ fn seed_000_child_doubles_the_array_and_adds_ten() {
             format!("Before: array={:?}, counter={}", arr.to_vec(), counter.get()),
             "Before: array=[1, 2, 3, 4, 5], counter=0"
         );
-        run_all(
-            &[Process::new(double_and_add_ten, (arr.clone(), counter.clone())).start_method(m)],
-        );
+        run_all(&[Process::builder(double_and_add_ten, (arr.clone(), counter.clone()))
+            .start_method(m)
+            .build()]);
         assert_eq!(
             format!("After: array={:?}, counter={}", arr.to_vec(), counter.get()),
             "After: array=[2, 4, 6, 8, 10], counter=10"
@@ -286,7 +300,9 @@ fn seed_001_child_writes_pi_and_squares() {
     both_methods(|m| {
         let num = Value::new(0.0_f64).unwrap();
         let arr = Array::from_iter(0..5_i32).unwrap();
-        run_all(&[Process::new(pi_and_squares, (num.clone(), arr.clone())).start_method(m)]);
+        run_all(&[Process::builder(pi_and_squares, (num.clone(), arr.clone()))
+            .start_method(m)
+            .build()]);
         assert_eq!(format!("{:?}", num.get()), "3.14159");
         assert_eq!(format!("{:?}", arr.to_vec()), "[0, 1, 4, 9, 16]");
     });
@@ -302,7 +318,7 @@ fn fill((arr, start): (Array<f64>, f64)) {
 fn seed_002_child_fills_a_double_array() {
     both_methods(|m| {
         let arr = Array::<f64>::new(5).unwrap();
-        run_all(&[Process::new(fill, (arr.clone(), 10.0)).start_method(m)]);
+        run_all(&[Process::builder(fill, (arr.clone(), 10.0)).start_method(m).build()]);
         assert_eq!(format!("{:?}", arr.to_vec()), "[10.0, 11.0, 12.0, 13.0, 14.0]");
     });
 }
@@ -355,7 +371,9 @@ fn neighbouring_bytes_updated_by_two_processes_keep_both_updates() {
         // Elements 0..4 share one 4-byte word; each process updates its own element.
         let arr = RawArray::<u8>::new(4).unwrap();
         let ps: Vec<Process> = (1..3)
-            .map(|i| Process::new(add_to_element, (arr.clone(), i, 100_007)).start_method(m))
+            .map(|i| {
+                Process::builder(add_to_element, (arr.clone(), i, 100_007)).start_method(m).build()
+            })
             .collect();
         run_all(&ps);
         let each = (100_007 % 256) as u8;
@@ -535,12 +553,13 @@ fn a_holder_killed_mid_update_is_reported_to_the_next_acquirer() {
         for lock in [SyncLock::RLock(RLock::new().unwrap()), SyncLock::Lock(Lock::new().unwrap())] {
             let v = Value::with_lock(0_i64, lock).unwrap();
             let (parent, child) = pipe(true).unwrap();
-            let p = Process::new(die_holding_the_lock, (v.clone(), child)).start_method(m);
+            let p =
+                Process::builder(die_holding_the_lock, (v.clone(), child)).start_method(m).build();
             let _reaper = KillOnDrop(std::slice::from_ref(&p));
             p.start().unwrap();
             assert_eq!(parent.recv::<String>().unwrap(), "holding");
             p.kill().unwrap();
-            p.join(LONG).unwrap();
+            p.join_timeout(LONG.unwrap()).unwrap();
             assert_eq!(p.exitcode(), Some(-9));
             let g = v.get_lock().acquire_timeout(Duration::from_secs(60)).unwrap();
             assert!(g.owner_died(), "{m:?}");
@@ -552,12 +571,13 @@ fn a_holder_killed_mid_update_is_reported_to_the_next_acquirer() {
 
         let arr = Array::<i32>::new(2).unwrap();
         let (parent, child) = pipe(true).unwrap();
-        let p = Process::new(die_holding_the_array, (arr.clone(), child)).start_method(m);
+        let p =
+            Process::builder(die_holding_the_array, (arr.clone(), child)).start_method(m).build();
         let _reaper = KillOnDrop(std::slice::from_ref(&p));
         p.start().unwrap();
         assert_eq!(parent.recv::<String>().unwrap(), "holding");
         p.kill().unwrap();
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         let g = arr.lock_timeout(Duration::from_secs(60)).unwrap();
         assert!(g.owner_died());
         assert_eq!(*g, [0, 0], "the dead holder's guard never wrote back");
@@ -600,7 +620,7 @@ where
         Confused::<S, R> { sent: Some(sent), _received: std::marker::PhantomData },
     );
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(1));
     p.panic_message().unwrap_or_default()
 }

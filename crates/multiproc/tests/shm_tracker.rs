@@ -31,7 +31,7 @@ fn run_producer(q: &Queue<Vec<u8>>) -> i32 {
     let child = Process::new(produce, q.clone());
     child.start().unwrap();
     let pid = child.pid().unwrap();
-    child.join(LONG).unwrap();
+    child.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(child.exitcode(), Some(0));
     pid
 }
@@ -86,7 +86,7 @@ fn a_block_still_mapped_by_a_live_process_is_not_cleaned() {
     let attached = SharedMemory::attach(&name).unwrap();
     mine.send(&()).unwrap();
     let pid = child.pid().unwrap();
-    child.join(LONG).unwrap();
+    child.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(child.exitcode(), Some(0));
 
     let report = clean_orphans_of(pid).unwrap();

@@ -23,7 +23,7 @@ fn run_all(processes: &[Process]) {
         p.start().unwrap();
     }
     for p in processes {
-        p.join(LONG).unwrap();
+        p.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(p.exitcode(), Some(0), "{:?}", p.panic_message());
     }
 }
@@ -45,8 +45,9 @@ fn a_lock_excludes_other_processes() {
         let occupancy = Semaphore::new(1).unwrap();
         let workers: Vec<Process> = (0..3)
             .map(|_| {
-                Process::new(exclusive, (lock.clone(), occupancy.clone(), 20_000))
+                Process::builder(exclusive, (lock.clone(), occupancy.clone(), 20_000))
                     .start_method(method)
+                    .build()
             })
             .collect();
         run_all(&workers);
@@ -74,7 +75,7 @@ fn a_lock_whose_holder_was_killed_is_taken_over_with_owner_died() {
     assert_eq!(parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap(), "holding");
     assert!(lock.try_acquire().is_err(), "the live holder keeps it");
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
 
     let started = Instant::now();
     let guard = lock.acquire_timeout(Duration::from_secs(30)).unwrap();
@@ -108,7 +109,7 @@ fn a_waiter_blocked_on_a_dead_holder_gets_the_lock() {
     wait_asleep(waiter.process(), "the held lock");
     assert!(matches!(waiter.join_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
     holder.kill().unwrap();
-    holder.join(LONG).unwrap();
+    holder.join_timeout(LONG.unwrap()).unwrap();
     assert!(waiter.join().unwrap(), "the waiter saw owner_died");
 }
 
@@ -153,12 +154,12 @@ fn a_semaphore_wakes_processes_one_unit_at_a_time() {
         sem.release().unwrap();
         parent.recv_timeout::<i32>(Duration::from_secs(60)).unwrap();
         assert!(
-            !parent.poll(Some(Duration::from_millis(20))).unwrap(),
+            !parent.poll_timeout(Duration::from_millis(20)).unwrap(),
             "one release woke more than one process (after {expected})"
         );
     }
     for w in &waiters {
-        w.join(LONG).unwrap();
+        w.join_timeout(LONG.unwrap()).unwrap();
         assert_eq!(w.exitcode(), Some(0));
     }
 }
@@ -180,13 +181,13 @@ fn an_event_releases_every_waiting_process() {
     for w in &waiters {
         wait_asleep(w, "the event");
     }
-    assert!(!parent.poll(Some(Duration::ZERO)).unwrap());
+    assert!(!parent.poll().unwrap());
     event.set();
     for _ in 0..3 {
         assert!(parent.recv_timeout::<bool>(Duration::from_secs(60)).unwrap());
     }
     for w in &waiters {
-        w.join(LONG).unwrap();
+        w.join_timeout(LONG.unwrap()).unwrap();
     }
 }
 
@@ -229,7 +230,7 @@ fn a_condition_notifies_waiting_processes() {
         entered.acquire_timeout(Duration::from_secs(60)).unwrap().leak();
         {
             let guard = cond.acquire().unwrap();
-            assert!(!parent.poll(Some(Duration::ZERO)).unwrap());
+            assert!(!parent.poll().unwrap());
             ready.release().unwrap();
             guard.notify_all();
         }
@@ -237,7 +238,7 @@ fn a_condition_notifies_waiting_processes() {
             assert!(parent.recv_timeout::<bool>(Duration::from_secs(60)).unwrap());
         }
         for w in &waiters {
-            w.join(LONG).unwrap();
+            w.join_timeout(LONG.unwrap()).unwrap();
             assert_eq!(w.exitcode(), Some(0));
         }
     }
@@ -263,7 +264,7 @@ fn a_process_killed_inside_a_condition_wait_blocks_nobody() {
     let mut guard = cond.acquire_timeout(Duration::from_secs(30)).unwrap();
     wait_asleep(&p, "the condition");
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     guard.notify_all();
     assert!(matches!(guard.wait_timeout(Duration::from_millis(10)), Err(Error::Timeout(_))));
 }
@@ -282,7 +283,7 @@ fn a_condition_whose_lock_holder_was_killed_recovers() {
     p.start().unwrap();
     parent.recv_timeout::<String>(Duration::from_secs(60)).unwrap();
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     let guard = cond.acquire_timeout(Duration::from_secs(30)).unwrap();
     assert!(guard.owner_died());
 }
@@ -342,7 +343,7 @@ fn a_party_killed_at_the_barrier_breaks_it_instead_of_hanging_the_rest() {
         std::thread::yield_now();
     }
     p.kill().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     let started = Instant::now();
     assert!(matches!(barrier.wait_timeout(Duration::from_secs(30)), Err(Error::BrokenBarrier)));
     assert!(started.elapsed() < Duration::from_secs(30), "broke by timeout, not by death");

@@ -61,17 +61,16 @@ impl Reaped {
     where
         A: Serialize + DeserializeOwned + Send + 'static,
     {
-        let mut p = Process::new(target, args);
+        let mut p = Process::builder(target, args);
         if let Some(m) = method {
             p = p.start_method(m);
         }
-        p.start()?;
-        Ok(Reaped(p))
+        Ok(Reaped(p.start()?))
     }
 
     /// Waits for the child and checks that it succeeded.
     fn finish(&self) -> Result<(), BoxError> {
-        self.0.join(None)?;
+        self.0.join()?;
         match self.0.exitcode() {
             Some(0) => Ok(()),
             code => Err(format!(
@@ -88,7 +87,7 @@ impl Drop for Reaped {
         if self.0.is_alive() {
             let _ = self.0.kill();
         }
-        let _ = self.0.join(None);
+        let _ = self.0.join();
     }
 }
 

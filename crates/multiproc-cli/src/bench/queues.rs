@@ -158,7 +158,7 @@ impl Team {
         }
         let elapsed = t0.elapsed().as_secs_f64();
         for p in std::mem::take(&mut self.procs) {
-            p.join(None)?;
+            p.join()?;
             if p.exitcode() != Some(0) {
                 return Err(format!(
                     "benchmark child failed (exit code {:?}){}",
@@ -178,7 +178,7 @@ impl Drop for Team {
             if p.is_alive() {
                 let _ = p.kill();
             }
-            let _ = p.join(None);
+            let _ = p.join();
         }
     }
 }

@@ -74,7 +74,7 @@ struct Workers(Vec<Process>);
 impl Workers {
     fn finish(mut self) -> Result<(), BoxError> {
         for p in std::mem::take(&mut self.0) {
-            p.join(None)?;
+            p.join()?;
             if p.exitcode() != Some(0) {
                 return Err(format!(
                     "benchmark child failed (exit code {:?}){}",
@@ -94,7 +94,7 @@ impl Drop for Workers {
             if p.is_alive() {
                 let _ = p.kill();
             }
-            let _ = p.join(None);
+            let _ = p.join();
         }
     }
 }

@@ -570,6 +570,25 @@ impl Listener {
         self.accept_deadline(crate::deadline::after(timeout).map(|d| (d, timeout)))
     }
 
+    /// Like [`accept`](Self::accept) without waiting: [`Error::Timeout`] when no client is
+    /// ready now. With an authkey, each call advances the handshakes under way, so a loop
+    /// of `try_accept` (between other work) accepts every client in turn.
+    ///
+    /// ```
+    /// use multiproc::{connection::{wait, Client, Listener}, Error};
+    /// let listener = Listener::bind("127.0.0.1:0", None)?;
+    /// assert!(matches!(listener.try_accept(), Err(Error::Timeout(_))));
+    /// let client = Client::connect(&listener.address().to_string(), None)?;
+    /// wait(&[&listener])?; // a client is waiting to be accepted
+    /// let conn = listener.try_accept()?;
+    /// client.send(&1u8)?;
+    /// assert_eq!(conn.recv::<u8>()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_accept(&self) -> Result<Connection> {
+        self.accept_timeout(Duration::ZERO)
+    }
+
     fn accept_deadline(&self, deadline: Option<(Instant, Duration)>) -> Result<Connection> {
         let Some(key) = &self.authkey else {
             loop {

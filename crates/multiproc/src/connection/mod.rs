@@ -68,15 +68,15 @@ const PROTOCOL_MAX: u64 = i64::MAX as u64;
 /// ```
 /// use multiproc::{pipe, Process};
 ///
-/// fn child((conn,): (multiproc::Connection,)) {
+/// fn child(conn: multiproc::Connection) {
 ///     conn.send(&"Hello from Process").unwrap();
 /// }
 ///
 /// let (parent_conn, child_conn) = pipe(true)?;
-/// let mut p = Process::new(child, (child_conn,));
+/// let p = Process::new(child, child_conn);
 /// p.start()?;
 /// assert_eq!(parent_conn.recv::<String>()?, "Hello from Process");
-/// p.join(None)?;
+/// p.join()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 ///
@@ -508,6 +508,21 @@ impl Connection {
         self.recv_value(crate::deadline::after(timeout)).map_err(|e| e.with_timeout(timeout))
     }
 
+    /// Like [`recv`](Self::recv) without waiting: [`Error::Timeout`] when no whole
+    /// message is there yet.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// assert!(matches!(b.try_recv::<u8>(), Err(multiproc::Error::Timeout(_))));
+    /// a.send(&7u8)?;
+    /// assert!(b.poll_timeout(std::time::Duration::from_secs(30))?);
+    /// assert_eq!(b.try_recv::<u8>()?, 7);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_recv<T: DeserializeOwned>(&self) -> Result<T> {
+        self.recv_timeout(Duration::ZERO)
+    }
+
     fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
         let codec = self.codec;
         self.with_frame(PROTOCOL_MAX, deadline, |payload| codec.decode(payload.as_slice()))?
@@ -546,6 +561,21 @@ impl Connection {
             .map_err(|e| e.with_timeout(timeout))
     }
 
+    /// Like [`recv_bytes`](Self::recv_bytes) without waiting: [`Error::Timeout`] when no
+    /// whole message is there yet.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// assert!(matches!(b.try_recv_bytes(None), Err(multiproc::Error::Timeout(_))));
+    /// a.send_bytes(b"hi")?;
+    /// assert!(b.poll_timeout(std::time::Duration::from_secs(30))?);
+    /// assert_eq!(b.try_recv_bytes(None)?, b"hi");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
+        self.recv_bytes_timeout(maxlength, Duration::ZERO)
+    }
+
     fn recv_bytes_deadline(
         &self,
         maxlength: Option<usize>,
@@ -573,6 +603,50 @@ impl Connection {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_bytes_into_blocking(buf)
+    }
+
+    /// Like [`recv_bytes_into`](Self::recv_bytes_into), waiting at most `timeout`
+    /// ([`Error::Timeout`]); a message partly received when time ran out is completed by
+    /// the next call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// let mut buf = [0u8; 8];
+    /// assert!(matches!(b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(10)), Err(multiproc::Error::Timeout(_))));
+    /// a.send_bytes(b"abc")?;
+    /// assert_eq!(b.recv_bytes_into_timeout(&mut buf, Duration::from_secs(30))?, 3);
+    /// assert_eq!(&buf[..3], b"abc");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        self.with_frame(PROTOCOL_MAX, crate::deadline::after(timeout), |payload| {
+            let message = payload.as_slice();
+            if message.len() <= buf.len() {
+                buf[..message.len()].copy_from_slice(message);
+                Ok(message.len())
+            } else {
+                Err(Error::BufferTooShort(payload.into_vec()))
+            }
+        })
+        .map_err(|e| e.with_timeout(timeout))?
+    }
+
+    /// Like [`recv_bytes_into`](Self::recv_bytes_into) without waiting: [`Error::Timeout`]
+    /// when no whole message is there yet.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// let mut buf = [0u8; 8];
+    /// assert!(matches!(b.try_recv_bytes_into(&mut buf), Err(multiproc::Error::Timeout(_))));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn try_recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_bytes_into_timeout(buf, Duration::ZERO)
+    }
+
+    fn recv_bytes_into_blocking(&self, buf: &mut [u8]) -> Result<usize> {
         self.check_readable()?;
         let mut guard = lock(&self.reader);
         let reader = &mut *guard;
@@ -635,23 +709,43 @@ impl Connection {
         Ok(len)
     }
 
-    /// Whether a message (or end of stream) is ready to be received, waiting up to
-    /// `timeout` (`None`: until it is). Python's `poll(timeout)`.
+    /// Whether a message (or the end of the stream) is ready to be received, without
+    /// waiting. Python's `poll()`.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// assert!(!b.poll()?);
+    /// a.send(&1u8)?;
+    /// # b.poll_timeout(std::time::Duration::from_secs(30))?;
+    /// assert!(b.poll()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn poll(&self) -> Result<bool> {
+        self.poll_deadline(crate::deadline::after(Duration::ZERO))
+    }
+
+    /// Whether a message (or the end of the stream) is ready to be received, waiting up
+    /// to `timeout` for one: `false` when time ran out (a question, not a failure; pass
+    /// `Duration::MAX` to wait without limit). Python's `poll(timeout)`.
     ///
     /// ```
     /// use std::time::Duration;
     /// let (a, b) = multiproc::pipe(true)?;
-    /// assert!(!b.poll(Some(Duration::ZERO))?);
+    /// assert!(!b.poll_timeout(Duration::from_millis(10))?);
     /// a.send(&1u8)?;
-    /// assert!(b.poll(Some(Duration::from_secs(5)))?);
+    /// assert!(b.poll_timeout(Duration::from_secs(30))?);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn poll_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.poll_deadline(crate::deadline::after(timeout))
+    }
+
+    fn poll_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
         self.check_readable()?;
         if self.has_buffered_data() {
             return Ok(true);
         }
-        wait_fd(self.fd.as_fd(), PollFlags::IN, crate::deadline::within(timeout))
+        wait_fd(self.fd.as_fd(), PollFlags::IN, deadline)
     }
 
     fn has_buffered_data(&self) -> bool {
@@ -1076,24 +1170,59 @@ impl Waitable for BorrowedFd<'_> {
     }
 }
 
-/// Waits until at least one of `objects` is ready, or until `timeout` passes; returns the
-/// indices of the ready ones (empty on timeout). Python's
-/// `multiprocessing.connection.wait(object_list, timeout)`.
+/// Waits until at least one of `objects` is ready and returns the indices of the ready
+/// ones (never empty). Python's `multiprocessing.connection.wait(object_list)`.
 ///
 /// ```
 /// use multiproc::connection::wait;
-/// use std::time::Duration;
 ///
 /// let (a1, b1) = multiproc::pipe(true)?;
 /// let (a2, b2) = multiproc::pipe(true)?;
 /// b2.send(&"ready")?;
-/// let ready = wait(&[&a1, &a2], Some(Duration::from_secs(5)))?;
-/// assert_eq!(ready, vec![1]);
-/// assert!(wait(&[&a1], Some(Duration::ZERO))?.is_empty());
+/// assert_eq!(wait(&[&a1, &a2])?, vec![1]);
 /// # drop(b1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+pub fn wait(objects: &[&dyn Waitable]) -> Result<Vec<usize>> {
+    wait_deadline(objects, None, Duration::MAX)
+}
+
+/// Like [`wait`], waiting at most `timeout`: [`Error::Timeout`] when none became ready
+/// (where Python's `wait(object_list, timeout)` returns an empty list).
+///
+/// ```
+/// use multiproc::{connection::wait_timeout, Error};
+/// use std::time::Duration;
+///
+/// let (a, b) = multiproc::pipe(true)?;
+/// assert!(matches!(wait_timeout(&[&a], Duration::from_millis(10)), Err(Error::Timeout(_))));
+/// b.send(&1u8)?;
+/// assert_eq!(wait_timeout(&[&a], Duration::from_secs(30))?, vec![0]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn wait_timeout(objects: &[&dyn Waitable], timeout: Duration) -> Result<Vec<usize>> {
+    wait_deadline(objects, crate::deadline::after(timeout), timeout)
+}
+
+/// Like [`wait`] without waiting: the indices of the objects ready now, or
+/// [`Error::Timeout`] when there is none.
+///
+/// ```
+/// use multiproc::{connection::try_wait, Error};
+///
+/// let (a, _b) = multiproc::pipe(true)?;
+/// assert!(matches!(try_wait(&[&a]), Err(Error::Timeout(_))));
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn try_wait(objects: &[&dyn Waitable]) -> Result<Vec<usize>> {
+    wait_timeout(objects, Duration::ZERO)
+}
+
+fn wait_deadline(
+    objects: &[&dyn Waitable],
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Result<Vec<usize>> {
     let ready: Vec<usize> = (0..objects.len()).filter(|&i| objects[i].ready_now()).collect();
     if !ready.is_empty() {
         return Ok(ready);
@@ -1103,11 +1232,15 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .enumerate()
         .filter_map(|(i, o)| Some((i, PollFd::from_borrowed_fd(o.wait_fd()?, PollFlags::IN))))
         .unzip();
-    poll_until(&mut fds, crate::deadline::within(timeout))?;
-    Ok(indices
+    poll_until(&mut fds, deadline)?;
+    let ready: Vec<usize> = indices
         .into_iter()
         .zip(&fds)
         .filter(|(_, p)| !p.revents().is_empty())
         .map(|(i, _)| i)
-        .collect())
+        .collect();
+    if ready.is_empty() {
+        return Err(Error::Timeout(timeout));
+    }
+    Ok(ready)
 }

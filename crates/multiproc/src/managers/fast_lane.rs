@@ -131,7 +131,7 @@ pub(super) fn wait_reply(
             Ok(reply) => return Ok(reply),
             Err(Error::Empty) => {
                 // The server closes the socket when it goes.
-                if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                if conn.poll().unwrap_or(true) {
                     return Err(lost(Error::Eof));
                 }
                 if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -248,7 +248,7 @@ pub(super) fn serve_fast_lane(
                         steering.release();
                         // Nothing is ever sent on the socket after the upgrade: readable
                         // means gone.
-                        if conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                        if conn.poll().unwrap_or(true) {
                             return;
                         }
                         continue;

@@ -80,7 +80,7 @@
 //! let d = manager.dict()?;
 //! let p = Process::new(f, (d.clone(), "greeting".to_string()));
 //! p.start()?;
-//! p.join(None)?;
+//! p.join()?;
 //! assert_eq!(d.get("greeting")?.as_deref(), Some("Hello from Process"));
 //! manager.shutdown()?;
 //! # Ok::<(), multiproc::Error>(())
@@ -276,15 +276,16 @@ impl Manager {
 
     fn spawn_server<R: Register>(bind: &str, authkey: &[u8]) -> Result<Manager> {
         let (control, child_end) = crate::connection::pipe(true)?;
-        let process = Process::new(
+        let process = Process::builder(
             server_main::<R>,
             (child_end, bind.to_string(), authkey.to_vec(), DEFAULT_MAX_MESSAGE as u64),
         )
-        .name("Manager-server");
+        .name("Manager-server")
+        .build();
         process.start()?;
         let stop = |process: &Process| {
             let _ = process.kill();
-            let _ = process.join(Some(STOP_TIMEOUT));
+            let _ = process.join_timeout(STOP_TIMEOUT);
         };
         let address =
             match control.recv_timeout::<std::result::Result<String, String>>(START_TIMEOUT) {
@@ -342,9 +343,9 @@ impl Manager {
             // holds a copy of that end, which would keep the server waiting.
             let _ = control.send_bytes(b"stop");
             drop(control);
-            if process.join(Some(STOP_TIMEOUT)).is_err() {
+            if process.join_timeout(STOP_TIMEOUT).is_err() {
                 process.kill()?;
-                process.join(Some(STOP_TIMEOUT))?;
+                process.join_timeout(STOP_TIMEOUT)?;
             }
         }
         Ok(())

@@ -61,7 +61,7 @@ impl<T> Guarded<T> {
             if result.timed_out() {
                 // A client waiting for its reply sends nothing: readable means hung up.
                 drop(guard);
-                if client.poll(Some(Duration::ZERO)).unwrap_or(true) {
+                if client.poll().unwrap_or(true) {
                     return Err(msg("the client hung up"));
                 }
                 guard = self.lock();

@@ -264,10 +264,11 @@ impl Dispatcher {
             StartMethod::Fork => "Fork",
             _ => "Spawn",
         };
-        let process = Process::new(worker_main, boot)
+        let process = Process::builder(worker_main, boot)
             .name(format!("{kind}PoolWorker-{n}"))
             .daemon(true)
-            .start_method(self.config.method);
+            .start_method(self.config.method)
+            .build();
         process.start()?;
         let pid = process.pid().unwrap_or(0);
         Ok(Worker {
@@ -611,7 +612,7 @@ impl Dispatcher {
         self.read_worker(i);
         let w = &mut self.workers[i];
         w.exited = true;
-        let _ = w.process.join(Some(Duration::from_secs(5)));
+        let _ = w.process.join_timeout(Duration::from_secs(5));
         let exitcode = w.process.exitcode().unwrap_or(-sys::proc::SIGKILL);
         let pid = w.pid;
         let ready = w.ready;
@@ -685,9 +686,9 @@ impl Dispatcher {
         let deadline = Instant::now() + TERMINATE_GRACE;
         for w in &self.workers {
             let left = deadline.saturating_duration_since(Instant::now());
-            if w.process.join(Some(left)).is_err() {
+            if w.process.join_timeout(left).is_err() {
                 let _ = w.process.kill();
-                let _ = w.process.join(Some(Duration::from_secs(10)));
+                let _ = w.process.join_timeout(Duration::from_secs(10));
             }
         }
         self.workers.clear();

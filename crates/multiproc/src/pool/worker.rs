@@ -375,7 +375,7 @@ fn run_initializer(func: FnRef, args: &[u8], fds: &Fds) -> std::result::Result<(
     match tramp(func.target, args, handles) {
         ChildOutcome::Returned(_) => Ok(()),
         ChildOutcome::Panicked(m) => Err(format!("panicked: {m}")),
-        ChildOutcome::Failed(m) => Err(m),
+        ChildOutcome::Errored(m) | ChildOutcome::Failed(m) => Err(m),
     }
 }
 

@@ -532,7 +532,7 @@ fn decode_record<T: DeserializeOwned + 'static>(
 /// let p = Process::new(f, q.clone());
 /// p.start()?;
 /// assert_eq!(q.get()?, "Hello from Process");
-/// p.join(None)?;
+/// p.join()?;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Queue<T> {

@@ -631,7 +631,7 @@ impl SharedMemory {
     /// let p = multiproc::Process::new(count, (shm.try_clone()?, 1000));
     /// p.start()?;
     /// count((shm.try_clone()?, 1000));
-    /// p.join(None)?;
+    /// p.join()?;
     /// assert_eq!(shm.atomic::<AtomicU32>(0)?.load(Ordering::SeqCst), 2000);
     /// assert!(shm.atomic::<AtomicU32>(1).is_err());
     /// # Ok::<(), multiproc::Error>(())
@@ -880,7 +880,7 @@ impl Serialize for SharedMemory {
 /// let shm = SharedMemory::create(8)?;
 /// let p = Process::new(child, shm.try_clone()?);
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(p.exitcode(), Some(0));
 /// assert_eq!(shm.read_volatile::<u8>(0)?, 7);
 /// # Ok::<(), multiproc::Error>(())

@@ -81,7 +81,7 @@
 //! shm.write_slice_of::<f64>(0, &[1.0, 2.0, 3.0, 4.0, 5.0])?;
 //! let p = Process::new(double, shm.try_clone()?);
 //! p.start()?;
-//! p.join(None)?;
+//! p.join()?;
 //! assert_eq!(shm.to_vec_of::<f64>()?, [2.0, 4.0, 6.0, 8.0, 10.0]);
 //! shm.close()?; // the creator: closes and unlinks (Python: shm.close(); shm.unlink())
 //! # Ok::<(), multiproc::Error>(())

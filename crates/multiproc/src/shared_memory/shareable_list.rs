@@ -700,7 +700,7 @@ impl fmt::Debug for ShareableList {
 /// let sl = ShareableList::create(&[0.into()])?;
 /// let p = multiproc::Process::new(child, ShareableList::attach(sl.name())?);
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(sl.get(0)?, ListItem::Int(42));
 /// # Ok::<(), multiproc::Error>(())
 /// ```

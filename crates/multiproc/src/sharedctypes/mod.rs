@@ -82,7 +82,7 @@
 //! let counter = Value::new(0)?;
 //! let p = Process::new(worker, (counter.clone(), arr.clone()));
 //! p.start()?;
-//! p.join(None)?;
+//! p.join()?;
 //! assert_eq!(arr.to_vec(), [2, 4, 6, 8, 10]);
 //! assert_eq!(counter.get(), 10);
 //! # Ok::<(), multiproc::Error>(())

@@ -26,7 +26,7 @@ use crate::error::Result;
 ///     .map(|_| Process::new(|h: RawValue<u64>| for _ in 0..1000 { h.fetch_add(1); }, hits.clone()))
 ///     .collect();
 /// for w in &workers { w.start()?; }
-/// for w in &workers { w.join(None)?; }
+/// for w in &workers { w.join()?; }
 /// assert_eq!(hits.get(), 2000);
 ///
 /// hits.set(5);

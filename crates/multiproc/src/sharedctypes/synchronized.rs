@@ -158,8 +158,8 @@ impl fmt::Debug for SyncGuard<'_> {
 /// let p2 = Process::new(increment, (counter.clone(), 1000));
 /// p1.start()?;
 /// p2.start()?;
-/// p1.join(None)?;
-/// p2.join(None)?;
+/// p1.join()?;
+/// p2.join()?;
 /// assert_eq!(counter.get(), 2000);
 ///
 /// // A guard over a private copy, written back when it drops:
@@ -394,7 +394,7 @@ impl<T: CType> fmt::Debug for ValueGuard<'_, T> {
 /// let arr = Array::new(5)?;
 /// let p = Process::new(fill_array, (arr.clone(), 10.0));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(format!("{:?}", arr.to_vec()), "[10.0, 11.0, 12.0, 13.0, 14.0]");
 ///
 /// // Python's `Array('i', [1, 2, 3])`, `arr[0] = 5`, `arr[1:3]`:

@@ -34,7 +34,6 @@ use std::sync::{mpsc, Mutex};
 
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::fnptr;
 
@@ -293,17 +292,16 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// How a child runs a target that its parent named by offset: the layer above decodes
-/// the arguments (and takes the handles that came with them), calls `f`, and encodes what
-/// it returned or how it failed.
-pub(crate) trait Runner {
+/// How a child runs a target returning `R` that its parent named by offset: the layer
+/// above decodes the arguments (and takes the handles that came with them), calls `f`,
+/// and encodes what it returned or how it failed. A runner chooses which return types it
+/// accepts (a value to send back, a status) by the `R` it implements the trait for.
+pub(crate) trait Runner<R> {
     /// What the child reports.
     type Outcome;
     /// Runs `f` on the encoded `args`.
-    fn run<A, R>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>) -> Self::Outcome
-    where
-        A: DeserializeOwned,
-        R: Serialize;
+    fn run<A: DeserializeOwned>(f: fn(A) -> R, args: &[u8], handles: Vec<OwnedFd>)
+        -> Self::Outcome;
 }
 
 /// The signature shared by every trampoline: target offset, argument bytes, handles.
@@ -320,9 +318,8 @@ pub(crate) use fnptr::NotInImage;
 /// to the target's offset; both offsets were taken together from one `fn(A) -> R`.
 fn trampoline<X, A, R>(target: isize, args: &[u8], handles: Vec<OwnedFd>) -> X::Outcome
 where
-    X: Runner,
+    X: Runner<R>,
     A: DeserializeOwned,
-    R: Serialize,
 {
     // SAFETY: `target` was produced by `fnptr::offset_of::<fn(A) -> R>` in the parent,
     // paired with this very monomorphisation (`trampoline_offsets`), and
@@ -338,28 +335,24 @@ pub(crate) fn trampoline_offsets<X, A, R>(
     f: fn(A) -> R,
 ) -> Result<(isize, isize, isize), NotInImage>
 where
-    X: Runner,
+    X: Runner<R>,
     A: DeserializeOwned,
-    R: Serialize,
 {
     let tramp: Trampoline<X::Outcome> = trampoline::<X, A, R>;
     Ok((fnptr::layout_check(), fnptr::offset_of(tramp)?, fnptr::offset_of(f)?))
 }
 
-/// The trampoline of runner `X` named by a bootstrap message, or `None` when the message
-/// comes from a different executable image.
-pub(crate) fn resolve_trampoline_of<X: Runner>(
-    layout: isize,
-    offset: isize,
-) -> Option<Trampoline<X::Outcome>> {
+/// The trampoline of a runner whose outcome is `O` named by a bootstrap message, or `None`
+/// when the message comes from a different executable image.
+pub(crate) fn resolve_trampoline_of<O>(layout: isize, offset: isize) -> Option<Trampoline<O>> {
     if layout != fnptr::layout_check() {
         return None;
     }
     // SAFETY: the layout check proves this process runs the image the parent ran, where
-    // `offset` was taken from a `Trampoline<X::Outcome>` by `trampoline_offsets::<X, _, _>`
-    // (a trampoline's type depends on its runner's outcome only; the crate has one runner,
-    // `process`'s).
-    Some(unsafe { fnptr::resolve::<Trampoline<X::Outcome>>(offset) })
+    // `offset` was taken from a `Trampoline<O>` by `trampoline_offsets` (a trampoline's
+    // type depends on its runner's outcome only, and every runner of `process` reports the
+    // one outcome type that its caller names as `O`).
+    Some(unsafe { fnptr::resolve::<Trampoline<O>>(offset) })
 }
 
 /// The offsets that name a parameterless function (a barrier's action) for any process
