@@ -550,7 +550,7 @@ fn a_get_whose_only_other_holder_was_killed_is_disconnected() {
     let getter = q.clone();
     let got = get_on_a_thread(move || getter.get(), || p.kill().unwrap());
     assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(-9));
     // The same for a put that waits for room, which hands its item back.
     let bounded: Queue<u32> = Queue::new(1).unwrap();
@@ -566,7 +566,7 @@ fn a_get_whose_only_other_holder_was_killed_is_disconnected() {
         || p.kill().unwrap(),
     );
     assert!(matches!(put, Ok((2, Error::Disconnected("queue")))), "{put:?}");
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     // Items already queued are still taken before the queue reports it.
     assert_eq!(bounded.get().unwrap(), 1);
     assert!(matches!(bounded.get(), Err(Error::Disconnected(_))));
@@ -585,7 +585,7 @@ fn a_get_whose_other_holder_let_go_or_exited_is_disconnected() {
     assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
     assert!(p.is_alive());
     go.set();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(p.exitcode(), Some(0));
 
     // The child exits normally, its handle dropped on the way out.
@@ -594,7 +594,7 @@ fn a_get_whose_other_holder_let_go_or_exited_is_disconnected() {
     go.set();
     let p = Process::new(put_one_then_let_go, (q.clone(), go));
     p.start().unwrap();
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
     assert_eq!(q.get().unwrap(), 1);
     assert!(matches!(q.get(), Err(Error::Disconnected("queue"))));
     // A queue that never left this process is never disconnected: its threads may put.
@@ -619,7 +619,7 @@ fn a_get_waits_as_long_as_another_holder_lives() {
     let getter = q.clone();
     let got = get_on_a_thread(move || getter.get(), || go.set());
     assert_eq!(got.unwrap(), 7);
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
 }
 
 #[test]
@@ -642,7 +642,7 @@ fn a_queue_its_own_process_received_is_not_disconnected() {
 #[test]
 fn a_forked_holder_counts_from_its_first_put_until_it_is_gone() {
     let q: Queue<u32> = Queue::new(0).unwrap();
-    let p = Process::new(put_one_then_hold, q.clone()).start_method(StartMethod::Fork);
+    let p = Process::builder(put_one_then_hold, q.clone()).start_method(StartMethod::Fork).build();
     p.start().unwrap();
     assert_eq!(q.get_timeout(LONG.unwrap()).unwrap(), 1);
     // Alive, the child holds the queue (it inherited its handle and put): a get waits.
@@ -650,5 +650,5 @@ fn a_forked_holder_counts_from_its_first_put_until_it_is_gone() {
     let getter = q.clone();
     let got = get_on_a_thread(move || getter.get(), || p.kill().unwrap());
     assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
-    p.join(LONG).unwrap();
+    p.join_timeout(LONG.unwrap()).unwrap();
 }
