@@ -316,3 +316,35 @@ fn the_checks_see_what_they_look_for() {
     g.entry("c".into()).or_default().insert("a".into());
     assert_eq!(find_cycle(&g).unwrap(), ["a", "b", "c", "a"]);
 }
+
+#[test]
+fn the_readme_layout_names_every_module() {
+    // The README's module table lists each top-level module as `name.rs` or `name/`;
+    // the crate root and its small leaf helpers are left out.
+    const UNLISTED: &[&str] = &["lib", "error", "deadline", "fuzzing"];
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+        .expect("read README.md");
+    let layout = readme.split("## Layout").nth(1).expect("README has a Layout section");
+    let layout = layout.split("\n## ").next().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let (module, listed) = if path.is_dir() {
+            (name.clone(), format!("`{name}/`"))
+        } else {
+            (name.trim_end_matches(".rs").to_string(), format!("`{name}`"))
+        };
+        if UNLISTED.contains(&module.as_str()) {
+            continue;
+        }
+        seen += 1;
+        if !layout.contains(&listed) {
+            missing.push(listed);
+        }
+    }
+    assert!(seen > 10, "saw only {seen} modules in {}", root.display());
+    assert!(missing.is_empty(), "README.md's Layout table misses {}", missing.join(", "));
+}
