@@ -306,7 +306,9 @@ pub(crate) fn put<P: Platform, L: Layout, R: Outbound>(
             round += 1;
         } else {
             if desertion.due() {
-                if r.word64(Word64::Head).load(SeqCst) == before && r.deserted() {
+                // `deserted` first: when it says no (always, in the loom models), the
+                // question touches no shared word, so it cannot change an interleaving.
+                if r.deserted() && r.word64(Word64::Head).load(SeqCst) == before {
                     return Err(Failure::Disconnected);
                 }
                 desertion.checked();
@@ -364,7 +366,9 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
             round += 1;
         } else {
             if desertion.due() {
-                if !has_items(r) && r.deserted() && !has_items(r) {
+                // `deserted` first, as in `put`; items that came before the last holder
+                // left are still delivered.
+                if r.deserted() && !has_items(r) {
                     return Err(Failure::Disconnected);
                 }
                 desertion.checked();
