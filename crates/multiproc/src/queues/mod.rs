@@ -18,7 +18,7 @@
 //! let p = Process::new(worker, q.clone());
 //! p.start()?;
 //! assert_eq!(q.get()?, "Hello from Process");
-//! p.join(None)?;
+//! p.join()?;
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 //!
