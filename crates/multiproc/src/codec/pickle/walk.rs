@@ -178,7 +178,7 @@ macro_rules! deserialize_int {
 
 /// Hands the elements of list, tuple or set `id` to `visitor`, inside the guards.
 ///
-/// Kept out of [`Node::deserialize_any`] so that each level of nesting costs less stack.
+/// Kept out of `Node::deserialize_any` so that each level of nesting costs less stack.
 fn visit_items<'de, 'g, V: Visitor<'de>>(
     w: &mut Walker<'g, '_>,
     id: u32,
