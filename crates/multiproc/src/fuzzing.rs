@@ -2,7 +2,7 @@
 //! the `fuzzing` feature. They forward to crate-private functions so that a fuzzer can
 //! feed them untrusted bytes in-process. **Not a stable API**: for fuzzing only.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::connection::{auth, AuthDialect, Connection};
 use crate::error::Result;
