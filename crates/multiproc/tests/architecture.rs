@@ -322,8 +322,9 @@ fn the_readme_layout_names_every_module() {
     // The README's module table lists each top-level module as `name.rs` or `name/`;
     // the crate root and its small leaf helpers are left out.
     const UNLISTED: &[&str] = &["lib", "error", "deadline", "fuzzing"];
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-        .expect("read README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("read README.md");
     let layout = readme.split("## Layout").nth(1).expect("README has a Layout section");
     let layout = layout.split("\n## ").next().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
