@@ -58,19 +58,9 @@ pub(super) const END: usize = 4096;
 /// Processes the table can name.
 pub(super) const SLOT_COUNT: usize = (END - SLOTS) / SLOT_SIZE;
 
-/// This process's pid and start time (0 when `/proc` cannot tell), cached per pid so that
-/// a forked child looks itself up again.
+/// This process's pid and start time (see [`crate::sys::proc::this_process`]).
 fn me() -> (u32, u64) {
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static START: AtomicU64 = AtomicU64::new(0);
-    let pid = crate::sys::pid::pid();
-    if PID.load(SeqCst) == pid {
-        return (pid, START.load(SeqCst));
-    }
-    let start = crate::sys::proc::proc_stat(pid as i32).ok().flatten().map_or(0, |s| s.start);
-    START.store(start, SeqCst);
-    PID.store(pid, SeqCst);
-    (pid, start)
+    crate::sys::proc::this_process()
 }
 
 fn pid_word(segment: &Segment, slot: usize) -> &AtomicU32 {

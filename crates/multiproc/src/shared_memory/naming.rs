@@ -6,10 +6,8 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use super::current_pid;
 use super::io_context;
 use crate::error::{Error, Result};
-use crate::sys::proc::proc_stat;
 use crate::sys::shm as sys_shm;
 
 /// The longest name POSIX shared memory accepts on Linux.
@@ -48,8 +46,7 @@ pub(super) fn create_generated(
     keep: bool,
     queue: Option<(u64, u64)>,
 ) -> Result<(String, OwnedFd)> {
-    let pid = current_pid();
-    let start = proc_stat(pid).ok().flatten().map_or(0, |s| s.start);
+    let (pid, start) = crate::sys::proc::this_process();
     let (mark, start) = match (keep, queue) {
         (true, _) => (KEPT_MARK, start.to_string()),
         (false, None) => (OWNED_MARK, start.to_string()),

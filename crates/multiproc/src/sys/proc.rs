@@ -135,6 +135,24 @@ pub(crate) fn process_runs(pid: i32, start: u64) -> bool {
     }
 }
 
+/// This process's pid and start time (0 when `/proc` cannot tell): with the pid, the
+/// start time names this process even after the pid is reused. Read from `/proc` once per
+/// pid, so a forked child looks itself up again.
+pub(crate) fn this_process() -> (u32, u64) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let pid = super::pid::pid();
+    if PID.load(SeqCst) == pid {
+        return (pid, START.load(SeqCst));
+    }
+    let start = proc_stat(pid as i32).ok().flatten().map_or(0, |s| s.start);
+    START.store(start, SeqCst);
+    PID.store(pid, SeqCst);
+    (pid, start)
+}
+
 /// The fields of `/proc/PID/stat` that tell whether a process runs, and which one it is.
 pub(crate) struct ProcStat {
     /// The state letter (`R`, `S`, `Z`, …).
