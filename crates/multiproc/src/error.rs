@@ -48,6 +48,22 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 
+    /// A `try_` form found nothing ready and did not wait: a lock or semaphore held by
+    /// another, no message yet on a connection, a process still running (std's
+    /// `TryLockError::WouldBlock`, crossbeam's `TryRecvError::Empty`). A queue's `try_get`
+    /// and `try_put` say [`Error::Empty`] and [`Error::Full`] instead, as Python's `queue`
+    /// module does.
+    ///
+    /// ```
+    /// use multiproc::{synchronize::Lock, Error};
+    /// let lock = Lock::new()?;
+    /// let _held = lock.acquire()?;
+    /// assert!(matches!(lock.try_acquire(), Err(Error::WouldBlock)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    #[error("not ready: the call would have to wait")]
+    WouldBlock,
+
     /// A queue stayed empty for the whole timeout (Python's `queue.Empty`).
     #[error("the queue is empty")]
     Empty,
@@ -273,6 +289,14 @@ impl Error {
     pub(crate) fn with_timeout(self, timeout: Duration) -> Error {
         match self {
             Error::Timeout(_) => Error::Timeout(timeout),
+            other => other,
+        }
+    }
+
+    /// The error of a `try_` form: a timeout of its zero wait becomes [`Error::WouldBlock`].
+    pub(crate) fn not_waiting(self) -> Error {
+        match self {
+            Error::Timeout(_) => Error::WouldBlock,
             other => other,
         }
     }

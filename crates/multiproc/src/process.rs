@@ -420,21 +420,21 @@ impl Process {
         self.join_deadline(crate::deadline::after(timeout), timeout)
     }
 
-    /// Like [`join`](Self::join) without waiting: [`Error::Timeout`] while the process
+    /// Like [`join`](Self::join) without waiting: [`Error::WouldBlock`] while the process
     /// runs.
     ///
     /// ```
     /// use std::time::Duration;
     /// let p = multiproc::Process::new(|_: ()| std::thread::sleep(Duration::from_secs(30)), ());
     /// p.start()?;
-    /// assert!(matches!(p.try_join(), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(p.try_join(), Err(multiproc::Error::WouldBlock)));
     /// p.kill()?;
     /// p.join()?;
     /// assert_eq!(p.try_join()?.exitcode(), -9);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_join(&self) -> Result<ExitStatus> {
-        self.join_timeout(Duration::ZERO)
+        self.join_timeout(Duration::ZERO).map_err(Error::not_waiting)
     }
 
     fn join_deadline(&self, deadline: Option<Instant>, timeout: Duration) -> Result<ExitStatus> {
@@ -680,10 +680,8 @@ impl Running {
     fn read_outcome(&mut self, deadline: Option<Instant>) -> Result<()> {
         let Some(channel) = &self.channel else { return Ok(()) };
         let received = match deadline {
-            Some(d) => {
-                channel.recv_bytes_timeout(None, d.saturating_duration_since(Instant::now()))
-            }
-            None => channel.recv_bytes(None),
+            Some(d) => channel.recv_bytes_timeout(d.saturating_duration_since(Instant::now())),
+            None => channel.recv_bytes(),
         };
         match received {
             Ok(bytes) => {
@@ -1034,19 +1032,19 @@ impl<R: DeserializeOwned> JoinHandle<R> {
         self.process.take_result()
     }
 
-    /// Like [`join`](Self::join) without waiting: [`Error::Timeout`] while the child runs;
+    /// Like [`join`](Self::join) without waiting: [`Error::WouldBlock`] while the child runs;
     /// the handle stays usable.
     ///
     /// ```
     /// use std::time::Duration;
     /// let h = multiproc::spawn(|_: ()| std::thread::sleep(Duration::from_secs(30)), ())?;
-    /// assert!(matches!(h.try_join(), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(h.try_join(), Err(multiproc::Error::WouldBlock)));
     /// h.process().kill()?;
     /// assert!(h.join().is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_join(&self) -> Result<R> {
-        self.join_timeout(Duration::ZERO)
+        self.join_timeout(Duration::ZERO).map_err(Error::not_waiting)
     }
 
     /// The underlying process (pid, sentinel, kill, …).
@@ -1212,7 +1210,7 @@ fn spawned_child_main(socket: OwnedFd) -> i32 {
 fn spawned_child(socket: OwnedFd) -> Result<i32> {
     let handles = reduction::recv_handles(socket.as_fd())?;
     let channel = Connection::from_fd(socket);
-    let bootstrap: Bootstrap = Codec::Postcard.decode(&channel.recv_bytes(None)?)?;
+    let bootstrap: Bootstrap = Codec::Postcard.decode(&channel.recv_bytes()?)?;
     set_child_lineage(
         &bootstrap.name,
         &bootstrap.identity,

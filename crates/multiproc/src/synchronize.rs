@@ -12,15 +12,16 @@
 //! verbs: [`acquire`](Lock::acquire) waits as long as it takes,
 //! [`acquire_timeout(d)`](Lock::acquire_timeout) at most `d` (any [`Duration`], `ZERO` and
 //! `MAX` included), and [`try_acquire`](Lock::try_acquire) not at all; running out of time
-//! is [`Error::Timeout`]. Every acquire returns a guard that releases on drop; `wait`
-//! (of [`Event`], [`Barrier`] and a [`ConditionGuard`]) comes as `wait` and `wait_timeout`.
+//! is [`Error::Timeout`], and finding the primitive taken without waiting is
+//! [`Error::WouldBlock`]. Every acquire returns a guard that releases on drop; `wait` (of
+//! [`Event`], [`Barrier`] and a [`ConditionGuard`]) comes as `wait` and `wait_timeout`.
 //!
 //! | Python | multiproc |
 //! |---|---|
 //! | `with lock:`, `lock.acquire()` | `let _guard = lock.acquire()?;` |
 //! | `lock.acquire(timeout=t)`, `lock.acquire(False)` | [`lock.acquire_timeout(t)?`](Lock::acquire_timeout), [`lock.try_acquire()?`](Lock::try_acquire) |
 //! | `sem.acquire()` here, `sem.release()` elsewhere | [`sem.acquire()?.leak()`](SemaphoreGuard::leak), [`sem.release()?`](Semaphore::release) |
-//! | `event.wait()`, `event.wait(t)` (a `bool`) | [`event.wait()?`](Event::wait), [`event.wait_timeout(t)`](Event::wait_timeout) (`Err(Error::Timeout)`) |
+//! | `event.wait()`, `event.wait(t)` (a `bool`) | [`event.wait()`](Event::wait), [`event.wait_timeout(t)`](Event::wait_timeout) (`Err(Error::Timeout)`) |
 //! | `with cond: cond.wait(t)`, `cond.wait_for(p, t)` | [`cond.acquire()?.wait_timeout(t)`](ConditionGuard::wait_timeout), [`guard.wait_for_timeout(p, t)`](ConditionGuard::wait_for_timeout) |
 //! | `Barrier(n)`, `Barrier(n, action=f, timeout=t)` | [`Barrier::new(n)?`](Barrier::new), [`Barrier::builder(n).action(f).timeout(t).build()?`](Barrier::builder) |
 //! | `barrier.wait()`, `barrier.wait(t)` | [`barrier.wait()?`](Barrier::wait), [`barrier.wait_timeout(t)?`](Barrier::wait_timeout) |
@@ -88,7 +89,7 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 
 /// The error of a `try_` form that found the primitive taken.
 fn would_block() -> Error {
-    Error::Timeout(Duration::ZERO)
+    Error::WouldBlock
 }
 
 // --------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ impl Lock {
     }
 
     /// Acquires the lock if it is free (Python's `acquire(block=False)`);
-    /// [`Error::Timeout`] (of zero) if it is taken. A holder found dead is taken over, as by
+    /// [`Error::WouldBlock`] if it is taken. A holder found dead is taken over, as by
     /// [`acquire`](Self::acquire) (that may take a few milliseconds).
     ///
     /// ```
@@ -441,7 +442,7 @@ impl RLock {
         Ok(RLockGuard { lock: self, owner_died })
     }
 
-    /// Acquires one level without waiting; [`Error::Timeout`] (of zero) if another thread
+    /// Acquires one level without waiting; [`Error::WouldBlock`] if another thread
     /// or process holds it.
     ///
     /// ```
@@ -643,7 +644,7 @@ impl Semaphore {
         }
     }
 
-    /// Takes a unit if one is available; [`Error::Timeout`] (of zero) otherwise.
+    /// Takes a unit if one is available; [`Error::WouldBlock`] otherwise.
     ///
     /// ```
     /// let sem = multiproc::synchronize::Semaphore::new(1)?;
@@ -790,7 +791,7 @@ impl BoundedSemaphore {
         self.inner.acquire_timeout(timeout)
     }
 
-    /// Takes a unit if one is available; [`Error::Timeout`] (of zero) otherwise.
+    /// Takes a unit if one is available; [`Error::WouldBlock`] otherwise.
     ///
     /// ```
     /// let sem = multiproc::synchronize::BoundedSemaphore::new(1)?;
@@ -840,7 +841,7 @@ const EVENT_LEN: usize = 12;
 /// let event = multiproc::synchronize::Event::new()?;
 /// assert!(event.wait_timeout(Duration::from_millis(5)).is_err());
 /// event.set();
-/// event.wait()?;
+/// event.wait();
 /// assert!(event.is_set());
 /// event.clear();
 /// assert!(!event.is_set());
@@ -889,7 +890,7 @@ impl Event {
     /// ```
     /// let e = multiproc::synchronize::Event::new()?;
     /// e.set();
-    /// e.wait()?;
+    /// e.wait();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self) {
@@ -914,11 +915,12 @@ impl Event {
     /// ```
     /// let e = multiproc::synchronize::Event::new()?;
     /// e.set();
-    /// e.wait()?;
+    /// e.wait();
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn wait(&self) -> Result<()> {
-        self.wait_until(None, Duration::MAX)
+    pub fn wait(&self) {
+        // Without a deadline the wait returns only once the flag is set.
+        let _set = raw::event::wait::<Os>(self.flag(), self.sleepers(), None);
     }
 
     /// Waits until the flag is set, at most `timeout` (Python's `wait(timeout)`);
@@ -933,11 +935,7 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_until(deadline(timeout), timeout)
-    }
-
-    fn wait_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
-        if raw::event::wait::<Os>(self.flag(), self.sleepers(), deadline) {
+        if raw::event::wait::<Os>(self.flag(), self.sleepers(), deadline(timeout)) {
             Ok(())
         } else {
             Err(Error::Timeout(timeout))
@@ -1080,7 +1078,7 @@ impl Condition {
     }
 
     /// Acquires the underlying lock if it is free (or, for an [`RLock`], held by this
-    /// thread); [`Error::Timeout`] (of zero) otherwise.
+    /// thread); [`Error::WouldBlock`] otherwise.
     ///
     /// ```
     /// use multiproc::synchronize::{Condition, Lock};

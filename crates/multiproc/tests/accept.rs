@@ -122,7 +122,7 @@ fn listener_serves_past_silent_connections(bind: &str) {
     // Nothing here fails a handshake: the first connection accept returns is the good one.
     let server = thread::spawn(move || {
         let conn = listener.accept().unwrap();
-        let hello = conn.recv_bytes(None).unwrap();
+        let hello = conn.recv_bytes().unwrap();
         conn.send_bytes(&[&hello[..], b", served"].concat()).unwrap();
         // Still holding the silent connections' handshakes.
         listener
@@ -132,7 +132,7 @@ fn listener_serves_past_silent_connections(bind: &str) {
     thread::spawn(move || {
         let result = Client::connect(&text, Some(KEY)).and_then(|conn| {
             conn.send_bytes(b"hello")?;
-            conn.recv_bytes(None)
+            conn.recv_bytes()
         });
         let _ = done.send(result);
     });
@@ -228,7 +228,7 @@ fn oldest_give_way(bind: &str, cap: usize, silent: usize) {
     let text = address.to_string();
     let (done, finished) = mpsc::channel();
     thread::spawn(move || {
-        let _ = done.send(Client::connect(&text, Some(KEY)).and_then(|c| c.recv_bytes(None)));
+        let _ = done.send(Client::connect(&text, Some(KEY)).and_then(|c| c.recv_bytes()));
     });
     match finished.recv_timeout(LONG) {
         Ok(reply) => assert_eq!(reply.unwrap(), b"served"),
@@ -304,6 +304,6 @@ fn a_handshake_outlives_an_accept_timeout() {
     let client = thread::spawn(move || Client::connect(&text, Some(KEY)));
     let conn = listener.accept_timeout(LONG).unwrap();
     client.join().unwrap().unwrap().send_bytes(b"hi").unwrap();
-    assert_eq!(conn.recv_bytes(None).unwrap(), b"hi");
+    assert_eq!(conn.recv_bytes().unwrap(), b"hi");
     assert!(!raw.closed_within(Duration::ZERO), "the pending connection was closed");
 }

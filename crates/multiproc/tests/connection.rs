@@ -17,7 +17,7 @@ fn raw_peer() -> (Connection, UnixStream) {
 fn frames_use_cpythons_big_endian_length_prefix() {
     let (conn, mut raw) = raw_peer();
     raw.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).unwrap();
-    assert_eq!(conn.recv_bytes(None).unwrap(), b"abc");
+    assert_eq!(conn.recv_bytes().unwrap(), b"abc");
     conn.send_bytes(b"xyz").unwrap();
     let mut got = [0u8; 7];
     std::io::Read::read_exact(&mut raw, &mut got).unwrap();
@@ -31,7 +31,7 @@ fn the_long_header_form_is_understood() {
     frame.extend_from_slice(&5u64.to_be_bytes());
     frame.extend_from_slice(b"hello");
     raw.write_all(&frame).unwrap();
-    assert_eq!(conn.recv_bytes(None).unwrap(), b"hello");
+    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
 }
 
 #[test]
@@ -40,9 +40,9 @@ fn a_length_of_two_to_the_63_is_an_error_not_an_allocation() {
     let mut frame = (-1i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&(1u64 << 63).to_be_bytes());
     raw.write_all(&frame).unwrap();
-    assert!(matches!(conn.recv_bytes(None), Err(Error::MessageTooLong { .. })));
+    assert!(matches!(conn.recv_bytes(), Err(Error::MessageTooLong { .. })));
     // The stream lost its framing: later reads report it instead of decoding garbage.
-    assert!(matches!(conn.recv_bytes(None), Err(Error::Protocol(_))));
+    assert!(matches!(conn.recv_bytes(), Err(Error::Protocol(_))));
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn a_huge_announced_length_allocates_only_what_arrives() {
     frame.extend_from_slice(&[7; 10]);
     raw.write_all(&frame).unwrap();
     drop(raw);
-    match conn.recv_bytes(None) {
+    match conn.recv_bytes() {
         Err(Error::Protocol(why)) => assert!(why.contains("ended in the middle"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -64,7 +64,7 @@ fn a_huge_announced_length_allocates_only_what_arrives() {
 fn a_negative_length_is_a_protocol_error() {
     let (conn, mut raw) = raw_peer();
     raw.write_all(&(-5i32).to_be_bytes()).unwrap();
-    assert!(matches!(conn.recv_bytes(None), Err(Error::Protocol(_))));
+    assert!(matches!(conn.recv_bytes(), Err(Error::Protocol(_))));
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn a_frame_over_maxlength_is_refused() {
     raw.write_all(&[0, 0, 1, 0]).unwrap();
     raw.write_all(&[0; 256]).unwrap();
     assert!(matches!(
-        conn.recv_bytes(Some(255)),
+        conn.recv_bytes_max(255),
         Err(Error::MessageTooLong { len: 256, limit: 255 })
     ));
 }
@@ -83,11 +83,11 @@ fn a_truncated_frame_is_an_error_and_a_clean_close_is_eof() {
     let (conn, mut raw) = raw_peer();
     raw.write_all(&[0, 0, 0, 10, 1, 2, 3]).unwrap();
     drop(raw);
-    assert!(matches!(conn.recv_bytes(None), Err(Error::Protocol(_))));
+    assert!(matches!(conn.recv_bytes(), Err(Error::Protocol(_))));
 
     let (conn, raw) = raw_peer();
     drop(raw);
-    assert!(matches!(conn.recv_bytes(None), Err(Error::Eof)));
+    assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
     assert!(matches!(conn.recv::<u32>(), Err(Error::Eof)));
 }
 
@@ -111,9 +111,9 @@ fn sending_to_a_closed_peer_is_eof() {
 fn one_way_pipes_refuse_the_wrong_direction() {
     let (r, w) = pipe(false).unwrap();
     assert!(r.send_bytes(b"x").is_err());
-    assert!(w.recv_bytes(None).is_err());
+    assert!(w.recv_bytes().is_err());
     w.send_bytes(b"ok").unwrap();
-    assert_eq!(r.recv_bytes(None).unwrap(), b"ok");
+    assert_eq!(r.recv_bytes().unwrap(), b"ok");
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn concurrent_senders_never_interleave_frames() {
         })
         .collect();
     for _ in 0..800 {
-        let m = b.recv_bytes(None).unwrap();
+        let m = b.recv_bytes().unwrap();
         assert_eq!(m.len(), 100_000);
         assert!(m.iter().all(|&x| x == m[0]));
     }
@@ -167,7 +167,7 @@ fn concurrent_senders_never_interleave_frames() {
 
 fn echo_sizes((conn, sizes): (Connection, Vec<usize>)) {
     for _ in sizes {
-        let m = conn.recv_bytes(None).unwrap();
+        let m = conn.recv_bytes().unwrap();
         conn.send_bytes(&m).unwrap();
     }
 }
@@ -181,7 +181,7 @@ fn messages_of_every_size_cross_a_process_boundary() {
     for size in sizes {
         let message: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         parent.send_bytes(&message).unwrap();
-        let back = parent.recv_bytes(None).unwrap();
+        let back = parent.recv_bytes().unwrap();
         assert!(back == message, "size {size} came back different");
     }
     p.join_timeout(Duration::from_secs(60)).unwrap();
@@ -194,12 +194,9 @@ fn a_partly_received_message_survives_a_timeout() {
     let payload = vec![5u8; 200_000];
     raw.write_all(&(payload.len() as i32).to_be_bytes()).unwrap();
     raw.write_all(&payload[..1000]).unwrap();
-    assert!(matches!(
-        conn.recv_bytes_timeout(None, Duration::from_millis(20)),
-        Err(Error::Timeout(_))
-    ));
+    assert!(matches!(conn.recv_bytes_timeout(Duration::from_millis(20)), Err(Error::Timeout(_))));
     let writer = std::thread::spawn(move || raw.write_all(&payload[1000..]).unwrap());
-    assert_eq!(conn.recv_bytes_timeout(None, Duration::from_secs(60)).unwrap(), vec![5u8; 200_000]);
+    assert_eq!(conn.recv_bytes_timeout(Duration::from_secs(60)).unwrap(), vec![5u8; 200_000]);
     writer.join().unwrap();
 }
 
@@ -265,7 +262,7 @@ fn a_sent_connection_is_handed_out_once() {
     let (c, d) = pipe(true).unwrap();
     a.send(&c).unwrap();
     drop(c);
-    let bytes = b.recv_bytes(None).unwrap();
+    let bytes = b.recv_bytes().unwrap();
     let c2: Connection = multiproc::Codec::Postcard.decode(&bytes).unwrap();
     match multiproc::Codec::Postcard.decode::<Connection>(&bytes) {
         Err(Error::Codec(why)) => assert!(why.contains("already received"), "{why}"),
@@ -294,7 +291,7 @@ fn a_connection_in_a_message_that_fails_to_encode_is_not_kept_open() {
     }
     // Nothing was sent, and no copy of `c` stays shared: closing it ends `d`'s stream.
     drop(c);
-    assert!(matches!(d.recv_bytes_timeout(None, Duration::from_secs(60)), Err(Error::Eof)));
+    assert!(matches!(d.recv_bytes_timeout(Duration::from_secs(60)), Err(Error::Eof)));
     a.send(&1u8).unwrap();
     assert_eq!(b.recv::<u8>().unwrap(), 1);
 }
@@ -373,7 +370,7 @@ fn random_byte_streams_give_errors_or_messages_never_panics() {
         for _ in 0..8 {
             let outcome = match round % 3 {
                 0 => conn.recv::<(u32, String, Vec<i64>)>().map(|_| ()),
-                1 => conn.recv_bytes(Some(40)).map(|_| ()),
+                1 => conn.recv_bytes_max(40).map(|_| ()),
                 _ => conn.recv_bytes_into(&mut [0u8; 16]).map(|_| ()),
             };
             if matches!(
@@ -390,10 +387,10 @@ fn random_byte_streams_give_errors_or_messages_never_panics() {
 fn try_recv_and_poll_do_not_wait() {
     let (a, b) = pipe(true).unwrap();
     assert!(!b.poll().unwrap());
-    assert!(matches!(b.try_recv::<u32>(), Err(Error::Timeout(_))));
-    assert!(matches!(b.try_recv_bytes(None), Err(Error::Timeout(_))));
+    assert!(matches!(b.try_recv::<u32>(), Err(Error::WouldBlock)));
+    assert!(matches!(b.try_recv_bytes(), Err(Error::WouldBlock)));
     let mut buf = [0u8; 16];
-    assert!(matches!(b.try_recv_bytes_into(&mut buf), Err(Error::Timeout(_))));
+    assert!(matches!(b.try_recv_bytes_into(&mut buf), Err(Error::WouldBlock)));
     a.send(&5u32).unwrap();
     assert!(b.poll_timeout(Duration::from_secs(60)).unwrap());
     assert!(b.poll().unwrap());

@@ -87,7 +87,7 @@ fn a_fast_lane_over_tcp_is_refused() {
     Codec::Postcard.encode_into(&(FAST_LANE_ID, FAST_LANE_METHOD), &mut frame).unwrap();
     Codec::Postcard.encode_into(&lane, &mut frame).unwrap();
     conn.send_bytes(&frame).unwrap();
-    let reply = conn.recv_bytes_timeout(None, LONG).unwrap();
+    let reply = conn.recv_bytes_timeout(LONG).unwrap();
     let reply: Result<Vec<u8>, WireError> = Codec::Postcard.decode(&reply).unwrap();
     assert!(reply.is_err(), "the server took shared memory queues from a TCP client");
     // The connection still serves plain calls.
@@ -95,7 +95,7 @@ fn a_fast_lane_over_tcp_is_refused() {
     Codec::Postcard.encode_into(&(0u64, "ping"), &mut ping).unwrap();
     Codec::Postcard.encode_into(&(), &mut ping).unwrap();
     conn.send_bytes(&ping).unwrap();
-    let reply = conn.recv_bytes_timeout(None, LONG).unwrap();
+    let reply = conn.recv_bytes_timeout(LONG).unwrap();
     let reply: Result<Vec<u8>, WireError> = Codec::Postcard.decode(&reply).unwrap();
     let pid: u32 = Codec::Postcard.decode(&reply.unwrap()).unwrap();
     assert_eq!(pid, m.server_pid().unwrap());
@@ -160,7 +160,7 @@ fn a_lane_of_unsealed_segments_is_refused_and_the_server_keeps_serving() {
     Codec::Postcard.encode_into(&(FAST_LANE_ID, FAST_LANE_METHOD), &mut frame).unwrap();
     Codec::Postcard.encode_into(&lane, &mut frame).unwrap();
     conn.send_bytes(&frame).unwrap();
-    let reply = conn.recv_bytes_timeout(None, LONG).unwrap();
+    let reply = conn.recv_bytes_timeout(LONG).unwrap();
     let reply: Result<Vec<u8>, WireError> = Codec::Postcard.decode(&reply).unwrap();
     assert!(asked.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the server never asked");
     assert!(reply.is_err(), "the server took a lane of unsealed segments");
@@ -171,7 +171,7 @@ fn a_lane_of_unsealed_segments_is_refused_and_the_server_keeps_serving() {
     Codec::Postcard.encode_into(&(0u64, "ping"), &mut ping).unwrap();
     Codec::Postcard.encode_into(&(), &mut ping).unwrap();
     conn.send_bytes(&ping).unwrap();
-    let reply = conn.recv_bytes_timeout(None, LONG).unwrap();
+    let reply = conn.recv_bytes_timeout(LONG).unwrap();
     let reply: Result<Vec<u8>, WireError> = Codec::Postcard.decode(&reply).unwrap();
     assert!(reply.is_ok(), "{reply:?}");
     for i in 0..100 {

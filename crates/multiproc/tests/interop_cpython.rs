@@ -207,7 +207,7 @@ fn drive_echo_bytes(conn: &Connection) {
     let huge: Vec<u8> = (0..64 * 1024 * 1024).map(|i| (i % 249) as u8).collect();
     for message in [&small, &empty, &over_16k, &huge] {
         conn.send_bytes(message).unwrap();
-        let echoed = conn.recv_bytes_timeout(None, LONG).unwrap();
+        let echoed = conn.recv_bytes_timeout(LONG).unwrap();
         assert!(
             echoed == *message,
             "echo of {} bytes differs ({} back)",
@@ -350,16 +350,16 @@ fn drive_python_values(conn: Connection) {
     expect(c, n(), vec![None, Some(1i64), None]);
     // Then peer.py echoes raw bytes: proves the stream is still in step.
     c.send_bytes(b"in step").unwrap();
-    assert_eq!(c.recv_bytes_timeout(None, LONG).unwrap(), b"in step");
+    assert_eq!(c.recv_bytes_timeout(LONG).unwrap(), b"in step");
 }
 
 /// CPython greets with its version; we check it and a short echo.
 fn drive_hello(conn: &Connection, version: &str) {
     conn.send_bytes(b"hello").unwrap();
-    let greeting = conn.recv_bytes_timeout(Some(256), LONG).unwrap();
+    let greeting = conn.recv_bytes_max_timeout(256, LONG).unwrap();
     assert_eq!(greeting, format!("hello from {version}").into_bytes());
     conn.send_bytes(b"hi").unwrap();
-    assert_eq!(conn.recv_bytes_timeout(None, LONG).unwrap(), b"hi");
+    assert_eq!(conn.recv_bytes_timeout(LONG).unwrap(), b"hi");
 }
 
 // ------------------------------------------------------------------------------------

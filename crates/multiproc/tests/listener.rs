@@ -73,14 +73,14 @@ fn assert_listener_still_works(listener: &Listener, key: Option<&[u8]>) {
     let (server, client) = pair(listener, |a| Client::connect_timeout(&a, key, LONG));
     let (server, client) = (server.unwrap(), client.unwrap());
     client.send_bytes(b"still works").unwrap();
-    assert_eq!(server.recv_bytes_timeout(None, LONG).unwrap(), b"still works");
+    assert_eq!(server.recv_bytes_timeout(LONG).unwrap(), b"still works");
     server.send(&"and back").unwrap();
     assert_eq!(client.recv_timeout::<String>(LONG).unwrap(), "and back");
 }
 
 fn echo_round_trip(server: &Connection, client: &Connection) {
     client.send_bytes(b"ping").unwrap();
-    assert_eq!(server.recv_bytes_timeout(None, LONG).unwrap(), b"ping");
+    assert_eq!(server.recv_bytes_timeout(LONG).unwrap(), b"ping");
     server.send(&(1u32, "pong".to_string())).unwrap();
     assert_eq!(client.recv_timeout::<(u32, String)>(LONG).unwrap(), (1, "pong".to_string()));
 }
@@ -132,7 +132,7 @@ fn large_message_over_tcp() {
     let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
     thread::scope(|s| {
         s.spawn(|| client.send_bytes(&big).unwrap());
-        assert_eq!(server.recv_bytes_timeout(None, LONG).unwrap(), big);
+        assert_eq!(server.recv_bytes_timeout(LONG).unwrap(), big);
     });
 }
 
@@ -334,13 +334,13 @@ fn client_without_key_is_rejected() {
         // (wrong) answer to its challenge.
         conn.send_bytes(b"hello")?;
         // What it receives is the challenge, as a plain message.
-        let challenge = conn.recv_bytes_timeout(None, LONG)?;
+        let challenge = conn.recv_bytes_timeout(LONG)?;
         assert!(challenge.starts_with(b"#CHALLENGE#{sha256}"));
         Ok(conn)
     });
     assert!(matches!(server, Err(Error::Authentication(_))), "{server:?}");
     let client = client.unwrap();
-    assert_eq!(client.recv_bytes_timeout(None, LONG).unwrap(), b"#FAILURE#");
+    assert_eq!(client.recv_bytes_timeout(LONG).unwrap(), b"#FAILURE#");
     assert_listener_still_works(&listener, Some(KEY));
 }
 

@@ -572,6 +572,31 @@ fn a_get_whose_only_other_holder_was_killed_is_disconnected() {
     assert!(matches!(bounded.get(), Err(Error::Disconnected(_))));
 }
 
+/// Takes one task and never finishes it, until killed.
+fn take_a_task_then_hold(q: JoinableQueue<u32>) {
+    q.get().unwrap();
+    std::thread::sleep(Duration::from_secs(600)); // killed by the test
+}
+
+#[test]
+fn a_join_whose_only_consumer_was_killed_mid_task_is_disconnected() {
+    let q: JoinableQueue<u32> = JoinableQueue::new(0).unwrap();
+    q.put(1).unwrap();
+    let p = Process::new(take_a_task_then_hold, q.clone());
+    p.start().unwrap();
+    wait_until("the consumer's get", || q.empty());
+    let joiner = q.clone();
+    let joined = get_on_a_thread(move || joiner.join(), || p.kill().unwrap());
+    assert!(matches!(joined, Err(Error::Disconnected("queue"))), "{joined:?}");
+    p.join_timeout(LONG.unwrap()).unwrap();
+    assert_eq!(p.exitcode(), Some(-9));
+    // The task is still unfinished: the queue did not pretend otherwise.
+    assert!(matches!(
+        q.join_timeout(Duration::ZERO),
+        Err(Error::Disconnected(_) | Error::Timeout(_))
+    ));
+}
+
 #[test]
 fn a_get_whose_other_holder_let_go_or_exited_is_disconnected() {
     // The child lets go of its handle and lives on.

@@ -83,7 +83,7 @@ fn send_unreceived((n,): (usize,)) -> (usize, Vec<u8>) {
     for _ in 0..n {
         let q = Queue::<u8>::with_capacity(0, 4096).unwrap();
         a.send(&q).unwrap();
-        let raw = b.recv_bytes(None).unwrap();
+        let raw = b.recv_bytes().unwrap();
         first.get_or_insert(raw);
     }
     let held = open_fds().saturating_sub(fds_before);
@@ -126,7 +126,7 @@ fn a_handle_in_a_message_is_received_once() {
     let (a, b) = pipe(true).unwrap();
     let q = Queue::<u8>::with_capacity(0, 4096).unwrap();
     a.send(&q).unwrap();
-    let raw = b.recv_bytes(None).unwrap();
+    let raw = b.recv_bytes().unwrap();
     let replay = multiproc::spawn(decode_twice, (raw,)).unwrap().join().unwrap();
     assert_eq!(q.get_timeout(LONG).unwrap(), 7);
     assert!(replay.contains("already received"), "{replay}");
@@ -138,7 +138,7 @@ fn victim((conn,): (Connection,)) {
     let q = Queue::<u8>::with_capacity(0, 4096).unwrap();
     let (a, b) = pipe(true).unwrap();
     a.send(&q).unwrap();
-    let real = b.recv_bytes(None).unwrap();
+    let real = b.recv_bytes().unwrap();
     conn.send(&(std::process::id(), queue_rings("self"), real)).unwrap();
     let _: () = conn.recv_timeout(LONG).unwrap();
     assert_eq!(q.qsize(), 0, "someone reached this process's queue");

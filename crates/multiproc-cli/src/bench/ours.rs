@@ -139,7 +139,7 @@ fn echo_child((conn, n, cpu): (Connection, u64, Option<usize>)) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
     for _ in 0..n {
-        let m = conn.recv_bytes(None).unwrap();
+        let m = conn.recv_bytes().unwrap();
         conn.send_bytes(&m).unwrap();
     }
 }
@@ -168,7 +168,7 @@ fn sink_bytes_child((conn, n, size, cpu): (Connection, u64, usize, Option<usize>
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
     for _ in 0..n {
-        let m = conn.recv_bytes(None).unwrap();
+        let m = conn.recv_bytes().unwrap();
         assert_eq!(m.len(), size);
         black_box(m);
     }
@@ -201,16 +201,16 @@ pub fn pingpong(n: u64, warm: u64, size: usize, place: Placement) -> Result<f64,
     let (conn, theirs) = multiproc::pipe(true)?;
     let child = Reaped::start(echo_child, (theirs, n + warm, place.child), None)?;
     let _pinned = Pinned::new(place.parent)?;
-    expect(&conn.recv_bytes(None)?, b"r")?;
+    expect(&conn.recv_bytes()?, b"r")?;
     let msg = vec![0x5au8; size];
     for _ in 0..warm {
         conn.send_bytes(&msg)?;
-        black_box(conn.recv_bytes(None)?);
+        black_box(conn.recv_bytes()?);
     }
     let t0 = Instant::now();
     for _ in 0..n {
         conn.send_bytes(&msg)?;
-        black_box(conn.recv_bytes(None)?);
+        black_box(conn.recv_bytes()?);
     }
     let elapsed = t0.elapsed();
     child.finish()?;
@@ -259,7 +259,7 @@ pub fn tput(n: u64, size: usize, api: Api, place: Placement) -> Result<f64, BoxE
         Api::SendBytes => Reaped::start(sink_bytes_child, (theirs, n, size, place.child), None)?,
     };
     let _pinned = Pinned::new(place.parent)?;
-    expect(&conn.recv_bytes(None)?, b"r")?;
+    expect(&conn.recv_bytes()?, b"r")?;
     let msg = vec![0x5au8; size];
     let t0 = Instant::now();
     match api {
@@ -274,7 +274,7 @@ pub fn tput(n: u64, size: usize, api: Api, place: Placement) -> Result<f64, BoxE
             }
         }
     }
-    expect(&conn.recv_bytes(None)?, b"k")?;
+    expect(&conn.recv_bytes()?, b"k")?;
     let elapsed = t0.elapsed();
     child.finish()?;
     Ok(n as f64 / elapsed.as_secs_f64())
@@ -307,12 +307,12 @@ pub fn send_bytes(count: u64, size: usize, place: Placement) -> Result<f64, BoxE
     let child = Reaped::start(sink_bytes_child, (theirs, count, size, place.child), None)?;
     let _pinned = Pinned::new(place.parent)?;
     let buf = vec![0x5au8; size];
-    expect(&conn.recv_bytes(None)?, b"r")?;
+    expect(&conn.recv_bytes()?, b"r")?;
     let t0 = Instant::now();
     for _ in 0..count {
         conn.send_bytes(&buf)?;
     }
-    expect(&conn.recv_bytes(None)?, b"k")?;
+    expect(&conn.recv_bytes()?, b"k")?;
     let elapsed = t0.elapsed();
     child.finish()?;
     Ok((count * size as u64) as f64 / elapsed.as_secs_f64() / 1e9)

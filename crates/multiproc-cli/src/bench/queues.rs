@@ -104,7 +104,7 @@ type Ctl = (Event, Connection, Option<usize>);
 fn ready(ctl: &Ctl) {
     pin(ctl.2).unwrap();
     ctl.1.send_bytes(b"r").unwrap();
-    ctl.0.wait().unwrap();
+    ctl.0.wait();
 }
 
 /// Reports done, with a number (a worker's own timing, or 0).
@@ -145,7 +145,7 @@ impl Team {
     /// Returns the seconds from the start to the last done, and each worker's number.
     fn run(mut self) -> Result<(f64, Vec<f64>), BoxError> {
         for c in &self.conns {
-            let got = c.recv_bytes(None)?;
+            let got = c.recv_bytes()?;
             if got != b"r" {
                 return Err(format!("benchmark child sent {got:?} instead of ready").into());
             }

@@ -46,7 +46,7 @@ pub const NOTES: &[&str] = &[
 fn incr_locked_child((v, go, conn, n, cpu): WorkerArgs<Value<i32>>) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
-    go.wait().unwrap();
+    go.wait();
     for _ in 0..n {
         let _g = v.get_lock().acquire().unwrap();
         v.set(v.get().wrapping_add(1));
@@ -57,7 +57,7 @@ fn incr_locked_child((v, go, conn, n, cpu): WorkerArgs<Value<i32>>) {
 fn atomic_add_child((v, go, conn, n, cpu): WorkerArgs<Value<i64>>) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
-    go.wait().unwrap();
+    go.wait();
     for _ in 0..n {
         v.fetch_add(1);
     }
@@ -118,12 +118,12 @@ fn two_workers<V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send 
         conns.push(ours);
     }
     for c in &conns {
-        expect(&c.recv_bytes(None)?, b"r")?;
+        expect(&c.recv_bytes()?, b"r")?;
     }
     let t0 = Instant::now();
     go.set();
     for c in &conns {
-        expect(&c.recv_bytes(None)?, b"k")?;
+        expect(&c.recv_bytes()?, b"k")?;
     }
     let elapsed = t0.elapsed().as_secs_f64();
     workers.finish()?;

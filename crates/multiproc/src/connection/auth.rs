@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 /// let server_side = listener.accept()?;
 /// let client_side = client.join().unwrap()?;
 /// client_side.send_bytes(b"authenticated")?;
-/// assert_eq!(server_side.recv_bytes(None)?, b"authenticated");
+/// assert_eq!(server_side.recv_bytes()?, b"authenticated");
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -232,8 +232,8 @@ fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 /// a closed stream become [`Error::Authentication`]; timeouts and I/O errors pass through.
 fn recv_message(conn: &Connection, deadline: Option<Instant>, what: &str) -> Result<Vec<u8>> {
     let result = match remaining(deadline) {
-        None => conn.recv_bytes(Some(MAX_MESSAGE)),
-        Some(left) => conn.recv_bytes_timeout(Some(MAX_MESSAGE), left),
+        None => conn.recv_bytes_max(MAX_MESSAGE),
+        Some(left) => conn.recv_bytes_max_timeout(MAX_MESSAGE, left),
     };
     result.map_err(|e| match e {
         Error::Eof => Error::Authentication(format!(
@@ -647,7 +647,7 @@ mod tests {
             });
             server_handshake(&server, b"key", dialect, deadline()).unwrap();
             peer.join().unwrap().unwrap();
-            assert_eq!(server.recv_bytes(None).unwrap(), b"first request");
+            assert_eq!(server.recv_bytes().unwrap(), b"first request");
         }
     }
 

@@ -21,7 +21,7 @@
 //!     Ok(())
 //! });
 //! let conn = listener.accept()?;
-//! assert_eq!(conn.recv_bytes(None)?, b"hello from Rust");
+//! assert_eq!(conn.recv_bytes()?, b"hello from Rust");
 //! client.join().unwrap()?;
 //! # Ok::<(), multiproc::Error>(())
 //! ```
@@ -542,7 +542,7 @@ impl Listener {
     /// });
     /// assert!(matches!(listener.accept(), Err(multiproc::Error::Authentication(_))));
     /// let conn = listener.accept()?;
-    /// assert_eq!(conn.recv_bytes(None)?, b"ok");
+    /// assert_eq!(conn.recv_bytes()?, b"ok");
     /// let (wrong_failed, right_sent) = clients.join().unwrap();
     /// assert!(wrong_failed);
     /// right_sent??;
@@ -570,14 +570,14 @@ impl Listener {
         self.accept_deadline(crate::deadline::after(timeout).map(|d| (d, timeout)))
     }
 
-    /// Like [`accept`](Self::accept) without waiting: [`Error::Timeout`] when no client is
+    /// Like [`accept`](Self::accept) without waiting: [`Error::WouldBlock`] when no client is
     /// ready now. With an authkey, each call advances the handshakes under way, so a loop
     /// of `try_accept` (between other work) accepts every client in turn.
     ///
     /// ```
     /// use multiproc::{connection::{wait, Client, Listener}, Error};
     /// let listener = Listener::bind("127.0.0.1:0", None)?;
-    /// assert!(matches!(listener.try_accept(), Err(Error::Timeout(_))));
+    /// assert!(matches!(listener.try_accept(), Err(Error::WouldBlock)));
     /// let client = Client::connect(&listener.address().to_string(), None)?;
     /// wait(&[&listener])?; // a client is waiting to be accepted
     /// let conn = listener.try_accept()?;
@@ -586,7 +586,7 @@ impl Listener {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_accept(&self) -> Result<Connection> {
-        self.accept_timeout(Duration::ZERO)
+        self.accept_timeout(Duration::ZERO).map_err(Error::not_waiting)
     }
 
     fn accept_deadline(&self, deadline: Option<(Instant, Duration)>) -> Result<Connection> {
@@ -859,7 +859,7 @@ impl Client {
     /// let listener = Listener::bind("127.0.0.1:0", None)?;
     /// let conn = Client::connect(&listener.address().to_string(), None)?;
     /// listener.accept()?.send_bytes(b"welcome")?;
-    /// assert_eq!(conn.recv_bytes(None)?, b"welcome");
+    /// assert_eq!(conn.recv_bytes()?, b"welcome");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn connect(address: &str, authkey: Option<&[u8]>) -> Result<Connection> {
@@ -977,7 +977,7 @@ impl Client {
     /// let (s1, s2) = (listener.accept()?, listener.accept()?);
     /// c1.send_bytes(b"1")?;
     /// c2.send_bytes(b"2")?;
-    /// assert_eq!((s1.recv_bytes(None)?, s2.recv_bytes(None)?), (b"1".to_vec(), b"2".to_vec()));
+    /// assert_eq!((s1.recv_bytes()?, s2.recv_bytes()?), (b"1".to_vec(), b"2".to_vec()));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn open(&self) -> Result<Connection> {

@@ -24,7 +24,7 @@
 //! parent.send(&"hello")?;
 //! assert_eq!(child.recv::<String>()?, "hello");
 //! child.send_bytes(b"raw bytes")?;
-//! assert_eq!(parent.recv_bytes(None)?, b"raw bytes");
+//! assert_eq!(parent.recv_bytes()?, b"raw bytes");
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 
@@ -244,7 +244,7 @@ impl Connection {
     /// let (a, b) = UnixStream::pair()?;
     /// let (a, b) = (Connection::from_fd(a.into()), Connection::from_fd(b.into()));
     /// a.send_bytes(b"x")?;
-    /// assert_eq!(b.recv_bytes(None)?, b"x");
+    /// assert_eq!(b.recv_bytes()?, b"x");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Connection {
@@ -437,7 +437,7 @@ impl Connection {
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
     /// a.send_bytes(&[0u8; 100_000])?; // larger than a socket buffer: b reads it later
-    /// # let t = std::thread::spawn(move || b.recv_bytes(None));
+    /// # let t = std::thread::spawn(move || b.recv_bytes());
     /// # assert_eq!(t.join().unwrap()?.len(), 100_000);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -453,7 +453,7 @@ impl Connection {
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
     /// a.send_bytes_range(b"abcdef", 2, Some(3))?;
-    /// assert_eq!(b.recv_bytes(None)?, b"cde");
+    /// assert_eq!(b.recv_bytes()?, b"cde");
     /// assert!(a.send_bytes_range(b"abc", 4, None).is_err());
     /// assert!(a.send_bytes_range(b"abc", 1, Some(3)).is_err());
     /// # Ok::<(), multiproc::Error>(())
@@ -508,19 +508,19 @@ impl Connection {
         self.recv_value(crate::deadline::after(timeout)).map_err(|e| e.with_timeout(timeout))
     }
 
-    /// Like [`recv`](Self::recv) without waiting: [`Error::Timeout`] when no whole
+    /// Like [`recv`](Self::recv) without waiting: [`Error::WouldBlock`] when no whole
     /// message is there yet.
     ///
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
-    /// assert!(matches!(b.try_recv::<u8>(), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(b.try_recv::<u8>(), Err(multiproc::Error::WouldBlock)));
     /// a.send(&7u8)?;
     /// assert!(b.poll_timeout(std::time::Duration::from_secs(30))?);
     /// assert_eq!(b.try_recv::<u8>()?, 7);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.recv_timeout(Duration::ZERO)
+        self.recv_timeout(Duration::ZERO).map_err(Error::not_waiting)
     }
 
     fn recv_value<T: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<T> {
@@ -528,19 +528,31 @@ impl Connection {
         self.with_frame(PROTOCOL_MAX, deadline, |payload| codec.decode(payload.as_slice()))?
     }
 
-    /// Receives one message of raw bytes (Python's `recv_bytes(maxlength)`). A message
-    /// longer than `maxlength` is an error ([`Error::MessageTooLong`]), after which the
-    /// connection is unusable, as in CPython.
+    /// Receives one message of raw bytes (Python's `recv_bytes()`).
+    ///
+    /// ```
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes(b"hello")?;
+    /// assert_eq!(b.recv_bytes()?, b"hello");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.recv_bytes_deadline(PROTOCOL_MAX, None)
+    }
+
+    /// Receives one message of at most `maxlength` bytes (Python's `recv_bytes(maxlength)`).
+    /// A longer message is an error ([`Error::MessageTooLong`]), after which the connection
+    /// is unusable, as in CPython.
     ///
     /// ```
     /// use multiproc::Error;
     /// let (a, b) = multiproc::pipe(true)?;
     /// a.send_bytes(b"0123456789")?;
-    /// assert!(matches!(b.recv_bytes(Some(4)), Err(Error::MessageTooLong { len: 10, limit: 4 })));
+    /// assert!(matches!(b.recv_bytes_max(4), Err(Error::MessageTooLong { len: 10, limit: 4 })));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
-        self.recv_bytes_deadline(maxlength, None)
+    pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>> {
+        self.recv_bytes_deadline(u64::try_from(maxlength).unwrap_or(u64::MAX), None)
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes), with a timeout.
@@ -549,39 +561,45 @@ impl Connection {
     /// use std::time::Duration;
     /// let (a, b) = multiproc::pipe(true)?;
     /// a.send_bytes(b"hi")?;
-    /// assert_eq!(b.recv_bytes_timeout(None, Duration::from_secs(5))?, b"hi");
+    /// assert_eq!(b.recv_bytes_timeout(Duration::from_secs(5))?, b"hi");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn recv_bytes_timeout(
-        &self,
-        maxlength: Option<usize>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>> {
-        self.recv_bytes_deadline(maxlength, crate::deadline::after(timeout))
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_bytes_deadline(PROTOCOL_MAX, crate::deadline::after(timeout))
             .map_err(|e| e.with_timeout(timeout))
     }
 
-    /// Like [`recv_bytes`](Self::recv_bytes) without waiting: [`Error::Timeout`] when no
+    /// Like [`recv_bytes_max`](Self::recv_bytes_max), with a timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiproc::pipe(true)?;
+    /// a.send_bytes(b"hi")?;
+    /// assert_eq!(b.recv_bytes_max_timeout(16, Duration::from_secs(5))?, b"hi");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn recv_bytes_max_timeout(&self, maxlength: usize, timeout: Duration) -> Result<Vec<u8>> {
+        let limit = u64::try_from(maxlength).unwrap_or(u64::MAX);
+        self.recv_bytes_deadline(limit, crate::deadline::after(timeout))
+            .map_err(|e| e.with_timeout(timeout))
+    }
+
+    /// Like [`recv_bytes`](Self::recv_bytes) without waiting: [`Error::WouldBlock`] when no
     /// whole message is there yet.
     ///
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
-    /// assert!(matches!(b.try_recv_bytes(None), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(b.try_recv_bytes(), Err(multiproc::Error::WouldBlock)));
     /// a.send_bytes(b"hi")?;
     /// assert!(b.poll_timeout(std::time::Duration::from_secs(30))?);
-    /// assert_eq!(b.try_recv_bytes(None)?, b"hi");
+    /// assert_eq!(b.try_recv_bytes()?, b"hi");
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn try_recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
-        self.recv_bytes_timeout(maxlength, Duration::ZERO)
+    pub fn try_recv_bytes(&self) -> Result<Vec<u8>> {
+        self.recv_bytes_timeout(Duration::ZERO).map_err(Error::not_waiting)
     }
 
-    fn recv_bytes_deadline(
-        &self,
-        maxlength: Option<usize>,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<u8>> {
-        let limit = maxlength.map_or(PROTOCOL_MAX, |m| m as u64);
+    fn recv_bytes_deadline(&self, limit: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
         self.with_frame(limit, deadline, |payload| payload.into_vec())
     }
 
@@ -633,17 +651,17 @@ impl Connection {
         .map_err(|e| e.with_timeout(timeout))?
     }
 
-    /// Like [`recv_bytes_into`](Self::recv_bytes_into) without waiting: [`Error::Timeout`]
+    /// Like [`recv_bytes_into`](Self::recv_bytes_into) without waiting: [`Error::WouldBlock`]
     /// when no whole message is there yet.
     ///
     /// ```
     /// let (a, b) = multiproc::pipe(true)?;
     /// let mut buf = [0u8; 8];
-    /// assert!(matches!(b.try_recv_bytes_into(&mut buf), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(b.try_recv_bytes_into(&mut buf), Err(multiproc::Error::WouldBlock)));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.recv_bytes_into_timeout(buf, Duration::ZERO)
+        self.recv_bytes_into_timeout(buf, Duration::ZERO).map_err(Error::not_waiting)
     }
 
     fn recv_bytes_into_blocking(&self, buf: &mut [u8]) -> Result<usize> {

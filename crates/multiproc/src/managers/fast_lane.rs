@@ -110,7 +110,7 @@ pub(super) fn open_fast_lane(conn: &Connection, timeout: Duration) -> Option<Fas
     Codec::Postcard.encode_into(&(FAST_LANE_ID, FAST_LANE_METHOD), &mut frame).ok()?;
     Codec::Postcard.encode_into(&lane, &mut frame).ok()?;
     conn.send_bytes(&frame).ok()?;
-    let reply = conn.recv_bytes_timeout(Some(1024), timeout).ok()?;
+    let reply = conn.recv_bytes_max_timeout(1024, timeout).ok()?;
     let reply: Reply = Codec::Postcard.decode(&reply).ok()?;
     reply.ok().map(|_| lane)
 }

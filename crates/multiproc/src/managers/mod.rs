@@ -192,7 +192,7 @@ fn server_main<R: Register>(
     }
     let watchdog = std::thread::Builder::new().name("manager-watchdog".into()).spawn(move || {
         // Any message, EOF or error: the parent wants us gone (or is gone).
-        let _ = control.recv_bytes(Some(16));
+        let _ = control.recv_bytes_max(16);
         if let Some(path) = socket_file {
             let _ = std::fs::remove_file(path);
         }

@@ -782,10 +782,10 @@ fn acquire_on<'a, P, A: Serialize>(
         Some(timeout) => handle.call_blocking("acquire", &args(true, ms(timeout)), timeout)?,
         None => handle.call("acquire", &args(false, None))?,
     };
-    if acquired {
-        Ok(ProxyGuard::new(proxy, unlock))
-    } else {
-        Err(Error::Timeout(wait.flatten().unwrap_or(Duration::ZERO)))
+    match (acquired, wait) {
+        (true, _) => Ok(ProxyGuard::new(proxy, unlock)),
+        (false, None) => Err(Error::WouldBlock),
+        (false, Some(timeout)) => Err(Error::Timeout(timeout.unwrap_or(Duration::ZERO))),
     }
 }
 
@@ -794,15 +794,15 @@ fn acquire_on<'a, P, A: Serialize>(
 /// [`synchronize::Lock`](crate::synchronize::Lock) is much faster.
 ///
 /// `acquire` waits as long as it takes, `acquire_timeout` at most a [`Duration`]
-/// ([`Error::Timeout`] then), `try_acquire` not at all; each returns a [`ProxyGuard`] that
-/// releases on drop.
+/// ([`Error::Timeout`] then), `try_acquire` not at all ([`Error::WouldBlock`]); each returns
+/// a [`ProxyGuard`] that releases on drop.
 ///
 /// ```
 /// use std::time::Duration;
 /// let manager = multiproc::Manager::start()?;
 /// let lock = manager.lock()?;
 /// let held = lock.acquire()?;
-/// assert!(matches!(lock.try_acquire(), Err(multiproc::Error::Timeout(_))));
+/// assert!(matches!(lock.try_acquire(), Err(multiproc::Error::WouldBlock)));
 /// assert!(lock.acquire_timeout(Duration::from_millis(10)).is_err());
 /// drop(held);
 /// assert!(lock.release().is_err()); // not locked
@@ -827,7 +827,7 @@ impl LockProxy {
         self.acquire_with(Some(Some(timeout)))
     }
 
-    /// Acquires the lock only if it is free now ([`Error::Timeout`] otherwise).
+    /// Acquires the lock only if it is free now ([`Error::WouldBlock`] otherwise).
     pub fn try_acquire(&self) -> Result<ProxyGuard<'_, LockProxy>> {
         self.acquire_with(None)
     }
@@ -933,7 +933,7 @@ impl SemaphoreProxy {
         self.acquire_with(Some(Some(timeout)))
     }
 
-    /// Takes one unit only if one is available now ([`Error::Timeout`] otherwise).
+    /// Takes one unit only if one is available now ([`Error::WouldBlock`] otherwise).
     pub fn try_acquire(&self) -> Result<ProxyGuard<'_, SemaphoreProxy>> {
         self.acquire_with(None)
     }
@@ -1033,7 +1033,7 @@ impl RLockProxy {
         self.acquire_with(Some(Some(timeout)))
     }
 
-    /// Acquires the lock only if that needs no wait ([`Error::Timeout`] otherwise).
+    /// Acquires the lock only if that needs no wait ([`Error::WouldBlock`] otherwise).
     pub fn try_acquire(&self) -> Result<ProxyGuard<'_, RLockProxy>> {
         self.acquire_with(None)
     }
@@ -1085,7 +1085,7 @@ impl ConditionProxy {
         self.acquire_with(Some(Some(timeout)))
     }
 
-    /// Acquires the underlying lock only if that needs no wait ([`Error::Timeout`]
+    /// Acquires the underlying lock only if that needs no wait ([`Error::WouldBlock`]
     /// otherwise).
     pub fn try_acquire(&self) -> Result<ProxyGuard<'_, ConditionProxy>> {
         self.acquire_with(None)

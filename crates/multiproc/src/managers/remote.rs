@@ -198,8 +198,8 @@ impl Remote {
             None => {
                 lane.conn.send_bytes(&frame).map_err(|e| self.lost(e))?;
                 match wait {
-                    None => lane.conn.recv_bytes(None),
-                    Some(t) => lane.conn.recv_bytes_timeout(None, t),
+                    None => lane.conn.recv_bytes(),
+                    Some(t) => lane.conn.recv_bytes_timeout(t),
                 }
                 .map_err(|e| match e {
                     Error::Timeout(_) => no_answer(),

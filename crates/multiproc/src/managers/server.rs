@@ -201,7 +201,7 @@ fn serve_client(store: &Store, conn: Connection, max_message: usize) {
     let mut seen = Seen::default();
     let mut out = Vec::new();
     loop {
-        let frame = match conn.recv_bytes(Some(max_message)) {
+        let frame = match conn.recv_bytes_max(max_message) {
             Ok(frame) => frame,
             Err(Error::MessageTooLong { len, limit }) => {
                 let reply: Reply = Err(WireError::Closing(format!(

@@ -87,13 +87,13 @@ impl<T> AsyncResult<T> {
     /// use std::time::Duration;
     /// let pool = multiproc::pool::Pool::new(1)?;
     /// let r = pool.apply_async(|_: ()| std::thread::sleep(Duration::from_millis(200)), ())?;
-    /// assert!(matches!(r.try_get(), Err(multiproc::Error::Timeout(_))));
+    /// assert!(matches!(r.try_get(), Err(multiproc::Error::WouldBlock)));
     /// r.wait()?;
     /// r.try_get()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn try_get(&self) -> Result<T> {
-        self.get_timeout(Duration::ZERO)
+        self.get_timeout(Duration::ZERO).map_err(Error::not_waiting)
     }
 
     fn get_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<T> {

@@ -1264,9 +1264,12 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
         raw::wake::wake::<Os>(ring.word(H_JOIN_SEQ), ring.word(H_JOINERS_ASLEEP), i32::MAX as u32);
     }
 
-    /// Waits until every item put has been marked done, as long as it takes. (A consumer
-    /// killed between `get` and `task_done` leaves its task unfinished for ever: bound the
-    /// wait with [`join_timeout`](Self::join_timeout) where that can happen.)
+    /// Waits until every item put has been marked done, as long as it takes.
+    ///
+    /// When tasks are unfinished and no other live process holds the queue any more (every
+    /// consumer died, some of them between `get` and `task_done`), the wait would last for
+    /// ever: it ends with [`Error::Disconnected`] instead, as a `get` on a deserted queue
+    /// does.
     ///
     /// ```
     /// let q = multiproc::queues::JoinableQueue::new(0)?;
@@ -1296,6 +1299,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
 
     fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
         let ring = &self.inner.ring;
+        let mut desertion = ring::Desertion::default();
         loop {
             if self.unfinished().load(SeqCst) == 0 {
                 return Ok(());
@@ -1303,7 +1307,15 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout(timeout));
             }
+            if desertion.due() {
+                // Nobody else is left to call `task_done`: the wait would last for ever.
+                if holders::deserted(&ring.segment) && self.unfinished().load(SeqCst) != 0 {
+                    return Err(Error::Disconnected("queue"));
+                }
+                desertion.checked();
+            }
             let nap = raw::remaining(deadline).map_or(ring::NAP, |l| l.min(ring::NAP));
+            let nap = desertion.nap(nap);
             raw::wake::sleep::<Os>(
                 ring.word(H_JOIN_SEQ),
                 ring.word(H_JOINERS_ASLEEP),

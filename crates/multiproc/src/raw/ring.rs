@@ -386,13 +386,13 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
 
 /// When a sleeping waiter next asks whether it was left alone.
 #[derive(Default)]
-struct Desertion {
+pub(crate) struct Desertion {
     next: Option<Instant>,
 }
 
 impl Desertion {
     /// Whether it is time to ask (never before the first sleep).
-    fn due(&mut self) -> bool {
+    pub(crate) fn due(&mut self) -> bool {
         match self.next {
             None => {
                 self.next = Some(Instant::now() + DESERTED_CHECK);
@@ -403,12 +403,12 @@ impl Desertion {
     }
 
     /// The question was asked: the next one in a [`NAP`].
-    fn checked(&mut self) {
+    pub(crate) fn checked(&mut self) {
         self.next = Some(Instant::now() + NAP);
     }
 
     /// `nap`, cut short so as to wake for the next question.
-    fn nap(&self, nap: Duration) -> Duration {
+    pub(crate) fn nap(&self, nap: Duration) -> Duration {
         match self.next {
             Some(next) => nap.min(next.saturating_duration_since(Instant::now())),
             None => nap,

@@ -85,7 +85,7 @@ impl SyncLock {
     }
 
     /// Acquires the lock without waiting (an [`RLock`] this thread holds is acquired
-    /// again); [`Error::Timeout`](crate::Error::Timeout) (of zero) if it is taken.
+    /// again); [`Error::WouldBlock`](crate::Error::WouldBlock) if it is taken.
     ///
     /// ```
     /// use multiproc::{synchronize::Lock, Value};
@@ -254,8 +254,8 @@ impl<T: CType> Value<T> {
         self.guard(self.lock.acquire_timeout(timeout)?)
     }
 
-    /// [`lock`](Self::lock) without waiting; [`Error::Timeout`](crate::Error::Timeout) (of
-    /// zero) if the lock is taken.
+    /// [`lock`](Self::lock) without waiting; [`Error::WouldBlock`](crate::Error::WouldBlock)
+    /// if the lock is taken.
     ///
     /// ```
     /// use multiproc::{synchronize::Lock, Value};
@@ -541,8 +541,8 @@ impl<T: CType> Array<T> {
         self.guard(self.lock.acquire_timeout(timeout)?)
     }
 
-    /// [`lock`](Self::lock) without waiting; [`Error::Timeout`](crate::Error::Timeout) (of
-    /// zero) if the lock is taken.
+    /// [`lock`](Self::lock) without waiting; [`Error::WouldBlock`](crate::Error::WouldBlock)
+    /// if the lock is taken.
     ///
     /// ```
     /// use multiproc::{synchronize::Lock, Array};
