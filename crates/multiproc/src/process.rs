@@ -54,6 +54,7 @@ use crate::connection::{poll_until, Connection, Waitable};
 use crate::context::{self, Lineage, ProcessInfo, StartMethod};
 use crate::error::{Error, Result};
 use crate::reduction;
+use crate::sync_util::{get_mut, lock};
 use crate::sys;
 use crate::sys::poll::{PollFd, PollFlags};
 use crate::sys::proc::{PidFd, Signal};
@@ -593,7 +594,7 @@ impl Process {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// The result value, when the child returned one.
@@ -709,19 +710,13 @@ impl Running {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let state = std::mem::replace(
-            self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
-            State::Closed,
-        );
+        let state = std::mem::replace(get_mut(&mut self.state), State::Closed);
         if let State::Started(mut running) = state {
             if self.kill_on_drop && running.exitcode.is_none() {
                 let _ = running.pidfd.send(Signal::Kill);
             }
             if running.exitcode.is_none() && !running.wait(Some(Instant::now())).unwrap_or(true) {
-                DROPPED
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((running.pid, running.pidfd));
+                lock(&DROPPED).push((running.pid, running.pidfd));
             }
         }
     }
@@ -1188,8 +1183,8 @@ impl ForkLocks {
             _sharer: reduction::lock_sharer(),
             _stdout: std::io::stdout().lock(),
             _stderr: std::io::stderr().lock(),
-            _dropped: DROPPED.lock().unwrap_or_else(|p| p.into_inner()),
-            _children: CHILDREN.lock().unwrap_or_else(|p| p.into_inner()),
+            _dropped: lock(&DROPPED),
+            _children: lock(&CHILDREN),
         }
     }
 }
@@ -1397,24 +1392,21 @@ static CHILDREN: Mutex<Vec<ActiveChild>> = Mutex::new(Vec::new());
 static DROPPED: Mutex<Vec<(i32, PidFd)>> = Mutex::new(Vec::new());
 
 fn register_child(pid: i32, name: &str) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(ActiveChild { pid, name: name.to_string() });
+    lock(&CHILDREN).push(ActiveChild { pid, name: name.to_string() });
 }
 
 fn unregister_child(pid: i32) {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.pid != pid);
+    lock(&CHILDREN).retain(|c| c.pid != pid);
 }
 
 fn forget_children() {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    DROPPED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    lock(&CHILDREN).clear();
+    lock(&DROPPED).clear();
 }
 
 /// Reaps children whose `Process` was dropped while they ran.
 fn reap_dropped() {
-    let mut dropped = DROPPED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dropped = lock(&DROPPED);
     dropped.retain(|(pid, pidfd)| match pidfd.try_reap() {
         Ok(None) => true,
         Ok(Some(_)) | Err(_) => {
@@ -1439,6 +1431,6 @@ fn reap_dropped() {
 /// ```
 pub fn active_children() -> Vec<ActiveChild> {
     reap_dropped();
-    let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let children = lock(&CHILDREN).clone();
     children.into_iter().filter(|c| sys::proc::child_is_running(c.pid)).collect()
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{dec, enc, millis, msg, no_method, Reply, WireError};
 use crate::connection::Connection;
+use crate::sync_util::{lock, wait_timeout};
 
 /// How often a blocked call checks whether its client hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(100);
@@ -30,7 +31,7 @@ impl<T> Guarded<T> {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, T> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Waits until `ready` holds, at most `timeout`, giving up early when the client that
@@ -55,8 +56,7 @@ impl<T> Guarded<T> {
                 Some(d) => (d - now).min(HANGUP_CHECK),
                 None => HANGUP_CHECK,
             };
-            let (g, result) =
-                self.changed.wait_timeout(guard, slice).unwrap_or_else(|p| p.into_inner());
+            let (g, result) = wait_timeout(&self.changed, guard, slice);
             guard = g;
             if result.timed_out() {
                 // A client waiting for its reply sends nothing: readable means hung up.

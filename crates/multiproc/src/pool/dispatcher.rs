@@ -26,13 +26,14 @@ use super::wire::{
 };
 use super::worker::{worker_main, Initializer, Progress, Worker, WorkerBoot};
 use super::{
-    lock, pool_id, Broken, Inner, Phase, Submission, DISPATCHER_OF, FLUSH_BYTES, PIPELINE_NS,
-    PIPE_BYTES, SLOW_CHUNK_NS, START_FAILURES_MAX, TERMINATE_GRACE, WINDOW_MAX, WORKER_BYTES_MAX,
+    pool_id, Broken, Inner, Phase, Submission, DISPATCHER_OF, FLUSH_BYTES, PIPELINE_NS, PIPE_BYTES,
+    SLOW_CHUNK_NS, START_FAILURES_MAX, TERMINATE_GRACE, WINDOW_MAX, WORKER_BYTES_MAX,
 };
 use crate::connection::{poll_until, Connection};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::sync_util::lock;
 use crate::sys;
 
 /// What the dispatcher needs from the [`PoolBuilder`](super::PoolBuilder).

@@ -99,7 +99,7 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -107,6 +107,7 @@ use serde::Serialize;
 
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
+use crate::sync_util::{lock, wait_deadline};
 use crate::sys;
 
 mod chunked;
@@ -613,20 +614,8 @@ impl Pool {
                 ));
             }
             while !shared.finished {
-                shared = match deadline {
-                    None => self.inner.changed.wait(shared).unwrap_or_else(|p| p.into_inner()),
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Err(Error::Timeout(timeout));
-                        }
-                        self.inner
-                            .changed
-                            .wait_timeout(shared, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
-                };
+                shared = wait_deadline(&self.inner.changed, shared, deadline)
+                    .map_err(|_| Error::Timeout(timeout))?;
             }
         }
         if let Some(thread) = lock(&self.thread).take() {
@@ -1065,8 +1054,3 @@ fn on_dispatcher_of(pool: usize) -> bool {
 const CALLBACK_WAIT: &str =
     "a pool callback cannot wait for a result of its own pool (it runs on the thread that \
      delivers them)";
-
-/// Locks `m`, recovering the data if another thread panicked while holding it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}

@@ -22,10 +22,11 @@ use serde::Serialize;
 use super::chunks::{ChunkEncoder, FnRef};
 use super::wire::{decode_item, Outcome, Outcomes, ST_OK};
 use super::{
-    lock, on_dispatcher_of, pool_id, Inner, Pool, Submission, CALLBACK_WAIT, IMAP_BYTES_MAX,
+    on_dispatcher_of, pool_id, Inner, Pool, Submission, CALLBACK_WAIT, IMAP_BYTES_MAX,
     IMAP_ITEMS_MAX, WINDOW_MAX,
 };
 use crate::error::{Error, Result};
+use crate::sync_util::{lock, wait_deadline};
 use crate::sys;
 
 // --------------------------------------------------------------------------------------
@@ -233,15 +234,9 @@ impl<T> Cell<T> {
     fn wait(&self, deadline: Option<Instant>) -> MutexGuard<'_, CellState<T>> {
         let mut state = lock(&self.state);
         while !state.ready && !on_dispatcher_of(self.pool) {
-            state = match deadline {
-                None => self.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    self.cond.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
-                }
+            state = match wait_deadline(&self.cond, state, deadline) {
+                Ok(state) => state,
+                Err(state) => return state,
             };
         }
         state
@@ -486,15 +481,11 @@ where
                 return Some(Err(Error::ProcessState(CALLBACK_WAIT)));
             }
             state.waiting = true;
-            state = match deadline {
-                None => self.stream.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        state.waiting = false;
-                        return Some(Err(Error::Timeout(timeout)));
-                    }
-                    self.stream.cond.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
+            state = match wait_deadline(&self.stream.cond, state, deadline) {
+                Ok(state) => state,
+                Err(mut state) => {
+                    state.waiting = false;
+                    return Some(Err(Error::Timeout(timeout)));
                 }
             };
         }
