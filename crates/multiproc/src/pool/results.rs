@@ -20,11 +20,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::chunks::{ChunkEncoder, FnRef};
-use super::wire::{decode_item, Outcome, Outcomes, ST_OK};
+use super::wire::{Outcome, Outcomes, ST_OK};
 use super::{
     on_dispatcher_of, pool_id, Inner, Pool, Submission, CALLBACK_WAIT, IMAP_BYTES_MAX,
     IMAP_ITEMS_MAX, WINDOW_MAX,
 };
+use crate::codec::decode_item;
 use crate::error::{Error, Result};
 use crate::sync_util::{lock, wait_deadline};
 use crate::sys;
@@ -612,7 +613,7 @@ impl<R: DeserializeOwned + Send, T: Send> CollectSink<R, T> {
     }
 }
 
-impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
+impl<R: DeserializeOwned + Send + 'static, T: Send> Sink for CollectSink<R, T> {
     fn add_items(&mut self, n: usize) {
         self.submitted += n;
     }
@@ -727,7 +728,7 @@ struct StreamSink<R> {
     _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned + Send> Sink for StreamSink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for StreamSink<R> {
     fn deliver(&mut self, start: usize, items: Outcomes<'_>) -> bool {
         let decoded: Vec<Result<R>> = items.map(Outcome::decode).collect();
         let mut state = lock(&self.stream.state);
