@@ -616,7 +616,11 @@ impl Process {
             Some(ChildOutcome::Failed(message)) => {
                 Err(Error::ProcessFailed { pid, exitcode, message })
             }
-            None => Err(Error::ProcessFailed { pid, exitcode, message: describe_exit(exitcode) }),
+            None => {
+                let how = ExitStatus(exitcode).describe();
+                let message = format!("the process {how} before returning a value");
+                Err(Error::ProcessFailed { pid, exitcode, message })
+            }
         }
     }
 }
@@ -628,16 +632,6 @@ fn started(state: &mut State) -> Result<&mut Running> {
             Err(Error::ProcessState("the process has not been started"))
         }
         State::Closed => Err(Error::ProcessState("the process object is closed")),
-    }
-}
-
-fn describe_exit(exitcode: i32) -> String {
-    if exitcode < 0 {
-        let name =
-            sys::proc::signal_name(-exitcode).unwrap_or_else(|| format!("signal {}", -exitcode));
-        format!("killed by {name}")
-    } else {
-        format!("exited with code {exitcode} before returning a value")
     }
 }
 
@@ -949,6 +943,24 @@ impl ExitStatus {
     /// ```
     pub fn exitcode(&self) -> i32 {
         self.0
+    }
+
+    /// How the process ended, for an error message about it: "was killed by SIGKILL"
+    /// ("by signal 99" for a number without a name), "exited with code 3".
+    pub(crate) fn describe(&self) -> String {
+        match self.signal() {
+            Some(n) => match sys::proc::signal_c_name(n) {
+                Some(name) => format!("was killed by {name}"),
+                None => format!("was killed by signal {n}"),
+            },
+            None => format!("exited with code {}", self.0),
+        }
+    }
+
+    /// The status whose Python exit code is `exitcode` (minus a signal's number when a
+    /// signal killed the process).
+    pub(crate) fn from_exitcode(exitcode: i32) -> ExitStatus {
+        ExitStatus(exitcode)
     }
 }
 
@@ -1433,4 +1445,17 @@ pub fn active_children() -> Vec<ActiveChild> {
     reap_dropped();
     let children = lock(&CHILDREN).clone();
     children.into_iter().filter(|c| sys::proc::child_is_running(c.pid)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_status_describes_how_the_process_ended() {
+        assert_eq!(ExitStatus::from_exitcode(-9).describe(), "was killed by SIGKILL");
+        assert_eq!(ExitStatus::from_exitcode(-99).describe(), "was killed by signal 99");
+        assert_eq!(ExitStatus::from_exitcode(3).describe(), "exited with code 3");
+        assert_eq!(ExitStatus::from_exitcode(-15).to_string(), "killed by signal 15");
+    }
 }

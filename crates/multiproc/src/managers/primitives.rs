@@ -68,6 +68,27 @@ impl<T> Guarded<T> {
             }
         }
     }
+
+    /// The state if `ready` holds for it: for a blocking call (`block`), once it does, as
+    /// [`wait_until`](Self::wait_until) waits; otherwise only if it holds now. `None` when
+    /// it does not hold in time.
+    fn ready_within(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+        client: &Connection,
+        mut ready: impl FnMut(&mut T) -> bool,
+    ) -> std::result::Result<Option<MutexGuard<'_, T>>, WireError> {
+        if !block {
+            let mut guard = self.lock();
+            return Ok(ready(&mut guard).then_some(guard));
+        }
+        match self.wait_until(timeout, client, ready) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(WireError::Timeout(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A queue's items, and how many items put are not marked done yet.
@@ -189,21 +210,9 @@ pub(super) fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Co
     match method {
         "put" => {
             let (item, block, timeout): (Vec<u8>, bool, Option<u64>) = dec(args, method)?;
-            let full = |s: &mut QueueState| queue.maxsize > 0 && s.items.len() >= queue.maxsize;
-            let mut s = if block {
-                state.wait_until(millis(timeout), client, |s| !full(s)).map_err(|e| {
-                    if matches!(e, WireError::Timeout(_)) {
-                        WireError::Full
-                    } else {
-                        e
-                    }
-                })?
-            } else {
-                let mut s = state.lock();
-                if full(&mut s) {
-                    return Err(WireError::Full);
-                }
-                s
+            let room = |s: &mut QueueState| queue.maxsize == 0 || s.items.len() < queue.maxsize;
+            let Some(mut s) = state.ready_within(block, millis(timeout), client, room)? else {
+                return Err(WireError::Full);
             };
             s.items.push_back(item);
             s.unfinished += 1;
@@ -212,14 +221,10 @@ pub(super) fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Co
         }
         "get" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut s =
-                if block {
-                    state.wait_until(millis(timeout), client, |s| !s.items.is_empty()).map_err(
-                        |e| if matches!(e, WireError::Timeout(_)) { WireError::Empty } else { e },
-                    )?
-                } else {
-                    state.lock()
-                };
+            let has_items = |s: &mut QueueState| !s.items.is_empty();
+            let Some(mut s) = state.ready_within(block, millis(timeout), client, has_items)? else {
+                return Err(WireError::Empty);
+            };
             let item = s.items.pop_front().ok_or(WireError::Empty)?;
             state.changed.notify_all();
             enc(&item)
@@ -253,18 +258,11 @@ pub(super) fn lock_method(
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut state = if block {
-                match lock.wait_until(millis(timeout), client, |l| l.takeable()) {
-                    Ok(g) => g,
-                    Err(WireError::Timeout(_)) => return enc(&false),
-                    Err(e) => return Err(e),
-                }
-            } else {
-                lock.lock()
-            };
-            if !state.takeable() {
+            let takeable = |l: &mut LockState| l.takeable();
+            let Some(mut state) = lock.ready_within(block, millis(timeout), client, takeable)?
+            else {
                 return enc(&false);
-            }
+            };
             *state = LockState { locked: true, holder: peer_pid(client) };
             enc(&true)
         }
@@ -302,11 +300,7 @@ pub(super) fn event_method(
         "is_set" => enc(&*event.lock()),
         "wait" => {
             let timeout: Option<u64> = dec(args, method)?;
-            match event.wait_until(millis(timeout), client, |e| *e) {
-                Ok(_) => enc(&true),
-                Err(WireError::Timeout(_)) => enc(&false),
-                Err(e) => Err(e),
-            }
+            enc(&event.ready_within(true, millis(timeout), client, |e| *e)?.is_some())
         }
         other => Err(no_method("event", other)),
     }
@@ -322,18 +316,10 @@ pub(super) fn semaphore_method(
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut s = if block {
-                match sem.wait_until(millis(timeout), client, |s| s.value > 0) {
-                    Ok(g) => g,
-                    Err(WireError::Timeout(_)) => return enc(&false),
-                    Err(e) => return Err(e),
-                }
-            } else {
-                sem.lock()
-            };
-            if s.value == 0 {
+            let available = |s: &mut Semaphore| s.value > 0;
+            let Some(mut s) = sem.ready_within(block, millis(timeout), client, available)? else {
                 return enc(&false);
-            }
+            };
             s.value -= 1;
             enc(&true)
         }
@@ -360,14 +346,9 @@ fn acquire_owned<T>(
     timeout: Option<u64>,
     client: &Connection,
 ) -> Reply {
-    let mut g = if block {
-        match state.wait_until(millis(timeout), client, |t| lock(t).takeable(who)) {
-            Ok(g) => g,
-            Err(WireError::Timeout(_)) => return enc(&false),
-            Err(e) => return Err(e),
-        }
-    } else {
-        state.lock()
+    let takeable = |t: &mut T| lock(t).takeable(who);
+    let Some(mut g) = state.ready_within(block, millis(timeout), client, takeable)? else {
+        return enc(&false);
     };
     enc(&lock(&mut g).acquire(who, peer_pid(client)))
 }

@@ -660,7 +660,7 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         len: usize,
-        items: impl Iterator<Item = A>,
+        mut items: impl Iterator<Item = A>,
         chunksize: Option<usize>,
         finish: fn(Vec<R>) -> T,
         callbacks: Callbacks<T>,
@@ -681,12 +681,10 @@ impl Pool {
         let mut guard = CancelOnDrop { inner: &self.inner, job: Some(job) };
         let mut encoder = ChunkEncoder::new(job, func, 0);
         let mut group_limit = 1usize;
-        let mut items = items.peekable();
-        while items.peek().is_some() {
-            for item in items.by_ref().take(chunksize) {
-                encoder.push(&item)?;
-            }
-            encoder.end_chunk();
+        let mut more = true;
+        while more {
+            // An item that cannot be encoded fails the whole job.
+            more = encoder.fill_chunk(&mut items, chunksize, |_, e| Err(e))?;
             // The first chunk goes at once, so the workers start; later ones in growing
             // groups, so that a million tiny chunks do not wake the dispatcher a million
             // times.

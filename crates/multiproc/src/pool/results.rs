@@ -379,19 +379,15 @@ where
         let mut encoder = ChunkEncoder::new(self.job, self.func, self.taken);
         let mut exhausted = false;
         while self.taken - self.yielded < window && !exhausted {
-            while (encoder.count as usize) < self.chunksize {
-                let Some(item) = input.next() else {
-                    exhausted = true;
-                    break;
-                };
-                self.taken += 1;
-                if let Err(e) = encoder.push(&item) {
-                    // This item fails alone: the chunk so far goes, a new one starts after it.
-                    failures.push((self.taken - 1, e));
-                    encoder.skip();
-                }
-            }
-            encoder.end_chunk();
+            // An item that cannot be encoded fails alone: the chunk so far goes, a new one
+            // starts after it.
+            let filled = encoder.fill_chunk(input, self.chunksize, |index, e| {
+                failures.push((index, e));
+                Ok::<(), std::convert::Infallible>(())
+            });
+            let Ok(more) = filled;
+            exhausted = !more;
+            self.taken = encoder.next_index();
         }
         let group = encoder.take_group();
         self.encoded_bytes += group.as_ref().map_or(0, |g| g.data.len());
