@@ -89,6 +89,23 @@ impl<T> Guarded<T> {
             Err(e) => Err(e),
         }
     }
+
+    /// An `acquire` call: once `ready` holds (see [`ready_within`](Self::ready_within)),
+    /// `take` takes the caller's share of the state; the reply says whether it was taken
+    /// (`false` when `ready` did not hold in time).
+    fn acquire(
+        &self,
+        block: bool,
+        timeout: Option<u64>,
+        client: &Connection,
+        ready: impl FnMut(&mut T) -> bool,
+        take: impl FnOnce(&mut T) -> bool,
+    ) -> Reply {
+        match self.ready_within(block, millis(timeout), client, ready)? {
+            Some(mut state) => enc(&take(&mut state)),
+            None => enc(&false),
+        }
+    }
 }
 
 /// A queue's items, and how many items put are not marked done yet.
@@ -258,13 +275,11 @@ pub(super) fn lock_method(
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let takeable = |l: &mut LockState| l.takeable();
-            let Some(mut state) = lock.ready_within(block, millis(timeout), client, takeable)?
-            else {
-                return enc(&false);
+            let take = |l: &mut LockState| {
+                *l = LockState { locked: true, holder: peer_pid(client) };
+                true
             };
-            *state = LockState { locked: true, holder: peer_pid(client) };
-            enc(&true)
+            lock.acquire(block, timeout, client, |l| l.takeable(), take)
         }
         "release" => {
             let mut state = lock.lock();
@@ -316,12 +331,11 @@ pub(super) fn semaphore_method(
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let available = |s: &mut Semaphore| s.value > 0;
-            let Some(mut s) = sem.ready_within(block, millis(timeout), client, available)? else {
-                return enc(&false);
+            let take = |s: &mut Semaphore| {
+                s.value -= 1;
+                true
             };
-            s.value -= 1;
-            enc(&true)
+            sem.acquire(block, timeout, client, |s| s.value > 0, take)
         }
         "release" => {
             let mut s = sem.lock();
@@ -337,22 +351,6 @@ pub(super) fn semaphore_method(
     }
 }
 
-/// Acquires a recursive lock inside `state`, waiting up to `timeout`.
-fn acquire_owned<T>(
-    state: &Guarded<T>,
-    lock: impl Fn(&mut T) -> &mut Owned,
-    who: Owner,
-    block: bool,
-    timeout: Option<u64>,
-    client: &Connection,
-) -> Reply {
-    let takeable = |t: &mut T| lock(t).takeable(who);
-    let Some(mut g) = state.ready_within(block, millis(timeout), client, takeable)? else {
-        return enc(&false);
-    };
-    enc(&lock(&mut g).acquire(who, peer_pid(client)))
-}
-
 /// Calls `method` on a recursive lock.
 pub(super) fn rlock_method(
     lock: &Guarded<Owned>,
@@ -363,7 +361,8 @@ pub(super) fn rlock_method(
     match method {
         "acquire" => {
             let (who, block, timeout): (Owner, bool, Option<u64>) = dec(args, method)?;
-            acquire_owned(lock, |o| o, who, block, timeout, client)
+            let take = |o: &mut Owned| o.acquire(who, peer_pid(client));
+            lock.acquire(block, timeout, client, |o| o.takeable(who), take)
         }
         "release" => {
             let who: Owner = dec(args, method)?;
@@ -386,7 +385,8 @@ pub(super) fn condition_method(
     match method {
         "acquire" => {
             let (who, block, timeout): (Owner, bool, Option<u64>) = dec(args, method)?;
-            acquire_owned(cond, |c| &mut c.lock, who, block, timeout, client)
+            let take = |c: &mut Condition| c.lock.acquire(who, peer_pid(client));
+            cond.acquire(block, timeout, client, |c| c.lock.takeable(who), take)
         }
         "release" => {
             let who: Owner = dec(args, method)?;
