@@ -318,7 +318,7 @@ fn object_call(object: &Object, method: &str, args: &[u8], client: &Connection) 
             Object::Condition(cond) => condition_method(cond, method, args, client),
             Object::Barrier(barrier) => barrier_method(barrier, method, args, client),
             Object::User(_, object) => {
-                let mut object = lock(&object);
+                let mut object = lock(object);
                 // A panic is the caller's error, reported to it, not the server's to print.
                 match crate::process::catch_reported(|| object.call(method, args)) {
                     Ok(result) => result.map_err(msg),
