@@ -211,3 +211,40 @@ pub(crate) fn as_item<T: 'static>(vec: Vec<u8>) -> Result<T> {
         .and_then(Option::take)
         .ok_or_else(|| Error::Codec("byte vector type mismatch".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn postcard<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        Codec::Postcard.encode_into(value, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn items_decode_as_postcard_decodes_them() {
+        for len in [0usize, 1, 127, 128, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(decode_item::<Vec<u8>>(&postcard(&bytes)).unwrap(), bytes, "{len}");
+        }
+        let value = (7u32, "seven".to_string(), vec![7u16; 3]);
+        assert_eq!(decode_item::<(u32, String, Vec<u16>)>(&postcard(&value)).unwrap(), value);
+        assert_eq!(decode_in_place::<(u32, String, Vec<u16>)>(&postcard(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn a_malformed_item_is_an_error_that_says_why() {
+        let mut long = postcard(&vec![1u8, 2, 3]);
+        long.push(4);
+        let e = decode_item::<Vec<u8>>(&long).unwrap_err();
+        assert!(e.to_string().contains("a byte vector of 3 bytes in a record of 4 bytes"), "{e}");
+        assert!(decode_item::<Vec<u8>>(&long[..2]).is_err(), "cut short");
+        assert!(decode_item::<Vec<u8>>(&[0x80]).is_err(), "a length prefix cut short");
+        let mut trailing = postcard(&5u32);
+        trailing.push(0);
+        let e = decode_in_place::<u32>(&trailing).unwrap_err();
+        assert!(e.to_string().contains("1 trailing bytes"), "{e}");
+        assert!(decode_item::<String>(&[5, b'a']).is_err(), "a string cut short");
+    }
+}
