@@ -166,6 +166,8 @@ mod static_str {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    use crate::sync_util::lock;
+
     /// At most this many distinct texts are interned; later new ones share one text.
     const MAX_INTERNED: usize = 1024;
     /// A longer text is cut (at a character boundary) before it is interned.
@@ -192,7 +194,7 @@ mod static_str {
             end -= 1;
         }
         let text = &text[..end];
-        let mut interned = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut interned = lock(&INTERNED);
         let set = interned.get_or_insert_with(HashSet::new);
         if let Some(known) = set.get(text) {
             return known;

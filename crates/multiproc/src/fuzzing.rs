@@ -8,6 +8,7 @@ use crate::connection::{auth, AuthDialect, Connection};
 use crate::error::Result;
 use crate::managers::server::Store;
 use crate::managers::Registry;
+use crate::sync_util::lock;
 
 /// The listener's side of the authkey handshake (deliver a challenge, then answer one).
 pub fn server_handshake(
@@ -46,7 +47,7 @@ impl ManagerStore {
     /// Handles one request frame as the server does and returns the reply frame. Calls
     /// that block give up when `client`'s peer has hung up.
     pub fn handle(&self, frame: &[u8], client: &Connection) -> Vec<u8> {
-        let mut seen = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = lock(&self.1);
         let mut out = Vec::new();
         self.0.handle(frame, client, &mut seen, &mut out);
         out

@@ -84,6 +84,7 @@ mod reduction;
 mod segment;
 pub mod shared_memory;
 pub mod sharedctypes;
+mod sync_util;
 pub mod synchronize;
 mod sys;
 

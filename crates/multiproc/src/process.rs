@@ -54,6 +54,7 @@ use crate::connection::{poll_until, Connection, Waitable};
 use crate::context::{self, Lineage, ProcessInfo, StartMethod};
 use crate::error::{Error, Result};
 use crate::reduction;
+use crate::sync_util::{get_mut, lock};
 use crate::sys;
 use crate::sys::poll::{PollFd, PollFlags};
 use crate::sys::proc::{PidFd, Signal};
@@ -593,7 +594,7 @@ impl Process {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// The result value, when the child returned one.
@@ -615,7 +616,11 @@ impl Process {
             Some(ChildOutcome::Failed(message)) => {
                 Err(Error::ProcessFailed { pid, exitcode, message })
             }
-            None => Err(Error::ProcessFailed { pid, exitcode, message: describe_exit(exitcode) }),
+            None => {
+                let how = ExitStatus(exitcode).describe();
+                let message = format!("the process {how} before returning a value");
+                Err(Error::ProcessFailed { pid, exitcode, message })
+            }
         }
     }
 }
@@ -627,16 +632,6 @@ fn started(state: &mut State) -> Result<&mut Running> {
             Err(Error::ProcessState("the process has not been started"))
         }
         State::Closed => Err(Error::ProcessState("the process object is closed")),
-    }
-}
-
-fn describe_exit(exitcode: i32) -> String {
-    if exitcode < 0 {
-        let name =
-            sys::proc::signal_name(-exitcode).unwrap_or_else(|| format!("signal {}", -exitcode));
-        format!("killed by {name}")
-    } else {
-        format!("exited with code {exitcode} before returning a value")
     }
 }
 
@@ -707,19 +702,13 @@ impl Running {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let state = std::mem::replace(
-            self.state.get_mut().unwrap_or_else(|p| p.into_inner()),
-            State::Closed,
-        );
+        let state = std::mem::replace(get_mut(&mut self.state), State::Closed);
         if let State::Started(mut running) = state {
             if self.kill_on_drop && running.exitcode.is_none() {
                 let _ = running.pidfd.send(Signal::Kill);
             }
             if running.exitcode.is_none() && !running.wait(Some(Instant::now())).unwrap_or(true) {
-                DROPPED
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((running.pid, running.pidfd));
+                lock(&DROPPED).push((running.pid, running.pidfd));
             }
         }
     }
@@ -952,6 +941,24 @@ impl ExitStatus {
     /// ```
     pub fn exitcode(&self) -> i32 {
         self.0
+    }
+
+    /// How the process ended, for an error message about it: "was killed by SIGKILL"
+    /// ("by signal 99" for a number without a name), "exited with code 3".
+    pub(crate) fn describe(&self) -> String {
+        match self.signal() {
+            Some(n) => match sys::proc::signal_c_name(n) {
+                Some(name) => format!("was killed by {name}"),
+                None => format!("was killed by signal {n}"),
+            },
+            None => format!("exited with code {}", self.0),
+        }
+    }
+
+    /// The status whose Python exit code is `exitcode` (minus a signal's number when a
+    /// signal killed the process).
+    pub(crate) fn from_exitcode(exitcode: i32) -> ExitStatus {
+        ExitStatus(exitcode)
     }
 }
 
@@ -1186,8 +1193,8 @@ impl ForkLocks {
             _sharer: reduction::lock_sharer(),
             _stdout: std::io::stdout().lock(),
             _stderr: std::io::stderr().lock(),
-            _dropped: DROPPED.lock().unwrap_or_else(|p| p.into_inner()),
-            _children: CHILDREN.lock().unwrap_or_else(|p| p.into_inner()),
+            _dropped: lock(&DROPPED),
+            _children: lock(&CHILDREN),
         }
     }
 }
@@ -1395,24 +1402,21 @@ static CHILDREN: Mutex<Vec<ActiveChild>> = Mutex::new(Vec::new());
 static DROPPED: Mutex<Vec<(i32, PidFd)>> = Mutex::new(Vec::new());
 
 fn register_child(pid: i32, name: &str) {
-    CHILDREN
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(ActiveChild { pid, name: name.to_string() });
+    lock(&CHILDREN).push(ActiveChild { pid, name: name.to_string() });
 }
 
 fn unregister_child(pid: i32) {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.pid != pid);
+    lock(&CHILDREN).retain(|c| c.pid != pid);
 }
 
 fn forget_children() {
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    DROPPED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    lock(&CHILDREN).clear();
+    lock(&DROPPED).clear();
 }
 
 /// Reaps children whose `Process` was dropped while they ran.
 fn reap_dropped() {
-    let mut dropped = DROPPED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dropped = lock(&DROPPED);
     dropped.retain(|(pid, pidfd)| match pidfd.try_reap() {
         Ok(None) => true,
         Ok(Some(_)) | Err(_) => {
@@ -1437,6 +1441,19 @@ fn reap_dropped() {
 /// ```
 pub fn active_children() -> Vec<ActiveChild> {
     reap_dropped();
-    let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let children = lock(&CHILDREN).clone();
     children.into_iter().filter(|c| sys::proc::child_is_running(c.pid)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_status_describes_how_the_process_ended() {
+        assert_eq!(ExitStatus::from_exitcode(-9).describe(), "was killed by SIGKILL");
+        assert_eq!(ExitStatus::from_exitcode(-99).describe(), "was killed by signal 99");
+        assert_eq!(ExitStatus::from_exitcode(3).describe(), "exited with code 3");
+        assert_eq!(ExitStatus::from_exitcode(-15).to_string(), "killed by signal 15");
+    }
 }

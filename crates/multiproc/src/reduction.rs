@@ -32,6 +32,7 @@ use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::sync_util::lock;
 use crate::sys;
 
 thread_local! {
@@ -195,7 +196,7 @@ static SHARER: std::sync::Mutex<Option<Sharer>> = std::sync::Mutex::new(None);
 
 /// The shared descriptors; also taken around `fork`.
 pub(crate) fn lock_sharer() -> std::sync::MutexGuard<'static, Option<Sharer>> {
-    SHARER.lock().unwrap_or_else(|p| p.into_inner())
+    lock(&SHARER)
 }
 
 fn random() -> Result<u64> {

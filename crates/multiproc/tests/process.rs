@@ -97,7 +97,18 @@ fn a_killed_child_reports_its_signal() {
     h.process().kill().unwrap();
     match h.join() {
         Err(Error::ProcessFailed { exitcode: -9, message, .. }) => {
-            assert!(message.contains("KILL"), "{message}")
+            assert!(message.contains("was killed by SIGKILL"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_child_that_exits_before_returning_reports_its_exit_code() {
+    let h = spawn(|_: ()| -> u8 { std::process::exit(3) }, ()).unwrap();
+    match h.join() {
+        Err(Error::ProcessFailed { exitcode: 3, message, .. }) => {
+            assert!(message.contains("exited with code 3 before returning a value"), "{message}")
         }
         other => panic!("{other:?}"),
     }

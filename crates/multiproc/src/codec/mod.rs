@@ -11,6 +11,8 @@
 //! Decoding untrusted bytes can fail but never panics, and never allocates more than a
 //! small multiple of the input's length.
 
+use std::any::{Any, TypeId};
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -145,5 +147,104 @@ impl Codec {
             }
             Codec::Pickle => pickle::decode(bytes),
         }
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// Items: the hot paths of queue records and pool messages
+
+/// Decodes one item that fills `bytes` (a queue record's payload, a pool task's result),
+/// as `Codec::Postcard.decode` would: a byte vector is copied out in one piece (serde
+/// would push it byte by byte), any other value goes through [`decode_in_place`].
+#[inline]
+pub(crate) fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
+    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+        let (len, rest) = varint::read(bytes)?;
+        check_byte_vector(len, rest.len())?;
+        let mut vec = byte_vector(len);
+        vec.extend_from_slice(rest);
+        return as_item(vec);
+    }
+    decode_in_place(bytes)
+}
+
+/// Decodes one postcard value that fills `bytes`, as `Codec::Postcard.decode` would but
+/// with nothing else to do on success; a failure decodes again through it, for the precise
+/// message (a value's own custom error, trailing bytes).
+#[inline]
+pub(crate) fn decode_in_place<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    match T::deserialize(&mut de) {
+        Ok(value) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(value),
+        _ => decode_slow(bytes),
+    }
+}
+
+/// The failure path of [`decode_in_place`].
+#[cold]
+fn decode_slow<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Codec::Postcard.decode(bytes)
+}
+
+/// An error unless a byte vector's length prefix (`len`) matches the bytes after it.
+pub(crate) fn check_byte_vector(len: usize, after: usize) -> Result<()> {
+    if len == after {
+        return Ok(());
+    }
+    Err(Error::Codec(format!("a byte vector of {len} bytes in a record of {after} bytes")))
+}
+
+/// An empty byte vector with room for `len` bytes (huge pages for large ones).
+pub(crate) fn byte_vector(len: usize) -> Vec<u8> {
+    let mut vec = Vec::with_capacity(len);
+    if len >= 4 << 20 {
+        crate::sys::mem::advise_huge_pages(&mut vec);
+    }
+    vec
+}
+
+/// `vec` as the item type `T`, which is `Vec<u8>`.
+pub(crate) fn as_item<T: 'static>(vec: Vec<u8>) -> Result<T> {
+    let mut slot = Some(vec);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .ok_or_else(|| Error::Codec("byte vector type mismatch".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn postcard<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        Codec::Postcard.encode_into(value, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn items_decode_as_postcard_decodes_them() {
+        for len in [0usize, 1, 127, 128, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(decode_item::<Vec<u8>>(&postcard(&bytes)).unwrap(), bytes, "{len}");
+        }
+        let value = (7u32, "seven".to_string(), vec![7u16; 3]);
+        assert_eq!(decode_item::<(u32, String, Vec<u16>)>(&postcard(&value)).unwrap(), value);
+        assert_eq!(decode_in_place::<(u32, String, Vec<u16>)>(&postcard(&value)).unwrap(), value);
+    }
+
+    #[test]
+    fn a_malformed_item_is_an_error_that_says_why() {
+        let mut long = postcard(&vec![1u8, 2, 3]);
+        long.push(4);
+        let e = decode_item::<Vec<u8>>(&long).unwrap_err();
+        assert!(e.to_string().contains("a byte vector of 3 bytes in a record of 4 bytes"), "{e}");
+        assert!(decode_item::<Vec<u8>>(&long[..2]).is_err(), "cut short");
+        assert!(decode_item::<Vec<u8>>(&[0x80]).is_err(), "a length prefix cut short");
+        let mut trailing = postcard(&5u32);
+        trailing.push(0);
+        let e = decode_in_place::<u32>(&trailing).unwrap_err();
+        assert!(e.to_string().contains("1 trailing bytes"), "{e}");
+        assert!(decode_item::<String>(&[5, b'a']).is_err(), "a string cut short");
     }
 }

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use super::auth::{self, AuthDialect};
 use super::{poll_until, wait_fd, Connection, Waitable};
 use crate::error::{Error, Result};
+use crate::sync_util::lock;
 use crate::sys::poll::{PollFd, PollFlags};
 use crate::sys::socket::{self, Family, SocketName, UnixAddr};
 
@@ -756,10 +757,6 @@ impl Listener {
     pub fn close(self) {
         drop(self);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `" from ADDRESS"`, or nothing for an unnamed peer.

@@ -31,7 +31,7 @@
 use std::fmt;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -40,6 +40,7 @@ use serde::Serialize;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::reduction;
+use crate::sync_util::{get_mut, lock};
 use crate::sys;
 use crate::sys::poll::{PollFd, PollFlags};
 
@@ -1079,10 +1080,6 @@ pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> R
     Ok(sys::poll::poll_until(fds, deadline)?)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -1148,7 +1145,7 @@ impl<'de> serde::Deserialize<'de> for Connection {
         let mut conn = Connection::with_direction(fd, sent.readable, sent.writable);
         conn.codec = sent.codec;
         if !sent.pending.is_empty() {
-            let reader = conn.reader.get_mut().unwrap_or_else(|p| p.into_inner());
+            let reader = get_mut(&mut conn.reader);
             reader.buf = sent.pending;
         }
         Ok(conn)

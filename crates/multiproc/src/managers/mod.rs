@@ -95,6 +95,7 @@ use serde::Serialize;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::sync_util::lock;
 
 mod containers;
 mod fast_lane;
@@ -337,7 +338,7 @@ impl Manager {
     /// process's idle connections. Idempotent; dropping the manager does the same.
     pub fn shutdown(&self) -> Result<()> {
         self.remote.disconnect();
-        let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let owned = lock(&self.owned).take();
         if let Some(Owned { process, control }) = owned {
             // Say it, rather than only closing our end: a child forked from this process
             // holds a copy of that end, which would keep the server waiting.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{dec, enc, millis, msg, no_method, Reply, WireError};
 use crate::connection::Connection;
+use crate::sync_util::{lock, wait_timeout};
 
 /// How often a blocked call checks whether its client hung up.
 const HANGUP_CHECK: Duration = Duration::from_millis(100);
@@ -30,7 +31,7 @@ impl<T> Guarded<T> {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, T> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Waits until `ready` holds, at most `timeout`, giving up early when the client that
@@ -55,8 +56,7 @@ impl<T> Guarded<T> {
                 Some(d) => (d - now).min(HANGUP_CHECK),
                 None => HANGUP_CHECK,
             };
-            let (g, result) =
-                self.changed.wait_timeout(guard, slice).unwrap_or_else(|p| p.into_inner());
+            let (g, result) = wait_timeout(&self.changed, guard, slice);
             guard = g;
             if result.timed_out() {
                 // A client waiting for its reply sends nothing: readable means hung up.
@@ -66,6 +66,44 @@ impl<T> Guarded<T> {
                 }
                 guard = self.lock();
             }
+        }
+    }
+
+    /// The state if `ready` holds for it: for a blocking call (`block`), once it does, as
+    /// [`wait_until`](Self::wait_until) waits; otherwise only if it holds now. `None` when
+    /// it does not hold in time.
+    fn ready_within(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+        client: &Connection,
+        mut ready: impl FnMut(&mut T) -> bool,
+    ) -> std::result::Result<Option<MutexGuard<'_, T>>, WireError> {
+        if !block {
+            let mut guard = self.lock();
+            return Ok(ready(&mut guard).then_some(guard));
+        }
+        match self.wait_until(timeout, client, ready) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(WireError::Timeout(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An `acquire` call: once `ready` holds (see [`ready_within`](Self::ready_within)),
+    /// `take` takes the caller's share of the state; the reply says whether it was taken
+    /// (`false` when `ready` did not hold in time).
+    fn acquire(
+        &self,
+        block: bool,
+        timeout: Option<u64>,
+        client: &Connection,
+        ready: impl FnMut(&mut T) -> bool,
+        take: impl FnOnce(&mut T) -> bool,
+    ) -> Reply {
+        match self.ready_within(block, millis(timeout), client, ready)? {
+            Some(mut state) => enc(&take(&mut state)),
+            None => enc(&false),
         }
     }
 }
@@ -189,21 +227,9 @@ pub(super) fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Co
     match method {
         "put" => {
             let (item, block, timeout): (Vec<u8>, bool, Option<u64>) = dec(args, method)?;
-            let full = |s: &mut QueueState| queue.maxsize > 0 && s.items.len() >= queue.maxsize;
-            let mut s = if block {
-                state.wait_until(millis(timeout), client, |s| !full(s)).map_err(|e| {
-                    if matches!(e, WireError::Timeout(_)) {
-                        WireError::Full
-                    } else {
-                        e
-                    }
-                })?
-            } else {
-                let mut s = state.lock();
-                if full(&mut s) {
-                    return Err(WireError::Full);
-                }
-                s
+            let room = |s: &mut QueueState| queue.maxsize == 0 || s.items.len() < queue.maxsize;
+            let Some(mut s) = state.ready_within(block, millis(timeout), client, room)? else {
+                return Err(WireError::Full);
             };
             s.items.push_back(item);
             s.unfinished += 1;
@@ -212,14 +238,10 @@ pub(super) fn queue_method(queue: &Queue, method: &str, args: &[u8], client: &Co
         }
         "get" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut s =
-                if block {
-                    state.wait_until(millis(timeout), client, |s| !s.items.is_empty()).map_err(
-                        |e| if matches!(e, WireError::Timeout(_)) { WireError::Empty } else { e },
-                    )?
-                } else {
-                    state.lock()
-                };
+            let has_items = |s: &mut QueueState| !s.items.is_empty();
+            let Some(mut s) = state.ready_within(block, millis(timeout), client, has_items)? else {
+                return Err(WireError::Empty);
+            };
             let item = s.items.pop_front().ok_or(WireError::Empty)?;
             state.changed.notify_all();
             enc(&item)
@@ -253,20 +275,11 @@ pub(super) fn lock_method(
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut state = if block {
-                match lock.wait_until(millis(timeout), client, |l| l.takeable()) {
-                    Ok(g) => g,
-                    Err(WireError::Timeout(_)) => return enc(&false),
-                    Err(e) => return Err(e),
-                }
-            } else {
-                lock.lock()
+            let take = |l: &mut LockState| {
+                *l = LockState { locked: true, holder: peer_pid(client) };
+                true
             };
-            if !state.takeable() {
-                return enc(&false);
-            }
-            *state = LockState { locked: true, holder: peer_pid(client) };
-            enc(&true)
+            lock.acquire(block, timeout, client, |l| l.takeable(), take)
         }
         "release" => {
             let mut state = lock.lock();
@@ -302,11 +315,7 @@ pub(super) fn event_method(
         "is_set" => enc(&*event.lock()),
         "wait" => {
             let timeout: Option<u64> = dec(args, method)?;
-            match event.wait_until(millis(timeout), client, |e| *e) {
-                Ok(_) => enc(&true),
-                Err(WireError::Timeout(_)) => enc(&false),
-                Err(e) => Err(e),
-            }
+            enc(&event.ready_within(true, millis(timeout), client, |e| *e)?.is_some())
         }
         other => Err(no_method("event", other)),
     }
@@ -322,20 +331,11 @@ pub(super) fn semaphore_method(
     match method {
         "acquire" => {
             let (block, timeout): (bool, Option<u64>) = dec(args, method)?;
-            let mut s = if block {
-                match sem.wait_until(millis(timeout), client, |s| s.value > 0) {
-                    Ok(g) => g,
-                    Err(WireError::Timeout(_)) => return enc(&false),
-                    Err(e) => return Err(e),
-                }
-            } else {
-                sem.lock()
+            let take = |s: &mut Semaphore| {
+                s.value -= 1;
+                true
             };
-            if s.value == 0 {
-                return enc(&false);
-            }
-            s.value -= 1;
-            enc(&true)
+            sem.acquire(block, timeout, client, |s| s.value > 0, take)
         }
         "release" => {
             let mut s = sem.lock();
@@ -351,27 +351,6 @@ pub(super) fn semaphore_method(
     }
 }
 
-/// Acquires a recursive lock inside `state`, waiting up to `timeout`.
-fn acquire_owned<T>(
-    state: &Guarded<T>,
-    lock: impl Fn(&mut T) -> &mut Owned,
-    who: Owner,
-    block: bool,
-    timeout: Option<u64>,
-    client: &Connection,
-) -> Reply {
-    let mut g = if block {
-        match state.wait_until(millis(timeout), client, |t| lock(t).takeable(who)) {
-            Ok(g) => g,
-            Err(WireError::Timeout(_)) => return enc(&false),
-            Err(e) => return Err(e),
-        }
-    } else {
-        state.lock()
-    };
-    enc(&lock(&mut g).acquire(who, peer_pid(client)))
-}
-
 /// Calls `method` on a recursive lock.
 pub(super) fn rlock_method(
     lock: &Guarded<Owned>,
@@ -382,7 +361,8 @@ pub(super) fn rlock_method(
     match method {
         "acquire" => {
             let (who, block, timeout): (Owner, bool, Option<u64>) = dec(args, method)?;
-            acquire_owned(lock, |o| o, who, block, timeout, client)
+            let take = |o: &mut Owned| o.acquire(who, peer_pid(client));
+            lock.acquire(block, timeout, client, |o| o.takeable(who), take)
         }
         "release" => {
             let who: Owner = dec(args, method)?;
@@ -405,7 +385,8 @@ pub(super) fn condition_method(
     match method {
         "acquire" => {
             let (who, block, timeout): (Owner, bool, Option<u64>) = dec(args, method)?;
-            acquire_owned(cond, |c| &mut c.lock, who, block, timeout, client)
+            let take = |c: &mut Condition| c.lock.acquire(who, peer_pid(client));
+            cond.acquire(block, timeout, client, |c| c.lock.takeable(who), take)
         }
         "release" => {
             let who: Owner = dec(args, method)?;

@@ -15,6 +15,7 @@ use super::wire::WireError;
 use crate::codec::Codec;
 use crate::connection::{Client, Connection};
 use crate::error::{Error, Result};
+use crate::sync_util::lock;
 
 /// How long opening a connection to a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +77,7 @@ fn registry() -> &'static Registry {
 impl Remote {
     /// The one `Remote` of this process for `address` and `authkey`.
     pub(crate) fn get(address: &str, authkey: &[u8]) -> Arc<Remote> {
-        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(registry());
         let key = (address.to_string(), authkey.to_vec());
         if let Some(remote) = map.get(&key).and_then(Weak::upgrade) {
             return remote;
@@ -94,7 +95,7 @@ impl Remote {
 
     fn take(&self) -> Result<Lane> {
         {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pool = lock(&self.pool);
             let pid = crate::sys::pid::pid();
             if pool.0 != pid {
                 // Forked: the connections belong to the parent's conversation.
@@ -132,7 +133,7 @@ impl Remote {
     }
 
     fn give_back(&self, conn: Lane) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = lock(&self.pool);
         if pool.0 == crate::sys::pid::pid() && pool.1.len() < MAX_IDLE {
             pool.1.push(conn);
         }
@@ -140,7 +141,7 @@ impl Remote {
 
     /// Closes the idle connections of this process.
     pub(crate) fn disconnect(&self) {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+        lock(&self.pool).1.clear();
     }
 
     fn lost(&self, e: Error) -> Error {

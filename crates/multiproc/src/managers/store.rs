@@ -22,6 +22,7 @@ use super::wire::{
 };
 use crate::codec::Codec;
 use crate::connection::Connection;
+use crate::sync_util::lock;
 
 /// An object in the store: a built-in one, or a user type's (with its type name).
 enum Object {
@@ -168,14 +169,12 @@ impl Store {
 
     fn add(&self, object: Object) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.objects.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(object));
+        lock(&self.objects).insert(id, Arc::new(object));
         id
     }
 
     fn object(&self, id: u64) -> std::result::Result<Arc<Object>, WireError> {
-        self.objects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.objects)
             .get(&id)
             .cloned()
             .ok_or_else(|| msg(format!("KeyError: no object with id {id} on this server")))
@@ -319,7 +318,7 @@ fn object_call(object: &Object, method: &str, args: &[u8], client: &Connection) 
             Object::Condition(cond) => condition_method(cond, method, args, client),
             Object::Barrier(barrier) => barrier_method(barrier, method, args, client),
             Object::User(_, object) => {
-                let mut object = object.lock().unwrap_or_else(|p| p.into_inner());
+                let mut object = lock(object);
                 // A panic is the caller's error, reported to it, not the server's to print.
                 match crate::process::catch_reported(|| object.call(method, args)) {
                     Ok(result) => result.map_err(msg),
@@ -343,7 +342,7 @@ impl Store {
             }
             "named" => {
                 let (kind, name, init): (String, String, Vec<u8>) = dec(args, method)?;
-                let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+                let mut names = lock(&self.names);
                 if let Some(&id) = names.get(&name) {
                     let existing = self.object(id)?;
                     let existing = existing.kind();
@@ -359,7 +358,7 @@ impl Store {
                 enc(&id)
             }
             "names" => {
-                let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+                let names = lock(&self.names);
                 let mut list: Vec<(String, String)> = names
                     .iter()
                     .filter_map(|(n, id)| {

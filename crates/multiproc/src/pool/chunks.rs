@@ -168,7 +168,7 @@ pub(super) struct ChunkEncoder {
     /// Where the current chunk starts in `buf`.
     chunk_at: usize,
     /// Items in the current chunk.
-    pub(super) count: u32,
+    count: u32,
     /// Whether the last item needed a long header.
     wide: bool,
 }
@@ -190,14 +190,45 @@ impl ChunkEncoder {
 
     /// Adds an item to the current chunk.
     #[inline(always)]
-    pub(super) fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
+    fn push<A: Serialize>(&mut self, item: &A) -> Result<()> {
         encode_item(item, &mut self.buf, &mut self.wide).map_err(argument_error)?;
         self.count += 1;
         Ok(())
     }
 
+    /// Encodes items taken from `items` into the current chunk until it holds `chunksize`
+    /// of them, then ends it; `false` once `items` has run out. An item that cannot be
+    /// encoded goes to `failed` with its index: an error from there stops the fill (the
+    /// caller gives up the job), `Ok` leaves the index out and goes on in a new chunk.
+    #[inline]
+    pub(super) fn fill_chunk<A: Serialize, E>(
+        &mut self,
+        items: &mut impl Iterator<Item = A>,
+        chunksize: usize,
+        mut failed: impl FnMut(usize, Error) -> std::result::Result<(), E>,
+    ) -> std::result::Result<bool, E> {
+        let mut more = true;
+        while (self.count as usize) < chunksize {
+            let Some(item) = items.next() else {
+                more = false;
+                break;
+            };
+            if let Err(e) = self.push(&item) {
+                failed(self.next_index(), e)?;
+                self.skip();
+            }
+        }
+        self.end_chunk();
+        Ok(more)
+    }
+
+    /// The index of the next item to be pushed.
+    pub(super) fn next_index(&self) -> usize {
+        self.start + self.count as usize
+    }
+
     /// Ends the current chunk (if it has items).
-    pub(super) fn end_chunk(&mut self) {
+    fn end_chunk(&mut self) {
         if self.count > 0 {
             self.chunks.push((self.start, self.count, self.chunk_at..self.buf.len()));
             self.start += self.count as usize;
@@ -207,7 +238,7 @@ impl ChunkEncoder {
     }
 
     /// Ends the current chunk and leaves the next index out (an item that failed).
-    pub(super) fn skip(&mut self) {
+    fn skip(&mut self) {
         self.end_chunk();
         self.start += 1;
     }

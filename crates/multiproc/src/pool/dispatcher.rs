@@ -26,13 +26,14 @@ use super::wire::{
 };
 use super::worker::{worker_main, Initializer, Progress, Worker, WorkerBoot};
 use super::{
-    lock, pool_id, Broken, Inner, Phase, Submission, DISPATCHER_OF, FLUSH_BYTES, PIPELINE_NS,
-    PIPE_BYTES, SLOW_CHUNK_NS, START_FAILURES_MAX, TERMINATE_GRACE, WINDOW_MAX, WORKER_BYTES_MAX,
+    pool_id, Broken, Inner, Phase, Submission, DISPATCHER_OF, FLUSH_BYTES, PIPELINE_NS, PIPE_BYTES,
+    SLOW_CHUNK_NS, START_FAILURES_MAX, TERMINATE_GRACE, WINDOW_MAX, WORKER_BYTES_MAX,
 };
 use crate::connection::{poll_until, Connection};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
-use crate::process::Process;
+use crate::process::{ExitStatus, Process};
+use crate::sync_util::lock;
 use crate::sys;
 
 /// What the dispatcher needs from the [`PoolBuilder`](super::PoolBuilder).
@@ -642,7 +643,8 @@ impl Dispatcher {
             self.pending.push_front(Group::single(chunk));
         }
         if let Some((job, index)) = guilty {
-            let message = format!("the worker {}", describe_exit(exitcode));
+            let how = ExitStatus::from_exitcode(exitcode).describe();
+            let message = format!("the worker {how} while running this task");
             let error = Error::ProcessFailed { pid, exitcode, message };
             self.deliver(job, index, Outcomes::One(Some(error)));
         }
@@ -655,7 +657,7 @@ impl Dispatcher {
                     message: format!(
                         "{START_FAILURES_MAX} pool workers in a row ended before they were \
                          ready; the last {}",
-                        describe_exit(exitcode)
+                        ExitStatus::from_exitcode(exitcode).describe()
                     ),
                 });
             }
@@ -729,23 +731,6 @@ fn clone_error(e: &Error) -> Error {
             Error::ProcessFailed { pid: *pid, exitcode: *exitcode, message: message.clone() }
         }
         other => Error::Protocol(other.to_string()),
-    }
-}
-
-/// "was killed by SIGKILL while running this task", "exited with code 3 …".
-fn describe_exit(exitcode: i32) -> String {
-    if exitcode < 0 {
-        format!("was killed by {} while running this task", signal_name(-exitcode))
-    } else {
-        format!("exited with code {exitcode} while running this task")
-    }
-}
-
-/// "SIGKILL" for 9, "signal 99" for a number without a name.
-fn signal_name(signal: i32) -> String {
-    match sys::proc::signal_c_name(signal) {
-        Some(name) => name.to_string(),
-        None => format!("signal {signal}"),
     }
 }
 

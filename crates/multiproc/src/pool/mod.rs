@@ -99,7 +99,7 @@
 
 use std::fmt;
 use std::os::fd::OwnedFd;
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -107,6 +107,7 @@ use serde::Serialize;
 
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
+use crate::sync_util::{lock, wait_deadline};
 use crate::sys;
 
 mod chunked;
@@ -613,20 +614,8 @@ impl Pool {
                 ));
             }
             while !shared.finished {
-                shared = match deadline {
-                    None => self.inner.changed.wait(shared).unwrap_or_else(|p| p.into_inner()),
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Err(Error::Timeout(timeout));
-                        }
-                        self.inner
-                            .changed
-                            .wait_timeout(shared, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
-                };
+                shared = wait_deadline(&self.inner.changed, shared, deadline)
+                    .map_err(|_| Error::Timeout(timeout))?;
             }
         }
         if let Some(thread) = lock(&self.thread).take() {
@@ -671,7 +660,7 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         len: usize,
-        items: impl Iterator<Item = A>,
+        mut items: impl Iterator<Item = A>,
         chunksize: Option<usize>,
         finish: fn(Vec<R>) -> T,
         callbacks: Callbacks<T>,
@@ -692,12 +681,10 @@ impl Pool {
         let mut guard = CancelOnDrop { inner: &self.inner, job: Some(job) };
         let mut encoder = ChunkEncoder::new(job, func, 0);
         let mut group_limit = 1usize;
-        let mut items = items.peekable();
-        while items.peek().is_some() {
-            for item in items.by_ref().take(chunksize) {
-                encoder.push(&item)?;
-            }
-            encoder.end_chunk();
+        let mut more = true;
+        while more {
+            // An item that cannot be encoded fails the whole job.
+            more = encoder.fill_chunk(&mut items, chunksize, |_, e| Err(e))?;
             // The first chunk goes at once, so the workers start; later ones in growing
             // groups, so that a million tiny chunks do not wake the dispatcher a million
             // times.
@@ -1065,8 +1052,3 @@ fn on_dispatcher_of(pool: usize) -> bool {
 const CALLBACK_WAIT: &str =
     "a pool callback cannot wait for a result of its own pool (it runs on the thread that \
      delivers them)";
-
-/// Locks `m`, recovering the data if another thread panicked while holding it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}

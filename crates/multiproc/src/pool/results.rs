@@ -20,12 +20,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::chunks::{ChunkEncoder, FnRef};
-use super::wire::{decode_item, Outcome, Outcomes, ST_OK};
+use super::wire::{Outcome, Outcomes, ST_OK};
 use super::{
-    lock, on_dispatcher_of, pool_id, Inner, Pool, Submission, CALLBACK_WAIT, IMAP_BYTES_MAX,
+    on_dispatcher_of, pool_id, Inner, Pool, Submission, CALLBACK_WAIT, IMAP_BYTES_MAX,
     IMAP_ITEMS_MAX, WINDOW_MAX,
 };
+use crate::codec::decode_item;
 use crate::error::{Error, Result};
+use crate::sync_util::{lock, wait_deadline};
 use crate::sys;
 
 // --------------------------------------------------------------------------------------
@@ -233,15 +235,9 @@ impl<T> Cell<T> {
     fn wait(&self, deadline: Option<Instant>) -> MutexGuard<'_, CellState<T>> {
         let mut state = lock(&self.state);
         while !state.ready && !on_dispatcher_of(self.pool) {
-            state = match deadline {
-                None => self.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    self.cond.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
-                }
+            state = match wait_deadline(&self.cond, state, deadline) {
+                Ok(state) => state,
+                Err(state) => return state,
             };
         }
         state
@@ -383,19 +379,15 @@ where
         let mut encoder = ChunkEncoder::new(self.job, self.func, self.taken);
         let mut exhausted = false;
         while self.taken - self.yielded < window && !exhausted {
-            while (encoder.count as usize) < self.chunksize {
-                let Some(item) = input.next() else {
-                    exhausted = true;
-                    break;
-                };
-                self.taken += 1;
-                if let Err(e) = encoder.push(&item) {
-                    // This item fails alone: the chunk so far goes, a new one starts after it.
-                    failures.push((self.taken - 1, e));
-                    encoder.skip();
-                }
-            }
-            encoder.end_chunk();
+            // An item that cannot be encoded fails alone: the chunk so far goes, a new one
+            // starts after it.
+            let filled = encoder.fill_chunk(input, self.chunksize, |index, e| {
+                failures.push((index, e));
+                Ok::<(), std::convert::Infallible>(())
+            });
+            let Ok(more) = filled;
+            exhausted = !more;
+            self.taken = encoder.next_index();
         }
         let group = encoder.take_group();
         self.encoded_bytes += group.as_ref().map_or(0, |g| g.data.len());
@@ -486,15 +478,11 @@ where
                 return Some(Err(Error::ProcessState(CALLBACK_WAIT)));
             }
             state.waiting = true;
-            state = match deadline {
-                None => self.stream.cond.wait(state).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        state.waiting = false;
-                        return Some(Err(Error::Timeout(timeout)));
-                    }
-                    self.stream.cond.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
+            state = match wait_deadline(&self.stream.cond, state, deadline) {
+                Ok(state) => state,
+                Err(mut state) => {
+                    state.waiting = false;
+                    return Some(Err(Error::Timeout(timeout)));
                 }
             };
         }
@@ -621,7 +609,7 @@ impl<R: DeserializeOwned + Send, T: Send> CollectSink<R, T> {
     }
 }
 
-impl<R: DeserializeOwned + Send, T: Send> Sink for CollectSink<R, T> {
+impl<R: DeserializeOwned + Send + 'static, T: Send> Sink for CollectSink<R, T> {
     fn add_items(&mut self, n: usize) {
         self.submitted += n;
     }
@@ -736,7 +724,7 @@ struct StreamSink<R> {
     _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned + Send> Sink for StreamSink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for StreamSink<R> {
     fn deliver(&mut self, start: usize, items: Outcomes<'_>) -> bool {
         let decoded: Vec<Result<R>> = items.map(Outcome::decode).collect();
         let mut state = lock(&self.stream.state);

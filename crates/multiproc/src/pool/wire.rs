@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::Codec;
+use crate::codec::decode_item;
 use crate::error::{Error, Result};
 use crate::reduction;
 
@@ -167,7 +167,7 @@ pub(super) enum Outcome<'a> {
 }
 
 impl Outcome<'_> {
-    pub(super) fn decode<R: DeserializeOwned>(self) -> Result<R> {
+    pub(super) fn decode<R: DeserializeOwned + 'static>(self) -> Result<R> {
         match self {
             Outcome::Value(bytes) => decode_item(bytes),
             Outcome::Error(e) => Err(e),
@@ -226,22 +226,6 @@ impl<'a> Iterator for Outcomes<'a> {
             }
         }
     }
-}
-
-/// Decodes one value that fills `bytes` (postcard, as `Codec::Postcard`).
-#[inline]
-pub(super) fn decode_item<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let mut de = postcard::Deserializer::from_bytes(bytes);
-    match T::deserialize(&mut de) {
-        Ok(value) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(value),
-        // The slow path gives the precise message (custom errors, trailing bytes).
-        _ => decode_slow(bytes),
-    }
-}
-
-#[cold]
-fn decode_slow<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Codec::Postcard.decode(bytes)
 }
 
 // --------------------------------------------------------------------------------------

@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::chunks::{encode_task, Chunk, FnRef};
 use super::wire::{
-    decode_item, encode_item, push_blob, push_status, Batch, Rd, ST_FAILED, ST_OK, ST_PANICKED,
-    TAG_EXIT, TAG_INIT_FAILED, TAG_READY, TAG_RESULT, TAG_TASK, WIDE,
+    encode_item, push_blob, push_status, Batch, Rd, ST_FAILED, ST_OK, ST_PANICKED, TAG_EXIT,
+    TAG_INIT_FAILED, TAG_READY, TAG_RESULT, TAG_TASK, WIDE,
 };
 use super::{FLUSH_AFTER, FLUSH_BYTES, WORKER_BYTES_MAX};
-use crate::codec::Codec;
+use crate::codec::{decode_in_place, Codec};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::process::{ChildOutcome, Process};
@@ -452,7 +452,7 @@ where
             batch.malformed = true;
             return;
         };
-        let args = match decode_item::<A>(bytes) {
+        let args = match decode_in_place::<A>(bytes) {
             Ok(args) => args,
             Err(e) => {
                 let message = format!("the arguments could not be decoded: {e}");

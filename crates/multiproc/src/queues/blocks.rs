@@ -52,6 +52,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::raw::{Os, Platform};
 use crate::shared_memory::SharedMemory;
+use crate::sync_util::get_mut;
 
 /// Where an item starts in its block (after the header line).
 pub(super) const BLOCK_DATA: usize = 64;
@@ -349,8 +350,8 @@ fn forget_mapping(block: SharedMemory) {
 
 impl Drop for Blocks {
     fn drop(&mut self) {
-        let made = std::mem::take(self.made.get_mut().unwrap_or_else(|e| e.into_inner()));
-        let seen = std::mem::take(self.seen.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let made = std::mem::take(get_mut(&mut self.made));
+        let seen = std::mem::take(get_mut(&mut self.seen));
         if self.mine() {
             made.into_iter().for_each(release);
             seen.into_iter().for_each(forget_mapping);

@@ -119,7 +119,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{varint, Codec};
+use crate::codec::{
+    as_item, byte_vector, check_byte_vector, decode_in_place, decode_item, varint, Codec,
+};
 use crate::error::{Error, PutError, Result};
 use crate::raw::{self, ring, Os};
 use crate::segment::Segment;
@@ -441,41 +443,6 @@ fn indirect_record(block: Outgoing, len: usize, mut payload: Vec<u8>) -> Result<
     Ok(Record { kind: KIND_INDIRECT, payload, block: Some(block) })
 }
 
-/// Decodes one item; byte vectors take the one-copy path that matches `encode_record_into`.
-fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result<T> {
-    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        let (len, rest) = varint::read(bytes)?;
-        if rest.len() != len {
-            return Err(Error::Codec(format!(
-                "a byte vector of {len} bytes in a record of {} bytes",
-                rest.len()
-            )));
-        }
-        let mut vec = byte_vector(len);
-        vec.extend_from_slice(rest);
-        return as_item(vec);
-    }
-    Codec::Postcard.decode(bytes)
-}
-
-/// An empty byte vector with room for `len` bytes (huge pages for large ones).
-fn byte_vector(len: usize) -> Vec<u8> {
-    let mut vec = Vec::with_capacity(len);
-    if len >= 4 << 20 {
-        crate::sys::mem::advise_huge_pages(&mut vec);
-    }
-    vec
-}
-
-/// `vec` as the item type `T`, which is `Vec<u8>`.
-fn as_item<T: 'static>(vec: Vec<u8>) -> Result<T> {
-    let mut slot = Some(vec);
-    (&mut slot as &mut dyn Any)
-        .downcast_mut::<Option<T>>()
-        .and_then(Option::take)
-        .ok_or_else(|| Error::Codec("byte vector type mismatch".into()))
-}
-
 /// Decodes one item held in a large-item block, copying it out once: byte vectors
 /// straight into the vector returned, other items into a buffer they are decoded from.
 fn decode_block_item<T: DeserializeOwned + 'static>(item: blocks::ItemBytes<'_>) -> Result<T> {
@@ -485,19 +452,14 @@ fn decode_block_item<T: DeserializeOwned + 'static>(item: blocks::ItemBytes<'_>)
         item.read_at(0, head)?;
         let (len, rest) = varint::read(head)?;
         let prefix = head.len() - rest.len();
-        if item.len() - prefix != len {
-            return Err(Error::Codec(format!(
-                "a byte vector of {len} bytes in a record of {} bytes",
-                item.len() - prefix
-            )));
-        }
+        check_byte_vector(len, item.len() - prefix)?;
         let mut vec = byte_vector(len);
         item.extend_vec(prefix, &mut vec)?;
         return as_item(vec);
     }
     let mut bytes = Vec::with_capacity(item.len());
     item.extend_vec(0, &mut bytes)?;
-    Codec::Postcard.decode(&bytes)
+    decode_in_place(&bytes)
 }
 
 fn decode_record<T: DeserializeOwned + 'static>(

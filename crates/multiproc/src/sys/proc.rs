@@ -30,11 +30,6 @@ impl Signal {
     }
 }
 
-/// The name of signal number `signal` as the crate prints it, if it is a known one.
-pub(crate) fn signal_name(signal: i32) -> Option<String> {
-    rustix::process::Signal::from_named_raw(signal).map(|s| format!("{s:?}"))
-}
-
 /// A child process named by a pidfd: readable (for `poll`) once the child has ended, and
 /// the handle for signals and reaping, which never reach another process even if the pid
 /// is reused.

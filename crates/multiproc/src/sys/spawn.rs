@@ -36,6 +36,7 @@ use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 use serde::de::DeserializeOwned;
 
 use super::fnptr;
+use crate::sync_util::lock;
 
 /// Names the bootstrap socket's descriptor in a spawned child's environment.
 pub(crate) const SPAWN_FD_VAR: &str = "MULTIPROC_SPAWN_FD";
@@ -196,7 +197,7 @@ static SPAWNER: Mutex<Spawner> = Mutex::new(None);
 /// The daemon spawner's slot: (the pid that started it, its request channel). Also taken
 /// around `fork` so no other thread holds it at that instant.
 pub(crate) fn lock_spawner() -> std::sync::MutexGuard<'static, Spawner> {
-    SPAWNER.lock().unwrap_or_else(|p| p.into_inner())
+    lock(&SPAWNER)
 }
 
 fn start_spawner() -> Option<mpsc::Sender<SpawnRequest>> {
