@@ -334,10 +334,11 @@ fn call(conn: &mut Connection, op: u8, model: &mut Model<'_>, threaded: bool) ->
     conn.set_codec(if op & 0x80 == 0 { Codec::Postcard } else { Codec::Pickle });
     match op % 8 {
         0 => {
-            let got = if timed {
-                conn.recv_bytes_timeout(limit, timeout(op, threaded))
-            } else {
-                conn.recv_bytes(limit)
+            let got = match (limit, timed) {
+                (Some(max), true) => conn.recv_bytes_max_timeout(max, timeout(op, threaded)),
+                (None, true) => conn.recv_bytes_timeout(timeout(op, threaded)),
+                (Some(max), false) => conn.recv_bytes_max(max),
+                (None, false) => conn.recv_bytes(),
             };
             match got {
                 Err(Error::Timeout(_)) if threaded => {

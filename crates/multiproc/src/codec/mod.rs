@@ -168,21 +168,11 @@ pub(crate) fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result
     decode_in_place(bytes)
 }
 
-/// Decodes one postcard value that fills `bytes`, as `Codec::Postcard.decode` would but
-/// with nothing else to do on success; a failure decodes again through it, for the precise
-/// message (a value's own custom error, trailing bytes).
+/// Decodes one postcard value that fills `bytes`, as `Codec::Postcard.decode` does, in
+/// one pass: a failure is reported from that pass, never by decoding again (a value that
+/// carries a shared descriptor can be received only once).
 #[inline]
 pub(crate) fn decode_in_place<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let mut de = postcard::Deserializer::from_bytes(bytes);
-    match T::deserialize(&mut de) {
-        Ok(value) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(value),
-        _ => decode_slow(bytes),
-    }
-}
-
-/// The failure path of [`decode_in_place`].
-#[cold]
-fn decode_slow<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Codec::Postcard.decode(bytes)
 }
 
