@@ -1,0 +1,1 @@
+//! Redis queue tests (written below).
