@@ -306,7 +306,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.put_timeout(item, Duration::ZERO)
     }
 
-    fn put_until(&self, item: T, deadline: Option<Instant>) -> std::result::Result<(), PutError<T>> {
+    fn put_until(
+        &self,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), PutError<T>> {
         self.put_many_until(vec![item], deadline).map_err(|e| {
             let (mut items, error) = e.into_parts();
             PutError::new(items.pop().expect("the one item comes back"), error)

@@ -338,7 +338,9 @@ impl Core {
 /// `{added, room id}` from the put script.
 fn put_reply(value: &redis::Value) -> Result<(usize, String)> {
     match scripts::array("put", value)? {
-        [added, room] => Ok((scripts::int("put", added)?.max(0) as usize, scripts::string("put", room)?)),
+        [added, room] => {
+            Ok((scripts::int("put", added)?.max(0) as usize, scripts::string("put", room)?))
+        }
         _ => Err(Error::Protocol(format!("redis: unexpected reply for put: {value:?}"))),
     }
 }
@@ -447,7 +449,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_timeout(item, Duration::ZERO)
     }
 
-    fn put_until(&self, item: T, deadline: Option<Instant>) -> std::result::Result<(), PutError<T>> {
+    fn put_until(
+        &self,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), PutError<T>> {
         self.core.put_items(vec![item], deadline).map_err(|e| {
             let (mut items, error) = e.into_parts();
             PutError::new(items.pop().expect("the one item comes back"), error)
@@ -590,7 +596,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Ok(Vec::new());
         }
         let mut carry = self.core.carry.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = if carry.is_empty() { self.core.take_entries(max, deadline)? } else { Vec::new() };
+        let entries =
+            if carry.is_empty() { self.core.take_entries(max, deadline)? } else { Vec::new() };
         decode_entries(entries, &mut carry, max, |_| {}, |_, _| {})
     }
 

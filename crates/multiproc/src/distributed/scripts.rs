@@ -192,11 +192,7 @@ impl Keys {
     /// An invocation of `script` with every key of a joinable queue.
     pub(super) fn joinable<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.prepare_invoke();
-        invocation
-            .key(&self.stream)
-            .key(&self.room)
-            .key(&self.dead)
-            .key(&self.joined);
+        invocation.key(&self.stream).key(&self.room).key(&self.dead).key(&self.joined);
         invocation
     }
 }
