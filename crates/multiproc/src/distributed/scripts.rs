@@ -27,7 +27,7 @@ end
 "#;
 
 /// `finish(id)` and `dead_letter(id, fields, count, reason)` of a joinable queue: KEYS are
-/// stream, room, dead, joined; ARGV[1] the group. An entry leaves the stream
+/// stream, room, dead, joined; `ARGV[1]` the group. An entry leaves the stream
 /// when it is done, so the stream's length is the count of unfinished items (put and not
 /// done: waiting or pending), which `join` waits to see at zero.
 const FINISH: &str = r#"
