@@ -428,3 +428,55 @@ fn bad_urls_and_names_are_errors_and_rediss_is_supported() {
     let q: Queue<u8> = Queue::connect(&url, "auth").unwrap();
     assert!(q.try_get().is_err());
 }
+
+#[test]
+fn a_put_is_not_held_up_by_a_get_waiting_on_the_same_handle() {
+    let Some(server) = server("a_put_is_not_held_up_by_a_get_waiting_on_the_same_handle") else {
+        return;
+    };
+    let q: std::sync::Arc<JoinableQueue<u32>> =
+        std::sync::Arc::new(JoinableQueue::connect(&server.url(), "shared").unwrap());
+    let (tx, rx) = mpsc::channel();
+    let getter = {
+        let q = q.clone();
+        std::thread::spawn(move || tx.send(q.get_timeout(STATE_DEADLINE)).unwrap())
+    };
+    let mut con = raw(&server);
+    wait_for("the getter to block in the server", || blocked_clients(&mut con) == 1);
+    q.put(5).unwrap();
+    assert_eq!(rx.recv_timeout(STATE_DEADLINE).expect("the getter returned").unwrap(), 5);
+    getter.join().unwrap();
+    q.task_done().unwrap();
+    q.join_timeout(STATE_DEADLINE).unwrap();
+}
+
+/// The consumers of the group of `stream`.
+fn consumers(con: &mut redis::Connection, stream: &str) -> usize {
+    let reply: redis::Value =
+        redis::cmd("XINFO").arg("CONSUMERS").arg(stream).arg("multiproc").query(con).unwrap();
+    match reply {
+        redis::Value::Array(items) => items.len(),
+        other => panic!("XINFO CONSUMERS: {other:?}"),
+    }
+}
+
+#[test]
+fn a_dropped_handle_leaves_the_group_unless_it_holds_items() {
+    let Some(server) = server("a_dropped_handle_leaves_the_group_unless_it_holds_items") else {
+        return;
+    };
+    let mut con = raw(&server);
+    let idle: JoinableQueue<u32> = JoinableQueue::connect(&server.url(), "members").unwrap();
+    let busy: JoinableQueue<u32> = JoinableQueue::connect(&server.url(), "members").unwrap();
+    idle.put_many([1, 2]).unwrap();
+    assert!(matches!(idle.try_get_many(0), Ok(v) if v.is_empty()));
+    assert_eq!(idle.get().unwrap(), 1);
+    idle.task_done().unwrap();
+    assert_eq!(busy.get().unwrap(), 2);
+    assert_eq!(consumers(&mut con, "members"), 2);
+    drop(idle);
+    assert_eq!(consumers(&mut con, "members"), 1);
+    // The handle that holds an undone item stays, so the item can still be reclaimed.
+    drop(busy);
+    assert_eq!(consumers(&mut con, "members"), 1);
+}

@@ -18,6 +18,8 @@ use crate::error::{Error, PutError, Result};
 const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default most deliveries of one item.
 const DEFAULT_MAX_DELIVERIES: u64 = 5;
+/// How long dropping a handle may wait for the server.
+const DROP_TIMEOUT: Duration = Duration::from_millis(200);
 /// The shortest BLOCK between two looks for items to reclaim.
 const MIN_RECLAIM_PERIOD: Duration = Duration::from_millis(10);
 
@@ -78,6 +80,26 @@ impl<T> Clone for JoinableQueue<T> {
             delivered: Mutex::new(VecDeque::new()),
             item: PhantomData,
         }
+    }
+}
+
+impl<T> Drop for JoinableQueue<T> {
+    /// Leaves the consumer group when nothing delivered to this handle is pending, so that
+    /// handles that come and go do not pile up in it (best effort, briefly, and only over a
+    /// connection already open). Pending items stay for another consumer to reclaim.
+    fn drop(&mut self) {
+        let idle = self.delivered.get_mut().is_ok_and(|d| d.is_empty())
+            && self.core.carry.get_mut().is_ok_and(|c| c.is_empty());
+        if !idle || !self.group_ready.load(Ordering::Relaxed) || !self.core.link.is_connected() {
+            return;
+        }
+        let _ = self.core.link.run(crate::deadline::after(DROP_TIMEOUT), |con| {
+            scripts::DROP_CONSUMER_SCRIPT
+                .key(&self.core.keys.stream)
+                .arg(scripts::GROUP)
+                .arg(&self.consumer)
+                .invoke::<redis::Value>(con)
+        });
     }
 }
 
@@ -667,7 +689,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     pub fn qsize(&self) -> Result<usize> {
         self.ensure_group(None)?;
-        Ok(self.core.qsize()? + self.core.carry.lock().unwrap_or_else(|p| p.into_inner()).len())
+        Ok(self.core.qsize()? + self.core.carried())
     }
 
     /// Whether no item waits for delivery.

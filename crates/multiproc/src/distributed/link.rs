@@ -1,9 +1,12 @@
 //! One connection to Redis, reconnected on demand, and the deadlines of the calls made on it.
 //!
-//! A [`Link`] holds at most one blocking connection. Every command runs with a read timeout
-//! derived from the caller's deadline, so that a server that stops answering (or a network
-//! that goes quiet) cannot hold a call past it. After a connection-level failure (refused,
-//! reset, timed out) the connection is dropped, and the next command connects again.
+//! A [`Link`] holds at most two blocking connections: one for short commands and scripts,
+//! one for the commands that block in the server (so that a `put` or a `task_done` on a
+//! handle is not held up by a `get` waiting on the same handle in another thread). Every
+//! command runs with a read timeout derived from the caller's deadline, so that a server
+//! that stops answering (or a network that goes quiet) cannot hold a call past it. After a
+//! connection-level failure (refused, reset, timed out) the connection is dropped, and the
+//! next command on it connects again.
 //!
 //! The waits of the queues ([`Link::block_for`]) ask Redis to block for a little less than
 //! the time left, and wait for its reply for the whole time left: the server answers before
@@ -55,7 +58,10 @@ impl Default for Settings {
 /// A client, its connection (when one is open) and the settings of both.
 pub(super) struct Link {
     client: redis::Client,
-    connection: Mutex<Option<redis::Connection>>,
+    /// For short commands and scripts.
+    commands: Mutex<Option<redis::Connection>>,
+    /// For the commands that block in the server.
+    waits: Mutex<Option<redis::Connection>>,
     settings: Settings,
 }
 
@@ -82,14 +88,15 @@ impl Link {
     pub(super) fn open(url: &str, settings: Settings) -> Result<Link> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidArgument(format!("redis URL: {e}")))?;
-        Ok(Link { client, connection: Mutex::new(None), settings })
+        Ok(Link { client, commands: Mutex::new(None), waits: Mutex::new(None), settings })
     }
 
     /// A second link to the same server with the same settings, not yet connected.
     pub(super) fn fresh(&self) -> Link {
         Link {
             client: self.client.clone(),
-            connection: Mutex::new(None),
+            commands: Mutex::new(None),
+            waits: Mutex::new(None),
             settings: self.settings.clone(),
         }
     }
@@ -102,14 +109,20 @@ impl Link {
         }
     }
 
-    /// Runs `f` on the connection (connecting first if needed), its reply awaited for at
-    /// most `reply`. A connection-level failure drops the connection.
+    /// Whether the connection for short commands is open now.
+    pub(super) fn is_connected(&self) -> bool {
+        self.commands.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Runs `f` on the connection in `slot` (connecting first if needed), its reply awaited
+    /// for at most `reply`. A connection-level failure drops the connection.
     fn with_connection<R>(
         &self,
+        slot: &Mutex<Option<redis::Connection>>,
         reply: Duration,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R> {
-        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             let timeout = self.settings.connect_timeout.min(reply.max(MIN_REPLY));
             let con = self.client.get_connection_with_timeout(timeout).map_err(to_error)?;
@@ -133,7 +146,7 @@ impl Link {
         deadline: Option<Instant>,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<R> {
-        self.with_connection(self.reply_timeout(deadline), f)
+        self.with_connection(&self.commands, self.reply_timeout(deadline), f)
     }
 
     /// The BLOCK time (in milliseconds) for one wait of a call with this deadline, with
@@ -158,7 +171,7 @@ impl Link {
         deadline: Option<Instant>,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<R>,
     ) -> Result<Option<R>> {
-        match self.with_connection(reply, f) {
+        match self.with_connection(&self.waits, reply, f) {
             Ok(r) => Ok(Some(r)),
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut && expired(deadline) => {
                 Ok(None)

@@ -322,6 +322,12 @@ impl Core {
         }
     }
 
+    /// The number of entries carried. A `get` that holds the carry now is waiting for items,
+    /// which it does only with none carried.
+    pub(super) fn carried(&self) -> usize {
+        self.carry.try_lock().map_or(0, |carry| carry.len())
+    }
+
     /// The number of items waiting for delivery.
     pub(super) fn qsize(&self) -> Result<usize> {
         let reply = self.link.run(None, |con| {
@@ -610,7 +616,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn qsize(&self) -> Result<usize> {
-        Ok(self.core.qsize()? + self.core.carry.lock().unwrap_or_else(|p| p.into_inner()).len())
+        Ok(self.core.qsize()? + self.core.carried())
     }
 
     /// Whether no item is queued now.

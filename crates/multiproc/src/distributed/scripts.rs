@@ -142,6 +142,14 @@ end
 return queued
 "#;
 
+/// Removes a consumer from the group if nothing is pending for it: KEYS stream; ARGV
+/// group, consumer. (Removing one with pending entries would lose them.)
+const DROP_CONSUMER: &str = r#"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return 0 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"#;
+
 fn script(parts: &[&str]) -> redis::Script {
     redis::Script::new(&parts.concat())
 }
@@ -162,6 +170,9 @@ pub(super) static DEAD_LETTER_SCRIPT: LazyLock<redis::Script> =
 /// See [`UNFINISHED`].
 pub(super) static UNFINISHED_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| script(&[LAST_ID, UNFINISHED]));
+/// See [`DROP_CONSUMER`].
+pub(super) static DROP_CONSUMER_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| script(&[DROP_CONSUMER]));
 /// See [`QSIZE`].
 pub(super) static QSIZE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(&[QSIZE]));
 
