@@ -480,3 +480,32 @@ fn a_dropped_handle_leaves_the_group_unless_it_holds_items() {
     drop(busy);
     assert_eq!(consumers(&mut con, "members"), 1);
 }
+
+#[test]
+fn a_get_whose_connection_is_cut_reconnects_and_goes_on() {
+    let Some(server) = server("a_get_whose_connection_is_cut_reconnects_and_goes_on") else {
+        return;
+    };
+    let url = server.url();
+    let (tx, rx) = mpsc::channel();
+    let getter = std::thread::spawn(move || {
+        let q: Queue<u32> = Queue::connect(&url, "cut").unwrap();
+        tx.send(q.get_timeout(STATE_DEADLINE)).unwrap();
+    });
+    let mut con = raw(&server);
+    wait_for("the getter to block in the server", || blocked_clients(&mut con) == 1);
+    // Every other client's connection is closed by the server.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut con)
+        .unwrap();
+    assert!(killed >= 1);
+    let q: Queue<u32> = Queue::connect(&server.url(), "cut").unwrap();
+    q.put(11).unwrap();
+    assert_eq!(rx.recv_timeout(STATE_DEADLINE).expect("the getter returned").unwrap(), 11);
+    getter.join().unwrap();
+}

@@ -442,8 +442,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         items.pop().ok_or(Error::Empty)
     }
 
-    /// Takes between one and `max` items, waiting for the first as long as it takes; each
-    /// needs its own `task_done`.
+    /// Takes between one and `max` items (at most 1024 per call: one script's batch),
+    /// waiting for the first as long as it takes; each needs its own `task_done`.
     ///
     /// ```no_run
     /// let q = multiproc::distributed::JoinableQueue::<u8>::connect("redis://127.0.0.1/", "q")?;

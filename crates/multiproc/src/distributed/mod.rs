@@ -58,7 +58,10 @@
 //! call that loses the server reconnects, as long as its deadline and the handle's
 //! reconnect window allow, then returns the connection error
 //! ([`Error::Io`](crate::Error::Io)); a put whose reply was lost returns the error with the
-//! item, which may have been queued or not. `rediss://` URLs use TLS (rustls, with the
+//! item, which may have been queued or not. A handle holds two connections, one for the
+//! waits and one for everything else, so a `put` or a `task_done` from another thread is not
+//! held up by a `get` waiting on the same handle; two `get`s on one handle take turns (give
+//! each consumer thread its own handle: `clone()` makes one). `rediss://` URLs use TLS (rustls, with the
 //! webpki roots); a password or an ACL user go in the URL
 //! (`redis://user:password@host:6379/0`).
 

@@ -562,7 +562,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         items.pop().ok_or(Error::Empty)
     }
 
-    /// Takes between one and `max` items, waiting for the first as long as it takes.
+    /// Takes between one and `max` items (at most 1024 per call: one script's batch),
+    /// waiting for the first as long as it takes.
     ///
     /// ```no_run
     /// let q = multiproc::distributed::Queue::<u32>::connect("redis://127.0.0.1/", "q")?;
