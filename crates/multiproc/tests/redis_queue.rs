@@ -22,6 +22,15 @@ fn server(test: &str) -> Option<RedisServer> {
     RedisServer::start(BINARY, test)
 }
 
+/// Names the `redis-server` these tests use, or (outside CI) says that they were skipped;
+/// under `cargo nextest`, `.config/nextest.toml` shows what it writes.
+#[test]
+fn redis_server() {
+    if let Some(program) = common::redis::require(BINARY) {
+        eprintln!("{BINARY}: redis-server is {}", program.display());
+    }
+}
+
 /// A plain connection for looking into the server (raw XADD, stream lengths).
 fn raw(server: &RedisServer) -> redis::Connection {
     let client = redis::Client::open(server.url()).expect("client");

@@ -1,4 +1,5 @@
-//! A real `redis-server` for a test: found on `PATH` (or in `/usr/bin`, `/usr/sbin`),
+//! A real `redis-server` for a test: found on `PATH` (or in `/usr/bin`, `/usr/sbin`, or at
+//! `$REDIS_SERVER`),
 //! started on a free loopback port without persistence in a temporary directory of its own,
 //! and killed, reaped and cleaned up when the [`RedisServer`] is dropped.
 //!
@@ -17,8 +18,13 @@ use super::python::{in_ci, terminal_line};
 /// How long a server may take to start answering PING.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The `redis-server` program, if there is one.
+/// The `redis-server` program, if there is one: `$REDIS_SERVER` when it is set (a path; a
+/// path that is not a file counts as missing), else the first on `PATH`, in `/usr/bin` or
+/// in `/usr/sbin`.
 pub fn find_server() -> Option<PathBuf> {
+    if let Some(program) = std::env::var_os("REDIS_SERVER").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(program)).filter(|p| p.is_file());
+    }
     let mut dirs: Vec<PathBuf> =
         std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     dirs.push("/usr/bin".into());
@@ -37,20 +43,7 @@ impl RedisServer {
     /// Starts a server for a test of `binary` named `test`. `None` (after the skip line)
     /// when `redis-server` is missing outside CI; a panic in CI, or when it does not start.
     pub fn start(binary: &str, test: &str) -> Option<RedisServer> {
-        let Some(program) = find_server() else {
-            assert!(
-                !in_ci(),
-                "redis-server is required in CI (CI=true) but missing from PATH, /usr/bin and /usr/sbin"
-            );
-            static REPORTED: OnceLock<()> = OnceLock::new();
-            REPORTED.get_or_init(|| {
-                terminal_line(&format!(
-                    "SKIPPED in {binary}: the Redis tests ({test} and the others) need redis-server, \
-                     which is not installed (apt-get install redis-server). Set CI=true to make this a failure."
-                ))
-            });
-            return None;
-        };
+        let program = require(binary)?;
         let mut last_failure = String::new();
         // A free port can be taken by someone else before the server binds it: a few tries.
         for _ in 0..5 {
@@ -136,6 +129,27 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The `redis-server` a test of `binary` needs. When it is missing: in CI a panic;
+/// elsewhere `None`, after this process has written, once, the line naming what `binary`
+/// skips.
+pub fn require(binary: &str) -> Option<PathBuf> {
+    if let Some(program) = find_server() {
+        return Some(program);
+    }
+    assert!(
+        !in_ci(),
+        "redis-server is required in CI (CI=true) but missing ($REDIS_SERVER, PATH, /usr/bin, /usr/sbin)"
+    );
+    static REPORTED: OnceLock<()> = OnceLock::new();
+    REPORTED.get_or_init(|| {
+        terminal_line(&format!(
+            "SKIPPED in {binary}: every test that needs redis-server, which is missing \
+             (apt-get install redis-server). Set CI=true to make this a failure."
+        ))
+    });
+    None
 }
 
 /// A loopback port nobody listens on now.
