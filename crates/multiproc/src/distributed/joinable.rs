@@ -527,7 +527,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
                     .invoke::<redis::Value>(con)
             })
         })?;
-        scripts::array("take", &reply)?.iter().map(|e| scripts::entry("take", e)).collect()
+        scripts::entries("take", reply)
     }
 
     /// Waits for new entries (until `deadline`, and no longer than half the visibility
@@ -554,7 +554,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             })
         })?;
         match got {
-            Some(value) => Ok(Some(scripts::read_reply(&value)?)),
+            Some(value) => Ok(Some(scripts::read_reply(value)?)),
             None => Ok(None),
         }
     }

@@ -270,7 +270,7 @@ impl Core {
                 .arg(max.min(scripts::MAX_BATCH))
                 .invoke::<redis::Value>(con)
         })?;
-        scripts::array("take", &reply)?.iter().map(|e| scripts::entry("take", e)).collect()
+        scripts::entries("take", reply)
     }
 
     /// Waits (until `deadline`) for the plain queue's stream to hold an entry.

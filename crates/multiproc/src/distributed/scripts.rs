@@ -72,13 +72,15 @@ return {fit, room}
 "#;
 
 /// Takes from a plain queue: KEYS stream, room; ARGV count. Reads and deletes the oldest
-/// entries in one step (at-most-once), and signals the room it made.
+/// entries in one step (at-most-once), and signals the room it made. They are the oldest,
+/// so trimming below the last one (whole nodes at a time) and deleting it removes exactly
+/// them.
 const TAKE: &str = r#"
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])
 if #entries == 0 then return entries end
-local ids = {}
-for i, e in ipairs(entries) do ids[i] = e[1] end
-redis.call('XDEL', KEYS[1], unpack(ids))
+local last = entries[#entries][1]
+redis.call('XTRIM', KEYS[1], 'MINID', last)
+redis.call('XDEL', KEYS[1], last)
 redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'n', tostring(#entries))
 return entries
 "#;
@@ -253,20 +255,33 @@ pub(super) fn array<'v>(what: &str, value: &'v redis::Value) -> Result<&'v [redi
     }
 }
 
-/// An entry `[id, [field, value, …]]`, optionally followed by its delivery count.
-pub(super) fn entry(what: &str, value: &redis::Value) -> Result<Entry> {
-    let parts = array(what, value)?;
-    let id = parts.first().and_then(text).ok_or_else(|| protocol(what, value))?;
-    let fields = array(what, parts.get(1).unwrap_or(&redis::Value::Nil))?;
-    let deliveries = match parts.get(2) {
-        Some(n) => int(what, n)?.max(1) as u64,
+/// The items of an array reply, owned.
+fn owned_array(what: &str, value: redis::Value) -> Result<Vec<redis::Value>> {
+    match value {
+        redis::Value::Array(items) => Ok(items),
+        redis::Value::Nil => Ok(Vec::new()),
+        other => Err(protocol(what, &other)),
+    }
+}
+
+/// An entry `[id, [field, value, …]]`, optionally followed by its delivery count (taken
+/// apart without copying the item's bytes).
+pub(super) fn entry(what: &str, value: redis::Value) -> Result<Entry> {
+    let mut parts = owned_array(what, value)?.into_iter();
+    let id = parts.next().as_ref().and_then(text);
+    let fields = owned_array(what, parts.next().unwrap_or(redis::Value::Nil))?;
+    let deliveries = match parts.next() {
+        Some(n) => int(what, &n)?.max(1) as u64,
         None => 1,
     };
+    let id =
+        id.ok_or_else(|| Error::Protocol(format!("redis: an entry without an id in {what}")))?;
     let mut item = Err(format!("entry {id} has no `{ITEM_FIELD}` field (not an item of ours)"));
-    for pair in fields.chunks(2) {
-        if let [redis::Value::BulkString(name), redis::Value::BulkString(bytes)] = pair {
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(bytes)) = (fields.next(), fields.next()) {
+        if let (redis::Value::BulkString(name), redis::Value::BulkString(bytes)) = (&name, bytes) {
             if name.as_slice() == ITEM_FIELD.as_bytes() {
-                item = Ok(bytes.clone());
+                item = Ok(bytes);
                 break;
             }
         }
@@ -274,14 +289,17 @@ pub(super) fn entry(what: &str, value: &redis::Value) -> Result<Entry> {
     Ok(Entry { id, item, deliveries })
 }
 
+/// The entries of a script's reply (`[entry…]`).
+pub(super) fn entries(what: &str, value: redis::Value) -> Result<Vec<Entry>> {
+    owned_array(what, value)?.into_iter().map(|e| entry(what, e)).collect()
+}
+
 /// The entries of an `XREADGROUP`/`XREAD` reply for one stream (`[[key, [entry…]]]`).
-pub(super) fn read_reply(value: &redis::Value) -> Result<Vec<Entry>> {
+pub(super) fn read_reply(value: redis::Value) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for stream in array("XREAD", value)? {
-        let parts = array("XREAD", stream)?;
-        for e in array("XREAD", parts.get(1).unwrap_or(&redis::Value::Nil))? {
-            out.push(entry("XREAD", e)?);
-        }
+    for stream in owned_array("XREAD", value)? {
+        let list = owned_array("XREAD", stream)?.into_iter().nth(1);
+        out.extend(entries("XREAD", list.unwrap_or(redis::Value::Nil))?);
     }
     Ok(out)
 }
