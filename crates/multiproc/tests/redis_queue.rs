@@ -432,10 +432,40 @@ fn bad_urls_and_names_are_errors_and_rediss_is_supported() {
     let start = Instant::now();
     assert!(q.try_get().is_err());
     assert!(start.elapsed() < Duration::from_secs(10));
-    // A wrong password is an error too.
-    let url = format!("redis://:wrong@127.0.0.1:{}/0", server.port());
-    let q: Queue<u8> = Queue::connect(&url, "auth").unwrap();
-    assert!(q.try_get().is_err());
+}
+
+#[test]
+fn a_password_or_an_acl_user_in_the_url_is_used() {
+    let Some(server) = server("a_password_or_an_acl_user_in_the_url_is_used") else { return };
+    let mut con = raw(&server);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("worker")
+        .arg("on")
+        .arg(">worker-secret")
+        .arg("~*")
+        .arg("+@all")
+        .query(&mut con)
+        .unwrap();
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("secret").query(&mut con).unwrap();
+    let port = server.port();
+    let q: Queue<u8> =
+        Queue::connect(&format!("redis://:secret@127.0.0.1:{port}/0"), "auth").unwrap();
+    q.put(1).unwrap();
+    let user: Queue<u8> =
+        Queue::connect(&format!("redis://worker:worker-secret@127.0.0.1:{port}/0"), "auth")
+            .unwrap();
+    assert_eq!(user.get().unwrap(), 1);
+    for url in [
+        format!("redis://:wrong@127.0.0.1:{port}/0"),
+        format!("redis://worker:wrong@127.0.0.1:{port}/0"),
+        format!("redis://127.0.0.1:{port}/0"),
+    ] {
+        let q: Queue<u8> = Queue::connect(&url, "auth").unwrap();
+        let got = q.get_timeout(Duration::from_secs(5));
+        assert!(matches!(got, Err(Error::Authentication(_))), "{url}: {got:?}");
+    }
 }
 
 #[test]

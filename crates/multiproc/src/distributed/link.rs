@@ -229,8 +229,8 @@ impl Retry {
 }
 
 /// The crate's error for a Redis client error: connection failures are [`Error::Io`] (so
-/// callers can tell them apart), a refused password is [`Error::Authentication`], the rest
-/// [`Error::Protocol`].
+/// callers can tell them apart), a refused password or a user without the right to a
+/// command is [`Error::Authentication`], the rest [`Error::Protocol`].
 pub(super) fn to_error(e: redis::RedisError) -> Error {
     let kind = if e.is_timeout() {
         Some(io::ErrorKind::TimedOut)
@@ -243,11 +243,11 @@ pub(super) fn to_error(e: redis::RedisError) -> Error {
     } else {
         None
     };
-    match (kind, e.kind()) {
-        (Some(kind), _) => Error::Io(io::Error::new(kind, format!("redis: {e}"))),
-        (None, redis::ErrorKind::AuthenticationFailed) => {
-            Error::Authentication(format!("redis: {e}"))
-        }
-        (None, _) => Error::Protocol(format!("redis: {e}")),
+    let refused = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+    match kind {
+        Some(kind) => Error::Io(io::Error::new(kind, format!("redis: {e}"))),
+        None if refused => Error::Authentication(format!("redis: {e}")),
+        None => Error::Protocol(format!("redis: {e}")),
     }
 }

@@ -44,7 +44,8 @@
 //! consumers, each gets them in that order, and a reclaimed item comes again after newer
 //! ones were delivered.
 //!
-//! The other keys of a queue `N`: `N:room` (a one-entry stream a take appends to, which
+//! A name belongs to one kind of queue: a plain [`Queue`] and a [`JoinableQueue`] on the
+//! same name would take each other's entries. The other keys of a queue `N`: `N:room` (a one-entry stream a take appends to, which
 //! putters waiting for room block on), and for a joinable queue `N:dead` and `N:joined` (a
 //! one-entry stream that `join` blocks on). A joinable queue's entry leaves its stream
 //! when it is done or dead-lettered, so the stream's length is the number of unfinished
