@@ -548,3 +548,37 @@ fn a_get_whose_connection_is_cut_reconnects_and_goes_on() {
     assert_eq!(rx.recv_timeout(STATE_DEADLINE).expect("the getter returned").unwrap(), 11);
     getter.join().unwrap();
 }
+
+#[test]
+fn a_joinable_queue_bounds_the_items_waiting_for_delivery() {
+    let Some(server) = server("a_joinable_queue_bounds_the_items_waiting_for_delivery") else {
+        return;
+    };
+    let q: JoinableQueue<u32> =
+        JoinableQueue::builder(&server.url(), "bounded-joinable").maxsize(2).build().unwrap();
+    q.put_many([1, 2]).unwrap();
+    let e = q.try_put(3).unwrap_err();
+    assert!(matches!(e.error(), Error::Full));
+    let url = server.url();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let q: JoinableQueue<u32> =
+            JoinableQueue::builder(&url, "bounded-joinable").maxsize(2).build().unwrap();
+        tx.send(q.put_timeout(3, STATE_DEADLINE).map_err(Error::from)).unwrap();
+    });
+    let mut con = raw(&server);
+    wait_for("the putter to block in the server", || blocked_clients(&mut con) == 1);
+    // A delivered item no longer counts against maxsize, though it is not done yet.
+    assert_eq!(q.get().unwrap(), 1);
+    rx.recv_timeout(STATE_DEADLINE).expect("the putter returned").unwrap();
+    waiter.join().unwrap();
+    assert_eq!(q.qsize().unwrap(), 2);
+    assert!(matches!(q.join_timeout(Duration::from_millis(20)), Err(Error::Timeout(_))));
+    for expected in [2, 3] {
+        assert_eq!(q.get().unwrap(), expected);
+    }
+    for _ in 0..3 {
+        q.task_done().unwrap();
+    }
+    q.join_timeout(STATE_DEADLINE).unwrap();
+}

@@ -492,14 +492,14 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             |entry, e| {
                 // Not ours: out of the way for good. Should this fail, the entry comes
                 // back after the visibility timeout and ends in the dead letters then.
-                let _ = self.dead_letter(entry, &e.to_string());
+                let _ = self.dead_letter(entry, &e.to_string(), deadline);
             },
         )
     }
 
     /// Moves one delivered entry to the dead-letter stream.
-    fn dead_letter(&self, entry: &Entry, reason: &str) -> Result<()> {
-        self.core.link.run(None, |con| {
+    fn dead_letter(&self, entry: &Entry, reason: &str, deadline: Option<Instant>) -> Result<()> {
+        self.core.link.run(deadline, |con| {
             self.core
                 .keys
                 .joinable(&scripts::DEAD_LETTER_SCRIPT)
@@ -553,10 +553,24 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
                     .query::<redis::Value>(con)
             })
         })?;
-        match got {
-            Some(value) => Ok(Some(scripts::read_reply(value)?)),
-            None => Ok(None),
+        let Some(value) = got else { return Ok(None) };
+        let entries = scripts::read_reply(value)?;
+        if !entries.is_empty() {
+            // Room for a putter waiting on a bounded queue (the take script signals its
+            // own deliveries; these came straight from the server). Should this fail, such
+            // a putter looks again after its current wait of a few seconds.
+            let _ = self.core.link.run(deadline, |con| {
+                redis::cmd("XADD")
+                    .arg(&self.core.keys.room)
+                    .arg("MAXLEN")
+                    .arg(1)
+                    .arg("*")
+                    .arg("n")
+                    .arg(entries.len())
+                    .query::<redis::Value>(con)
+            });
         }
+        Ok(Some(entries))
     }
 
     /// Takes between one and `max` entries, waiting for the first until `deadline`.
