@@ -579,7 +579,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         loop {
             match self.take_now(max, deadline) {
                 Ok(entries) if !entries.is_empty() => return Ok(entries),
-                Ok(_) => {}
+                Ok(_) => retry.reset(),
                 Err(e) => {
                     retry.again(e, deadline)?;
                     continue;
@@ -664,7 +664,10 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
                 self.core.keys.joinable(&scripts::UNFINISHED_SCRIPT).invoke::<redis::Value>(con)
             });
             let (left, last) = match state.and_then(|v| unfinished_reply(&v)) {
-                Ok(state) => state,
+                Ok(state) => {
+                    retry.reset();
+                    state
+                }
                 Err(e) => {
                     retry.again(e, deadline)?;
                     continue;

@@ -201,6 +201,12 @@ pub(super) struct Retry {
 }
 
 impl Retry {
+    /// After a step that reached the server: a later failure starts a new window.
+    pub(super) fn reset(&mut self) {
+        self.since = None;
+        self.pause = Duration::from_millis(10);
+    }
+
     /// After the failure `e`: `Ok(())` once it is time for another attempt, or `Err(e)`
     /// when the call must give up (not a connection error, the deadline passed, or the
     /// server has been away for the whole reconnect window).

@@ -231,6 +231,7 @@ impl Core {
                     return Err(PutError::new(items, e));
                 }
             };
+            retry.reset();
             done += added;
             if added == batch.len() {
                 continue;
@@ -298,7 +299,7 @@ impl Core {
         loop {
             match self.take_plain(max, deadline) {
                 Ok(entries) if !entries.is_empty() => return Ok(entries),
-                Ok(_) => {}
+                Ok(_) => retry.reset(),
                 Err(e) => {
                     retry.again(e, deadline)?;
                     continue;
