@@ -582,3 +582,24 @@ fn a_joinable_queue_bounds_the_items_waiting_for_delivery() {
     }
     q.join_timeout(STATE_DEADLINE).unwrap();
 }
+
+#[test]
+fn large_items_and_a_flushed_server_are_handled() {
+    let Some(server) = server("large_items_and_a_flushed_server_are_handled") else { return };
+    let q: Queue<Vec<u8>> = Queue::connect(&server.url(), "large").unwrap();
+    let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    q.put(big.clone()).unwrap();
+    assert_eq!(q.get().unwrap(), big);
+
+    let j: JoinableQueue<u32> = JoinableQueue::connect(&server.url(), "flushed").unwrap();
+    j.put(1).unwrap();
+    assert_eq!(j.get().unwrap(), 1);
+    j.task_done().unwrap();
+    let mut con = raw(&server);
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+    // The stream and its consumer group are gone: the handle makes them again.
+    j.put(2).unwrap();
+    assert_eq!(j.get_timeout(STATE_DEADLINE).unwrap(), 2);
+    j.task_done().unwrap();
+    j.join_timeout(STATE_DEADLINE).unwrap();
+}
