@@ -603,3 +603,62 @@ fn large_items_and_a_flushed_server_are_handled() {
     j.task_done().unwrap();
     j.join_timeout(STATE_DEADLINE).unwrap();
 }
+
+#[test]
+fn an_item_taken_by_a_consumer_that_died_before_trimming_is_not_counted() {
+    let Some(server) =
+        server("an_item_taken_by_a_consumer_that_died_before_trimming_is_not_counted")
+    else {
+        return;
+    };
+    let q: Queue<u32> = Queue::connect(&server.url(), "half-taken").unwrap();
+    q.put_many([1, 2]).unwrap();
+    assert_eq!(q.get().unwrap(), 1);
+    // A consumer takes item 2 as a handle does, and dies before removing it.
+    let mut con = raw(&server);
+    let _: redis::Value =
+        redis::cmd("XREADGROUP")
+            .arg(
+                &[
+                    "GROUP",
+                    "multiproc",
+                    "plain",
+                    "COUNT",
+                    "1",
+                    "NOACK",
+                    "STREAMS",
+                    "half-taken",
+                    ">",
+                ][..],
+            )
+            .query(&mut con)
+            .unwrap();
+    assert_eq!(xlen(&mut con, "half-taken"), 1);
+    assert_eq!(q.qsize().unwrap(), 0);
+    assert_eq!(xlen(&mut con, "half-taken"), 0);
+    // Left behind again: a get waits for new items (it does not see that one), then ends.
+    q.put(3).unwrap();
+    let _: redis::Value =
+        redis::cmd("XREADGROUP")
+            .arg(
+                &[
+                    "GROUP",
+                    "multiproc",
+                    "plain",
+                    "COUNT",
+                    "1",
+                    "NOACK",
+                    "STREAMS",
+                    "half-taken",
+                    ">",
+                ][..],
+            )
+            .query(&mut con)
+            .unwrap();
+    let start = Instant::now();
+    assert!(matches!(q.get_timeout(Duration::from_millis(200)), Err(Error::Empty)));
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    q.put(4).unwrap();
+    assert_eq!(q.get().unwrap(), 4);
+    assert_eq!(xlen(&mut con, "half-taken"), 0);
+}

@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,6 @@ pub struct JoinableQueue<T> {
     consumer: String,
     visibility_timeout: Duration,
     max_deliveries: u64,
-    group_ready: AtomicBool,
     /// The ids delivered to this handle and not yet acknowledged, oldest first.
     delivered: Mutex<VecDeque<String>>,
     item: PhantomData<fn(T) -> T>,
@@ -76,7 +74,6 @@ impl<T> Clone for JoinableQueue<T> {
             consumer: consumer_name(),
             visibility_timeout: self.visibility_timeout,
             max_deliveries: self.max_deliveries,
-            group_ready: AtomicBool::new(false),
             delivered: Mutex::new(VecDeque::new()),
             item: PhantomData,
         }
@@ -90,7 +87,7 @@ impl<T> Drop for JoinableQueue<T> {
     fn drop(&mut self) {
         let idle = self.delivered.get_mut().is_ok_and(|d| d.is_empty())
             && self.core.carry.get_mut().is_ok_and(|c| c.is_empty());
-        if !idle || !self.group_ready.load(Ordering::Relaxed) || !self.core.link.is_connected() {
+        if !idle || !self.core.group_ready() || !self.core.link.is_connected() {
             return;
         }
         let _ = self.core.link.run(crate::deadline::after(DROP_TIMEOUT), |con| {
@@ -220,7 +217,6 @@ impl<T: Serialize + DeserializeOwned> JoinableQueueBuilder<T> {
             consumer: consumer_name(),
             visibility_timeout: self.visibility_timeout,
             max_deliveries: self.max_deliveries,
-            group_ready: AtomicBool::new(false),
             delivered: Mutex::new(VecDeque::new()),
             item: PhantomData,
         })
@@ -253,43 +249,6 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             queue: QueueBuilder::new(url, name),
             visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
             max_deliveries: DEFAULT_MAX_DELIVERIES,
-        }
-    }
-
-    /// Creates the consumer group (and the stream) once per handle.
-    fn ensure_group(&self, deadline: Option<Instant>) -> Result<()> {
-        if self.group_ready.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let created = self.core.link.run(deadline, |con| {
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&self.core.keys.stream)
-                .arg(scripts::GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query::<()>(con)
-        });
-        match created {
-            Ok(()) => {}
-            Err(Error::Protocol(why)) if why.contains("BUSYGROUP") => {}
-            Err(e) => return Err(e),
-        }
-        self.group_ready.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Runs `op` after making sure the group exists; again once if the group was gone
-    /// (the stream deleted under us).
-    fn with_group<R>(&self, deadline: Option<Instant>, op: impl Fn() -> Result<R>) -> Result<R> {
-        self.ensure_group(deadline)?;
-        match op() {
-            Err(Error::Protocol(why)) if why.contains("NOGROUP") => {
-                self.group_ready.store(false, Ordering::Relaxed);
-                self.ensure_group(deadline)?;
-                op()
-            }
-            other => other,
         }
     }
 
@@ -388,7 +347,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         items: Vec<T>,
         deadline: Option<Instant>,
     ) -> std::result::Result<(), PutError<Vec<T>>> {
-        if let Err(e) = self.ensure_group(deadline) {
+        if let Err(e) = self.core.ensure_group(deadline) {
             return Err(PutError::new(items, e));
         }
         self.core.put_items(items, deadline)
@@ -514,7 +473,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Reclaims or reads up to `max` entries now.
     fn take_now(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Entry>> {
-        let reply = self.with_group(deadline, || {
+        let reply = self.core.with_group(deadline, || {
             self.core.link.run(deadline, |con| {
                 self.core
                     .keys
@@ -537,7 +496,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         let Some((block, reply)) = self.core.link.block_for(deadline) else { return Ok(None) };
         let period = (self.visibility_timeout / 2).max(MIN_RECLAIM_PERIOD);
         let block = block.min(period.as_millis() as u64).max(1);
-        let got = self.with_group(deadline, || {
+        let got = self.core.with_group(deadline, || {
             self.core.link.run_blocking(reply, deadline, |con| {
                 redis::cmd("XREADGROUP")
                     .arg("GROUP")
@@ -705,7 +664,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn qsize(&self) -> Result<usize> {
-        self.ensure_group(None)?;
+        self.core.ensure_group(None)?;
         Ok(self.core.qsize()? + self.core.carried())
     }
 

@@ -24,13 +24,17 @@
 //! ## How it works
 //! A queue named `N` is the Redis stream `N`; each item is one entry whose field `d` holds
 //! the item encoded with postcard (the items are data: a handle such as a
-//! [`Connection`](crate::Connection) cannot travel through Redis). Every operation is one
-//! Lua script, atomic on the server:
+//! [`Connection`](crate::Connection) cannot travel through Redis). Both kinds read
+//! through the stream's consumer group `multiproc`, which hands each entry to one consumer
+//! only, and every step that must not be split is one command or one Lua script, atomic on
+//! the server:
 //! - a put checks `maxsize` and appends in the same step, so concurrent putters never
 //!   overshoot it (the bound counts items waiting for delivery);
-//! - a plain [`Queue`]'s take reads and deletes the oldest entries in the same step: no two
+//! - a plain [`Queue`]'s take is `XREADGROUP … NOACK`: nothing to acknowledge, no two
 //!   consumers ever get the same item, and an item whose reply is lost (the connection
-//!   breaks, the consumer dies as it arrives) is lost. **At-most-once.**
+//!   breaks, the consumer dies as it arrives) is lost. **At-most-once.** The taken entries
+//!   are then trimmed from the stream (and those a consumer that died before trimming
+//!   left, by the next wait, `qsize` or bounded put).
 //! - a [`JoinableQueue`] reads through the consumer group `multiproc`: an item stays in the
 //!   group's pending list until `task_done` acknowledges and deletes it. Each take first
 //!   reclaims (`XAUTOCLAIM`) items pending longer than the visibility timeout, whoever

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,10 @@ use crate::error::{Error, PutError, Result};
 /// A queue on a Redis stream, shared by every process (on any machine) that connects to
 /// the same server with the same name: Python's `multiprocessing.Queue`, across machines.
 ///
-/// `get` is at-most-once: a take reads and deletes the oldest entries in one atomic step on
-/// the server, so no item is ever handed to two consumers; an item whose reply is lost on
-/// the way (the connection breaks, the consumer dies) is lost. See the
-/// [module docs](super) for the keys it uses.
+/// `get` is at-most-once: the stream's consumer group hands each entry to one consumer
+/// only, with nothing to acknowledge (`XREADGROUP … NOACK`), so no item is ever handed to
+/// two consumers; an item whose reply is lost on the way (the connection breaks, the
+/// consumer dies) is lost. See the [module docs](super) for the keys it uses.
 ///
 /// ```no_run
 /// use multiproc::distributed::Queue;
@@ -165,6 +166,8 @@ pub(super) struct Core {
     pub(super) keys: Keys,
     pub(super) maxsize: usize,
     pub(super) joinable: bool,
+    /// Whether this handle made sure the consumer group exists.
+    group_ready: AtomicBool,
     /// Entries taken from the server and not yet handed out (after a `get_many` stopped
     /// before an entry that does not decode).
     pub(super) carry: Mutex<VecDeque<Entry>>,
@@ -181,6 +184,7 @@ impl Core {
             keys: Keys::of(&builder.name),
             maxsize: builder.maxsize,
             joinable,
+            group_ready: AtomicBool::new(false),
             carry: Mutex::new(VecDeque::new()),
         })
     }
@@ -192,7 +196,55 @@ impl Core {
             keys: self.keys.clone(),
             maxsize: self.maxsize,
             joinable: self.joinable,
+            group_ready: AtomicBool::new(false),
             carry: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Whether this handle has made sure the consumer group exists.
+    pub(super) fn group_ready(&self) -> bool {
+        self.group_ready.load(Ordering::Relaxed)
+    }
+
+    /// Creates the consumer group (and the stream) once per handle. It starts at the
+    /// stream's beginning, so items put before any consumer came are delivered.
+    pub(super) fn ensure_group(&self, deadline: Option<Instant>) -> Result<()> {
+        if self.group_ready() {
+            return Ok(());
+        }
+        let created = self.link.run(deadline, |con| {
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&self.keys.stream)
+                .arg(scripts::GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query::<()>(con)
+        });
+        match created {
+            Ok(()) => {}
+            Err(Error::Protocol(why)) if why.contains("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+        self.group_ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs `op` after making sure the group exists; again once if the group was gone
+    /// (the stream deleted under us).
+    pub(super) fn with_group<R>(
+        &self,
+        deadline: Option<Instant>,
+        op: impl Fn() -> Result<R>,
+    ) -> Result<R> {
+        self.ensure_group(deadline)?;
+        match op() {
+            Err(Error::Protocol(why)) if why.contains("NOGROUP") => {
+                self.group_ready.store(false, Ordering::Relaxed);
+                self.ensure_group(deadline)?;
+                op()
+            }
+            other => other,
         }
     }
 
@@ -262,20 +314,54 @@ impl Core {
         Ok(())
     }
 
-    /// Takes up to `max` entries from a plain queue now (none when it is empty).
+    /// Takes up to `max` entries from a plain queue now (none when it is empty): the group
+    /// delivers each entry once (`NOACK`: nothing to acknowledge), then the taken entries
+    /// leave the stream and waiting putters are told there is room.
     fn take_plain(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Entry>> {
-        let reply = self.link.run(deadline, |con| {
-            scripts::TAKE_SCRIPT
-                .key(&self.keys.stream)
-                .key(&self.keys.room)
-                .arg(max.min(scripts::MAX_BATCH))
-                .invoke::<redis::Value>(con)
+        let reply = self.with_group(deadline, || {
+            self.link.run(deadline, |con| {
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(scripts::GROUP)
+                    .arg(scripts::PLAIN_CONSUMER)
+                    .arg("COUNT")
+                    .arg(max.min(scripts::MAX_BATCH))
+                    .arg("NOACK")
+                    .arg("STREAMS")
+                    .arg(&self.keys.stream)
+                    .arg(">")
+                    .query::<redis::Value>(con)
+            })
         })?;
-        scripts::entries("take", reply)
+        let entries = scripts::read_reply(reply)?;
+        if let Some(last) = entries.last() {
+            // The entries are ours whatever happens now: should this fail, the next
+            // wait, qsize or bounded put removes them.
+            let _ = self.link.run(deadline, |con| {
+                scripts::TAKEN_SCRIPT
+                    .key(&self.keys.stream)
+                    .key(&self.keys.room)
+                    .arg(&last.id)
+                    .arg(entries.len())
+                    .invoke::<redis::Value>(con)
+            });
+        }
+        Ok(entries)
     }
 
-    /// Waits (until `deadline`) for the plain queue's stream to hold an entry.
+    /// Waits (until `deadline`) for the plain queue's stream to hold an entry not yet
+    /// delivered: blocks on entries after the group's last delivered one (removing the
+    /// delivered ones a consumer that died left behind).
     fn wait_plain(&self, deadline: Option<Instant>) -> Result<bool> {
+        let delivered = self.with_group(deadline, || {
+            self.link.run(deadline, |con| {
+                scripts::DELIVERED_SCRIPT
+                    .key(&self.keys.stream)
+                    .arg(scripts::GROUP)
+                    .invoke::<redis::Value>(con)
+            })
+        })?;
+        let after = scripts::string("delivered", &delivered)?;
         let Some((block, reply)) = self.link.block_for(deadline) else { return Ok(false) };
         self.link
             .run_blocking(reply, deadline, |con| {
@@ -286,7 +372,7 @@ impl Core {
                     .arg(block)
                     .arg("STREAMS")
                     .arg(&self.keys.stream)
-                    .arg("0-0")
+                    .arg(&after)
                     .query::<redis::Value>(con)
             })
             .map(|r| r.is_some())

@@ -1,5 +1,5 @@
-//! The Lua scripts that make each queue operation one atomic step on the server, and the
-//! stream entries they return.
+//! The Lua scripts that make the queues' steps atomic on the server, and the parsing of
+//! the stream entries that they and `XREADGROUP` return.
 //!
 //! Keys of a queue named `N`: the stream `N`; `N:room`, a one-entry stream a taker appends
 //! to so that putters waiting for room wake up; and for a joinable queue `N:dead` (the
@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 
 /// The stream field that holds an item.
 pub(super) const ITEM_FIELD: &str = "d";
-/// The consumer group of a joinable queue.
+/// The consumer group of a queue (a plain one reads through it too, without acknowledging).
 pub(super) const GROUP: &str = "multiproc";
+/// The one consumer name of every plain queue's handle: with `NOACK` a consumer holds
+/// nothing, so they can share it (and the group does not grow with each handle).
+pub(super) const PLAIN_CONSUMER: &str = "plain";
 /// The most entries one script call takes (Lua's stack bounds `unpack`).
 pub(super) const MAX_BATCH: usize = 1024;
 
@@ -23,6 +26,30 @@ local function last_id(key)
   local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #newest == 0 then return '0-0' end
   return newest[1][1]
+end
+"#;
+
+/// `trim_delivered(key, group)`: removes the entries of a plain queue that its group has
+/// delivered (those a consumer that died between taking and trimming left), and returns
+/// the id of the last one delivered (`0-0` if none, or no group).
+const TRIM_DELIVERED: &str = r#"
+local function trim_delivered(key, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  if type(groups) ~= 'table' or groups.err then return '0-0' end
+  for _, g in ipairs(groups) do
+    local name, last = nil, '0-0'
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == group then
+      if last ~= '0-0' then
+        redis.call('XTRIM', key, 'MINID', last)
+        redis.call('XDEL', key, last)
+      end
+      return last
+    end
+  end
+  return '0-0'
 end
 "#;
 
@@ -50,14 +77,16 @@ end
 "#;
 
 /// Puts: KEYS stream, room; ARGV maxsize, joinable ('1'/'0'), group, items…
-/// Adds as many items as fit under maxsize (counting items not yet delivered) and returns
-/// `{added, last id of the room stream}`.
+/// Adds as many items as fit under maxsize (counting items not yet delivered: a plain
+/// queue's stream holds only those once the delivered ones are trimmed, a joinable queue's
+/// holds the pending ones too) and returns `{added, last id of the room stream}`.
 const PUT: &str = r#"
 local maxsize = tonumber(ARGV[1])
 local joinable = ARGV[2] == '1'
 local n = #ARGV - 3
 local fit = n
 if maxsize > 0 then
+  if not joinable then trim_delivered(KEYS[1], ARGV[3]) end
   local queued = redis.call('XLEN', KEYS[1])
   if joinable and queued > 0 then
     local summary = redis.pcall('XPENDING', KEYS[1], ARGV[3])
@@ -71,19 +100,20 @@ if fit < n then room = last_id(KEYS[2]) end
 return {fit, room}
 "#;
 
-/// Takes from a plain queue: KEYS stream, room; ARGV count. Reads and deletes the oldest
-/// entries in one step (at-most-once), and signals the room it made. They are the oldest,
-/// so trimming below the last one (whole nodes at a time) and deleting it removes exactly
-/// them.
-const TAKE: &str = r#"
-local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])
-if #entries == 0 then return entries end
-local last = entries[#entries][1]
-redis.call('XTRIM', KEYS[1], 'MINID', last)
-redis.call('XDEL', KEYS[1], last)
-redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'n', tostring(#entries))
-return entries
+/// After a plain queue's take: KEYS stream, room; ARGV the last id taken, the count. The
+/// group delivers in order, so every entry up to the last one taken has been delivered:
+/// trimming below it (whole nodes at a time) and deleting it removes them. Then a putter
+/// waiting for room is told.
+const TAKEN: &str = r#"
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'n', ARGV[2])
+return 1
 "#;
+
+/// A plain queue with nothing to take: KEYS stream; ARGV group. Trims what was delivered
+/// and returns the last delivered id, after which a waiter blocks.
+const DELIVERED: &str = "return trim_delivered(KEYS[1], ARGV[1])";
 
 /// Takes for a joinable queue's consumer: KEYS stream, room, dead, joined;
 /// ARGV group, consumer, count, visibility (ms), max deliveries. First reclaims entries
@@ -134,8 +164,11 @@ const UNFINISHED: &str = r#"
 return {redis.call('XLEN', KEYS[1]), last_id(KEYS[4])}
 "#;
 
-/// Items waiting for delivery: KEYS stream; ARGV joinable, group.
+/// Items waiting for delivery: KEYS stream; ARGV joinable, group. A plain queue's stream
+/// holds only those once the delivered ones are trimmed; a joinable queue's holds the
+/// pending ones too.
 const QSIZE: &str = r#"
+if ARGV[1] ~= '1' then trim_delivered(KEYS[1], ARGV[2]) end
 local queued = redis.call('XLEN', KEYS[1])
 if ARGV[1] == '1' and queued > 0 then
   local summary = redis.pcall('XPENDING', KEYS[1], ARGV[2])
@@ -157,9 +190,13 @@ fn script(parts: &[&str]) -> redis::Script {
 }
 
 /// See [`PUT`].
-pub(super) static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(&[LAST_ID, PUT]));
-/// See [`TAKE`].
-pub(super) static TAKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(&[TAKE]));
+pub(super) static PUT_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| script(&[LAST_ID, TRIM_DELIVERED, PUT]));
+/// See [`TAKEN`].
+pub(super) static TAKEN_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(&[TAKEN]));
+/// See [`DELIVERED`].
+pub(super) static DELIVERED_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| script(&[TRIM_DELIVERED, DELIVERED]));
 /// See [`TAKE_JOINABLE`].
 pub(super) static TAKE_JOINABLE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| script(&[FINISH, TAKE_JOINABLE]));
@@ -176,7 +213,8 @@ pub(super) static UNFINISHED_SCRIPT: LazyLock<redis::Script> =
 pub(super) static DROP_CONSUMER_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| script(&[DROP_CONSUMER]));
 /// See [`QSIZE`].
-pub(super) static QSIZE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(&[QSIZE]));
+pub(super) static QSIZE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| script(&[TRIM_DELIVERED, QSIZE]));
 
 /// The keys of the queue named `name`, in the order the scripts take them.
 #[derive(Debug, Clone)]
