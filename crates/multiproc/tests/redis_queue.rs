@@ -662,3 +662,65 @@ fn an_item_taken_by_a_consumer_that_died_before_trimming_is_not_counted() {
     assert_eq!(q.get().unwrap(), 4);
     assert_eq!(xlen(&mut con, "half-taken"), 0);
 }
+
+/// The sentinel that ends a consumer below.
+const DONE: u32 = u32::MAX;
+
+/// Child: takes items (in batches) until a sentinel, handing back the other sentinels of
+/// its last batch (they are the other consumers'); returns the items.
+fn drain_plain(url: String) -> multiproc::Result<Vec<u32>> {
+    let q: Queue<u32> = Queue::connect(&url, "shared-work")?;
+    let mut got = Vec::new();
+    loop {
+        let batch = q.get_many_timeout(7, STATE_DEADLINE)?;
+        let sentinels = batch.iter().filter(|&&item| item == DONE).count();
+        got.extend(batch.into_iter().filter(|&item| item != DONE));
+        if sentinels > 0 {
+            q.put_many(std::iter::repeat_n(DONE, sentinels - 1)).map_err(Error::from)?;
+            return Ok(got);
+        }
+    }
+}
+
+/// Child: as [`drain_plain`] on a JoinableQueue, marking each item done.
+fn drain_joinable(url: String) -> multiproc::Result<Vec<u32>> {
+    let q: JoinableQueue<u32> = JoinableQueue::connect(&url, "shared-tasks")?;
+    let mut got = Vec::new();
+    loop {
+        let item = q.get_timeout(STATE_DEADLINE)?;
+        q.task_done()?;
+        if item == DONE {
+            return Ok(got);
+        }
+        got.push(item);
+    }
+}
+
+#[test]
+fn consumers_in_several_processes_share_the_items_each_once() {
+    let Some(server) = server("consumers_in_several_processes_share_the_items_each_once") else {
+        return;
+    };
+    let q: Queue<u32> = Queue::connect(&server.url(), "shared-work").unwrap();
+    let j: JoinableQueue<u32> = JoinableQueue::connect(&server.url(), "shared-tasks").unwrap();
+    let plain: Vec<_> =
+        (0..3).map(|_| multiproc::spawn(drain_plain, server.url()).unwrap()).collect();
+    let joinable: Vec<_> =
+        (0..3).map(|_| multiproc::spawn(drain_joinable, server.url()).unwrap()).collect();
+    for chunk in (0..600u32).collect::<Vec<_>>().chunks(50) {
+        q.put_many(chunk.iter().copied()).unwrap();
+        j.put_many(chunk.iter().copied()).unwrap();
+    }
+    q.put_many([DONE; 3]).unwrap();
+    j.put_many([DONE; 3]).unwrap();
+    for children in [plain, joinable] {
+        let mut all: Vec<u32> = Vec::new();
+        for child in children {
+            all.extend(child.join_timeout(STATE_DEADLINE).unwrap().unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..600).collect::<Vec<_>>());
+    }
+    j.join_timeout(STATE_DEADLINE).unwrap();
+    assert_eq!(q.qsize().unwrap(), 0);
+}
