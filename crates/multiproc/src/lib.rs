@@ -71,6 +71,8 @@ mod codec;
 pub mod connection;
 mod context;
 mod deadline;
+#[cfg(feature = "redis")]
+pub mod distributed;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod python;
+pub mod redis;
 pub mod waits;
