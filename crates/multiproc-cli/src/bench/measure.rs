@@ -1,0 +1,82 @@
+//! What one measurement reports (the row's figure, and the wall and CPU time behind it),
+//! and the clocks that count CPU time.
+//!
+//! CPU time is user + system time of every participating process over the timed window.
+//! Each process counts its own where the bench controls its code (a worker stamps
+//! [`self_cpu`] when the window opens and reports the difference when it closes); a
+//! library process the bench does not control (a manager's server, a pool's workers) is
+//! read from `/proc/<pid>/task/*/schedstat`, nanoseconds of run time of each thread.
+
+use std::time::Duration;
+
+use rustix::time::{clock_gettime, ClockId};
+
+/// One measurement of a row.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// The row's figure, in its unit.
+    pub value: f64,
+    /// Operations in the timed window (round trips, items, starts, tasks…).
+    pub ops: f64,
+    /// Seconds of the timed window.
+    pub wall: f64,
+    /// CPU seconds (user + system) of every participating process over the window.
+    pub cpu: Option<f64>,
+}
+
+impl Sample {
+    /// A sample of `ops` operations in `wall` seconds costing `cpu` CPU seconds.
+    pub fn new(value: f64, ops: u64, wall: f64, cpu: Option<f64>) -> Sample {
+        Sample { value, ops: ops as f64, wall, cpu }
+    }
+
+    /// Wall seconds per operation.
+    pub fn wall_per_op(&self) -> f64 {
+        self.wall / self.ops
+    }
+
+    /// CPU seconds per operation, when counted.
+    pub fn cpu_per_op(&self) -> Option<f64> {
+        self.cpu.map(|c| c / self.ops)
+    }
+}
+
+/// CPU seconds (user + system) this process, all its threads, has used so far.
+pub fn self_cpu() -> f64 {
+    let t = clock_gettime(ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32).as_secs_f64()
+}
+
+/// CPU seconds process `pid` has run so far: the sum over its live threads of
+/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds). `None` if it cannot be read.
+pub fn pid_cpu(pid: i32) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
+}
+
+/// The summed [`pid_cpu`] of `pids`; `None` if any cannot be read.
+pub fn pids_cpu(pids: &[i32]) -> Option<f64> {
+    pids.iter().map(|&p| pid_cpu(p)).sum()
+}
+
+/// CPU seconds of this process's children that it has reaped (`cutime` + `cstime` of
+/// `/proc/self/stat`, in clock ticks: 10 ms on Linux). `None` if it cannot be read.
+pub fn reaped_children_cpu() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name in parentheses, from field 3 (state) on.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// This process plus its reaped children, for a window whose children are all started
+/// and reaped inside it.
+pub fn self_and_reaped() -> Option<f64> {
+    Some(self_cpu() + reaped_children_cpu()?)
+}
