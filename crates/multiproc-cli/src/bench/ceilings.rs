@@ -22,7 +22,7 @@ use multiproc::shared_memory::SharedMemory;
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::measure::self_cpu;
+use super::measure::{self_cpu, Sample};
 use super::ours::{BoxError, Placement};
 use super::queues::{cpus, done, ready, Ctl, Team};
 
@@ -104,7 +104,7 @@ fn ring_consumer((ctl, (shm, n, record, slots)): (Ctl, RingArgs)) {
 
 /// Items per second of `n` records of `record` bytes through `k` bare rings, one producer
 /// and one consumer each, on the CPUs the queue rows use.
-pub fn ring_tput(n: u64, k: usize, record: usize, place: Placement) -> Result<f64, BoxError> {
+pub fn ring_tput(n: u64, k: usize, record: usize, place: Placement) -> Result<Sample, BoxError> {
     let each = n / k as u64;
     let slots = (CAPACITY / record) as u64;
     let (pcpus, ccpus) = cpus(place, k);
@@ -118,8 +118,9 @@ pub fn ring_tput(n: u64, k: usize, record: usize, place: Placement) -> Result<f6
     for (shm, cpu) in blocks.iter().zip(pcpus) {
         team.start(ring_producer, cpu, (shm.try_clone()?, each, record, slots))?;
     }
-    let (secs, _, _) = team.run()?;
-    Ok((each * k as u64) as f64 / secs)
+    let (secs, _, cpu) = team.run()?;
+    let n = each * k as u64;
+    Ok(Sample::new(n as f64 / secs, n, secs, Some(cpu)))
 }
 
 /// Round trips before the clock starts.
@@ -156,13 +157,13 @@ fn spin_pinger((ctl, (shm, n)): (Ctl, (SharedMemory, u64))) {
 }
 
 /// µs per round trip of a spinning hand-off of one cache line between two processes.
-pub fn spin_pingpong(n: u64, place: Placement) -> Result<f64, BoxError> {
+pub fn spin_pingpong(n: u64, place: Placement) -> Result<Sample, BoxError> {
     let shm = SharedMemory::create(64)?;
     let mut team = Team::new()?;
     team.start(spin_echo, place.child, (shm.try_clone()?, n))?;
     team.start(spin_pinger, place.parent, (shm.try_clone()?, n))?;
-    let (_, reported, _) = team.run()?;
-    Ok(reported[1] * 1e6 / n as f64)
+    let (_, reported, cpu) = team.run()?;
+    Ok(Sample::new(reported[1] * 1e6 / n as f64, n, reported[1], Some(cpu)))
 }
 
 /// Waits, parked in the kernel (no spinning), until `word` holds `want`.
@@ -254,11 +255,11 @@ pub fn futex_pingpong(
     pause_us: u64,
     spin: bool,
     place: Placement,
-) -> Result<f64, BoxError> {
+) -> Result<Sample, BoxError> {
     let shm = SharedMemory::create(64)?;
     let mut team = Team::new()?;
     team.start(futex_echo, place.child, (shm.try_clone()?, n))?;
     team.start(futex_pinger, place.parent, (shm.try_clone()?, n, pause_us, spin))?;
-    let (_, reported, _) = team.run()?;
-    Ok(reported[1] * 1e6 / n as f64)
+    let (_, reported, cpu) = team.run()?;
+    Ok(Sample::new(reported[1] * 1e6 / n as f64, n, reported[1], Some(cpu)))
 }

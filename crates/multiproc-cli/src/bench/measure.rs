@@ -41,6 +41,13 @@ impl Sample {
     }
 }
 
+impl From<f64> for Sample {
+    /// A bare figure: one operation, no time counted.
+    fn from(value: f64) -> Sample {
+        Sample { value, ops: 1.0, wall: f64::NAN, cpu: None }
+    }
+}
+
 /// CPU seconds (user + system) this process, all its threads, has used so far.
 pub fn self_cpu() -> f64 {
     let t = clock_gettime(ClockId::ProcessCPUTime);

@@ -434,17 +434,23 @@ struct Floor {
     kind: FloorKind,
     value: f64,
     what: &'static str,
+    /// CPU nanoseconds per operation, where counted (the ceilings written in this crate).
+    cpu_ns_per_op: Option<f64>,
 }
 
 impl Floor {
-    /// A ceiling measuring `what`.
-    fn ceiling(what: &'static str, value: f64) -> Floor {
-        Floor { kind: FloorKind::Ceiling, value, what }
+    /// A ceiling measuring `what`: a figure, or a [`Sample`] with its CPU time.
+    fn ceiling(what: &'static str, measured: impl Into<Sample>) -> Floor {
+        Floor::new(FloorKind::Ceiling, what, measured.into())
     }
 
-    /// A baseline measuring `what`.
-    fn baseline(what: &'static str, value: f64) -> Floor {
-        Floor { kind: FloorKind::Baseline, value, what }
+    /// A baseline measuring `what`: a figure, or a [`Sample`] with its CPU time.
+    fn baseline(what: &'static str, measured: impl Into<Sample>) -> Floor {
+        Floor::new(FloorKind::Baseline, what, measured.into())
+    }
+
+    fn new(kind: FloorKind, what: &'static str, s: Sample) -> Floor {
+        Floor { kind, value: s.value, what, cpu_ns_per_op: s.cpu_per_op().map(|c| c * 1e9) }
     }
 }
 
@@ -653,10 +659,13 @@ impl Runner {
 fn median_floors(reps: Vec<Vec<Floor>>) -> Vec<Floor> {
     let Some(first) = reps.first() else { return Vec::new() };
     (0..first.len())
-        .map(|i| Floor {
-            value: median(reps.iter().filter_map(|r| r.get(i)).map(|f| f.value).collect())
-                .unwrap_or(f64::NAN),
-            ..first[i].clone()
+        .map(|i| {
+            let of_all = || reps.iter().filter_map(|r| r.get(i));
+            Floor {
+                value: median(of_all().map(|f| f.value).collect()).unwrap_or(f64::NAN),
+                cpu_ns_per_op: median(of_all().filter_map(|f| f.cpu_ns_per_op).collect()),
+                ..first[i].clone()
+            }
         })
         .collect()
 }
@@ -779,7 +788,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut notes = vec![
         format!("pipe benchmarks: {where_}; start-up benchmarks unpinned"),
-        format!("{reps} repetition(s), medians; each repetition runs multiproc, CPython, then the floor"),
+        format!("{reps} repetition(s), medians; each repetition runs multiproc, CPython, then the floors"),
     ];
     if selected.iter().any(|s| matches!(s.work, Work::SharedState { .. })) {
         notes.extend(shared_state::NOTES.iter().map(|n| n.to_string()));
@@ -1089,6 +1098,55 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
+/// The targets against this run's floors, and on CPU cost (issue 14).
+fn floor_targets(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    let of_ceiling = |name: &str| {
+        let r = find_row(rows, name)?;
+        Some(r.multiproc / r.floor_of(FloorKind::Ceiling)?)
+    };
+    for (name, min) in [
+        ("queue_tput_1p1c_64B", 0.5),
+        ("queue_tput_2p2c_64B", 0.4),
+        ("queue_64MiB", 0.5),
+        ("pipe_send_bytes_64MiB", 0.5),
+    ] {
+        if let Some(x) = of_ceiling(name) {
+            out.push(format!("[{}] {name} >= {min} of its ceiling: {x:.2}", mark(x >= min)));
+        }
+    }
+    for (name, max) in
+        [("queue_pingpong", 1.5), ("queue_pingpong_idle", 1.2), ("pipe_pingpong_idle", 1.2)]
+    {
+        if let Some(x) = of_ceiling(name) {
+            out.push(format!("[{}] {name} <= {max}x its ceiling: {x:.2}x", mark(x <= max)));
+        }
+    }
+    for name in ["queue_tput_1p1c_64B", "queue_tput_2p2c_64B", "queue_pingpong"] {
+        let Some(r) = find_row(rows, name) else { continue };
+        if let Some(x) = r.multiproc_cpu_ns_per_op.map(|c| c / r.multiproc_wall_ns_per_op) {
+            out.push(format!(
+                "[{}] {name}: CPU per operation <= 2.2x its wall time: {x:.2}x",
+                mark(x <= 2.2)
+            ));
+        }
+    }
+    for name in ["queue_pingpong_idle", "pipe_pingpong_idle"] {
+        let Some(r) = find_row(rows, name) else { continue };
+        let parked = r.floors.iter().find(|f| f.what == FUTEX_PARKED).and_then(|f| f.cpu_ns_per_op);
+        if let (Some(mine), Some(parked)) = (r.multiproc_cpu_ns_per_op, parked) {
+            out.push(format!(
+                "[{}] {name}: idle waiters use no CPU (CPU per round trip within 2x of two parked \
+                 futex waiters'): {:.1} µs vs {:.1} µs",
+                mark(mine <= 2.0 * parked),
+                mine / 1e3,
+                parked / 1e3
+            ));
+        }
+    }
+    out
+}
+
 /// What one operation of row `bench` is, for the CPU table.
 fn op_name(bench: &str) -> &'static str {
     if bench.contains("pingpong") {
@@ -1137,6 +1195,7 @@ fn targets(rows: &[Row]) -> Vec<String> {
             r.multiproc
         ));
     }
+    out.extend(floor_targets(rows));
     out.extend(shared_state::targets(rows));
     out.extend(queues::targets(rows));
     out.extend(managers::targets(rows));
