@@ -453,19 +453,18 @@ def pool_tasks(n, chunksize, processes):
 
 def pool_startup(k, processes):
     """ms from Pool(processes) to its first apply() returning; teardown untimed."""
-    total = 0.0
-    c0 = self_and_children()
+    total = cpu = 0.0
     for _ in range(k):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_now()
         pool = mp.Pool(processes)
         try:
             if pool.apply(_pool_inc, (41,)) != 42:
                 raise RuntimeError("apply gave a wrong result")
             total += time.perf_counter() - t0
+            cpu += cpu_now() - c0 + sum(pid_cpu(p.pid) for p in pool._pool)
         finally:
             pool.terminate()
             pool.join()
-    cpu = None if mp.get_start_method() == "forkserver" else self_and_children() - c0
     return total / k * 1e3, k, total, cpu
 
 

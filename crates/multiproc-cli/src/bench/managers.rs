@@ -4,11 +4,11 @@
 //! below), one process per sample.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use multiproc::Manager;
 
-use super::measure::{pid_cpu, self_and_reaped, self_cpu, Sample};
+use super::measure::{pid_cpu, self_cpu, Sample};
 use super::ours::{BoxError, Placement};
 use super::Floor;
 
@@ -72,21 +72,28 @@ pub fn ours(op: Op, n: u64) -> Result<Sample, BoxError> {
             r
         }
         Op::Startup => {
-            let (t, cpu0) = (Instant::now(), self_and_reaped());
+            // CPU: this process throughout, and the server (`/proc`) until just before its
+            // shutdown, read untimed.
+            let (t, cpu0) = (Instant::now(), self_cpu());
+            let (mut untimed, mut servers) = (Duration::ZERO, Some(0.0));
             for _ in 0..n {
                 let m = Manager::start()?;
                 m.dict::<u8, u8>()?;
+                let pause = Instant::now();
+                let server = pid_cpu(i32::try_from(m.server_pid()?)?);
+                servers = servers.zip(server).map(|(a, b)| a + b);
+                untimed += pause.elapsed();
                 m.shutdown()?;
             }
-            let secs = t.elapsed().as_secs_f64();
-            let cpu = cpu0.zip(self_and_reaped()).map(|(a, b)| b - a);
+            let secs = (t.elapsed() - untimed).as_secs_f64();
+            let cpu = servers.map(|s| s + self_cpu() - cpu0);
             Ok(Sample::new(secs * 1e3 / n as f64, n, secs, cpu))
         }
     }
 }
 
 const SCRIPT: &str = r#"
-import os, resource, sys, time
+import os, sys, time
 import multiprocessing as mp
 from multiprocessing.managers import SyncManager
 
@@ -96,10 +103,6 @@ def pid_cpu(pid):
         with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
             total += int(f.read().split()[0])
     return total * 1e-9
-
-def self_and_children():
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 def dict_ops(m, n):
     d = m.dict()
@@ -117,13 +120,16 @@ def dict_ops(m, n):
 
 def main(op, n):
     if op == 'startup':
-        t, c = time.perf_counter(), self_and_children()
+        t, c, untimed, servers = time.perf_counter(), time.process_time(), 0.0, 0.0
         for _ in range(n):
             m = mp.Manager()
             m.dict()
+            pause = time.perf_counter()
+            servers += pid_cpu(m._process.pid)
+            untimed += time.perf_counter() - pause
             m.shutdown()
-        wall = time.perf_counter() - t
-        return wall / n * 1e3, n, wall, self_and_children() - c
+        wall = time.perf_counter() - t - untimed
+        return wall / n * 1e3, n, wall, time.process_time() - c + servers
     if op == 'tcp':
         m = SyncManager(address=('127.0.0.1', 0), authkey=b'multiproc bench')
         m.start()

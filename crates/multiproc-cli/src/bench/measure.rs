@@ -4,8 +4,9 @@
 //! CPU time is user + system time of every participating process over the timed window.
 //! Each process counts its own where the bench controls its code (a worker stamps
 //! [`self_cpu`] when the window opens and reports the difference when it closes); a
-//! library process the bench does not control (a manager's server, a pool's workers) is
-//! read from `/proc/<pid>/task/*/schedstat`, nanoseconds of run time of each thread.
+//! library process the bench does not control (a manager's server, a pool's workers, a
+//! started child that has exited but is not yet reaped) is read from
+//! `/proc/<pid>/task/*/schedstat`, nanoseconds of run time of each thread.
 
 use std::time::Duration;
 
@@ -69,21 +70,4 @@ pub fn pid_cpu(pid: i32) -> Option<f64> {
 /// The summed [`pid_cpu`] of `pids`; `None` if any cannot be read.
 pub fn pids_cpu(pids: &[i32]) -> Option<f64> {
     pids.iter().map(|&p| pid_cpu(p)).sum()
-}
-
-/// CPU seconds of this process's children that it has reaped (`cutime` + `cstime` of
-/// `/proc/self/stat`, in clock ticks: 10 ms on Linux). `None` if it cannot be read.
-pub fn reaped_children_cpu() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name in parentheses, from field 3 (state) on.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
-}
-
-/// This process plus its reaped children, for a window whose children are all started
-/// and reaped inside it.
-pub fn self_and_reaped() -> Option<f64> {
-    Some(self_cpu() + reaped_children_cpu()?)
 }

@@ -701,11 +701,16 @@ fn notes_of(work: Work, pipes: &str) -> Vec<String> {
         ),
         Work::StartJoin { .. } => (
             "unpinned (a child inherits its parent's CPU set)".into(),
-            "CPU: this process + its reaped children (their counters tick in 10 ms steps)",
+            "CPU: this process + each child, read from /proc once it has exited, before it is reaped \
+             (CPython: its reaped children's rusage)",
         ),
-        Work::Manager { op: managers::Op::Startup, .. } | Work::Pool { op: pool::Op::Startup, .. } => (
+        Work::Manager { op: managers::Op::Startup, .. } => (
             "unpinned".into(),
-            "CPU: this process + its reaped children, teardown included (10 ms ticks)",
+            "CPU: this process + the server (/proc schedstat) until just before its shutdown",
+        ),
+        Work::Pool { op: pool::Op::Startup, .. } => (
+            "unpinned".into(),
+            "CPU: this process + the workers (/proc schedstat) until the first task is done",
         ),
         Work::Manager { .. } => (
             "unpinned (its ceiling pinned like a pipe's peers)".into(),

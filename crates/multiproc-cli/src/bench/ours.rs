@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use multiproc::{Connection, Process, StartMethod};
 use rustix::io::Errno;
 
-use super::measure::{self_and_reaped, self_cpu, Sample};
+use super::measure::{pid_cpu, self_cpu, Sample};
 use rustix::thread::CpuSet;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -375,18 +375,41 @@ pub fn memcpy(count: u64, size: usize) -> f64 {
 }
 
 /// ms per start + join of a child that does nothing.
-/// (CPU: this process and its reaped children, whose counters tick in 10 ms steps.)
+/// CPU: this process, and each child's own (`/proc`), read once it has exited and before
+/// it is reaped, untimed.
 pub fn start_join(k: u64, method: StartMethod, ballast_mib: usize) -> Result<Sample, BoxError> {
     // Memory the parent has touched: what a fork has to copy the page tables of.
     let ballast = vec![1u8; ballast_mib * super::MIB];
-    let (t0, cpu0) = (Instant::now(), self_and_reaped());
+    let (t0, cpu0) = (Instant::now(), self_cpu());
+    let (mut untimed, mut children) = (Duration::ZERO, Some(0.0));
     for _ in 0..k {
-        Reaped::start(noop_child, (), Some(method))?.finish()?;
+        let child = Reaped::start(noop_child, (), Some(method))?;
+        let exited = wait_exited(&child.0);
+        let pause = Instant::now(); // reading /proc is not part of a start + join
+        let cpu = exited.and_then(pid_cpu);
+        untimed += pause.elapsed();
+        children = children.zip(cpu).map(|(a, b)| a + b);
+        child.finish()?;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu0.zip(self_and_reaped()).map(|(a, b)| b - a);
+    let secs = (t0.elapsed() - untimed).as_secs_f64();
+    let cpu = children.map(|c| c + self_cpu() - cpu0);
     std::hint::black_box(&ballast);
     Ok(Sample::new(secs * 1e3 / k as f64, k, secs, cpu))
+}
+
+/// Waits until child `p` has exited, without reaping it (its `/proc` entry stays), and
+/// returns its pid (`None` if that fails).
+fn wait_exited(p: &Process) -> Option<i32> {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let pid = Pid::from_raw(p.pid()?)?;
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    loop {
+        match waitid(WaitId::Pid(pid), options) {
+            Ok(_) => return Some(pid.as_raw_nonzero().get()),
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The floor of a spawn: executing this same binary (`multiproc --version`) and waiting

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use multiproc::pool::Pool;
 
-use super::measure::{pids_cpu, self_and_reaped, self_cpu, Sample};
+use super::measure::{pids_cpu, self_cpu, Sample};
 use super::ours::BoxError;
 use super::Row;
 
@@ -80,22 +80,23 @@ fn map_inc(
     }
 }
 
-/// ms per pool start; CPU of this process and its reaped children over the whole loop,
-/// teardown included (the children's counters tick in 10 ms steps).
+/// ms per pool start; CPU of this process over the timed part and of the workers (`/proc`)
+/// from their start until the first task is done (teardown untimed and uncounted).
 fn startup(k: u64) -> Result<Sample, BoxError> {
-    let cpu0 = self_and_reaped();
     let mut total = Duration::ZERO;
+    let mut cpu = Some(0.0);
     for _ in 0..k {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), self_cpu());
         let pool = Pool::new(WORKERS)?;
         let v = pool.apply(inc, 41)?;
         total += t0.elapsed();
+        let mine = self_cpu() - cpu0;
+        cpu = cpu.zip(pids_cpu(&pool.pids())).map(|(sum, workers)| sum + mine + workers);
         if v != 42 {
             return Err(format!("apply gave {v}, not 42").into());
         }
         drop(pool); // terminates and reaps the workers, untimed
     }
-    let cpu = cpu0.zip(self_and_reaped()).map(|(a, b)| b - a);
     let secs = total.as_secs_f64();
     Ok(Sample::new(secs * 1e3 / k as f64, k, secs, cpu))
 }
