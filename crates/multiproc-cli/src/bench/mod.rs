@@ -570,7 +570,9 @@ impl Runner {
                 "slice::fill of a private buffer of the same size",
                 shm_fill::floor(scaled(reps, q), size),
             )],
-            Work::Queue { op, floor_n, .. } => queues::floors(op, scaled(floor_n, q), place)?,
+            Work::Queue { op, n, floor_n, .. } => {
+                queues::floors(op, scaled(n, q), scaled(floor_n, q), place)?
+            }
             Work::Manager { op, n, .. } => managers::floors(op, scaled(n, q), place)?,
             Work::Pool { .. } => Vec::new(),
         })

@@ -555,19 +555,20 @@ const RING: &str = "bare SPSC ring in shared memory between the same CPUs: the s
 const SOCKETPAIR: &str =
     "the item's encoded bytes, one write() each, into a raw socketpair drained in big reads";
 
-/// The floors of `op` (`n`: its own count), ceiling first.
-pub fn floors(op: Op, n: u64, place: Placement) -> Result<Vec<Floor>, BoxError> {
+/// The floors of `op`, ceiling first: the ceilings move `rows_n` items (the row's own
+/// count: they are fast), the baselines `n`.
+pub fn floors(op: Op, rows_n: u64, n: u64, place: Placement) -> Result<Vec<Floor>, BoxError> {
     use super::ceilings::{futex_pingpong, ring_tput, spin_pingpong};
     Ok(match op {
         Op::Tput1p1c64 | Op::TputTuple | Op::GetMany64 | Op::SimpleTput64 => vec![
-            Floor::ceiling(RING, ring_tput(n, 1, record_size(op)?, place)?),
+            Floor::ceiling(RING, ring_tput(rows_n, 1, record_size(op)?, place)?),
             Floor::baseline(SOCKETPAIR, raw_tput(n, 1, raw_size(op)?, place)?),
         ],
         Op::Tput2p2c64 => vec![
             Floor::ceiling(
                 "two bare SPSC rings in shared memory (one per producer/consumer pair), \
                  the same record bytes, no lock, no encoding",
-                ring_tput(n, 2, record_size(op)?, place)?,
+                ring_tput(rows_n, 2, record_size(op)?, place)?,
             ),
             Floor::baseline(
                 "two writers, two readers on one raw socketpair, one write() per item",
@@ -577,7 +578,7 @@ pub fn floors(op: Op, n: u64, place: Placement) -> Result<Vec<Floor>, BoxError> 
         Op::PingPong => vec![
             Floor::ceiling(
                 "spinning hand-off of one cache line between the same two CPUs",
-                spin_pingpong(n, place)?,
+                spin_pingpong(rows_n, place)?,
             ),
             Floor::baseline(
                 "raw socketpair round trip of 64 bytes",
