@@ -36,13 +36,22 @@ const DATA: usize = 256;
 const CAPACITY: usize = multiproc::queues::DEFAULT_CAPACITY;
 /// Spins before a waiter starts yielding its CPU (a peer may be waiting for it).
 const SPINS: u32 = 200;
+
+/// The spins of a waiter in `place`: none when both peers share one CPU (spinning there
+/// only delays the peer), else [`SPINS`].
+fn spins_for(place: Placement) -> u32 {
+    match (place.parent, place.child) {
+        (Some(a), Some(b)) if a == b => 0,
+        _ => SPINS,
+    }
+}
 /// How long any wait may last before the bench gives up loudly.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Waits until `ready()` holds: spins, then yields the CPU between checks (two workers
-/// may share one); panics after [`PATIENCE`].
-fn spin_until(mut ready: impl FnMut() -> bool) {
-    for _ in 0..SPINS {
+/// Waits until `ready()` holds: spins `spins` times, then yields the CPU between checks
+/// (two workers may share one); panics after [`PATIENCE`].
+fn spin_until(spins: u32, mut ready: impl FnMut() -> bool) {
+    for _ in 0..spins {
         if ready() {
             return;
         }
@@ -55,11 +64,11 @@ fn spin_until(mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// A ring worker's arguments: its block, items to move, record bytes, ring slots.
-type RingArgs = (SharedMemory, u64, usize, u64);
+/// A ring worker's arguments: its block, items to move, record bytes, ring slots, spins.
+type RingArgs = (SharedMemory, u64, usize, u64, u32);
 
 /// Writes `n` records, each published with one release store of the producer's position.
-fn ring_producer((ctl, (shm, n, record, slots)): (Ctl, RingArgs)) {
+fn ring_producer((ctl, (shm, n, record, slots, spins)): (Ctl, RingArgs)) {
     let head = shm.atomic::<AtomicU64>(HEAD).unwrap();
     let tail = shm.atomic::<AtomicU64>(TAIL).unwrap();
     let mut rec = vec![0x5au8; record];
@@ -71,7 +80,7 @@ fn ring_producer((ctl, (shm, n, record, slots)): (Ctl, RingArgs)) {
     let mut seen_head = 0;
     for i in 0..n {
         if i - seen_head >= slots {
-            spin_until(|| {
+            spin_until(spins, || {
                 seen_head = head.load(Acquire);
                 i - seen_head < slots
             });
@@ -83,7 +92,7 @@ fn ring_producer((ctl, (shm, n, record, slots)): (Ctl, RingArgs)) {
 }
 
 /// Copies `n` records out, each retired with one release store of the consumer's position.
-fn ring_consumer((ctl, (shm, n, record, slots)): (Ctl, RingArgs)) {
+fn ring_consumer((ctl, (shm, n, record, slots, spins)): (Ctl, RingArgs)) {
     let head = shm.atomic::<AtomicU64>(HEAD).unwrap();
     let tail = shm.atomic::<AtomicU64>(TAIL).unwrap();
     let mut buf = vec![0u8; record];
@@ -96,7 +105,7 @@ fn ring_consumer((ctl, (shm, n, record, slots)): (Ctl, RingArgs)) {
     let mut seen_tail = 0;
     for i in 0..n {
         if seen_tail <= i {
-            spin_until(|| {
+            spin_until(spins, || {
                 seen_tail = tail.load(Acquire);
                 seen_tail > i
             });
@@ -115,15 +124,16 @@ pub fn ring_tput(n: u64, k: usize, record: usize, place: Placement) -> Result<Sa
     let each = n / k as u64;
     let slots = (CAPACITY / record) as u64;
     let (pcpus, ccpus) = cpus(place, k);
+    let spins = spins_for(place);
     let blocks = (0..k)
         .map(|_| SharedMemory::create(DATA + slots as usize * record))
         .collect::<Result<Vec<_>, _>>()?;
     let mut team = Team::new()?;
     for (shm, cpu) in blocks.iter().zip(ccpus) {
-        team.start(ring_consumer, cpu, (shm.try_clone()?, each, record, slots))?;
+        team.start(ring_consumer, cpu, (shm.try_clone()?, each, record, slots, spins))?;
     }
     for (shm, cpu) in blocks.iter().zip(pcpus) {
-        team.start(ring_producer, cpu, (shm.try_clone()?, each, record, slots))?;
+        team.start(ring_producer, cpu, (shm.try_clone()?, each, record, slots, spins))?;
     }
     let (secs, _, cpu) = team.run()?;
     let n = each * k as u64;
@@ -135,21 +145,21 @@ const WARM: u64 = 200;
 
 /// Answers `n + WARM` hand-offs of the cache line holding word 0: odd values are the
 /// pinger's, even ones its answers.
-fn spin_echo((ctl, (shm, n)): (Ctl, (SharedMemory, u64))) {
+fn spin_echo((ctl, (shm, n, spins)): (Ctl, (SharedMemory, u64, u32))) {
     let word = shm.atomic::<AtomicU64>(0).unwrap();
     let mut stamp = ready(&ctl);
     for i in 0..n + WARM {
         if i == WARM {
             stamp = self_cpu();
         }
-        spin_until(|| word.load(Acquire) == 2 * i + 1);
+        spin_until(spins, || word.load(Acquire) == 2 * i + 1);
         word.store(2 * i + 2, Release);
     }
     done(&ctl, 0.0, stamp);
 }
 
 /// Hands the line over `n + WARM` times and reports the seconds of the last `n`.
-fn spin_pinger((ctl, (shm, n)): (Ctl, (SharedMemory, u64))) {
+fn spin_pinger((ctl, (shm, n, spins)): (Ctl, (SharedMemory, u64, u32))) {
     let word = shm.atomic::<AtomicU64>(0).unwrap();
     let mut stamp = ready(&ctl);
     let mut t0 = Instant::now();
@@ -158,7 +168,7 @@ fn spin_pinger((ctl, (shm, n)): (Ctl, (SharedMemory, u64))) {
             (t0, stamp) = (Instant::now(), self_cpu());
         }
         word.store(2 * i + 1, Release);
-        spin_until(|| word.load(Acquire) == 2 * i + 2);
+        spin_until(spins, || word.load(Acquire) == 2 * i + 2);
     }
     done(&ctl, t0.elapsed().as_secs_f64(), stamp);
 }
@@ -167,8 +177,9 @@ fn spin_pinger((ctl, (shm, n)): (Ctl, (SharedMemory, u64))) {
 pub fn spin_pingpong(n: u64, place: Placement) -> Result<Sample, BoxError> {
     let shm = SharedMemory::create(64)?;
     let mut team = Team::new()?;
-    team.start(spin_echo, place.child, (shm.try_clone()?, n))?;
-    team.start(spin_pinger, place.parent, (shm.try_clone()?, n))?;
+    let spins = spins_for(place);
+    team.start(spin_echo, place.child, (shm.try_clone()?, n, spins))?;
+    team.start(spin_pinger, place.parent, (shm.try_clone()?, n, spins))?;
     let (_, reported, cpu) = team.run()?;
     Ok(Sample::new(reported[1] * 1e6 / n as f64, n, reported[1], Some(cpu)))
 }
@@ -255,8 +266,8 @@ fn futex_pinger((ctl, (shm, n, pause_us, spin)): (Ctl, (SharedMemory, u64, u64, 
 }
 
 /// µs per round trip through a raw futex in shared memory, `pause_us` apart: the pinger
-/// wakes the parked echo and awaits its answer spinning (`spin`) or parked too (the echo
-/// always parks, and so does the pinger during the pause).
+/// wakes the parked echo and awaits its answer spinning (`spin`, unless both share a CPU)
+/// or parked too (the echo always parks, and so does the pinger during the pause).
 pub fn futex_pingpong(
     n: u64,
     pause_us: u64,
@@ -266,6 +277,7 @@ pub fn futex_pingpong(
     let shm = SharedMemory::create(64)?;
     let mut team = Team::new()?;
     team.start(futex_echo, place.child, (shm.try_clone()?, n))?;
+    let spin = spin && spins_for(place) > 0;
     team.start(futex_pinger, place.parent, (shm.try_clone()?, n, pause_us, spin))?;
     let (_, reported, cpu) = team.run()?;
     Ok(Sample::new(reported[1] * 1e6 / n as f64, n, reported[1], Some(cpu)))
