@@ -553,7 +553,8 @@ const RING: &str = "bare SPSC ring in shared memory between the same CPUs: the s
                     no lock, no encoding";
 /// What the socketpair baseline of a throughput row measures.
 const SOCKETPAIR: &str =
-    "the item's encoded bytes, one write() each, into a raw socketpair drained in big reads";
+    "the item's bytes (a tuple: its 13-byte encoding), one write() each, into a \
+                          raw socketpair drained in big reads";
 
 /// The floors of `op`, ceiling first: the ceilings move `rows_n` items (the row's own
 /// count: they are fast), the baselines `n`.
