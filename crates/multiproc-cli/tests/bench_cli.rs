@@ -101,6 +101,11 @@ fn json_lines_for_spawn_join() {
     let names = check_lines(&stdout, "spawn_join");
     assert!(names.contains(&"spawn_join".to_string()), "{stdout}");
     assert!(stderr.contains("running spawn_join"), "no progress line: {stderr}");
+    for line in stdout.lines() {
+        // Each child's CPU time is read from /proc after it exits, before it is reaped.
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["multiproc_cpu_ns_per_op"].as_f64().is_some(), "no CPU time: {line}");
+    }
 }
 
 #[test]

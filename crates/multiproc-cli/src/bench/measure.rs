@@ -71,3 +71,48 @@ pub fn pid_cpu(pid: i32) -> Option<f64> {
 pub fn pids_cpu(pids: &[i32]) -> Option<f64> {
     pids.iter().map(|&p| pid_cpu(p)).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Burns CPU in this thread until `self_cpu` has grown by `secs`; fails after 10 s of
+    /// wall time.
+    fn burn(secs: f64) -> f64 {
+        let (start, deadline) = (self_cpu(), Instant::now() + Duration::from_secs(10));
+        let mut x = 0u64;
+        while self_cpu() - start < secs {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            assert!(Instant::now() < deadline, "20 ms of CPU took more than 10 s");
+        }
+        self_cpu() - start
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_with_work() {
+        let used = burn(0.02);
+        assert!((0.02..1.0).contains(&used), "{used}");
+    }
+
+    #[test]
+    fn a_pids_cpu_time_is_read_from_proc_and_grows() {
+        let me = std::process::id() as i32;
+        let before = pid_cpu(me).expect("/proc/<pid>/task/*/schedstat of this process");
+        burn(0.02);
+        let after = pids_cpu(&[me]).expect("schedstat again");
+        assert!(after - before >= 0.015, "{before} -> {after}");
+        assert_eq!(pid_cpu(i32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn a_sample_gives_times_per_operation() {
+        let s = Sample::new(5.0, 4, 2.0, Some(1.0));
+        assert_eq!((s.wall_per_op(), s.cpu_per_op()), (0.5, Some(0.25)));
+        let bare = Sample::from(3.0);
+        assert_eq!((bare.value, bare.cpu_per_op()), (3.0, None));
+    }
+}
