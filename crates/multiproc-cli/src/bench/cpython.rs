@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::measure::Sample;
+
 const SCRIPT: &str = include_str!("cpython_side.py");
 
 /// What the interpreter said about itself.
@@ -19,9 +21,10 @@ pub struct Hello {
     pub methods: Vec<String>,
 }
 
+/// A workload's answer: `[value, ops, wall seconds, CPU seconds or null]`, or an error.
 #[derive(Deserialize)]
 struct Answer {
-    value: Option<f64>,
+    value: Option<(f64, f64, f64, Option<f64>)>,
     error: Option<String>,
 }
 
@@ -100,8 +103,8 @@ impl CPython {
         }
     }
 
-    /// Runs workload `op` with `args` (a JSON object) and returns its number.
-    pub fn call(&mut self, op: &str, args: serde_json::Value) -> Result<f64, String> {
+    /// Runs workload `op` with `args` (a JSON object) and returns its sample.
+    pub fn call(&mut self, op: &str, args: serde_json::Value) -> Result<Sample, String> {
         let request = serde_json::json!({ "op": op, "args": args });
         let stdin = self.stdin.as_mut().ok_or("python3 is closed")?;
         writeln!(stdin, "{request}")
@@ -111,7 +114,9 @@ impl CPython {
         let answer: Answer =
             serde_json::from_str(&line).map_err(|e| format!("python3 answered {line:?}: {e}"))?;
         match (answer.value, answer.error) {
-            (Some(v), _) if v.is_finite() && v > 0.0 => Ok(v),
+            (Some((value, ops, wall, cpu)), _) if value.is_finite() && value > 0.0 && ops > 0.0 => {
+                Ok(Sample { value, ops, wall, cpu })
+            }
             (_, Some(e)) => Err(e),
             (v, None) => Err(format!("python3 answered {v:?}")),
         }

@@ -4,11 +4,13 @@
 //! below), one process per sample.
 
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use multiproc::Manager;
 
-use super::ours::BoxError;
+use super::measure::{pid_cpu, self_cpu, Sample};
+use super::ours::{BoxError, Placement};
+use super::Floor;
 
 /// The manager workloads.
 #[derive(Clone, Copy)]
@@ -25,32 +27,37 @@ pub const NOTES: &[&str] = &[
     "manager rows: dict_op = one d[k] = v plus one d[k] (two round trips to the server process), after",
     "200 warm-up pairs; _local on the default transport (ours: abstract Unix socket; CPython:",
     "Manager(), a Unix socket), _tcp on 127.0.0.1; startup = Manager() + dict() + shutdown().",
-    "manager floors: two raw 32-byte round trips with a child process per operation (_local: Unix",
-    "socket, _tcp: TCP loopback). Ours locally uses shared-memory queues, so it can beat that floor.",
+    "manager ceiling: two spinning hand-offs of one cache line between two pinned processes per",
+    "operation. Baseline: two raw 32-byte round trips with a child process per operation (_local: Unix",
+    "socket, _tcp: TCP loopback). Ours locally uses shared-memory queues, so it can beat that baseline.",
     "dict_op figures are per pair: one set or one get alone costs about half (one round trip).",
 ];
 
 const WARM: u64 = 200;
 const KEY: &[u8] = b"multiproc bench";
 
-fn dict_ops(m: &Manager, n: u64) -> Result<f64, BoxError> {
+/// µs per set + get pair; CPU of this process and of the server (`/proc`) meanwhile.
+fn dict_ops(m: &Manager, n: u64) -> Result<Sample, BoxError> {
     let d = m.dict::<String, u64>()?;
     for i in 0..WARM {
         d.set("k", &i)?;
         d.get("k")?;
     }
-    let t = Instant::now();
+    let server = i32::try_from(m.server_pid()?)?;
+    let (t, cpu0, server0) = (Instant::now(), self_cpu(), pid_cpu(server));
     for i in 0..n {
         d.set("k", &i)?;
         if d.get("k")? != Some(i) {
             return Err("the dict lost a value".into());
         }
     }
-    Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = server0.zip(pid_cpu(server)).map(|(a, b)| b - a + self_cpu() - cpu0);
+    Ok(Sample::new(secs * 1e6 / n as f64, n, secs, cpu))
 }
 
 /// Our number for `op` over `n` operations (start-ups for [`Op::Startup`]).
-pub fn ours(op: Op, n: u64) -> Result<f64, BoxError> {
+pub fn ours(op: Op, n: u64) -> Result<Sample, BoxError> {
     match op {
         Op::DictOpLocal => {
             let m = Manager::start()?;
@@ -65,41 +72,64 @@ pub fn ours(op: Op, n: u64) -> Result<f64, BoxError> {
             r
         }
         Op::Startup => {
-            let t = Instant::now();
+            // CPU: this process throughout, and the server (`/proc`) until just before its
+            // shutdown, read untimed.
+            let (t, cpu0) = (Instant::now(), self_cpu());
+            let (mut untimed, mut servers) = (Duration::ZERO, Some(0.0));
             for _ in 0..n {
                 let m = Manager::start()?;
                 m.dict::<u8, u8>()?;
+                let pause = Instant::now();
+                let server = pid_cpu(i32::try_from(m.server_pid()?)?);
+                servers = servers.zip(server).map(|(a, b)| a + b);
+                untimed += pause.elapsed();
                 m.shutdown()?;
             }
-            Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
+            let secs = (t.elapsed() - untimed).as_secs_f64();
+            let cpu = servers.map(|s| s + self_cpu() - cpu0);
+            Ok(Sample::new(secs * 1e3 / n as f64, n, secs, cpu))
         }
     }
 }
 
 const SCRIPT: &str = r#"
-import sys, time
+import os, sys, time
 import multiprocessing as mp
 from multiprocessing.managers import SyncManager
+
+def pid_cpu(pid):
+    total = 0
+    for tid in os.listdir('/proc/%d/task' % pid):
+        with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
+            total += int(f.read().split()[0])
+    return total * 1e-9
 
 def dict_ops(m, n):
     d = m.dict()
     for i in range(200):
         d['k'] = i
         d['k']
-    t = time.perf_counter()
+    server = m._process.pid
+    t, c, s = time.perf_counter(), time.process_time(), pid_cpu(server)
     for i in range(n):
         d['k'] = i
         assert d['k'] == i
-    return (time.perf_counter() - t) / n * 1e6
+    wall = time.perf_counter() - t
+    cpu = time.process_time() - c + pid_cpu(server) - s
+    return wall / n * 1e6, n, wall, cpu
 
 def main(op, n):
     if op == 'startup':
-        t = time.perf_counter()
+        t, c, untimed, servers = time.perf_counter(), time.process_time(), 0.0, 0.0
         for _ in range(n):
             m = mp.Manager()
             m.dict()
+            pause = time.perf_counter()
+            servers += pid_cpu(m._process.pid)
+            untimed += time.perf_counter() - pause
             m.shutdown()
-        return (time.perf_counter() - t) / n * 1e3
+        wall = time.perf_counter() - t - untimed
+        return wall / n * 1e3, n, wall, time.process_time() - c + servers
     if op == 'tcp':
         m = SyncManager(address=('127.0.0.1', 0), authkey=b'multiproc bench')
         m.start()
@@ -111,11 +141,11 @@ def main(op, n):
         m.shutdown()
 
 if __name__ == '__main__':
-    print(main(sys.argv[1], int(sys.argv[2])))
+    print(*main(sys.argv[1], int(sys.argv[2])))
 "#;
 
-/// CPython's number for `op` over `n` operations.
-pub fn cpython(op: Op, n: u64) -> Result<f64, String> {
+/// CPython's sample for `op` over `n` operations.
+pub fn cpython(op: Op, n: u64) -> Result<Sample, String> {
     let name = match op {
         Op::DictOpLocal => "local",
         Op::DictOpTcp => "tcp",
@@ -130,7 +160,17 @@ pub fn cpython(op: Op, n: u64) -> Result<f64, String> {
         return Err(format!("python3 failed: {}", err.lines().last().unwrap_or("")));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim().parse::<f64>().map_err(|e| format!("python3 printed {text:?}: {e}"))
+    let nums = text
+        .split_whitespace()
+        .map(str::parse::<f64>)
+        .collect::<Result<Vec<f64>, _>>()
+        .map_err(|e| format!("python3 printed {text:?}: {e}"))?;
+    match nums[..] {
+        [value, ops, wall, cpu] if value > 0.0 && ops > 0.0 => {
+            Ok(Sample { value, ops, wall, cpu: Some(cpu) })
+        }
+        _ => Err(format!("python3 printed {text:?}")),
+    }
 }
 
 /// Echoes `n` messages of `size` bytes on a raw stream (the floor's server side).
@@ -159,10 +199,29 @@ fn unix_echo_child((conn, n): (multiproc::Connection, u64)) {
     echo(std::os::unix::net::UnixStream::from(fd), n, 32).expect("echo");
 }
 
-/// Two raw round trips of 32 bytes per operation (what a set + get costs at the very
-/// least): over TCP loopback for the TCP row, over a Unix socket for the local row. The
-/// peer is a child process, as a manager's server is.
-pub fn floor(op: Op, n: u64) -> Result<Option<f64>, BoxError> {
+/// The floors of `op`: two spinning cache-line hand-offs (the ceiling of two round trips
+/// between processes), and two raw round trips of 32 bytes per operation (what a set +
+/// get costs at the very least over a socket): over TCP loopback for the TCP row, over a
+/// Unix socket for the local row. The peer is a child process, as a manager's server is.
+pub fn floors(op: Op, n: u64, place: Placement) -> Result<Vec<Floor>, BoxError> {
+    if let Op::Startup = op {
+        return Ok(Vec::new());
+    }
+    // Two hand-offs per operation: a set and a get are a round trip each.
+    let trips = super::ceilings::spin_pingpong(2 * n, place)?;
+    let ceiling = Floor::ceiling(
+        "two spinning hand-offs of one cache line between two pinned processes",
+        Sample { value: 2.0 * trips.value, ops: trips.ops / 2.0, ..trips },
+    );
+    let (what, value) = match op {
+        Op::DictOpTcp => ("two raw 32-byte round trips on TCP loopback", socket_floor(op, n)?),
+        _ => ("two raw 32-byte round trips on a Unix socket", socket_floor(op, n)?),
+    };
+    Ok(vec![ceiling, Floor::baseline(what, value)])
+}
+
+/// µs per two raw round trips of 32 bytes on the row's kind of socket.
+fn socket_floor(op: Op, n: u64) -> Result<f64, BoxError> {
     let trips = 2 * (n + WARM);
     let mut buf = [0u8; 32];
     let mut measure = |stream: &mut dyn ReadWrite| -> Result<f64, BoxError> {
@@ -185,7 +244,7 @@ pub fn floor(op: Op, n: u64) -> Result<Option<f64>, BoxError> {
             stream.set_nodelay(true)?;
             let result = measure(&mut stream);
             child.join()?;
-            result.map(Some)
+            result
         }
         Op::DictOpLocal => {
             let (ours, theirs) = multiproc::pipe(true)?;
@@ -194,9 +253,9 @@ pub fn floor(op: Op, n: u64) -> Result<Option<f64>, BoxError> {
             let mut stream = std::os::unix::net::UnixStream::from(fd);
             let result = measure(&mut stream);
             child.join()?;
-            result.map(Some)
+            result
         }
-        Op::Startup => Ok(None),
+        Op::Startup => Err("manager start-up has no socket floor".into()),
     }
 }
 
@@ -216,7 +275,9 @@ pub fn targets(rows: &[super::Row]) -> Vec<String> {
             r.multiproc
         ));
     }
-    if let Some(f) = find("manager_dict_op_tcp").and_then(|r| Some(r.multiproc / r.floor?)) {
+    if let Some(f) = find("manager_dict_op_tcp")
+        .and_then(|r| Some(r.multiproc / r.floor_of(super::FloorKind::Baseline)?))
+    {
         out.push(format!(
             "[{}] manager dict operation over TCP within 1.2x of raw TCP round trips: {f:.2}x",
             super::mark(f <= 1.2)

@@ -2,9 +2,14 @@
 //! the same run.
 //!
 //! Each benchmark runs a few repetitions; every repetition runs multiproc's side, then
-//! CPython's, then the floor (the same work without the library: raw system calls, or
-//! memcpy), so that drift in the machine's speed hits all three alike. The table shows
-//! medians over the repetitions.
+//! CPython's, then the floors, so that drift in the machine's speed hits all alike. The
+//! table shows medians over the repetitions.
+//!
+//! A row has up to two floors, each of a kind: a *ceiling*, which no implementation can
+//! beat (a bare ring in shared memory, a spinning cache-line hand-off, a futex round trip,
+//! memcpy), and a *baseline*, a simpler mechanism (raw system calls on a socketpair, a
+//! `std::sync::Mutex`, an exec). Every row also reports the wall time and the CPU time
+//! (user + system, every participating process) per operation, so that spinning shows.
 //!
 //! The two peers of a pipe benchmark are pinned to different CPUs when there are two or
 //! more (`--same-cpu`: both on the first CPU; `--no-pin`: left to the scheduler). Start-up
@@ -15,16 +20,21 @@ use std::io::IsTerminal;
 use multiproc::StartMethod;
 use serde::Serialize;
 
+mod ceilings;
 mod cpython;
 mod managers;
+mod measure;
 mod ours;
 mod pool;
 mod queues;
+mod report;
 mod shared_state;
 mod shm_fill;
 
 use cpython::CPython;
+use measure::Sample;
 use ours::{Api, BoxError, Placement};
+use report::{find_row, mark, print_table};
 
 /// Options of `multiproc bench`.
 #[derive(clap::Args)]
@@ -70,9 +80,11 @@ impl Better {
 /// What a benchmark runs; counts are for a full run (divided for `--quick`).
 #[derive(Clone, Copy)]
 enum Work {
+    /// Round trips of `size` bytes, `pause_us` apart (0: back to back).
     PingPong {
         n: u64,
         size: usize,
+        pause_us: u64,
     },
     Tput {
         n: u64,
@@ -134,6 +146,17 @@ struct Spec {
 
 const MIB: usize = 1024 * 1024;
 const WARM_ROUND_TRIPS: u64 = 200;
+/// The pause before each round trip of an idle ping-pong row: long enough for both
+/// sides to park.
+const IDLE_PAUSE_US: u64 = 1000;
+/// Untimed round trips of an idle ping-pong row.
+const IDLE_WARM: u64 = 20;
+/// The ceiling of an idle ping-pong row.
+const FUTEX_SPIN: &str =
+    "raw futex wake of the parked peer, its answer awaited spinning, same pause (one wake-up)";
+/// The futex baseline of an idle ping-pong row.
+const FUTEX_PARKED: &str =
+    "raw futex wake round trip, both sides parked on the futex, same pause (two wake-ups)";
 
 fn specs() -> Vec<Spec> {
     use Better::*;
@@ -142,7 +165,13 @@ fn specs() -> Vec<Spec> {
             name: "pipe_pingpong_64B",
             unit: "µs",
             better: Lower,
-            work: Work::PingPong { n: 20_000, size: 64 },
+            work: Work::PingPong { n: 20_000, size: 64, pause_us: 0 },
+        },
+        Spec {
+            name: "pipe_pingpong_idle",
+            unit: "µs",
+            better: Lower,
+            work: Work::PingPong { n: 1000, size: 64, pause_us: IDLE_PAUSE_US },
         },
         Spec {
             name: "pipe_tput_64B",
@@ -298,6 +327,12 @@ fn specs() -> Vec<Spec> {
             work: Work::Queue { op: queues::Op::PingPong, n: 20_000, py_n: 2_000, floor_n: 5_000 },
         },
         Spec {
+            name: "queue_pingpong_idle",
+            unit: "µs",
+            better: Lower,
+            work: Work::Queue { op: queues::Op::PingPongIdle, n: 1000, py_n: 1000, floor_n: 1000 },
+        },
+        Spec {
             name: "queue_1MiB",
             unit: "GB/s",
             better: Higher,
@@ -385,6 +420,43 @@ fn scaled(n: u64, quick: bool) -> u64 {
     }
 }
 
+/// What a floor is: a limit no implementation can beat, or a simpler mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum FloorKind {
+    /// No implementation can beat it.
+    Ceiling,
+    /// A simpler mechanism than the library's.
+    Baseline,
+}
+
+/// One floor measurement of a row.
+#[derive(Clone, Debug, Serialize)]
+struct Floor {
+    kind: FloorKind,
+    value: f64,
+    what: &'static str,
+    /// CPU nanoseconds per operation, where counted (the ceilings written in this crate).
+    cpu_ns_per_op: Option<f64>,
+}
+
+impl Floor {
+    /// A ceiling measuring `what`: a figure, or a [`Sample`] with its CPU time.
+    fn ceiling(what: &'static str, measured: impl Into<Sample>) -> Floor {
+        Floor::new(FloorKind::Ceiling, what, measured.into())
+    }
+
+    /// A baseline measuring `what`: a figure, or a [`Sample`] with its CPU time.
+    fn baseline(what: &'static str, measured: impl Into<Sample>) -> Floor {
+        Floor::new(FloorKind::Baseline, what, measured.into())
+    }
+
+    /// A floor of `kind` from sample `s` (its figure, and its CPU time if counted).
+    fn new(kind: FloorKind, what: &'static str, s: Sample) -> Floor {
+        Floor { kind, value: s.value, what, cpu_ns_per_op: s.cpu_per_op().map(|c| c * 1e9) }
+    }
+}
+
 /// One benchmark's medians.
 #[derive(Serialize)]
 struct Row {
@@ -393,7 +465,26 @@ struct Row {
     better: &'static str,
     multiproc: f64,
     cpython: Option<f64>,
+    /// The first of `floors`: the ceiling when the row has one.
     floor: Option<f64>,
+    floor_kind: Option<FloorKind>,
+    /// Every floor (medians), the ceiling first.
+    floors: Vec<Floor>,
+    /// Wall and CPU (user + system, every participating process) nanoseconds per
+    /// operation (round trip, item, start, task…), medians.
+    multiproc_wall_ns_per_op: f64,
+    multiproc_cpu_ns_per_op: Option<f64>,
+    cpython_wall_ns_per_op: Option<f64>,
+    cpython_cpu_ns_per_op: Option<f64>,
+    /// What was pinned, how CPU time was counted, what each floor is.
+    notes: Vec<String>,
+}
+
+impl Row {
+    /// The median of the row's floor of `kind`, if it has one.
+    fn floor_of(&self, kind: FloorKind) -> Option<f64> {
+        self.floors.iter().find(|f| f.kind == kind).map(|f| f.value)
+    }
 }
 
 struct Runner {
@@ -403,11 +494,12 @@ struct Runner {
 }
 
 impl Runner {
-    fn ours(&self, work: Work) -> Result<f64, BoxError> {
+    fn ours(&self, work: Work) -> Result<Sample, BoxError> {
         let q = self.quick;
         match work {
-            Work::PingPong { n, size } => {
-                ours::pingpong(scaled(n, q), WARM_ROUND_TRIPS, size, self.pipes)
+            Work::PingPong { n, size, pause_us } => {
+                let warm = if pause_us > 0 { IDLE_WARM } else { WARM_ROUND_TRIPS };
+                ours::pingpong(scaled(n, q), warm, size, pause_us, self.pipes)
             }
             Work::Tput { n, size, api } => ours::tput(scaled(n, q), size, api, self.pipes),
             Work::SendBytes { count, size } => ours::send_bytes(scaled(count, q), size, self.pipes),
@@ -422,33 +514,74 @@ impl Runner {
         }
     }
 
-    fn floor(&self, work: Work) -> Result<Option<f64>, BoxError> {
+    /// The floors of `work`, the ceiling first.
+    fn floors(&self, work: Work) -> Result<Vec<Floor>, BoxError> {
         let q = self.quick;
+        let place = self.pipes;
         Ok(match work {
-            Work::PingPong { n, size } => {
-                Some(ours::raw_pingpong(scaled(n, q), WARM_ROUND_TRIPS, size, self.pipes)?)
-            }
-            Work::Tput { n, size, .. } => Some(ours::raw_tput(scaled(n, q), size, self.pipes)?),
+            Work::PingPong { n, size, pause_us: 0 } => vec![Floor::baseline(
+                "plain write/read of the same bytes on the same socketpair",
+                ours::raw_pingpong(scaled(n, q), WARM_ROUND_TRIPS, size, 0, place)?,
+            )],
+            Work::PingPong { n, size, pause_us } => vec![
+                Floor::ceiling(
+                    FUTEX_SPIN,
+                    ceilings::futex_pingpong(scaled(n, q), pause_us, true, place)?,
+                ),
+                Floor::baseline(
+                    FUTEX_PARKED,
+                    ceilings::futex_pingpong(scaled(n, q), pause_us, false, place)?,
+                ),
+                Floor::baseline(
+                    "plain write/read of the same bytes on the same socketpair, same pause",
+                    ours::raw_pingpong(scaled(n, q), IDLE_WARM, size, pause_us, place)?,
+                ),
+            ],
+            Work::Tput { n, size, .. } => vec![Floor::baseline(
+                "one plain write() per message into the same socketpair, drained in big reads",
+                ours::raw_tput(scaled(n, q), size, place)?,
+            )],
             Work::SendBytes { count, size } => {
                 // Enough copies for a stable number even for small sizes.
                 let copies = scaled(count, q).max((256 * MIB / size) as u64);
-                Some(ours::memcpy(copies, size))
+                vec![Floor::ceiling(
+                    "in-process memcpy of the same size",
+                    ours::memcpy(copies, size),
+                )]
             }
-            Work::StartJoin { k, method: StartMethod::Spawn, .. } => {
-                Some(ours::exec_self(scaled(k, q))?)
-            }
-            Work::StartJoin { .. } => None,
+            Work::StartJoin { k, method: StartMethod::Spawn, .. } => vec![Floor::baseline(
+                "exec of this binary (`multiproc --version`) and wait",
+                ours::exec_self(scaled(k, q))?,
+            )],
+            Work::StartJoin { .. } => Vec::new(),
             Work::SharedState { op, n, .. } => {
-                Some(shared_state::floor(op, scaled(n, q), self.pipes)?)
+                let value = shared_state::floor(op, scaled(n, q), place)?;
+                vec![match op {
+                    shared_state::Op::ValueIncrLocked => {
+                        Floor::baseline("two threads incrementing under a std::sync::Mutex", value)
+                    }
+                    shared_state::Op::LockUncontended => {
+                        Floor::baseline("std::sync::Mutex lock + unlock", value)
+                    }
+                    shared_state::Op::AtomicAdd => Floor::ceiling(
+                        "two threads doing AtomicU64::fetch_add on one cache line",
+                        value,
+                    ),
+                }]
             }
-            Work::ShmFill { reps, size } => Some(shm_fill::floor(scaled(reps, q), size)),
-            Work::Queue { op, floor_n, .. } => queues::floor(op, scaled(floor_n, q), self.pipes)?,
-            Work::Manager { op, n, .. } => managers::floor(op, scaled(n, q))?,
-            Work::Pool { .. } => None,
+            Work::ShmFill { reps, size } => vec![Floor::ceiling(
+                "slice::fill of a private buffer of the same size",
+                shm_fill::floor(scaled(reps, q), size),
+            )],
+            Work::Queue { op, n, floor_n, .. } => {
+                queues::floors(op, scaled(n, q), scaled(floor_n, q), place)?
+            }
+            Work::Manager { op, n, .. } => managers::floors(op, scaled(n, q), place)?,
+            Work::Pool { .. } => Vec::new(),
         })
     }
 
-    fn cpython(&mut self, work: Work) -> Option<f64> {
+    fn cpython(&mut self, work: Work) -> Option<Sample> {
         let q = self.quick;
         if let Work::Manager { op, py_n, .. } = work {
             // Its own python3 per sample (see managers.rs), only when CPython is in use.
@@ -459,10 +592,12 @@ impl Runner {
         }
         let (pcpu, ccpu) = (self.pipes.parent, self.pipes.child);
         let (op, args) = match work {
-            Work::PingPong { n, size } => (
+            Work::PingPong { n, size, pause_us } => (
                 "pingpong",
-                serde_json::json!({"n": scaled(n, q), "warm": WARM_ROUND_TRIPS, "size": size,
-                    "pcpu": pcpu, "ccpu": ccpu, "method": "fork"}),
+                serde_json::json!({"n": scaled(n, q),
+                    "warm": if pause_us > 0 { IDLE_WARM } else { WARM_ROUND_TRIPS },
+                    "size": size, "pcpu": pcpu, "ccpu": ccpu, "method": "fork",
+                    "pause": pause_us as f64 * 1e-6}),
             ),
             Work::Tput { n, size, api } => (
                 "tput",
@@ -522,6 +657,76 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// The median of each floor over the repetitions (every repetition measures the same
+/// floors, in the same order).
+fn median_floors(reps: Vec<Vec<Floor>>) -> Vec<Floor> {
+    let Some(first) = reps.first() else { return Vec::new() };
+    (0..first.len())
+        .map(|i| {
+            let of_all = || reps.iter().filter_map(|r| r.get(i));
+            Floor {
+                value: median(of_all().map(|f| f.value).collect()).unwrap_or(f64::NAN),
+                cpu_ns_per_op: median(of_all().filter_map(|f| f.cpu_ns_per_op).collect()),
+                ..first[i].clone()
+            }
+        })
+        .collect()
+}
+
+/// A row's notes on what was pinned and how its CPU time was counted.
+fn notes_of(work: Work, pipes: &str) -> Vec<String> {
+    let (pinned, cpu) = match work {
+        Work::PingPong { pause_us, .. } if pause_us > 0 => (
+            format!("{pipes}; a {pause_us} µs pause before each round trip (so that both sides park)"),
+            "CPU: parent + child over the timed round trips, pauses included; time per round trip \
+             excludes the pauses",
+        ),
+        Work::PingPong { .. } | Work::Tput { .. } | Work::SendBytes { .. } => (
+            pipes.to_string(),
+            "CPU: parent + child, each counting its own over the timed window",
+        ),
+        Work::SharedState { op: shared_state::Op::LockUncontended, .. } => {
+            ("one process, unpinned".into(), "CPU: this process")
+        }
+        Work::SharedState { .. } => (
+            format!("two workers pinned like a pipe's peers ({pipes})"),
+            "CPU: both workers (each its own) + the waiting parent",
+        ),
+        Work::ShmFill { .. } => ("one process, unpinned".into(), "CPU: this process"),
+        Work::Queue { op: queues::Op::PingPongIdle, .. } => (
+            format!("{pipes}; a {IDLE_PAUSE_US} µs pause before each round trip (so that both sides park)"),
+            "CPU: every worker (each its own) + the waiting parent, pauses included; time per \
+             round trip excludes the pauses",
+        ),
+        Work::Queue { .. } => (
+            format!("producers as the parent, consumers as the child ({pipes})"),
+            "CPU: every worker (each its own) + the waiting parent over the timed window",
+        ),
+        Work::StartJoin { .. } => (
+            "unpinned (a child inherits its parent's CPU set)".into(),
+            "CPU: this process + each child, read from /proc once it has exited, before it is reaped \
+             (CPython: its reaped children's rusage)",
+        ),
+        Work::Manager { op: managers::Op::Startup, .. } => (
+            "unpinned".into(),
+            "CPU: this process + the server (/proc schedstat) until just before its shutdown",
+        ),
+        Work::Pool { op: pool::Op::Startup, .. } => (
+            "unpinned".into(),
+            "CPU: this process + the workers (/proc schedstat) until the first task is done",
+        ),
+        Work::Manager { .. } => (
+            "unpinned (its ceiling pinned like a pipe's peers)".into(),
+            "CPU: this process + the server process (/proc schedstat) over the timed operations",
+        ),
+        Work::Pool { .. } => (
+            "unpinned".into(),
+            "CPU: this process + the workers (/proc schedstat) over the timed map",
+        ),
+    };
+    vec![format!("pinning: {pinned}"), cpu.to_string()]
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -593,7 +798,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut notes = vec![
         format!("pipe benchmarks: {where_}; start-up benchmarks unpinned"),
-        format!("{reps} repetition(s), medians; each repetition runs multiproc, CPython, then the floor"),
+        format!("{reps} repetition(s), medians; each repetition runs multiproc, CPython, then the floors"),
     ];
     if selected.iter().any(|s| matches!(s.work, Work::SharedState { .. })) {
         notes.extend(shared_state::NOTES.iter().map(|n| n.to_string()));
@@ -633,7 +838,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     for (i, spec) in selected.iter().enumerate() {
         progress.show(&format!("running {} ({}/{})…", spec.name, i + 1, selected.len()));
         runner.warm_up(spec.work)?;
-        let (mut mine, mut theirs, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut mine, mut theirs, mut floors) = (Vec::new(), Vec::new(), Vec::<Vec<Floor>>::new());
         for rep in 0..reps {
             if reps > 1 {
                 progress.update(&format!(
@@ -648,20 +853,38 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(v) = runner.cpython(spec.work) {
                 theirs.push(v);
             }
-            if let Some(v) =
-                runner.floor(spec.work).map_err(|e| format!("{} (floor): {e}", spec.name))?
-            {
-                floors.push(v);
-            }
+            floors
+                .push(runner.floors(spec.work).map_err(|e| format!("{} (floor): {e}", spec.name))?);
         }
+        // A comparison from fewer repetitions than ours would not be interleaved.
+        if theirs.len() != reps {
+            theirs.clear();
+        }
+        let floors = median_floors(floors);
+        let mut row_notes = notes_of(spec.work, &where_);
+        row_notes.extend(floors.iter().map(|f| {
+            let kind = match f.kind {
+                FloorKind::Ceiling => "ceiling",
+                FloorKind::Baseline => "baseline",
+            };
+            format!("{kind}: {}", f.what)
+        }));
+        let ns = |v: Vec<f64>| median(v).map(|s| s * 1e9);
         rows.push(Row {
             bench: spec.name,
             unit: spec.unit,
             better: spec.better.as_str(),
-            multiproc: median(mine).unwrap_or(f64::NAN),
-            // A comparison from fewer repetitions than ours would not be interleaved.
-            cpython: if theirs.len() == reps { median(theirs) } else { None },
-            floor: median(floors),
+            multiproc: median(mine.iter().map(|s| s.value).collect()).unwrap_or(f64::NAN),
+            cpython: median(theirs.iter().map(|s| s.value).collect()),
+            floor: floors.first().map(|f| f.value),
+            floor_kind: floors.first().map(|f| f.kind),
+            floors,
+            multiproc_wall_ns_per_op: ns(mine.iter().map(Sample::wall_per_op).collect())
+                .unwrap_or(f64::NAN),
+            multiproc_cpu_ns_per_op: ns(mine.iter().filter_map(Sample::cpu_per_op).collect()),
+            cpython_wall_ns_per_op: ns(theirs.iter().map(Sample::wall_per_op).collect()),
+            cpython_cpu_ns_per_op: ns(theirs.iter().filter_map(Sample::cpu_per_op).collect()),
+            notes: row_notes,
         });
         if args.json {
             progress.finish_line();
@@ -702,148 +925,4 @@ impl Progress {
             eprint!("\r\x1b[K");
         }
     }
-}
-
-fn fmt_num(v: f64) -> String {
-    if !v.is_finite() {
-        "-".into()
-    } else if v >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if v >= 1000.0 {
-        format!("{v:.0}")
-    } else if v >= 100.0 {
-        format!("{v:.1}")
-    } else if v >= 10.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-/// How much faster multiproc is than `other` (> 1: faster).
-fn speedup(row: &Row, other: f64) -> f64 {
-    match row.better {
-        "lower" => other / row.multiproc,
-        _ => row.multiproc / other,
-    }
-}
-
-fn fmt_ratio(r: f64) -> String {
-    if !r.is_finite() {
-        "-".into()
-    } else if r >= 1.0 {
-        format!("{r:.2}x faster")
-    } else {
-        format!("{:.2}x slower", 1.0 / r)
-    }
-}
-
-fn print_table(rows: &[Row], notes: &[String]) {
-    let header =
-        ["bench", "unit", "multiproc", "cpython", "vs cpython", "floor", "multiproc/floor"];
-    let body: Vec<[String; 7]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.bench.to_string(),
-                r.unit.to_string(),
-                fmt_num(r.multiproc),
-                r.cpython.map_or("-".into(), fmt_num),
-                r.cpython.map_or("-".into(), |c| fmt_ratio(speedup(r, c))),
-                r.floor.map_or("-".into(), fmt_num),
-                r.floor.map_or("-".into(), |f| format!("{:.2}", r.multiproc / f)),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for line in &body {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let print = |cells: &[String]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            let pad = w - cell.chars().count();
-            if i < 2 {
-                out.push_str(cell);
-                out.push_str(&" ".repeat(pad));
-            } else {
-                out.push_str(&" ".repeat(pad));
-                out.push_str(cell);
-            }
-            out.push_str("  ");
-        }
-        println!("{}", out.trim_end());
-    };
-    print(&header.map(String::from));
-    print(&widths.map(|w| "-".repeat(w)));
-    for line in &body {
-        print(line);
-    }
-    println!();
-    println!("vs cpython: cpython/multiproc when lower is better (µs, ms), multiproc/cpython when higher is better.");
-    println!("floors: pingpong/tput = plain write/read of the same bytes on the same socketpair; send_bytes = in-process");
-    println!("memcpy of the same size; spawn_join = exec of this binary (`multiproc --version`) and wait.");
-    println!("spawn_join_1GiB_parent: the same with 1 GiB of touched memory in the parent (CPython's default start");
-    println!("method, fork, copies its page tables; multiproc's spawn starts the child with posix_spawn).");
-    for note in notes {
-        println!("{note}");
-    }
-    let targets = targets(rows);
-    if !targets.is_empty() {
-        println!();
-        println!("targets:");
-        for t in targets {
-            println!("  {t}");
-        }
-    }
-}
-
-/// The performance targets of DESIGN.md, checked against this run.
-/// The row named `name` in this run, if it ran.
-fn find_row<'a>(rows: &'a [Row], name: &str) -> Option<&'a Row> {
-    rows.iter().find(|r| r.bench == name)
-}
-
-/// How a target line starts: met or missed.
-fn mark(ok: bool) -> &'static str {
-    if ok {
-        "met "
-    } else {
-        "MISS"
-    }
-}
-
-fn targets(rows: &[Row]) -> Vec<String> {
-    let find = |name: &str| find_row(rows, name);
-    let mut out = Vec::new();
-    if let Some(r) = find("pipe_pingpong_64B") {
-        if let Some(f) = r.floor {
-            let x = r.multiproc / f;
-            out.push(format!(
-                "[{}] pingpong within 1.2x of the raw socketpair: {x:.2}x",
-                mark(x <= 1.2)
-            ));
-        }
-    }
-    if let Some(r) = find("pipe_send_bytes_64MiB") {
-        out.push(format!(
-            "[{}] 64 MiB send_bytes >= 2 GB/s: {:.2} GB/s",
-            mark(r.multiproc >= 2.0),
-            r.multiproc
-        ));
-    }
-    if let Some(r) = find("spawn_join") {
-        out.push(format!(
-            "[{}] spawn + join <= 5 ms: {:.2} ms",
-            mark(r.multiproc <= 5.0),
-            r.multiproc
-        ));
-    }
-    out.extend(shared_state::targets(rows));
-    out.extend(queues::targets(rows));
-    out.extend(managers::targets(rows));
-    out.extend(pool::targets(rows));
-    out
 }

@@ -6,10 +6,12 @@
 use std::hint::black_box;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use multiproc::{Connection, Process, StartMethod};
 use rustix::io::Errno;
+
+use super::measure::{pid_cpu, self_cpu, Sample};
 use rustix::thread::CpuSet;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -135,13 +137,19 @@ fn drain(fd: BorrowedFd<'_>, mut total: u64) -> io::Result<()> {
 // --------------------------------------------------------------------------------------
 // Child targets
 
-fn echo_child((conn, n, cpu): (Connection, u64, Option<usize>)) {
+/// Echoes `warm` round trips, then `n` more, and sends the CPU seconds of the last `n`.
+fn echo_child((conn, n, warm, cpu): (Connection, u64, u64, Option<usize>)) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
-    for _ in 0..n {
+    let mut stamp = self_cpu();
+    for i in 0..n + warm {
+        if i == warm {
+            stamp = self_cpu();
+        }
         let m = conn.recv_bytes().unwrap();
         conn.send_bytes(&m).unwrap();
     }
+    conn.send(&(self_cpu() - stamp)).unwrap();
 }
 
 fn raw_echo_child((conn, n, size, cpu): (Connection, u64, usize, Option<usize>)) {
@@ -155,24 +163,28 @@ fn raw_echo_child((conn, n, size, cpu): (Connection, u64, usize, Option<usize>))
     }
 }
 
+/// Receives `n` values, then sends the CPU seconds it took (the parent's "done").
 fn sink_values_child((conn, n, cpu): (Connection, u64, Option<usize>)) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
+    let stamp = self_cpu();
     for _ in 0..n {
         black_box(conn.recv::<Vec<u8>>().unwrap());
     }
-    conn.send_bytes(b"k").unwrap();
+    conn.send(&(self_cpu() - stamp)).unwrap();
 }
 
+/// Receives `n` messages of `size` bytes, then sends the CPU seconds it took.
 fn sink_bytes_child((conn, n, size, cpu): (Connection, u64, usize, Option<usize>)) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
+    let stamp = self_cpu();
     for _ in 0..n {
         let m = conn.recv_bytes().unwrap();
         assert_eq!(m.len(), size);
         black_box(m);
     }
-    conn.send_bytes(b"k").unwrap();
+    conn.send(&(self_cpu() - stamp)).unwrap();
 }
 
 fn raw_sink_child((conn, total, cpu): (Connection, u64, Option<usize>)) {
@@ -196,29 +208,55 @@ fn expect(got: &[u8], want: &[u8]) -> Result<(), BoxError> {
     }
 }
 
-/// µs per round trip of `size`-byte `send_bytes`/`recv_bytes`.
-pub fn pingpong(n: u64, warm: u64, size: usize, place: Placement) -> Result<f64, BoxError> {
+/// Sleeps `us` µs before a round trip (nothing for 0).
+fn pause(us: u64) {
+    if us > 0 {
+        std::thread::sleep(Duration::from_micros(us));
+    }
+}
+
+/// µs per round trip of `size`-byte `send_bytes`/`recv_bytes`, `pause_us` apart (pauses
+/// excluded from the time, included in the CPU time).
+pub fn pingpong(
+    n: u64,
+    warm: u64,
+    size: usize,
+    pause_us: u64,
+    place: Placement,
+) -> Result<Sample, BoxError> {
     let (conn, theirs) = multiproc::pipe(true)?;
-    let child = Reaped::start(echo_child, (theirs, n + warm, place.child), None)?;
+    let child = Reaped::start(echo_child, (theirs, n, warm, place.child), None)?;
     let _pinned = Pinned::new(place.parent)?;
     expect(&conn.recv_bytes()?, b"r")?;
     let msg = vec![0x5au8; size];
     for _ in 0..warm {
+        pause(pause_us);
         conn.send_bytes(&msg)?;
         black_box(conn.recv_bytes()?);
     }
-    let t0 = Instant::now();
+    let cpu0 = self_cpu();
+    let mut total = Duration::ZERO;
     for _ in 0..n {
+        pause(pause_us);
+        let t = Instant::now();
         conn.send_bytes(&msg)?;
         black_box(conn.recv_bytes()?);
+        total += t.elapsed();
     }
-    let elapsed = t0.elapsed();
+    let cpu = self_cpu() - cpu0 + conn.recv::<f64>()?;
     child.finish()?;
-    Ok(elapsed.as_secs_f64() * 1e6 / n as f64)
+    let secs = total.as_secs_f64();
+    Ok(Sample::new(secs * 1e6 / n as f64, n, secs, Some(cpu)))
 }
 
 /// The floor of [`pingpong`]: the same exchange with plain `write`/`read` on the socket.
-pub fn raw_pingpong(n: u64, warm: u64, size: usize, place: Placement) -> Result<f64, BoxError> {
+pub fn raw_pingpong(
+    n: u64,
+    warm: u64,
+    size: usize,
+    pause_us: u64,
+    place: Placement,
+) -> Result<f64, BoxError> {
     let (conn, theirs) = multiproc::pipe(true)?;
     let child = Reaped::start(raw_echo_child, (theirs, n + warm, size, place.child), None)?;
     let _pinned = Pinned::new(place.parent)?;
@@ -229,17 +267,20 @@ pub fn raw_pingpong(n: u64, warm: u64, size: usize, place: Placement) -> Result<
     let msg = vec![0x5au8; size];
     let mut back = vec![0u8; size];
     for _ in 0..warm {
+        pause(pause_us);
         write_all(fd, &msg)?;
         read_exact(fd, &mut back)?;
     }
-    let t0 = Instant::now();
+    let mut total = Duration::ZERO;
     for _ in 0..n {
+        pause(pause_us);
+        let t = Instant::now();
         write_all(fd, &msg)?;
         read_exact(fd, &mut back)?;
+        total += t.elapsed();
     }
-    let elapsed = t0.elapsed();
     child.finish()?;
-    Ok(elapsed.as_secs_f64() * 1e6 / n as f64)
+    Ok(total.as_secs_f64() * 1e6 / n as f64)
 }
 
 /// Which call a throughput workload sends with.
@@ -252,7 +293,7 @@ pub enum Api {
 }
 
 /// Messages per second, one way, `n` messages of `size` bytes.
-pub fn tput(n: u64, size: usize, api: Api, place: Placement) -> Result<f64, BoxError> {
+pub fn tput(n: u64, size: usize, api: Api, place: Placement) -> Result<Sample, BoxError> {
     let (conn, theirs) = multiproc::pipe(true)?;
     let child = match api {
         Api::Send => Reaped::start(sink_values_child, (theirs, n, place.child), None)?,
@@ -261,7 +302,7 @@ pub fn tput(n: u64, size: usize, api: Api, place: Placement) -> Result<f64, BoxE
     let _pinned = Pinned::new(place.parent)?;
     expect(&conn.recv_bytes()?, b"r")?;
     let msg = vec![0x5au8; size];
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
     match api {
         Api::Send => {
             for _ in 0..n {
@@ -274,10 +315,11 @@ pub fn tput(n: u64, size: usize, api: Api, place: Placement) -> Result<f64, BoxE
             }
         }
     }
-    expect(&conn.recv_bytes()?, b"k")?;
-    let elapsed = t0.elapsed();
+    let child_cpu = conn.recv::<f64>()?; // the child's "done"
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = self_cpu() - cpu0 + child_cpu;
     child.finish()?;
-    Ok(n as f64 / elapsed.as_secs_f64())
+    Ok(Sample::new(n as f64 / secs, n, secs, Some(cpu)))
 }
 
 /// The floor of [`tput`]: one plain `write` per message, the reader draining in big reads.
@@ -302,20 +344,21 @@ pub fn raw_tput(n: u64, size: usize, place: Placement) -> Result<f64, BoxError> 
 }
 
 /// GB/s of `count` messages of `size` bytes sent with `send_bytes`, parent to child.
-pub fn send_bytes(count: u64, size: usize, place: Placement) -> Result<f64, BoxError> {
+pub fn send_bytes(count: u64, size: usize, place: Placement) -> Result<Sample, BoxError> {
     let (conn, theirs) = multiproc::pipe(true)?;
     let child = Reaped::start(sink_bytes_child, (theirs, count, size, place.child), None)?;
     let _pinned = Pinned::new(place.parent)?;
     let buf = vec![0x5au8; size];
     expect(&conn.recv_bytes()?, b"r")?;
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
     for _ in 0..count {
         conn.send_bytes(&buf)?;
     }
-    expect(&conn.recv_bytes()?, b"k")?;
-    let elapsed = t0.elapsed();
+    let child_cpu = conn.recv::<f64>()?; // the child's "done"
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = self_cpu() - cpu0 + child_cpu;
     child.finish()?;
-    Ok((count * size as u64) as f64 / elapsed.as_secs_f64() / 1e9)
+    Ok(Sample::new((count * size as u64) as f64 / secs / 1e9, count, secs, Some(cpu)))
 }
 
 /// The floor of [`send_bytes`]: GB/s of copying `size` bytes within this process.
@@ -332,16 +375,41 @@ pub fn memcpy(count: u64, size: usize) -> f64 {
 }
 
 /// ms per start + join of a child that does nothing.
-pub fn start_join(k: u64, method: StartMethod, ballast_mib: usize) -> Result<f64, BoxError> {
+/// CPU: this process, and each child's own (`/proc`), read once it has exited and before
+/// it is reaped, untimed.
+pub fn start_join(k: u64, method: StartMethod, ballast_mib: usize) -> Result<Sample, BoxError> {
     // Memory the parent has touched: what a fork has to copy the page tables of.
     let ballast = vec![1u8; ballast_mib * super::MIB];
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
+    let (mut untimed, mut children) = (Duration::ZERO, Some(0.0));
     for _ in 0..k {
-        Reaped::start(noop_child, (), Some(method))?.finish()?;
+        let child = Reaped::start(noop_child, (), Some(method))?;
+        let exited = wait_exited(&child.0);
+        let pause = Instant::now(); // reading /proc is not part of a start + join
+        let cpu = exited.and_then(pid_cpu);
+        untimed += pause.elapsed();
+        children = children.zip(cpu).map(|(a, b)| a + b);
+        child.finish()?;
     }
-    let elapsed = t0.elapsed();
+    let secs = (t0.elapsed() - untimed).as_secs_f64();
+    let cpu = children.map(|c| c + self_cpu() - cpu0);
     std::hint::black_box(&ballast);
-    Ok(elapsed.as_secs_f64() * 1e3 / k as f64)
+    Ok(Sample::new(secs * 1e3 / k as f64, k, secs, cpu))
+}
+
+/// Waits until child `p` has exited, without reaping it (its `/proc` entry stays), and
+/// returns its pid (`None` if that fails).
+fn wait_exited(p: &Process) -> Option<i32> {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let pid = Pid::from_raw(p.pid()?)?;
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    loop {
+        match waitid(WaitId::Pid(pid), options) {
+            Ok(_) => return Some(pid.as_raw_nonzero().get()),
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// The floor of a spawn: executing this same binary (`multiproc --version`) and waiting

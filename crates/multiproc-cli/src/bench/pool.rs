@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use multiproc::pool::Pool;
 
+use super::measure::{pids_cpu, self_cpu, Sample};
 use super::ours::BoxError;
 use super::Row;
 
@@ -42,7 +43,7 @@ fn inc(x: u64) -> u64 {
 }
 
 /// Our side of a row: `n` tasks (pool starts for [`Op::Startup`]).
-pub fn ours(op: Op, n: u64) -> Result<f64, BoxError> {
+pub fn ours(op: Op, n: u64) -> Result<Sample, BoxError> {
     match op {
         Op::TaskChunk1 => tasks(n, Some(1)),
         Op::TaskDefaultChunk => tasks(n, None),
@@ -50,18 +51,21 @@ pub fn ours(op: Op, n: u64) -> Result<f64, BoxError> {
     }
 }
 
-fn tasks(n: u64, chunksize: Option<usize>) -> Result<f64, BoxError> {
+/// µs per task; CPU of this process and of the workers (`/proc`) meanwhile.
+fn tasks(n: u64, chunksize: Option<usize>) -> Result<Sample, BoxError> {
     let pool = Pool::new(WORKERS)?;
     map_inc(&pool, 0..1000u64, chunksize)?;
-    let t0 = Instant::now();
+    let workers = pool.pids();
+    let (t0, cpu0, workers0) = (Instant::now(), self_cpu(), pids_cpu(&workers));
     let out = map_inc(&pool, 0..n, chunksize)?;
-    let elapsed = t0.elapsed();
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = workers0.zip(pids_cpu(&workers)).map(|(a, b)| b - a + self_cpu() - cpu0);
     if out.len() as u64 != n || out.last().copied() != n.checked_sub(1).map(inc) {
         return Err(format!("pool.map gave {} wrong results", out.len()).into());
     }
     pool.close();
     pool.join_timeout(Duration::from_secs(60))?;
-    Ok(elapsed.as_secs_f64() * 1e6 / n as f64)
+    Ok(Sample::new(secs * 1e6 / n as f64, n, secs, cpu))
 }
 
 /// `pool.map(inc, items)`, in chunks of `chunksize` if given (Python's rule otherwise).
@@ -76,19 +80,25 @@ fn map_inc(
     }
 }
 
-fn startup(k: u64) -> Result<f64, BoxError> {
+/// ms per pool start; CPU of this process over the timed part and of the workers (`/proc`)
+/// from their start until the first task is done (teardown untimed and uncounted).
+fn startup(k: u64) -> Result<Sample, BoxError> {
     let mut total = Duration::ZERO;
+    let mut cpu = Some(0.0);
     for _ in 0..k {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), self_cpu());
         let pool = Pool::new(WORKERS)?;
         let v = pool.apply(inc, 41)?;
         total += t0.elapsed();
+        let mine = self_cpu() - cpu0;
+        cpu = cpu.zip(pids_cpu(&pool.pids())).map(|(sum, workers)| sum + mine + workers);
         if v != 42 {
             return Err(format!("apply gave {v}, not 42").into());
         }
         drop(pool); // terminates and reaps the workers, untimed
     }
-    Ok(total.as_secs_f64() * 1e3 / k as f64)
+    let secs = total.as_secs_f64();
+    Ok(Sample::new(secs * 1e3 / k as f64, k, secs, cpu))
 }
 
 /// The request for `cpython_side.py`: `pool_tasks` or `pool_startup`.

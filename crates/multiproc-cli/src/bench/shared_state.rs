@@ -14,6 +14,7 @@ use std::time::Instant;
 use multiproc::synchronize::{Event, Lock};
 use multiproc::{Connection, Process, Value};
 
+use super::measure::{self_cpu, Sample};
 use super::ours::{pin, BoxError, Placement};
 use super::Row;
 
@@ -47,21 +48,23 @@ fn incr_locked_child((v, go, conn, n, cpu): WorkerArgs<Value<i32>>) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
     go.wait();
+    let stamp = self_cpu();
     for _ in 0..n {
         let _g = v.get_lock().acquire().unwrap();
         v.set(v.get().wrapping_add(1));
     }
-    conn.send_bytes(b"k").unwrap();
+    conn.send(&(self_cpu() - stamp)).unwrap(); // done, with this worker's CPU seconds
 }
 
 fn atomic_add_child((v, go, conn, n, cpu): WorkerArgs<Value<i64>>) {
     pin(cpu).unwrap();
     conn.send_bytes(b"r").unwrap();
     go.wait();
+    let stamp = self_cpu();
     for _ in 0..n {
         v.fetch_add(1);
     }
-    conn.send_bytes(b"k").unwrap();
+    conn.send(&(self_cpu() - stamp)).unwrap(); // done, with this worker's CPU seconds
 }
 
 /// A worker's arguments: the shared object, the start event, its pipe end, its operation
@@ -100,13 +103,14 @@ impl Drop for Workers {
 }
 
 /// Runs `target` in two processes (one per placement CPU) from a common start, and returns
-/// the seconds from the start to the last one done.
+/// the seconds from the start to the last one done, and the CPU seconds of both workers
+/// and this process in that time.
 fn two_workers<V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
     target: fn(WorkerArgs<V>),
     v: &V,
     n: u64,
     place: Placement,
-) -> Result<f64, BoxError> {
+) -> Result<(f64, f64), BoxError> {
     let go = Event::new()?;
     let mut conns = Vec::new();
     let mut workers = Workers(Vec::new());
@@ -120,14 +124,16 @@ fn two_workers<V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send 
     for c in &conns {
         expect(&c.recv_bytes()?, b"r")?;
     }
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
     go.set();
+    let mut cpu = 0.0;
     for c in &conns {
-        expect(&c.recv_bytes()?, b"k")?;
+        cpu += c.recv::<f64>()?;
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    cpu += self_cpu() - cpu0;
     workers.finish()?;
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 fn expect(got: &[u8], want: &[u8]) -> Result<(), BoxError> {
@@ -142,30 +148,31 @@ fn expect(got: &[u8], want: &[u8]) -> Result<(), BoxError> {
 // Workloads
 
 /// multiproc's side of `op`: `n` operations per worker.
-pub fn ours(op: Op, n: u64, place: Placement) -> Result<f64, BoxError> {
+pub fn ours(op: Op, n: u64, place: Placement) -> Result<Sample, BoxError> {
     match op {
         Op::ValueIncrLocked => {
             let v = Value::new(0_i32)?;
-            let secs = two_workers(incr_locked_child, &v, n, place)?;
+            let (secs, cpu) = two_workers(incr_locked_child, &v, n, place)?;
             check(v.get() as u32 as u64, (2 * n) as u32 as u64)?;
-            Ok(2.0 * n as f64 / secs)
+            Ok(Sample::new(2.0 * n as f64 / secs, 2 * n, secs, Some(cpu)))
         }
         Op::LockUncontended => {
             let lock = Lock::new()?;
             for _ in 0..n.min(10_000) {
                 drop(lock.acquire()?);
             }
-            let t0 = Instant::now();
+            let (t0, cpu0) = (Instant::now(), self_cpu());
             for _ in 0..n {
                 drop(black_box(lock.acquire()?));
             }
-            Ok(t0.elapsed().as_secs_f64() * 1e9 / n as f64)
+            let (secs, cpu) = (t0.elapsed().as_secs_f64(), self_cpu() - cpu0);
+            Ok(Sample::new(secs * 1e9 / n as f64, n, secs, Some(cpu)))
         }
         Op::AtomicAdd => {
             let v = Value::new(0_i64)?;
-            let secs = two_workers(atomic_add_child, &v, n, place)?;
+            let (secs, cpu) = two_workers(atomic_add_child, &v, n, place)?;
             check(v.get() as u64, 2 * n)?;
-            Ok(2.0 * n as f64 / secs)
+            Ok(Sample::new(2.0 * n as f64 / secs, 2 * n, secs, Some(cpu)))
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use multiproc::shared_memory::SharedMemory;
 
+use super::measure::{self_cpu, Sample};
 use super::ours::BoxError;
 
 /// The value written (not a repeated byte, so no memset shortcut applies).
@@ -21,20 +22,20 @@ pub const NOTES: &[&str] = &[
 
 /// GB/s of filling a fresh `size`-byte block with f64s, `reps` times (after one untimed
 /// fill, so that page faults are not timed).
-pub fn ours(reps: u64, size: usize) -> Result<f64, BoxError> {
+pub fn ours(reps: u64, size: usize) -> Result<Sample, BoxError> {
     let shm = SharedMemory::create(size)?;
     shm.fill_of::<f64>(.., 0.0)?;
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), self_cpu());
     for _ in 0..reps {
         black_box(&shm).fill_of::<f64>(.., black_box(FILL))?;
     }
-    let elapsed = t0.elapsed();
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), self_cpu() - cpu0);
     let last = size / 8 - 1;
     if shm.read_volatile::<f64>(0)? != FILL || shm.read_volatile::<f64>(last)? != FILL {
         return Err("the block does not hold the value written".into());
     }
     shm.close()?;
-    Ok((reps * size as u64) as f64 / elapsed.as_secs_f64() / 1e9)
+    Ok(Sample::new((reps * size as u64) as f64 / secs / 1e9, reps, secs, Some(cpu)))
 }
 
 /// The floor: the same fill of a private buffer.
