@@ -106,10 +106,16 @@ fn consumer_name() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     let mut random = [0u8; 8];
-    // Without randomness, the address of a fresh allocation still tells handles apart.
+    // Without randomness, the clock and a count of handles still tell handles apart.
     let nonce = match getrandom::fill(&mut random) {
         Ok(()) => u64::from_le_bytes(random),
-        Err(_) => Box::into_raw(Box::new(0u8)) as usize as u64,
+        Err(_) => {
+            static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed).rotate_left(32)
+        }
     };
     format!("{host}-{}-{nonce:016x}", std::process::id())
 }
