@@ -145,7 +145,7 @@ fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
 }
 
 macro_rules! shared_handle {
-    ($ty:ident, $kind:expr, $min_len:expr) => {
+    ($ty:ident, $kind:expr, $min_len:expr, $example:literal) => {
         impl Serialize for $ty {
             fn serialize<S: serde::Serializer>(
                 &self,
@@ -167,6 +167,41 @@ macro_rules! shared_handle {
         impl fmt::Debug for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+
+        impl $ty {
+            #[doc = concat!("The descriptor of the ", stringify!($ty), "'s shared segment, for a")]
+            /// transport of descriptors that the crate does not drive itself (the Python
+            /// package hands it to a child with `multiprocessing.reduction.DupFd`). The
+            /// receiver opens the same primitive with `from_fd` on its own duplicate.
+            ///
+            /// ```
+            #[doc = concat!("use multiproc::synchronize::", stringify!($ty), ";")]
+            #[doc = concat!("let a = ", stringify!($ty), "::", $example, "?;")]
+            #[doc = concat!("let b = ", stringify!($ty), "::from_fd(a.export_fd().try_clone_to_owned()?)?;")]
+            /// # drop(b);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.segment.fd()
+            }
+
+            #[doc = concat!("Opens the ", stringify!($ty), " whose descriptor `export_fd` exported. The")]
+            #[doc = concat!("descriptor must be a sealed ", stringify!($ty), " segment: anything else")]
+            /// is [`Error::Codec`].
+            ///
+            /// ```
+            /// use multiproc::queues::Queue;
+            #[doc = concat!("use multiproc::synchronize::", stringify!($ty), ";")]
+            /// let q = Queue::<u8>::new(0)?;
+            #[doc = concat!("assert!(", stringify!($ty), "::from_fd(q.export_fd().try_clone_to_owned()?).is_err());")]
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<$ty> {
+                let segment =
+                    Segment::open_fd(fd, stringify!($ty), $kind as u32, $min_len)?;
+                Ok($ty { segment })
             }
         }
     };
@@ -199,7 +234,7 @@ pub struct Lock {
     segment: Arc<Segment>,
 }
 
-shared_handle!(Lock, Kind::Lock, LOCK_LEN);
+shared_handle!(Lock, Kind::Lock, LOCK_LEN, "new()");
 
 /// Holds a [`Lock`] until dropped.
 #[must_use = "the lock is released when the guard is dropped"]
@@ -373,7 +408,7 @@ pub struct RLock {
     segment: Arc<Segment>,
 }
 
-shared_handle!(RLock, Kind::RLock, RLOCK_LEN);
+shared_handle!(RLock, Kind::RLock, RLOCK_LEN, "new()");
 
 /// Holds one level of an [`RLock`] until dropped.
 #[must_use = "the lock is released when the guard is dropped"]
@@ -502,6 +537,21 @@ impl RLock {
         Ok(levels)
     }
 
+    /// Releases one level held by this thread without a guard (Python's `release()`, for
+    /// a level whose guard was [leaked](RLockGuard::leak)); [`Error::InvalidRelease`] if
+    /// this thread does not hold the lock.
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// rlock.acquire()?.leak();
+    /// rlock.release()?;
+    /// assert!(rlock.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        self.release_one()
+    }
+
     fn release_one(&self) -> Result<()> {
         if !self.held_by_me() {
             return Err(Error::InvalidRelease("cannot release an RLock this thread does not hold"));
@@ -545,6 +595,22 @@ impl RLockGuard<'_> {
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
+
+    /// Keeps this level held after the guard is gone; release it with
+    /// [`RLock::release`] on the same thread (Python's pattern of acquiring and releasing
+    /// apart).
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// rlock.acquire()?.leak();
+    /// assert_eq!(rlock.count(), 1);
+    /// rlock.release()?;
+    /// assert_eq!(rlock.count(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for RLockGuard<'_> {
@@ -584,7 +650,7 @@ pub struct Semaphore {
     segment: Arc<Segment>,
 }
 
-shared_handle!(Semaphore, Kind::Semaphore, SEM_LEN);
+shared_handle!(Semaphore, Kind::Semaphore, SEM_LEN, "new(2)");
 
 impl Semaphore {
     /// A semaphore with `value` units.
@@ -755,6 +821,33 @@ pub struct BoundedSemaphore {
 }
 
 impl BoundedSemaphore {
+    /// The descriptor of the semaphore's shared segment (see [`Semaphore::export_fd`]).
+    ///
+    /// ```
+    /// use multiproc::synchronize::BoundedSemaphore;
+    /// let a = BoundedSemaphore::new(1)?;
+    /// let b = BoundedSemaphore::from_fd(a.export_fd().try_clone_to_owned()?)?;
+    /// assert!(b.release().is_err()); // the bound travels with the segment
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.export_fd()
+    }
+
+    /// Opens the bounded semaphore whose descriptor [`BoundedSemaphore::export_fd`]
+    /// exported (see [`Semaphore::from_fd`]).
+    ///
+    /// ```
+    /// use multiproc::synchronize::BoundedSemaphore;
+    /// let a = BoundedSemaphore::new(2)?;
+    /// let b = BoundedSemaphore::from_fd(a.export_fd().try_clone_to_owned()?)?;
+    /// assert_eq!(b.get_value(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore { inner: Semaphore::from_fd(fd)? })
+    }
+
     /// A bounded semaphore with `value` units, which is also its maximum.
     ///
     /// ```
@@ -851,7 +944,7 @@ pub struct Event {
     segment: Arc<Segment>,
 }
 
-shared_handle!(Event, Kind::Event, EVENT_LEN);
+shared_handle!(Event, Kind::Event, EVENT_LEN, "new()");
 
 impl Event {
     /// A new event, not set.

@@ -1,0 +1,31 @@
+"""multiproc: Python's ``multiprocessing`` on a Rust core.
+
+``import multiproc as multiprocessing`` works for the names below. Which objects are
+this package's and which are still the stdlib's is listed in ``multiproc.context``
+(``OURS``, ``STDLIB_FOR_NOW``, ``STDLIB_BY_DESIGN``) and here:
+
+- this package's, on the Rust core: Queue, SimpleQueue, JoinableQueue, Pipe
+  (``multiproc.connection.Connection``), Lock, RLock, Semaphore, BoundedSemaphore, Event;
+- still the stdlib's, for now: Condition, Barrier, Value, Array, RawValue, RawArray,
+  Manager, Pool, ``shared_memory``, and ``connection.Listener``, ``Client``, ``wait``;
+- the stdlib's on purpose: Process and its start methods, current_process,
+  active_children, cpu_count, set_start_method, get_start_method and the rest of the
+  process machinery.
+
+Every context (``get_context("spawn" | "fork" | "forkserver")``) subclasses the stdlib's
+and returns this package's objects for the names above.
+"""
+
+import multiprocessing as _stdlib
+
+from . import context
+from .context import OURS, STDLIB_BY_DESIGN, STDLIB_FOR_NOW
+
+__all__ = [name for name in dir(context._default_context) if not name.startswith("_")]
+globals().update((name, getattr(context._default_context, name)) for name in __all__)
+
+# The stdlib's exceptions, so ``except multiproc.TimeoutError`` and the stdlib's agree.
+ProcessError = _stdlib.ProcessError
+BufferTooShort = _stdlib.BufferTooShort
+TimeoutError = _stdlib.TimeoutError
+AuthenticationError = _stdlib.AuthenticationError
