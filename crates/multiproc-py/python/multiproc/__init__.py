@@ -18,7 +18,7 @@ and returns this package's objects for the names above.
 
 import multiprocessing as _stdlib
 
-from . import context
+from . import connection, context, queues, shared_memory, synchronize
 from .context import OURS, STDLIB_BY_DESIGN, STDLIB_FOR_NOW
 
 __all__ = [name for name in dir(context._default_context) if not name.startswith("_")]

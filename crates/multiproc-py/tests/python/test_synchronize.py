@@ -1,0 +1,100 @@
+"""Lock, RLock, Semaphore, BoundedSemaphore and Event in one process."""
+
+import threading
+
+import pytest
+
+import multiproc
+
+BOUND = 60.0
+
+
+def test_lock_acquire_release_and_timeouts():
+    lock = multiproc.Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(False) is False
+    assert lock.acquire(timeout=0.05) is False
+    assert lock.acquire(True, -1) is False
+    lock.release()
+    with pytest.raises(ValueError):
+        lock.release()
+
+
+def test_lock_is_released_by_another_thread():
+    lock = multiproc.Lock()
+    lock.acquire()
+    t = threading.Thread(target=lock.release)
+    t.start()
+    t.join(BOUND)
+    assert lock.acquire(timeout=BOUND)
+    lock.release()
+
+
+def test_lock_context_manager():
+    lock = multiproc.Lock()
+    with lock:
+        assert not lock.acquire(False)
+    assert lock.acquire(False)
+    lock.release()
+
+
+def test_rlock_is_recursive_and_owned_by_its_thread():
+    rlock = multiproc.RLock()
+    assert rlock.acquire() and rlock.acquire()
+    other = []
+    t = threading.Thread(target=lambda: other.append(rlock.acquire(timeout=0.05)))
+    t.start()
+    t.join(BOUND)
+    assert other == [False]
+    rlock.release()
+    rlock.release()
+    with pytest.raises(AssertionError):
+        rlock.release()
+    with rlock:
+        with rlock:
+            pass
+
+
+def test_semaphore_counts():
+    sem = multiproc.Semaphore(2)
+    assert sem.get_value() == 2
+    assert sem.acquire() and sem.acquire()
+    assert sem.acquire(timeout=0.05) is False
+    sem.release()
+    assert sem.get_value() == 1
+    sem.release()
+    sem.release()  # unbounded
+    assert sem.get_value() == 3
+    with pytest.raises(ValueError):
+        multiproc.Semaphore(-1)
+
+
+def test_bounded_semaphore_refuses_to_grow():
+    sem = multiproc.BoundedSemaphore(1)
+    with pytest.raises(ValueError):
+        sem.release()
+    with sem:
+        assert sem.get_value() == 0
+    assert sem.get_value() == 1
+
+
+def test_event_set_clear_wait():
+    event = multiproc.Event()
+    assert not event.is_set()
+    assert event.wait(0.05) is False
+    event.set()
+    assert event.is_set()
+    assert event.wait() is True
+    assert event.wait(0) is True
+    event.clear()
+    assert not event.is_set()
+
+
+def test_event_wakes_a_waiting_thread():
+    event = multiproc.Event()
+    woke = []
+    t = threading.Thread(target=lambda: woke.append(event.wait(BOUND)))
+    t.start()
+    event.set()
+    t.join(BOUND)
+    assert woke == [True]
