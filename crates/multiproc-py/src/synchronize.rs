@@ -290,6 +290,92 @@ impl Event {
     }
 }
 
+/// A condition variable over a `Lock` or `RLock` of this module (`multiproc.Condition`
+/// subclasses it, and acquires and releases through that lock).
+#[pyclass(module = "multiproc._native", frozen, subclass)]
+struct Condition {
+    inner: core::Condition,
+}
+
+/// The stdlib's `AssertionError` for a wait or notify without the lock.
+fn not_held(py: Python<'_>, error: Error, what: &'static str) -> PyErr {
+    match error {
+        Error::InvalidRelease(_) => PyAssertionError::new_err(what),
+        other => to_pyerr(py, other),
+    }
+}
+
+#[pymethods]
+impl Condition {
+    /// A condition over `lock` (a `Lock` or `RLock` of this module), or (with `fd`) the
+    /// one whose `export_fd()` that is, over the same lock.
+    #[new]
+    #[pyo3(signature = (lock, *, ctx = None, fd = None))]
+    fn new(
+        py: Python<'_>,
+        lock: &Bound<'_, PyAny>,
+        ctx: Option<Bound<'_, PyAny>>,
+        fd: Option<RawFd>,
+    ) -> PyResult<Self> {
+        let _ = ctx;
+        let made = if let Ok(lock) = lock.cast::<Lock>() {
+            let lock = lock.get().inner.clone();
+            match fd {
+                Some(fd) => core::Condition::from_fd_with_lock(dup_fd(fd)?, lock),
+                None => core::Condition::with_lock(lock),
+            }
+        } else if let Ok(rlock) = lock.cast::<RLock>() {
+            let rlock = rlock.get().inner.clone();
+            match fd {
+                Some(fd) => core::Condition::from_fd_with_rlock(dup_fd(fd)?, rlock),
+                None => core::Condition::with_rlock(rlock),
+            }
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "a Condition's lock must be a multiproc Lock or RLock",
+            ));
+        };
+        Ok(Condition { inner: made.map_err(|e| to_pyerr(py, e))? })
+    }
+
+    /// The condition's own segment descriptor, for `DupFd` (its lock travels apart).
+    fn export_fd(&self) -> RawFd {
+        self.inner.export_fd().as_raw_fd()
+    }
+
+    /// Releases the lock, waits for a notification at most `timeout` seconds (`None`: as
+    /// long as it takes), and takes the lock back; whether it was notified.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let cond = &self.inner;
+        let end = deadline(true, timeout)?;
+        let waited = wait_sliced(py, end, to_pyerr, |slice| match cond.wait_held_timeout(slice) {
+            Ok(()) => Ok(Slice::Done(())),
+            Err(Error::Timeout(_)) => Ok(Slice::Again),
+            Err(e) => Err(e),
+        });
+        match waited {
+            Ok(notified) => Ok(notified.is_some()),
+            Err(e) if e.is_instance_of::<PyValueError>(py) => {
+                Err(PyAssertionError::new_err("must acquire() condition before using wait()"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wakes at most `n` waiters.
+    #[pyo3(signature = (n = 1))]
+    fn notify(&self, py: Python<'_>, n: i64) -> PyResult<()> {
+        let n = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        self.inner.notify_held(n).map_err(|e| not_held(py, e, "lock is not owned"))
+    }
+
+    /// Wakes every waiter.
+    fn notify_all(&self, py: Python<'_>) -> PyResult<()> {
+        self.inner.notify_held(u32::MAX).map_err(|e| not_held(py, e, "lock is not owned"))
+    }
+}
+
 /// Adds the classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Lock>()?;
@@ -297,5 +383,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Semaphore>()?;
     m.add_class::<BoundedSemaphore>()?;
     m.add_class::<Event>()?;
+    m.add_class::<Condition>()?;
     Ok(())
 }

@@ -108,7 +108,11 @@ fn run(mut command: Command, bound: Duration) -> Result<Output, String> {
 
 /// Both streams of `output`, as text.
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Skips (locally) or fails (in CI) for a reason outside this repository.

@@ -1231,6 +1231,119 @@ impl Condition {
     }
 }
 
+/// Python's `Condition` API, for a caller that holds the lock without a guard: it took
+/// the condition's [`Lock`] or [`RLock`] itself and [leaked](LockGuard::leak) the guard,
+/// as Python's `acquire()` / `release()` do. Nothing proves the lock is held, so each
+/// call checks it: [`Error::InvalidRelease`] when this thread (for an `RLock`) or process
+/// (for a `Lock`) does not hold it.
+impl Condition {
+    /// The descriptor of the condition's own segment (its lock has its own, see
+    /// [`Lock::export_fd`]), for a transport of descriptors that the crate does not drive
+    /// itself.
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, RLock};
+    /// let lock = RLock::new()?;
+    /// let a = Condition::with_rlock(lock.clone())?;
+    /// let b = Condition::from_fd_with_rlock(a.export_fd().try_clone_to_owned()?, lock)?;
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.segment.fd()
+    }
+
+    /// Opens the condition whose descriptor [`Condition::export_fd`] exported, over
+    /// `lock` (the same lock it was made with, received apart).
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, Lock};
+    /// let lock = Lock::new()?;
+    /// let a = Condition::with_lock(lock.clone())?;
+    /// let b = Condition::from_fd_with_lock(a.export_fd().try_clone_to_owned()?, lock)?;
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd_with_lock(fd: std::os::fd::OwnedFd, lock: Lock) -> Result<Condition> {
+        let segment = Segment::open_fd(fd, "Condition", Kind::Condition as u32, COND_LEN)?;
+        Ok(Condition { lock: CondLock::Lock(lock), segment })
+    }
+
+    /// As [`Condition::from_fd_with_lock`], over an [`RLock`].
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, RLock};
+    /// let lock = RLock::new()?;
+    /// let a = Condition::with_rlock(lock.clone())?;
+    /// let b = Condition::from_fd_with_rlock(a.export_fd().try_clone_to_owned()?, lock)?;
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd_with_rlock(fd: std::os::fd::OwnedFd, lock: RLock) -> Result<Condition> {
+        let segment = Segment::open_fd(fd, "Condition", Kind::Condition as u32, COND_LEN)?;
+        Ok(Condition { lock: CondLock::RLock(lock), segment })
+    }
+
+    /// The levels of the lock the caller holds, or [`Error::InvalidRelease`].
+    fn held_levels(&self) -> Result<u32> {
+        let held = match &self.lock {
+            CondLock::Lock(lock) => raw::lock::owner(lock.word()) == Some(my_pid()),
+            CondLock::RLock(rlock) => rlock.held_by_me(),
+        };
+        if !held {
+            return Err(Error::InvalidRelease("the condition's lock is not held by the caller"));
+        }
+        Ok(match &self.lock {
+            CondLock::Lock(_) => 1,
+            CondLock::RLock(rlock) => rlock.count_word().load(Relaxed),
+        })
+    }
+
+    /// [`ConditionGuard::wait_timeout`] for a caller holding the lock without a guard:
+    /// releases the lock (every level of an `RLock`), waits at most `timeout` for a
+    /// notification ([`Error::Timeout`] otherwise), and takes the lock back as it was.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::synchronize::{Condition, Lock};
+    ///
+    /// let lock = Lock::new()?;
+    /// let cond = Condition::with_lock(lock.clone())?;
+    /// assert!(cond.wait_held_timeout(Duration::ZERO).is_err()); // not held
+    /// lock.acquire()?.leak();
+    /// assert!(matches!(
+    ///     cond.wait_held_timeout(Duration::from_millis(5)),
+    ///     Err(multiproc::Error::Timeout(_))
+    /// ));
+    /// assert!(lock.is_locked()); // held again
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_held_timeout(&self, timeout: Duration) -> Result<()> {
+        let levels = self.held_levels()?;
+        let mut guard = ConditionGuard { cond: self, levels, owner_died: false };
+        let waited = guard.wait_timeout(timeout);
+        // The caller holds the lock again, as it did before: no guard releases it.
+        std::mem::forget(guard);
+        waited
+    }
+
+    /// [`ConditionGuard::notify`] for a caller holding the lock without a guard.
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// assert!(cond.notify_held(1).is_err()); // not held
+    /// cond.acquire()?.leak();
+    /// cond.notify_held(u32::MAX)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn notify_held(&self, n: u32) -> Result<()> {
+        self.held_levels()?;
+        raw::condition::notify::<Os>(self.seq(), n);
+        Ok(())
+    }
+}
+
 impl ConditionGuard<'_> {
     /// Releases the lock, waits for a notification, re-acquires the lock (Python's
     /// `wait()`). Like every condition variable, it may return without a notification:
@@ -1364,8 +1477,24 @@ impl ConditionGuard<'_> {
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
-}
 
+    /// Keeps the lock held after the guard is gone (Python's pattern of acquiring and
+    /// releasing apart); wait and notify with [`Condition::wait_held_timeout`] and
+    /// [`Condition::notify_held`], release through the condition's lock.
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, Lock};
+    /// let lock = Lock::new()?;
+    /// let cond = Condition::with_lock(lock.clone())?;
+    /// cond.acquire()?.leak();
+    /// cond.notify_held(1)?;
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
         match &self.cond.lock {

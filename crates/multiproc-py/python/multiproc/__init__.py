@@ -5,9 +5,10 @@ this package's and which are still the stdlib's is listed in ``multiproc.context
 (``OURS``, ``STDLIB_FOR_NOW``, ``STDLIB_BY_DESIGN``) and here:
 
 - this package's, on the Rust core: Queue, SimpleQueue, JoinableQueue, Pipe
-  (``multiproc.connection.Connection``), Lock, RLock, Semaphore, BoundedSemaphore, Event;
-- still the stdlib's, for now: Condition, Barrier, Value, Array, RawValue, RawArray,
-  Manager, Pool, ``shared_memory``, and ``connection.Listener``, ``Client``, ``wait``;
+  (``multiproc.connection.Connection``), Lock, RLock, Semaphore, BoundedSemaphore, Event,
+  Condition;
+- still the stdlib's, for now: Barrier (which waits on this package's Condition), Value,
+  Array, RawValue, RawArray, Manager, Pool, ``shared_memory``, and ``connection.Listener``, ``Client``, ``wait``;
 - the stdlib's on purpose: Process and its start methods, current_process,
   active_children, cpu_count, set_start_method, get_start_method and the rest of the
   process machinery.

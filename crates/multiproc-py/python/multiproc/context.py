@@ -21,11 +21,12 @@ OURS = (
     "Semaphore",
     "BoundedSemaphore",
     "Event",
+    "Condition",
 )
 
-#: Names that are still the stdlib's objects, to be replaced by the Rust core's.
+#: Names that are still the stdlib's objects, to be replaced by the Rust core's. (The
+#: stdlib's Barrier waits on this package's Condition: contexts give it ours.)
 STDLIB_FOR_NOW = (
-    "Condition",
     "Barrier",
     "Value",
     "Array",
@@ -111,6 +112,12 @@ class _Ours:
         from .synchronize import Event
 
         return Event(ctx=self)
+
+    def Condition(self, lock=None):
+        """A process-shared condition variable over ``lock`` (a new RLock if None)."""
+        from .synchronize import Condition
+
+        return Condition(lock, ctx=self)
 
     def get_context(self, method=None):
         """This package's context for ``method`` (this one for ``None``)."""

@@ -131,3 +131,23 @@ def test_stdlib_process_and_context_types(ctx):
         ctx.Queue().get(timeout=0.01)
     except queue.Empty:
         pass
+
+
+def _condition_child(cond, state):
+    with cond:
+        state.put("waiting")
+        cond.wait(BOUND)
+        state.put("notified")
+
+
+def test_condition(ctx):
+    cond, state = ctx.Condition(), ctx.Queue()
+    p = ctx.Process(target=_condition_child, args=(cond, state))
+    p.start()
+    assert state.get(timeout=BOUND) == "waiting"
+    # The child holds the lock until it waits: taking it here means it is waiting.
+    with cond:
+        cond.notify()
+    assert state.get(timeout=BOUND) == "notified"
+    p.join(BOUND)
+    assert p.exitcode == 0

@@ -98,3 +98,77 @@ def test_event_wakes_a_waiting_thread():
     event.set()
     t.join(BOUND)
     assert woke == [True]
+
+
+def test_condition_wait_notify_between_threads():
+    cond = multiproc.Condition()
+    with cond:
+        assert cond.wait(0.05) is False  # nobody notifies: times out, holding the lock again
+    with cond:
+        pass  # and released it on leaving the block
+    results = []
+
+    def notified_waiter():
+        with cond:
+            results.append(cond.wait(BOUND))
+
+    t = threading.Thread(target=notified_waiter)
+    t.start()
+    # Notify until the waiter has been woken (it may not be waiting yet at first).
+    while t.is_alive():
+        with cond:
+            cond.notify()
+        t.join(0.01)
+    assert results == [True]
+
+
+def test_condition_wait_for_predicate_and_timeout():
+    cond = multiproc.Condition(multiproc.Lock())
+    state = []
+    with cond:
+        assert cond.wait_for(lambda: state, timeout=0.05) == []
+
+    def setter():
+        with cond:
+            state.append(1)
+            cond.notify_all()
+
+    t = threading.Thread(target=setter)
+    with cond:
+        t.start()
+        assert cond.wait_for(lambda: state, timeout=BOUND) == [1]
+    t.join(BOUND)
+
+
+def test_condition_needs_the_lock():
+    cond = multiproc.Condition()
+    with pytest.raises(AssertionError):
+        cond.wait(0)
+    with pytest.raises(AssertionError):
+        cond.notify()
+    with pytest.raises(TypeError):
+        multiproc.Condition(object())
+
+
+def test_condition_over_rlock_releases_every_level_while_waiting():
+    lock = multiproc.RLock()
+    cond = multiproc.Condition(lock)
+    got = []
+    with cond:
+        with cond:
+            t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=BOUND)) or lock.release())
+            t.start()
+            cond.wait(0.3)  # both levels released while waiting: the thread gets the lock
+            t.join(BOUND)
+    assert got == [True]
+
+
+def test_barrier_over_our_condition():
+    barrier = multiproc.Barrier(2)
+    assert isinstance(barrier._cond, multiproc.synchronize.Condition)
+    out = []
+    t = threading.Thread(target=lambda: out.append(barrier.wait(BOUND)))
+    t.start()
+    out.append(barrier.wait(BOUND))
+    t.join(BOUND)
+    assert sorted(out) == [0, 1]

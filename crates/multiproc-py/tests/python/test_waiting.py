@@ -25,6 +25,8 @@ def _blocked_calls():
     a, b = multiproc.Pipe()
     jq = multiproc.JoinableQueue()
     jq.put(1)
+    cond = multiproc.Condition()
+    cond.acquire()
     keep = (a,)
     return {
         "Queue.get": empty.get,
@@ -35,6 +37,7 @@ def _blocked_calls():
         "Connection.recv": b.recv,
         "Connection.poll(None)": lambda: b.poll(None),
         "JoinableQueue.join": jq.join,
+        "Condition.wait": cond.wait,
     }, keep
 
 
