@@ -1,12 +1,14 @@
 """Pipe and Connection on the Rust core's Connection (CPython's framing, so either end may
-also be a stdlib Connection). ``wait``, ``Listener`` and ``Client`` are still the
-stdlib's."""
+also be a stdlib Connection). ``Listener`` and ``Client`` are still the stdlib's; ``wait``
+is the stdlib's, first asking this package's connections for messages they have read
+ahead (which ``select`` cannot see)."""
 
+import multiprocessing.connection as _stdlib
 import os
 import socket
 
 from multiprocessing import BufferTooShort
-from multiprocessing.connection import Client, Listener, wait  # still the stdlib's
+from multiprocessing.connection import Client, Listener  # still the stdlib's
 
 from . import _native
 from ._pickle import DupFd, dumps, loads
@@ -79,6 +81,19 @@ def _rebuild(cls, dupfd, readable, writable):
         return cls(fd, readable, writable)
     finally:
         os.close(fd)
+
+
+def wait(object_list, timeout=None):
+    """``multiprocessing.connection.wait``: the objects of ``object_list`` that are ready,
+    waiting at most ``timeout`` seconds (``None``: as long as it takes)."""
+    ready = [
+        o
+        for o in object_list
+        if isinstance(o, Connection) and not o.closed and o.readable and o.poll(0)
+    ]
+    if ready:
+        return ready
+    return _stdlib.wait(object_list, timeout)
 
 
 def Pipe(duplex=True):

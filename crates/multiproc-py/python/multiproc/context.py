@@ -119,6 +119,15 @@ class _Ours:
 
         return Condition(lock, ctx=self)
 
+    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+        """Still the stdlib's Pool, on the stdlib's context of the same start method: its
+        internals reach into the stdlib's own SimpleQueue."""
+        return self._stdlib_context().Pool(processes, initializer, initargs, maxtasksperchild)
+
+    def _stdlib_context(self):
+        """The stdlib's context of this context's start method."""
+        return _std._concrete_contexts[self.get_start_method()]
+
     def get_context(self, method=None):
         """This package's context for ``method`` (this one for ``None``)."""
         if method is None:
@@ -161,6 +170,9 @@ class DefaultContext(_Ours, _std.BaseContext):
 
     def get_all_start_methods(self):
         return _std._default_context.get_all_start_methods()
+
+    def _stdlib_context(self):
+        return _std._default_context
 
 
 BaseContext = _std.BaseContext

@@ -151,3 +151,21 @@ def test_condition(ctx):
     assert state.get(timeout=BOUND) == "notified"
     p.join(BOUND)
     assert p.exitcode == 0
+
+
+def test_pool_is_the_stdlibs_and_works(ctx):
+    with ctx.Pool(2) as pool:
+        assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+
+
+def _value_child(value, array):
+    with value.get_lock():
+        value.value += 1
+    array[0] = 7
+
+
+def test_value_and_array_are_the_stdlibs_over_our_lock(ctx):
+    value, array = ctx.Value("i", 1), ctx.Array("i", 3)
+    run_child(ctx, _value_child, value, array)
+    assert value.value == 2
+    assert array[:] == [7, 0, 0]

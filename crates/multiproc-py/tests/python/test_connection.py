@@ -130,3 +130,18 @@ def test_unpicklable_message_is_not_sent():
         a.send(lambda: None)
     a.send("ok")
     assert b.recv() == "ok"
+
+
+def test_wait_sees_messages_read_ahead():
+    from multiproc.connection import wait
+
+    a, b = multiproc.Pipe()
+    other_a, other_b = multiproc.Pipe()
+    a.send("first")
+    a.send("second")
+    assert b.recv() == "first"  # may read "second" ahead into the connection's buffer
+    assert wait([b, other_b], timeout=BOUND) == [b]
+    assert b.recv() == "second"
+    assert wait([b, other_b], timeout=0.05) == []
+    other_a.send(1)
+    assert wait([b, other_b], timeout=BOUND) == [other_b]
