@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 
 mod connection;
 mod queues;
+mod sharedctypes;
 mod synchronize;
 
 /// The longest stretch a wait spends without checking for signals.
@@ -131,5 +132,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queues::register(m)?;
     connection::register(m)?;
     synchronize::register(m)?;
+    sharedctypes::register(m)?;
     Ok(())
 }

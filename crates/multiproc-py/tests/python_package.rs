@@ -240,6 +240,8 @@ fn pytest_on(minor: &str, test: &str) {
     pytest
         .current_dir(crate_dir())
         .args(["-m", "pytest", "tests/python", "-q", "-p", "no:cacheprovider", "-rfEs"])
+        // A test stuck for two minutes has every thread's stack written out.
+        .args(["-o", "faulthandler_timeout=120"])
         .env_remove("PYTHONPATH");
     let result = run(pytest, PYTEST_BOUND).unwrap_or_else(|e| panic!("{e}"));
     let output = text(&result);

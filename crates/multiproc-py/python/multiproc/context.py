@@ -22,16 +22,16 @@ OURS = (
     "BoundedSemaphore",
     "Event",
     "Condition",
+    "Value",
+    "Array",
+    "RawValue",
+    "RawArray",
 )
 
 #: Names that are still the stdlib's objects, to be replaced by the Rust core's. (The
 #: stdlib's Barrier waits on this package's Condition: contexts give it ours.)
 STDLIB_FOR_NOW = (
     "Barrier",
-    "Value",
-    "Array",
-    "RawValue",
-    "RawArray",
     "Manager",
     "Pool",
 )
@@ -118,6 +118,30 @@ class _Ours:
         from .synchronize import Condition
 
         return Condition(lock, ctx=self)
+
+    def Value(self, typecode_or_type, *args, lock=True):
+        """A shared number with a lock (numbers and single bytes on the core)."""
+        from .sharedctypes import Value
+
+        return Value(typecode_or_type, *args, lock=lock, ctx=self)
+
+    def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
+        """A shared array with a lock (numbers and bytes on the core)."""
+        from .sharedctypes import Array
+
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self)
+
+    def RawValue(self, typecode_or_type, *args):
+        """A shared number without a lock."""
+        from .sharedctypes import RawValue
+
+        return RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type, size_or_initializer):
+        """A shared array without a lock."""
+        from .sharedctypes import RawArray
+
+        return RawArray(typecode_or_type, size_or_initializer)
 
     def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
         """Still the stdlib's Pool, on the stdlib's context of the same start method: its

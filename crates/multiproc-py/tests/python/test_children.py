@@ -158,14 +158,27 @@ def test_pool_is_the_stdlibs_and_works(ctx):
         assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
 
 
-def _value_child(value, array):
+def _value_child(value, array, raw_value, raw_array, chars, wide):
     with value.get_lock():
         value.value += 1
     array[0] = 7
+    raw_value.value = 2.5
+    raw_array[1:3] = [True, True]
+    chars.value = b"child"
+    wide.value = "w"
 
 
-def test_value_and_array_are_the_stdlibs_over_our_lock(ctx):
+def test_values_and_arrays(ctx):
+    import ctypes
+
     value, array = ctx.Value("i", 1), ctx.Array("i", 3)
-    run_child(ctx, _value_child, value, array)
+    raw_value, raw_array = ctx.RawValue(ctypes.c_double), ctx.RawArray("?", 3)
+    chars = ctx.Array("c", 8)
+    wide = ctx.Value("u", "a")  # still the stdlib's
+    run_child(ctx, _value_child, value, array, raw_value, raw_array, chars, wide)
     assert value.value == 2
     assert array[:] == [7, 0, 0]
+    assert raw_value.value == 2.5
+    assert list(raw_array) == [False, True, True]
+    assert chars.value == b"child"
+    assert wide.value == "w"

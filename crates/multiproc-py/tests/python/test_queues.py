@@ -117,7 +117,7 @@ def test_joinable_queue_task_done_and_join():
             done.append(q.get(timeout=BOUND))
             q.task_done()
 
-    t = threading.Thread(target=worker)
+    t = threading.Thread(daemon=True, target=worker)
     t.start()
     q.join()
     t.join(BOUND)
@@ -129,7 +129,7 @@ def test_joinable_queue_task_done_and_join():
 def test_blocked_get_is_woken_by_a_put_from_another_thread():
     q = multiproc.Queue()
     got = []
-    t = threading.Thread(target=lambda: got.append(q.get(timeout=BOUND)))
+    t = threading.Thread(daemon=True, target=lambda: got.append(q.get(timeout=BOUND)))
     t.start()
     q.put("wake")
     t.join(BOUND)

@@ -23,7 +23,7 @@ def test_lock_acquire_release_and_timeouts():
 def test_lock_is_released_by_another_thread():
     lock = multiproc.Lock()
     lock.acquire()
-    t = threading.Thread(target=lock.release)
+    t = threading.Thread(daemon=True, target=lock.release)
     t.start()
     t.join(BOUND)
     assert lock.acquire(timeout=BOUND)
@@ -42,7 +42,7 @@ def test_rlock_is_recursive_and_owned_by_its_thread():
     rlock = multiproc.RLock()
     assert rlock.acquire() and rlock.acquire()
     other = []
-    t = threading.Thread(target=lambda: other.append(rlock.acquire(timeout=0.05)))
+    t = threading.Thread(daemon=True, target=lambda: other.append(rlock.acquire(timeout=0.05)))
     t.start()
     t.join(BOUND)
     assert other == [False]
@@ -93,7 +93,7 @@ def test_event_set_clear_wait():
 def test_event_wakes_a_waiting_thread():
     event = multiproc.Event()
     woke = []
-    t = threading.Thread(target=lambda: woke.append(event.wait(BOUND)))
+    t = threading.Thread(daemon=True, target=lambda: woke.append(event.wait(BOUND)))
     t.start()
     event.set()
     t.join(BOUND)
@@ -112,7 +112,7 @@ def test_condition_wait_notify_between_threads():
         with cond:
             results.append(cond.wait(BOUND))
 
-    t = threading.Thread(target=notified_waiter)
+    t = threading.Thread(daemon=True, target=notified_waiter)
     t.start()
     # Notify until the waiter has been woken (it may not be waiting yet at first).
     while t.is_alive():
@@ -133,7 +133,7 @@ def test_condition_wait_for_predicate_and_timeout():
             state.append(1)
             cond.notify_all()
 
-    t = threading.Thread(target=setter)
+    t = threading.Thread(daemon=True, target=setter)
     with cond:
         t.start()
         assert cond.wait_for(lambda: state, timeout=BOUND) == [1]
@@ -156,7 +156,7 @@ def test_condition_over_rlock_releases_every_level_while_waiting():
     got = []
     with cond:
         with cond:
-            t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=BOUND)) or lock.release())
+            t = threading.Thread(daemon=True, target=lambda: got.append(lock.acquire(timeout=BOUND)) or lock.release())
             t.start()
             cond.wait(0.3)  # both levels released while waiting: the thread gets the lock
             t.join(BOUND)
@@ -167,7 +167,7 @@ def test_barrier_over_our_condition():
     barrier = multiproc.Barrier(2)
     assert isinstance(barrier._cond, multiproc.synchronize.Condition)
     out = []
-    t = threading.Thread(target=lambda: out.append(barrier.wait(BOUND)))
+    t = threading.Thread(daemon=True, target=lambda: out.append(barrier.wait(BOUND)))
     t.start()
     out.append(barrier.wait(BOUND))
     t.join(BOUND)

@@ -54,7 +54,7 @@ def test_another_thread_runs_while_a_call_blocks(name):
             time.sleep(0.001)
         stop.set()
 
-    t = threading.Thread(target=counter)
+    t = threading.Thread(daemon=True, target=counter)
     t.start()
     # The main thread blocks in the call; the counter can only advance if the call
     # released the GIL. The counter ends the wait by raising in the main thread.
