@@ -165,3 +165,25 @@ fn a_condition_over_an_rlock_gives_back_every_level() {
     rlock.release().unwrap();
     assert!(matches!(rlock.release(), Err(Error::InvalidRelease(_))));
 }
+
+#[test]
+fn shared_values_and_arrays_reopen_only_as_their_own_type() {
+    use multiproc::sharedctypes::{RawArray, RawValue};
+
+    let value = RawValue::new(5_i64).unwrap();
+    let array = RawArray::from_values(&[1_u16, 2, 3]).unwrap();
+    let value_fd = || value.export_fd().try_clone_to_owned().unwrap();
+    let array_fd = || array.export_fd().try_clone_to_owned().unwrap();
+
+    let same = RawValue::<i64>::from_fd(value_fd()).unwrap();
+    same.set(6);
+    assert_eq!(value.get(), 6);
+    let same = RawArray::<u16>::from_fd(array_fd()).unwrap();
+    same.set(0, 9).unwrap();
+    assert_eq!(array.to_vec(), [9, 2, 3]);
+
+    assert!(matches!(RawValue::<f64>::from_fd(value_fd()), Err(Error::Codec(_))));
+    assert!(matches!(RawArray::<i64>::from_fd(value_fd()), Err(Error::Codec(_))));
+    assert!(matches!(RawValue::<u16>::from_fd(array_fd()), Err(Error::Codec(_))));
+    assert!(matches!(RawArray::<i16>::from_fd(array_fd()), Err(Error::Codec(_))));
+}
