@@ -251,6 +251,13 @@ fn pytest_on(minor: &str, test: &str) {
     assert!(summary.contains(" passed"), "pytest ran no test on CPython {minor}:\n{output}");
 }
 
+/// Names the interpreters found and, outside CI, what this binary skips for want of one
+/// (see `common/python.rs`); in CI, fails unless all are there.
+#[test]
+fn cpython_interpreters() {
+    python::check_interpreters(BINARY, TESTS);
+}
+
 #[test]
 fn pytest_cpython_3_11() {
     pytest_on("3.11", "pytest_cpython_3_11");
