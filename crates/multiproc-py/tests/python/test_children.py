@@ -182,3 +182,17 @@ def test_values_and_arrays(ctx):
     assert list(raw_array) == [False, True, True]
     assert chars.value == b"child"
     assert wide.value == "w"
+
+
+def _barrier_child(barrier, out):
+    out.put(barrier.wait(BOUND))
+
+
+def test_barrier(ctx):
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    p = ctx.Process(target=_barrier_child, args=(barrier, out))
+    p.start()
+    mine = barrier.wait(BOUND)
+    assert sorted([mine, out.get(timeout=BOUND)]) == [0, 1]
+    p.join(BOUND)
+    assert p.exitcode == 0

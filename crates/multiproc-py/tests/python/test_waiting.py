@@ -27,6 +27,7 @@ def _blocked_calls():
     jq.put(1)
     cond = multiproc.Condition()
     cond.acquire()
+    barrier = multiproc.Barrier(2)
     keep = (a,)
     return {
         "Queue.get": empty.get,
@@ -38,6 +39,7 @@ def _blocked_calls():
         "Connection.poll(None)": lambda: b.poll(None),
         "JoinableQueue.join": jq.join,
         "Condition.wait": cond.wait,
+        "Barrier.wait": barrier.wait,
     }, keep
 
 
