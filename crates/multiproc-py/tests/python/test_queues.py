@@ -134,3 +134,19 @@ def test_blocked_get_is_woken_by_a_put_from_another_thread():
     q.put("wake")
     t.join(BOUND)
     assert got == ["wake"]
+
+
+def test_items_pickle_as_forking_pickler_pickles_them():
+    from multiprocessing.reduction import ForkingPickler, register
+
+    from multiproc._pickle import dumps
+
+    class Custom:
+        pass
+
+    register(Custom, lambda c: (str, ("reduced by a registered reducer",)))
+    item = {"k": [1, 2.5, b"b", Custom()]}
+    assert bytes(dumps(item)) == bytes(ForkingPickler.dumps(item, 5))
+    q = multiproc.Queue()
+    q.put(Custom())
+    assert q.get(timeout=BOUND) == "reduced by a registered reducer"
