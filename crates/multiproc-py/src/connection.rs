@@ -32,6 +32,7 @@ impl Connection {
             .ok_or_else(|| PyOSError::new_err("handle is closed"))
     }
 
+    /// The open connection if it can receive, else the stdlib's `OSError`.
     fn readable_end(&self) -> PyResult<Arc<CoreConnection>> {
         let c = self.open()?;
         if !self.readable {
@@ -40,6 +41,7 @@ impl Connection {
         Ok(c)
     }
 
+    /// The open connection if it can send, else the stdlib's `OSError`.
     fn writable_end(&self) -> PyResult<Arc<CoreConnection>> {
         let c = self.open()?;
         if !self.writable {

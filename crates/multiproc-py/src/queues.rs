@@ -22,8 +22,11 @@ use crate::{deadline, dup_fd, stdlib_error, to_pyerr, wait_sliced, Slice};
 
 /// The operations both native queues share, on the crate's two queue types.
 trait BytesQueue: Clone + Send + Sync + 'static {
+    /// The crate's `put_timeout`.
     fn put_timeout(&self, item: Vec<u8>, t: Duration) -> Result<(), multiproc::PutError<Vec<u8>>>;
+    /// The crate's `get_timeout`.
     fn get_timeout(&self, t: Duration) -> multiproc::Result<Vec<u8>>;
+    /// The crate's `export_fd`, as a number.
     fn export_raw_fd(&self) -> RawFd;
 }
 

@@ -26,6 +26,7 @@ macro_rules! cells {
         }
 
         impl ValueCell {
+            /// A new cell holding `init`.
             fn new(code: char, init: &Bound<'_, PyAny>) -> PyResult<multiproc::Result<ValueCell>> {
                 Ok(match code {
                     $($code => CoreValue::<$ty>::new(init.extract()?).map(ValueCell::$variant),)*
@@ -33,6 +34,7 @@ macro_rules! cells {
                 })
             }
 
+            /// The cell whose descriptor `fd` is.
             fn from_fd(code: char, fd: std::os::fd::OwnedFd) -> PyResult<multiproc::Result<ValueCell>> {
                 Ok(match code {
                     $($code => CoreValue::<$ty>::from_fd(fd).map(ValueCell::$variant),)*
@@ -40,12 +42,14 @@ macro_rules! cells {
                 })
             }
 
+            /// The number, as a Python object.
             fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
                 match self {
                     $(ValueCell::$variant(v) => v.get().into_bound_py_any(py),)*
                 }
             }
 
+            /// Stores a Python number.
             fn set(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
                 match self {
                     $(ValueCell::$variant(v) => v.set(value.extract()?),)*
@@ -53,6 +57,7 @@ macro_rules! cells {
                 Ok(())
             }
 
+            /// The segment's descriptor.
             fn fd(&self) -> RawFd {
                 match self {
                     $(ValueCell::$variant(v) => v.export_fd().as_raw_fd(),)*
@@ -61,6 +66,7 @@ macro_rules! cells {
         }
 
         impl ArrayCell {
+            /// A new array of `size` zeros.
             fn new(code: char, size: usize) -> PyResult<multiproc::Result<ArrayCell>> {
                 Ok(match code {
                     $($code => CoreArray::<$ty>::new(size).map(ArrayCell::$variant),)*
@@ -68,6 +74,7 @@ macro_rules! cells {
                 })
             }
 
+            /// A new array holding a copy of the sequence `values`.
             fn from_values(code: char, values: &Bound<'_, PyAny>) -> PyResult<multiproc::Result<ArrayCell>> {
                 Ok(match code {
                     $($code => {
@@ -85,24 +92,28 @@ macro_rules! cells {
                 })
             }
 
+            /// The number of elements.
             fn len(&self) -> usize {
                 match self {
                     $(ArrayCell::$variant(a) => a.len(),)*
                 }
             }
 
+            /// Element `i` (within bounds, checked by the crate).
             fn get<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
                 match self {
                     $(ArrayCell::$variant(a) => a.get(i).map_err(|e| to_pyerr(py, e))?.into_bound_py_any(py),)*
                 }
             }
 
+            /// Stores element `i`.
             fn set(&self, py: Python<'_>, i: usize, value: &Bound<'_, PyAny>) -> PyResult<()> {
                 match self {
                     $(ArrayCell::$variant(a) => a.set(i, value.extract()?).map_err(|e| to_pyerr(py, e)),)*
                 }
             }
 
+            /// Elements `start..end` as a list.
             fn get_range<'py>(&self, py: Python<'py>, start: usize, end: usize) -> PyResult<Bound<'py, PyList>> {
                 match self {
                     $(ArrayCell::$variant(a) => {
@@ -112,6 +123,7 @@ macro_rules! cells {
                 }
             }
 
+            /// Stores `values` from `start` on.
             fn set_range(&self, py: Python<'_>, start: usize, values: &Bound<'_, PyAny>) -> PyResult<()> {
                 match self {
                     $(ArrayCell::$variant(a) => {
@@ -121,6 +133,7 @@ macro_rules! cells {
                 }
             }
 
+            /// The segment's descriptor.
             fn fd(&self) -> RawFd {
                 match self {
                     $(ArrayCell::$variant(a) => a.export_fd().as_raw_fd(),)*
@@ -144,6 +157,7 @@ cells! {
     '?' => bool, Bool;
 }
 
+/// The error for a type code the core does not store.
 fn unknown_code(code: char) -> PyErr {
     PyValueError::new_err(format!("type code {code:?} is not one of b B h H i I q Q f d ?"))
 }
@@ -213,6 +227,7 @@ struct RawArray {
 }
 
 impl RawArray {
+    /// Python's index `i` (negative counts from the end) as a position, or `IndexError`.
     fn index(&self, i: isize) -> PyResult<usize> {
         let len = self.cell.len() as isize;
         let j = if i < 0 { i + len } else { i };
@@ -249,6 +264,7 @@ impl RawArray {
         Ok(RawArray { cell: made.map_err(|e| to_pyerr(py, e))?, typecode: code })
     }
 
+    /// The number of elements.
     fn __len__(&self) -> usize {
         self.cell.len()
     }

@@ -43,6 +43,7 @@ fn sem_value(value: i64) -> PyResult<u32> {
 macro_rules! primitive {
     ($name:ident, $core:ty, { $($methods:tt)* }) => {
         impl $name {
+            /// The class around the crate's primitive `made`, or the error as an exception.
             fn wrap(py: Python<'_>, made: multiproc::Result<$core>) -> PyResult<$name> {
                 Ok($name { inner: made.map_err(|e| to_pyerr(py, e))? })
             }

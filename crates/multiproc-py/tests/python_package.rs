@@ -31,6 +31,7 @@ const SETUP_BOUND: Duration = Duration::from_secs(600);
 const BUILD_BOUND: Duration = Duration::from_secs(1200);
 const PYTEST_BOUND: Duration = Duration::from_secs(900);
 
+/// This crate's directory.
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
