@@ -43,47 +43,62 @@ def _blocked_calls():
     }, keep
 
 
+class _Woken(Exception):
+    pass
+
+
 @pytest.mark.parametrize("name", list(_blocked_calls()[0]))
 def test_another_thread_runs_while_a_call_blocks(name):
+    """Once the main thread has entered the call, another thread takes 20 steps (each
+    needs the GIL) and then ends the call with a signal: the call must have released the
+    GIL, or the steps never happen and the fallback alarm fails the test."""
     calls, keep = _blocked_calls()
     call = calls[name]
-    progress = []
-    stop = threading.Event()
+    main = threading.main_thread().ident
+    in_call = threading.Event()
+    steps = []
 
-    def counter():
-        while not stop.is_set() and len(progress) < 1000:
-            progress.append(1)
+    def stepper():
+        in_call.wait(BOUND)
+        while len(steps) < 20:
+            steps.append(1)
             time.sleep(0.001)
-        stop.set()
+        signal.pthread_kill(main, signal.SIGALRM)
 
-    t = threading.Thread(daemon=True, target=counter)
+    def on_alarm(*args):
+        raise _Woken("by the other thread" if len(steps) == 20 else "by the fallback alarm")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    t = threading.Thread(daemon=True, target=stepper)
     t.start()
-    # The main thread blocks in the call; the counter can only advance if the call
-    # released the GIL. The counter ends the wait by raising in the main thread.
-    old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("woken")))
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.5)
-        with pytest.raises(TimeoutError):
+        signal.setitimer(signal.ITIMER_REAL, BOUND)
+        with pytest.raises(_Woken) as woken:
+            in_call.set()
             call()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-        stop.set()
         t.join(BOUND)
-    assert len(progress) > 10, "the other thread made no progress while {} blocked".format(name)
+    assert str(woken.value) == "by the other thread", name
 
 
 @pytest.mark.parametrize("name", list(_blocked_calls()[0]))
 def test_sigint_interrupts_a_blocked_call(name):
     calls, keep = _blocked_calls()
     call = calls[name]
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    in_call = threading.Event()
+
+    def interrupt():
+        in_call.wait(BOUND)
+        time.sleep(0.1)  # most likely blocked by now; earlier only makes the test weaker
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(daemon=True, target=interrupt)
+    t.start()
     started = time.monotonic()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            call()
-    finally:
-        timer.cancel()
-        timer.join(BOUND)
-    assert time.monotonic() - started < 10
+    with pytest.raises(KeyboardInterrupt):
+        in_call.set()
+        call()
+    t.join(BOUND)
+    assert time.monotonic() - started < BOUND
