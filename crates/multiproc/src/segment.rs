@@ -8,7 +8,7 @@
 //! the processes end.
 
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
@@ -68,6 +68,33 @@ impl Segment {
         min_len: usize,
     ) -> Result<Arc<Segment>> {
         let fd = reduction::import_reopenable(handle, what)?;
+        Segment::map_checked(fd, what, kind, min_len)
+    }
+
+    /// The segment's own descriptor, for a transport of descriptors that the crate does not
+    /// drive itself (a Python `DupFd`); the receiver maps it with [`Segment::open_fd`].
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Maps a descriptor received by other means than a handle (see [`Segment::fd`]),
+    /// checking that it is sealed against shrinking, its size and its kind tag.
+    pub(crate) fn open_fd(
+        fd: OwnedFd,
+        what: &str,
+        kind: u32,
+        min_len: usize,
+    ) -> Result<Arc<Segment>> {
+        if !crate::sys::shm::is_sealed_against_shrinking(fd.as_fd()) {
+            return Err(Error::Codec(format!(
+                "{what}: the descriptor is not a sealed shared segment; refused"
+            )));
+        }
+        Segment::map_checked(fd, what, kind, min_len)
+    }
+
+    /// Maps `fd`, checking its size and kind tag.
+    fn map_checked(fd: OwnedFd, what: &str, kind: u32, min_len: usize) -> Result<Arc<Segment>> {
         let len = crate::sys::shm::size_of_fd(fd.as_fd())?;
         if len < min_len.max(4) {
             return Err(Error::Codec(format!(

@@ -146,7 +146,7 @@ fn deserialize_segment<'de, D: serde::Deserializer<'de>, E: Deserialize<'de>>(
 }
 
 macro_rules! shared_handle {
-    ($ty:ident, $kind:expr, $min_len:expr) => {
+    ($ty:ident, $kind:expr, $min_len:expr, $example:literal) => {
         impl Serialize for $ty {
             fn serialize<S: serde::Serializer>(
                 &self,
@@ -168,6 +168,41 @@ macro_rules! shared_handle {
         impl fmt::Debug for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        }
+
+        impl $ty {
+            #[doc = concat!("The descriptor of the ", stringify!($ty), "'s shared segment, for a")]
+            /// transport of descriptors that the crate does not drive itself (the Python
+            /// package hands it to a child with `multiprocessing.reduction.DupFd`). The
+            /// receiver opens the same primitive with `from_fd` on its own duplicate.
+            ///
+            /// ```
+            #[doc = concat!("use multiproc::synchronize::", stringify!($ty), ";")]
+            #[doc = concat!("let a = ", stringify!($ty), "::", $example, "?;")]
+            #[doc = concat!("let b = ", stringify!($ty), "::from_fd(a.export_fd().try_clone_to_owned()?)?;")]
+            /// # drop(b);
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.segment.fd()
+            }
+
+            #[doc = concat!("Opens the ", stringify!($ty), " whose descriptor `export_fd` exported. The")]
+            #[doc = concat!("descriptor must be a sealed ", stringify!($ty), " segment: anything else")]
+            /// is [`Error::Codec`].
+            ///
+            /// ```
+            /// use multiproc::queues::Queue;
+            #[doc = concat!("use multiproc::synchronize::", stringify!($ty), ";")]
+            /// let q = Queue::<u8>::new(0)?;
+            #[doc = concat!("assert!(", stringify!($ty), "::from_fd(q.export_fd().try_clone_to_owned()?).is_err());")]
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<$ty> {
+                let segment =
+                    Segment::open_fd(fd, stringify!($ty), $kind as u32, $min_len)?;
+                Ok($ty { segment })
             }
         }
     };
@@ -200,7 +235,7 @@ pub struct Lock {
     segment: Arc<Segment>,
 }
 
-shared_handle!(Lock, Kind::Lock, LOCK_LEN);
+shared_handle!(Lock, Kind::Lock, LOCK_LEN, "new()");
 
 /// Holds a [`Lock`] until dropped.
 #[must_use = "the lock is released when the guard is dropped"]
@@ -374,7 +409,7 @@ pub struct RLock {
     segment: Arc<Segment>,
 }
 
-shared_handle!(RLock, Kind::RLock, RLOCK_LEN);
+shared_handle!(RLock, Kind::RLock, RLOCK_LEN, "new()");
 
 /// Holds one level of an [`RLock`] until dropped.
 #[must_use = "the lock is released when the guard is dropped"]
@@ -503,6 +538,21 @@ impl RLock {
         Ok(levels)
     }
 
+    /// Releases one level held by this thread without a guard (Python's `release()`, for
+    /// a level whose guard was [leaked](RLockGuard::leak)); [`Error::InvalidRelease`] if
+    /// this thread does not hold the lock.
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// rlock.acquire()?.leak();
+    /// rlock.release()?;
+    /// assert!(rlock.release().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<()> {
+        self.release_one()
+    }
+
     fn release_one(&self) -> Result<()> {
         if !self.held_by_me() {
             return Err(Error::InvalidRelease("cannot release an RLock this thread does not hold"));
@@ -546,6 +596,22 @@ impl RLockGuard<'_> {
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
+
+    /// Keeps this level held after the guard is gone; release it with
+    /// [`RLock::release`] on the same thread (Python's pattern of acquiring and releasing
+    /// apart).
+    ///
+    /// ```
+    /// let rlock = multiproc::synchronize::RLock::new()?;
+    /// rlock.acquire()?.leak();
+    /// assert_eq!(rlock.count(), 1);
+    /// rlock.release()?;
+    /// assert_eq!(rlock.count(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for RLockGuard<'_> {
@@ -585,7 +651,7 @@ pub struct Semaphore {
     segment: Arc<Segment>,
 }
 
-shared_handle!(Semaphore, Kind::Semaphore, SEM_LEN);
+shared_handle!(Semaphore, Kind::Semaphore, SEM_LEN, "new(2)");
 
 impl Semaphore {
     /// A semaphore with `value` units.
@@ -756,6 +822,33 @@ pub struct BoundedSemaphore {
 }
 
 impl BoundedSemaphore {
+    /// The descriptor of the semaphore's shared segment (see [`Semaphore::export_fd`]).
+    ///
+    /// ```
+    /// use multiproc::synchronize::BoundedSemaphore;
+    /// let a = BoundedSemaphore::new(1)?;
+    /// let b = BoundedSemaphore::from_fd(a.export_fd().try_clone_to_owned()?)?;
+    /// assert!(b.release().is_err()); // the bound travels with the segment
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.export_fd()
+    }
+
+    /// Opens the bounded semaphore whose descriptor [`BoundedSemaphore::export_fd`]
+    /// exported (see [`Semaphore::from_fd`]).
+    ///
+    /// ```
+    /// use multiproc::synchronize::BoundedSemaphore;
+    /// let a = BoundedSemaphore::new(2)?;
+    /// let b = BoundedSemaphore::from_fd(a.export_fd().try_clone_to_owned()?)?;
+    /// assert_eq!(b.get_value(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore { inner: Semaphore::from_fd(fd)? })
+    }
+
     /// A bounded semaphore with `value` units, which is also its maximum.
     ///
     /// ```
@@ -852,7 +945,7 @@ pub struct Event {
     segment: Arc<Segment>,
 }
 
-shared_handle!(Event, Kind::Event, EVENT_LEN);
+shared_handle!(Event, Kind::Event, EVENT_LEN, "new()");
 
 impl Event {
     /// A new event, not set.
@@ -1136,6 +1229,119 @@ impl Condition {
     }
 }
 
+/// Python's `Condition` API, for a caller that holds the lock without a guard: it took
+/// the condition's [`Lock`] or [`RLock`] itself and [leaked](LockGuard::leak) the guard,
+/// as Python's `acquire()` / `release()` do. Nothing proves the lock is held, so each
+/// call checks it: [`Error::InvalidRelease`] when this thread (for an `RLock`) or process
+/// (for a `Lock`) does not hold it.
+impl Condition {
+    /// The descriptor of the condition's own segment (its lock has its own, see
+    /// [`Lock::export_fd`]), for a transport of descriptors that the crate does not drive
+    /// itself.
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, RLock};
+    /// let lock = RLock::new()?;
+    /// let a = Condition::with_rlock(lock.clone())?;
+    /// let b = Condition::from_fd_with_rlock(a.export_fd().try_clone_to_owned()?, lock)?;
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.segment.fd()
+    }
+
+    /// Opens the condition whose descriptor [`Condition::export_fd`] exported, over
+    /// `lock` (the same lock it was made with, received apart).
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, Lock};
+    /// let lock = Lock::new()?;
+    /// let a = Condition::with_lock(lock.clone())?;
+    /// let b = Condition::from_fd_with_lock(a.export_fd().try_clone_to_owned()?, lock)?;
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd_with_lock(fd: std::os::fd::OwnedFd, lock: Lock) -> Result<Condition> {
+        let segment = Segment::open_fd(fd, "Condition", Kind::Condition as u32, COND_LEN)?;
+        Ok(Condition { lock: CondLock::Lock(lock), segment })
+    }
+
+    /// As [`Condition::from_fd_with_lock`], over an [`RLock`].
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, RLock};
+    /// let lock = RLock::new()?;
+    /// let a = Condition::with_rlock(lock.clone())?;
+    /// let b = Condition::from_fd_with_rlock(a.export_fd().try_clone_to_owned()?, lock)?;
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd_with_rlock(fd: std::os::fd::OwnedFd, lock: RLock) -> Result<Condition> {
+        let segment = Segment::open_fd(fd, "Condition", Kind::Condition as u32, COND_LEN)?;
+        Ok(Condition { lock: CondLock::RLock(lock), segment })
+    }
+
+    /// The levels of the lock the caller holds, or [`Error::InvalidRelease`].
+    fn held_levels(&self) -> Result<u32> {
+        let held = match &self.lock {
+            CondLock::Lock(lock) => raw::lock::owner(lock.word()) == Some(my_pid()),
+            CondLock::RLock(rlock) => rlock.held_by_me(),
+        };
+        if !held {
+            return Err(Error::InvalidRelease("the condition's lock is not held by the caller"));
+        }
+        Ok(match &self.lock {
+            CondLock::Lock(_) => 1,
+            CondLock::RLock(rlock) => rlock.count_word().load(Relaxed),
+        })
+    }
+
+    /// [`ConditionGuard::wait_timeout`] for a caller holding the lock without a guard:
+    /// releases the lock (every level of an `RLock`), waits at most `timeout` for a
+    /// notification ([`Error::Timeout`] otherwise), and takes the lock back as it was.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::synchronize::{Condition, Lock};
+    ///
+    /// let lock = Lock::new()?;
+    /// let cond = Condition::with_lock(lock.clone())?;
+    /// assert!(cond.wait_held_timeout(Duration::ZERO).is_err()); // not held
+    /// lock.acquire()?.leak();
+    /// assert!(matches!(
+    ///     cond.wait_held_timeout(Duration::from_millis(5)),
+    ///     Err(multiproc::Error::Timeout(_))
+    /// ));
+    /// assert!(lock.is_locked()); // held again
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_held_timeout(&self, timeout: Duration) -> Result<()> {
+        let levels = self.held_levels()?;
+        let mut guard = ConditionGuard { cond: self, levels, owner_died: false };
+        let waited = guard.wait_timeout(timeout);
+        // The caller holds the lock again, as it did before: no guard releases it.
+        std::mem::forget(guard);
+        waited
+    }
+
+    /// [`ConditionGuard::notify`] for a caller holding the lock without a guard.
+    ///
+    /// ```
+    /// let cond = multiproc::synchronize::Condition::new()?;
+    /// assert!(cond.notify_held(1).is_err()); // not held
+    /// cond.acquire()?.leak();
+    /// cond.notify_held(u32::MAX)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn notify_held(&self, n: u32) -> Result<()> {
+        self.held_levels()?;
+        raw::condition::notify::<Os>(self.seq(), n);
+        Ok(())
+    }
+}
+
 impl ConditionGuard<'_> {
     /// Releases the lock, waits for a notification, re-acquires the lock (Python's
     /// `wait()`). Like every condition variable, it may return without a notification:
@@ -1269,8 +1475,24 @@ impl ConditionGuard<'_> {
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
-}
 
+    /// Keeps the lock held after the guard is gone (Python's pattern of acquiring and
+    /// releasing apart); wait and notify with [`Condition::wait_held_timeout`] and
+    /// [`Condition::notify_held`], release through the condition's lock.
+    ///
+    /// ```
+    /// use multiproc::synchronize::{Condition, Lock};
+    /// let lock = Lock::new()?;
+    /// let cond = Condition::with_lock(lock.clone())?;
+    /// cond.acquire()?.leak();
+    /// cond.notify_held(1)?;
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
         match &self.cond.lock {

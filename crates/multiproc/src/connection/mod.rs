@@ -252,7 +252,22 @@ impl Connection {
         Connection::with_direction(fd, true, true)
     }
 
-    fn with_direction(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
+    /// Wraps a descriptor that is only `readable`, only `writable`, or both: a pipe end
+    /// received from another process keeps the direction it had there (Python's
+    /// `Connection(fd, readable, writable)`).
+    ///
+    /// ```
+    /// use multiproc::{pipe, Connection};
+    /// use std::os::fd::AsFd;
+    ///
+    /// let (r, w) = pipe(false)?;
+    /// let w2 = Connection::with_direction(w.as_fd().try_clone_to_owned()?, false, true);
+    /// assert!(!w2.readable() && w2.writable());
+    /// w2.send_bytes(b"x")?;
+    /// assert_eq!(r.recv_bytes(None)?, b"x");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_direction(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
         Connection {
             fd,
             readable,

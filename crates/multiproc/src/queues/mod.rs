@@ -111,6 +111,7 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
@@ -537,6 +538,46 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     }
 }
 
+impl<T> Queue<T> {
+    /// The descriptor of the queue's shared segment, for a transport of descriptors that
+    /// the crate does not drive itself (the Python package hands it to a child with
+    /// `multiprocessing.reduction.DupFd`). The receiver opens the queue with
+    /// [`Queue::from_fd`] on its own duplicate. Each call counts one hand-off: a process
+    /// waiting on the queue is not told it is [disconnected](self#disconnection) while a
+    /// handle is on its way, so call it once per handle actually sent.
+    ///
+    /// ```
+    /// use multiproc::queues::Queue;
+    ///
+    /// let q = Queue::<u32>::new(0)?;
+    /// q.put(7)?;
+    /// let fd = q.export_fd().try_clone_to_owned()?; // what another process would receive
+    /// let same = Queue::<u32>::from_fd(fd)?;
+    /// assert_eq!(same.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> BorrowedFd<'_> {
+        holders::handed_off(&self.ring.segment);
+        self.ring.segment.fd()
+    }
+
+    /// Opens the queue whose segment descriptor [`Queue::export_fd`] exported. The
+    /// descriptor must be a sealed queue segment: anything else is [`Error::Codec`].
+    ///
+    /// ```
+    /// use multiproc::{queues::Queue, synchronize::Lock};
+    ///
+    /// let lock = Lock::new()?;
+    /// let not_a_queue = lock.export_fd().try_clone_to_owned()?;
+    /// assert!(Queue::<u32>::from_fd(not_a_queue).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Result<Queue<T>> {
+        let segment = Segment::open_fd(fd, "Queue", KIND_TAG, DATA + 64)?;
+        Ok(Queue { ring: Ring::attach(segment)?, item: PhantomData })
+    }
+}
+
 impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// A queue holding at most `maxsize` items (`0`: bounded only by its ring of
     /// [`DEFAULT_CAPACITY`] bytes).
@@ -958,6 +999,36 @@ impl<T> fmt::Debug for SimpleQueue<T> {
     }
 }
 
+impl<T> SimpleQueue<T> {
+    /// The descriptor of the queue's shared segment (see [`Queue::export_fd`]).
+    ///
+    /// ```
+    /// use multiproc::queues::SimpleQueue;
+    ///
+    /// let q = SimpleQueue::<u32>::new()?;
+    /// q.put(7)?;
+    /// let same = SimpleQueue::<u32>::from_fd(q.export_fd().try_clone_to_owned()?)?;
+    /// assert_eq!(same.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> BorrowedFd<'_> {
+        self.inner.export_fd()
+    }
+
+    /// Opens the queue whose segment descriptor [`SimpleQueue::export_fd`] exported (see
+    /// [`Queue::from_fd`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::<u32>::new()?;
+    /// let fd = q.export_fd().try_clone_to_owned()?;
+    /// assert!(multiproc::queues::SimpleQueue::<u32>::from_fd(fd)?.empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue { inner: Queue::from_fd(fd)? })
+    }
+}
+
 impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// A new, empty queue.
     ///
@@ -1091,6 +1162,36 @@ impl<T> Clone for JoinableQueue<T> {
 impl<T> fmt::Debug for JoinableQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinableQueue").field("inner", &self.inner).finish()
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    /// The descriptor of the queue's shared segment (see [`Queue::export_fd`]).
+    ///
+    /// ```
+    /// use multiproc::queues::JoinableQueue;
+    ///
+    /// let q = JoinableQueue::<u32>::new(0)?;
+    /// q.put(7)?;
+    /// let same = JoinableQueue::<u32>::from_fd(q.export_fd().try_clone_to_owned()?)?;
+    /// assert_eq!(same.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> BorrowedFd<'_> {
+        self.inner.export_fd()
+    }
+
+    /// Opens the queue whose segment descriptor [`JoinableQueue::export_fd`] exported (see
+    /// [`Queue::from_fd`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::<u32>::new(0)?;
+    /// let fd = q.export_fd().try_clone_to_owned()?;
+    /// assert!(multiproc::queues::JoinableQueue::<u32>::from_fd(fd)?.empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { inner: Queue::from_fd(fd)? })
     }
 }
 

@@ -80,7 +80,22 @@ impl<T: CType> Shared<T> {
     }
 
     fn import(handle: crate::reduction::Handle, kind: u32, what: &str) -> Result<Shared<T>> {
-        let segment = Segment::import(handle, what, kind, DATA)?;
+        Shared::checked(Segment::import(handle, what, kind, DATA)?, what)
+    }
+
+    /// The elements of the segment whose descriptor is `fd` (see [`Shared::fd`]), with the
+    /// same checks as a received handle: kind, seal, type code and size.
+    pub(super) fn open_fd(fd: std::os::fd::OwnedFd, kind: u32, what: &str) -> Result<Shared<T>> {
+        Shared::checked(Segment::open_fd(fd, what, kind, DATA)?, what)
+    }
+
+    /// The segment's descriptor, for a transport of descriptors the crate does not drive.
+    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.segment.fd()
+    }
+
+    /// `segment` as elements of `T`, once its type code and size are checked.
+    fn checked(segment: Arc<Segment>, what: &str) -> Result<Shared<T>> {
         let code = segment.word(TYPECODE).load(Acquire);
         if code != T::TYPECODE as u32 {
             let theirs =

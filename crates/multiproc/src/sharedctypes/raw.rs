@@ -73,6 +73,39 @@ impl<T: CType> fmt::Debug for RawValue<T> {
 }
 
 impl<T: CType> RawValue<T> {
+    /// The descriptor of the shared segment, for a transport of descriptors that the
+    /// crate does not drive itself (the Python package hands it to a child with
+    /// `multiprocessing.reduction.DupFd`); the receiver opens it with `from_fd`.
+    ///
+    /// ```
+    /// use multiproc::sharedctypes::RawValue;
+    /// let a = RawValue::new(7_i32)?;
+    /// let b = RawValue::<i32>::from_fd(a.export_fd().try_clone_to_owned()?)?;
+    /// assert_eq!(b.get(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.shared.fd()
+    }
+
+    /// Opens the value whose descriptor [`RawValue::export_fd`] exported; a descriptor
+    /// of anything else, or of elements of another type, is [`Error::Codec`](crate::Error::Codec).
+    ///
+    /// ```
+    /// use multiproc::sharedctypes::RawValue;
+    /// let a = RawValue::new(7_i32)?;
+    /// assert!(RawValue::<u8>::from_fd(a.export_fd().try_clone_to_owned()?).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<RawValue<T>> {
+        let shared = Shared::open_fd(fd, VALUE_KIND, "Value")?;
+        if shared.len != 1 {
+            return Err(crate::Error::Codec(
+                "Value: the shared segment does not hold one value".into(),
+            ));
+        }
+        Ok(RawValue { shared })
+    }
     /// A new shared value holding `value`.
     pub fn new(value: T) -> Result<RawValue<T>> {
         Ok(RawValue { shared: Shared::from_iter(VALUE_KIND, "Value", [value])? })
@@ -176,6 +209,34 @@ impl<T: CType> fmt::Debug for RawArray<T> {
 }
 
 impl<T: CType> RawArray<T> {
+    /// The descriptor of the shared segment, for a transport of descriptors that the
+    /// crate does not drive itself (the Python package hands it to a child with
+    /// `multiprocessing.reduction.DupFd`); the receiver opens it with `from_fd`.
+    ///
+    /// ```
+    /// use multiproc::sharedctypes::RawArray;
+    /// let a = RawArray::from_values(&[1.5_f64, 2.5])?;
+    /// let b = RawArray::<f64>::from_fd(a.export_fd().try_clone_to_owned()?)?;
+    /// assert_eq!(b.to_vec(), [1.5, 2.5]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn export_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.shared.fd()
+    }
+
+    /// Opens the array whose descriptor [`RawArray::export_fd`] exported; a descriptor
+    /// of anything else, or of elements of another type, is [`Error::Codec`](crate::Error::Codec).
+    ///
+    /// ```
+    /// use multiproc::sharedctypes::RawArray;
+    /// let a = RawArray::from_values(&[1.5_f64, 2.5])?;
+    /// assert!(RawArray::<u8>::from_fd(a.export_fd().try_clone_to_owned()?).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<RawArray<T>> {
+        let shared = Shared::open_fd(fd, ARRAY_KIND, "Array")?;
+        Ok(RawArray { shared })
+    }
     /// A new array of `size` zeros (Python's `RawArray(typecode, size)`).
     pub fn new(size: usize) -> Result<RawArray<T>> {
         Ok(RawArray { shared: Shared::create(ARRAY_KIND, "Array", size)? })

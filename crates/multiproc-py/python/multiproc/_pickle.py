@@ -1,0 +1,47 @@
+"""How values and objects travel: pickles of protocol 5 with the stdlib's
+ForkingPickler reducers (so handles inside items reduce as they do in the stdlib), and the
+rebuilding of this package's objects from a descriptor handed over with DupFd."""
+
+import copyreg
+import io
+import os
+import pickle
+from collections import ChainMap
+
+from multiprocessing.reduction import DupFd, ForkingPickler
+
+PROTOCOL = 5
+
+
+class _Pickler(pickle.Pickler):
+    """``ForkingPickler``'s reducers: copyreg's table with those registered through
+    ``multiprocessing.reduction.register`` on top, looked up live (ForkingPickler copies
+    both tables for every value it pickles, which costs more than pickling a small one)."""
+
+    dispatch_table = ChainMap(ForkingPickler._extra_reducers, copyreg.dispatch_table)
+
+
+def dumps(obj):
+    """The pickle of ``obj`` (a memoryview of the pickled bytes), as
+    ``ForkingPickler.dumps(obj, 5)`` makes it."""
+    buf = io.BytesIO()
+    _Pickler(buf, PROTOCOL).dump(obj)
+    return buf.getbuffer()
+
+
+loads = ForkingPickler.loads
+
+
+def reduce_by_fd(obj, fd, *extra):
+    """``__reduce__`` for an object that the child rebuilds as ``type(obj)(*extra, fd=...)``
+    from a duplicate of ``fd``, handed over as the stdlib hands over its own handles."""
+    return (_rebuild, (type(obj), DupFd(fd), extra))
+
+
+def _rebuild(cls, dupfd, extra):
+    fd = dupfd.detach()
+    try:
+        return cls(*extra, fd=fd)
+    finally:
+        # The object holds its own duplicate.
+        os.close(fd)
