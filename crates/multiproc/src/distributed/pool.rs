@@ -647,7 +647,9 @@ fn decode_item<R: DeserializeOwned>(item: std::result::Result<Vec<u8>, String>) 
 }
 
 /// The value of a one-item job.
-fn assemble_one<R: DeserializeOwned>(items: Vec<std::result::Result<Vec<u8>, String>>) -> Result<R> {
+fn assemble_one<R: DeserializeOwned>(
+    items: Vec<std::result::Result<Vec<u8>, String>>,
+) -> Result<R> {
     let item = items.into_iter().next();
     decode_item(item.ok_or_else(|| Error::Protocol("a task without a result".into()))?)
 }
@@ -974,7 +976,12 @@ fn random_id() -> String {
 
 /// The collector thread: takes this pool's results and records them, and turns its
 /// dead-lettered tasks into errors, until `stop`.
-fn collect(results: JoinableQueue<ResultMsg>, mut dead: DeadWatch, shared: &Shared, stop: &AtomicBool) {
+fn collect(
+    results: JoinableQueue<ResultMsg>,
+    mut dead: DeadWatch,
+    shared: &Shared,
+    stop: &AtomicBool,
+) {
     let mut last_look: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         match results.get_many_timeout(RESULT_BATCH, COLLECT_WAIT) {
@@ -1038,7 +1045,8 @@ impl DeadWatch {
         for entry in entries {
             let Some((id, fields)) = dead_entry(entry) else { continue };
             self.last = id;
-            let Some(task) = fields.get("d").and_then(|d| Codec::Postcard.decode::<TaskMsg>(d).ok())
+            let Some(task) =
+                fields.get("d").and_then(|d| Codec::Postcard.decode::<TaskMsg>(d).ok())
             else {
                 continue;
             };
