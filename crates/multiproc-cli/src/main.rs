@@ -1,5 +1,6 @@
 //! The `multiproc` command: `tour` runs every ported seed example, `bench` measures
-//! multiproc against CPython's `multiprocessing` on this machine.
+//! multiproc against CPython's `multiprocessing` on this machine, `serve` runs a manager
+//! server, `shm` lists shared memory blocks, `worker` runs Pool tasks from Redis.
 
 use clap::{Parser, Subcommand};
 
@@ -7,6 +8,7 @@ mod bench;
 mod serve;
 mod shm;
 mod tour;
+mod worker;
 
 #[derive(Parser)]
 #[command(name = "multiproc", version, about = "Python's multiprocessing, rebuilt in Rust")]
@@ -25,6 +27,8 @@ enum Command {
     Shm(shm::ShmArgs),
     /// Run a manager server for clients on this or other machines.
     Serve(serve::ServeArgs),
+    /// Run tasks of a distributed Pool on Redis (the built-in square, sleep_ms, echo).
+    Worker(worker::WorkerArgs),
 }
 
 fn main() {
@@ -34,6 +38,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Shm(args) => shm::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
     };
     if let Err(e) = result {
         eprintln!("multiproc: {e}");

@@ -193,7 +193,7 @@ fn work(job: Job) -> Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
-        .ok_or_else(|| Error::ProcessState("a worker process without a registry"))?;
+        .ok_or(Error::ProcessState("a worker process without a registry"))?;
     let tasks = JoinableQueue::<TaskMsg>::builder(&job.url, &tasks_stream(&job.name))
         .visibility_timeout(Duration::from_millis(job.visibility_ms))
         .max_deliveries(job.max_deliveries)
