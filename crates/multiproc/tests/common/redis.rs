@@ -43,6 +43,13 @@ impl RedisServer {
     /// Starts a server for a test of `binary` named `test`. `None` (after the skip line)
     /// when `redis-server` is missing outside CI; a panic in CI, or when it does not start.
     pub fn start(binary: &str, test: &str) -> Option<RedisServer> {
+        RedisServer::start_binding(binary, test, &["127.0.0.1"])
+    }
+
+    /// [`start`](Self::start), listening on `addresses` (which must exist, and include
+    /// `127.0.0.1`, which [`url`](Self::url) names), e.g. loopback and the host ends of
+    /// veth pairs.
+    pub fn start_binding(binary: &str, test: &str, addresses: &[&str]) -> Option<RedisServer> {
         let program = require(binary)?;
         let mut last_failure = String::new();
         // A free port can be taken by someone else before the server binds it: a few tries.
@@ -55,7 +62,9 @@ impl RedisServer {
             ));
             std::fs::create_dir_all(&dir).expect("create the server's directory");
             let child = Command::new(&program)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--port", &port.to_string(), "--bind"])
+                .args(addresses)
+                .args(["--protected-mode", "no"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&dir)
