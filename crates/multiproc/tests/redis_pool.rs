@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use multiproc::distributed::{Pool, Registry, Worker};
+use multiproc::distributed::{Pool, Registry, Task, Worker};
 use multiproc::{Error, Process};
 
 const BINARY: &str = "redis_pool";
@@ -34,6 +34,9 @@ fn redis_server() {
 fn square(x: u64) -> u64 {
     x * x
 }
+
+/// `square` with its types: calls through it need no annotations.
+const SQUARE: Task<u64, u64> = Task::new("square");
 
 fn add((a, b): (u64, u64)) -> u64 {
     a + b
@@ -62,7 +65,7 @@ fn die(_: u64) -> u64 {
 /// The registry of the workers (and of the submitters that match them).
 fn registry() -> Registry {
     Registry::new()
-        .task("square", square)
+        .register(SQUARE, square)
         .task("add", add)
         .task("echo", echo)
         .task("slow_square", slow_square)
@@ -174,6 +177,11 @@ fn map_imap_starmap_and_apply_async_return_every_result_in_order() {
     wait_for("map_async to be ready", || m.ready());
     assert_eq!(m.try_get().unwrap(), [4, 9]);
     assert_eq!(pool.apply::<u64, u64>("square", 12).unwrap(), 144);
+    // Through a `Task`, the types come with the name.
+    assert_eq!(pool.map(SQUARE, 0..300).unwrap(), squares);
+    assert_eq!(pool.apply(SQUARE, 11).unwrap(), 121);
+    let typed: Vec<u64> = pool.imap(SQUARE, 0..5).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(typed, squares[..5]);
 
     // Asked wrongly: an error at once, nothing submitted.
     assert!(matches!(pool.map::<u64, String>("square", [1]), Err(Error::InvalidArgument(_))));
@@ -292,5 +300,37 @@ fn a_task_that_keeps_killing_its_worker_is_dead_lettered_and_its_result_says_so(
     assert_eq!(xlen(&mut con, "work:tasks:dead"), 1);
     // The host replaced its dead process and goes on.
     assert_eq!(pool.apply::<u64, u64>("square", 3).unwrap(), 9);
+    stop(worker);
+}
+
+fn keys(con: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS").arg(pattern).query(con).expect("KEYS")
+}
+
+#[test]
+fn a_dropped_pool_deletes_its_results_and_its_leftover_tasks_are_not_run() {
+    let Some(server) =
+        server("a_dropped_pool_deletes_its_results_and_its_leftover_tasks_are_not_run")
+    else {
+        return;
+    };
+    let mut con = raw(&server);
+    let path = std::env::temp_dir().join(format!("multiproc-redis-gone-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    {
+        let pool = Pool::connect(&server.url(), NAME, registry()).unwrap();
+        assert_eq!(keys(&mut con, "work:results:*").len(), 1);
+        let r =
+            pool.apply_async::<String, bool>("mark", path.to_string_lossy().into_owned()).unwrap();
+        drop(r);
+    }
+    assert!(keys(&mut con, "work:results:*").is_empty());
+    assert_eq!(xlen(&mut con, "work:tasks"), 1);
+    let worker = start_worker(&server, 1, 30_000, 5);
+    wait_for("the leftover task to be taken and acknowledged", || {
+        xlen(&mut con, "work:tasks") == 0
+    });
+    assert!(!path.exists(), "a task of a submitter that is gone ran");
+    assert!(keys(&mut con, "work:results:*").is_empty());
     stop(worker);
 }

@@ -95,5 +95,5 @@ mod worker;
 pub use joinable::{JoinableQueue, JoinableQueueBuilder};
 pub use pool::{AsyncResult, Chunked, IMapIterator, Pool};
 pub use queue::{Queue, QueueBuilder};
-pub use tasks::Registry;
+pub use tasks::{Registry, Task, TaskName};
 pub use worker::Worker;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::link::{Link, Settings};
 use super::scripts;
-use super::tasks::{Outcome, Registry, ResultMsg, TaskMsg};
+use super::tasks::{Outcome, Registry, ResultMsg, TaskMsg, TaskName};
 use super::JoinableQueue;
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -179,7 +179,9 @@ impl Inner {
 /// Python's `multiprocessing.Pool`, with its workers on other machines: tasks go through
 /// Redis to every [`Worker`](super::Worker) serving the same name, and results come back
 /// in order. The methods are the local [`pool::Pool`](crate::pool::Pool)'s, with a task
-/// function named in a [`Registry`] instead of passed as a `fn`.
+/// function named in a [`Registry`] instead of passed as a `fn`: by a
+/// [`Task`](super::Task) constant (which carries its types) or by its name as a `&str`
+/// (then name the types: `pool.map::<u64, u64>("square", items)`).
 ///
 /// | local | on Redis |
 /// |---|---|
@@ -204,14 +206,17 @@ impl Inner {
 /// the pool is dropped.
 ///
 /// ```no_run
-/// use multiproc::distributed::{Pool, Registry};
+/// use multiproc::distributed::{Pool, Registry, Task};
 ///
 /// fn square(x: u64) -> u64 {
 ///     x * x
 /// }
-/// let registry = Registry::new().task("square", square);
+/// const SQUARE: Task<u64, u64> = Task::new("square");
+/// let registry = Registry::new().register(SQUARE, square);
 /// let pool = Pool::connect("redis://127.0.0.1:6379/0", "work", registry)?;
-/// assert_eq!(pool.map("square", 0..5u64)?, [0u64, 1, 4, 9, 16]);
+/// assert_eq!(pool.map(SQUARE, 0..5)?, [0, 1, 4, 9, 16]);
+/// // A plain name works too, with the types named:
+/// assert_eq!(pool.map::<u64, u64>("square", [3])?, [9]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Pool {
@@ -249,6 +254,13 @@ impl Pool {
         let tasks = JoinableQueue::<TaskMsg>::connect(url, &tasks_stream(name))?;
         let reply = format!("{name}:results:{}", random_id());
         let results = JoinableQueue::<ResultMsg>::connect(url, &reply)?;
+        // Makes the result stream (workers send results only to a stream that exists),
+        // and reaches the server once.
+        match results.try_get() {
+            Err(Error::Empty) => {}
+            Err(e) => return Err(e),
+            Ok(_) => return Err(Error::Protocol(format!("a result in the new stream {reply}"))),
+        }
         let link = Link::open(url, Settings::default())?;
         let dead = DeadWatch::start(link.fresh(), tasks.dead_letter_name(), &reply)?;
         let inner = Arc::new(Inner {
@@ -288,7 +300,7 @@ impl Pool {
     /// assert_eq!(pool.apply::<u8, u8>("inc", 1)?, 2);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn apply<A, R>(&self, function: &str, args: A) -> Result<R>
+    pub fn apply<A, R>(&self, function: impl TaskName<A, R>, args: A) -> Result<R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -308,13 +320,17 @@ impl Pool {
     /// assert_eq!(r.get_timeout(Duration::from_secs(30))?, 42);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn apply_async<A, R>(&self, function: &str, args: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<A, R>(
+        &self,
+        function: impl TaskName<A, R>,
+        args: A,
+    ) -> Result<AsyncResult<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.inner.registry.check::<A, R>(function)?;
-        self.submit_all(function, vec![vec![args]], assemble_one::<R>)
+        self.inner.registry.check::<A, R>(function.task_name())?;
+        self.submit_all(function.task_name(), vec![vec![args]], assemble_one::<R>)
     }
 
     /// Runs `function` on every item on the workers and returns the results in input
@@ -325,10 +341,14 @@ impl Pool {
     /// ```no_run
     /// use multiproc::distributed::{Pool, Registry};
     /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u8| x + 1))?;
-    /// assert_eq!(pool.map("inc", [1u8, 2])?, [2u8, 3]);
+    /// assert_eq!(pool.map::<u8, u8>("inc", [1, 2])?, [2, 3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn map<A, R>(&self, function: &str, iterable: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn map<A, R>(
+        &self,
+        function: impl TaskName<A, R>,
+        iterable: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -348,14 +368,14 @@ impl Pool {
     /// ```
     pub fn map_async<A, R>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: impl IntoIterator<Item = A>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_chunked(function, iterable, None)
+        self.map_chunked(function.task_name(), iterable, None)
     }
 
     /// Python's `starmap`: the items are argument tuples and the function takes a tuple.
@@ -366,12 +386,12 @@ impl Pool {
     /// use multiproc::distributed::{Pool, Registry};
     /// let registry = Registry::new().task("pow", |(b, e): (u64, u32)| b.pow(e));
     /// let pool = Pool::connect("redis://127.0.0.1/", "work", registry)?;
-    /// assert_eq!(pool.starmap("pow", [(2u64, 3u32), (3, 2)])?, [8u64, 9]);
+    /// assert_eq!(pool.starmap::<(u64, u32), u64>("pow", [(2, 3), (3, 2)])?, [8, 9]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn starmap<A, R>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>>
     where
@@ -392,7 +412,7 @@ impl Pool {
     /// ```
     pub fn starmap_async<A, R>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: impl IntoIterator<Item = A>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
@@ -414,13 +434,17 @@ impl Pool {
     /// assert_eq!(first, [0, 1, 4]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap<A, R, I>(&self, function: &str, iterable: I) -> Result<IMapIterator<R, I::IntoIter>>
+    pub fn imap<A, R, I>(
+        &self,
+        function: impl TaskName<A, R>,
+        iterable: I,
+    ) -> Result<IMapIterator<R, I::IntoIter>>
     where
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        IMapIterator::start(self, function, iterable.into_iter(), 1, false)
+        IMapIterator::start(self, function.task_name(), iterable.into_iter(), 1, false)
     }
 
     /// Like [`imap`](Self::imap), but the results come in the order they arrive (Python's
@@ -436,7 +460,7 @@ impl Pool {
     /// ```
     pub fn imap_unordered<A, R, I>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: I,
     ) -> Result<IMapIterator<R, I::IntoIter>>
     where
@@ -444,7 +468,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        IMapIterator::start(self, function, iterable.into_iter(), 1, true)
+        IMapIterator::start(self, function.task_name(), iterable.into_iter(), 1, true)
     }
 
     /// The mapping methods with an explicit chunk size, as locally:
@@ -545,10 +569,14 @@ impl Chunked<'_> {
     /// ```no_run
     /// use multiproc::distributed::{Pool, Registry};
     /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u32| x + 1))?;
-    /// assert_eq!(pool.chunksize(2).map("inc", [1u32, 2, 3])?, [2u32, 3, 4]);
+    /// assert_eq!(pool.chunksize(2).map::<u32, u32>("inc", [1, 2, 3])?, [2, 3, 4]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn map<A, R>(&self, function: &str, iterable: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn map<A, R>(
+        &self,
+        function: impl TaskName<A, R>,
+        iterable: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -566,14 +594,14 @@ impl Chunked<'_> {
     /// ```
     pub fn map_async<A, R>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: impl IntoIterator<Item = A>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.pool.map_chunked(function, iterable, Some(self.chunksize))
+        self.pool.map_chunked(function.task_name(), iterable, Some(self.chunksize))
     }
 
     /// [`Pool::starmap`] with this chunk size.
@@ -581,12 +609,12 @@ impl Chunked<'_> {
     /// ```no_run
     /// use multiproc::distributed::{Pool, Registry};
     /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("add", |(a, b): (u8, u8)| a + b))?;
-    /// assert_eq!(pool.chunksize(1).starmap("add", [(1u8, 2u8)])?, [3u8]);
+    /// assert_eq!(pool.chunksize(1).starmap::<(u8, u8), u8>("add", [(1, 2)])?, [3]);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn starmap<A, R>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>>
     where
@@ -604,13 +632,23 @@ impl Chunked<'_> {
     /// assert_eq!(pool.chunksize(8).imap::<_, u32, _>("inc", 0..20u32)?.count(), 20);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn imap<A, R, I>(&self, function: &str, iterable: I) -> Result<IMapIterator<R, I::IntoIter>>
+    pub fn imap<A, R, I>(
+        &self,
+        function: impl TaskName<A, R>,
+        iterable: I,
+    ) -> Result<IMapIterator<R, I::IntoIter>>
     where
         I: IntoIterator<Item = A>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        IMapIterator::start(self.pool, function, iterable.into_iter(), self.chunksize, false)
+        IMapIterator::start(
+            self.pool,
+            function.task_name(),
+            iterable.into_iter(),
+            self.chunksize,
+            false,
+        )
     }
 
     /// [`Pool::imap_unordered`] with this chunk size.
@@ -623,7 +661,7 @@ impl Chunked<'_> {
     /// ```
     pub fn imap_unordered<A, R, I>(
         &self,
-        function: &str,
+        function: impl TaskName<A, R>,
         iterable: I,
     ) -> Result<IMapIterator<R, I::IntoIter>>
     where
@@ -631,7 +669,13 @@ impl Chunked<'_> {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        IMapIterator::start(self.pool, function, iterable.into_iter(), self.chunksize, true)
+        IMapIterator::start(
+            self.pool,
+            function.task_name(),
+            iterable.into_iter(),
+            self.chunksize,
+            true,
+        )
     }
 }
 

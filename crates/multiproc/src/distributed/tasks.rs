@@ -2,6 +2,7 @@
 //! that carry tasks to workers and results back.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use serde::de::DeserializeOwned;
@@ -9,6 +10,91 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Codec;
 use crate::error::{Error, Result};
+
+/// A task function's name with its argument and result types, so that a call through a
+/// [`Pool`](super::Pool) needs no type annotations: declare one per function, next to the
+/// registry, and use it on both sides.
+///
+/// ```
+/// use multiproc::distributed::{Registry, Task};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// const SQUARE: Task<u64, u64> = Task::new("square");
+/// let registry = Registry::new().register(SQUARE, square);
+/// assert!(registry.contains("square"));
+/// // pool.map(SQUARE, 0..10)? is a Vec<u64>.
+/// ```
+pub struct Task<A, R> {
+    name: &'static str,
+    types: PhantomData<fn(A) -> R>,
+}
+
+impl<A, R> Task<A, R> {
+    /// The task function registered as `name`, taking `A` and returning `R`.
+    ///
+    /// ```
+    /// const ECHO: multiproc::distributed::Task<String, String> =
+    ///     multiproc::distributed::Task::new("echo");
+    /// assert_eq!(ECHO.name(), "echo");
+    /// ```
+    pub const fn new(name: &'static str) -> Task<A, R> {
+        Task { name, types: PhantomData }
+    }
+
+    /// Its name.
+    ///
+    /// ```
+    /// assert_eq!(multiproc::distributed::Task::<u8, u8>::new("id").name(), "id");
+    /// ```
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<A, R> Clone for Task<A, R> {
+    fn clone(&self) -> Task<A, R> {
+        *self
+    }
+}
+
+impl<A, R> Copy for Task<A, R> {}
+
+impl<A, R> std::fmt::Debug for Task<A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Task").field(&self.name).finish()
+    }
+}
+
+/// What names a task function in a [`Pool`](super::Pool)'s methods: a [`Task`] (its types
+/// known, nothing to annotate) or a plain `&str` (name the types:
+/// `pool.map::<u64, u64>("square", items)`).
+///
+/// ```
+/// use multiproc::distributed::{Task, TaskName};
+/// fn name_of<A, R>(t: impl TaskName<A, R>) -> String {
+///     t.task_name().to_string()
+/// }
+/// assert_eq!(name_of(Task::<u8, u8>::new("id")), "id");
+/// assert_eq!(name_of::<u8, u8>("id"), "id");
+/// ```
+pub trait TaskName<A, R> {
+    /// The registered name.
+    fn task_name(&self) -> &str;
+}
+
+impl<A, R> TaskName<A, R> for &str {
+    fn task_name(&self) -> &str {
+        self
+    }
+}
+
+impl<A, R> TaskName<A, R> for Task<A, R> {
+    fn task_name(&self) -> &str {
+        self.name
+    }
+}
 
 /// One registered function, run on encoded arguments.
 type Run = Box<dyn Fn(&[u8]) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
@@ -103,6 +189,23 @@ impl Registry {
         };
         self.tasks.insert(name.to_string(), registered);
         self
+    }
+
+    /// Registers `f` under `task`'s name, checking at compile time that `f` has `task`'s
+    /// types.
+    ///
+    /// ```
+    /// use multiproc::distributed::{Registry, Task};
+    /// const ADD: Task<(i32, i32), i32> = Task::new("add");
+    /// let r = Registry::new().register(ADD, |(a, b)| a + b);
+    /// assert!(r.contains("add"));
+    /// ```
+    pub fn register<A, R>(self, task: Task<A, R>, f: fn(A) -> R) -> Registry
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.task(task.name, f)
     }
 
     /// A version tag that enters the [`identity`](Self::identity): workers built with

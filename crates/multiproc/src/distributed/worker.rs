@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::link::{Link, Settings};
 use super::pool::tasks_stream;
 use super::tasks::{Registry, ResultMsg, TaskMsg};
 use super::JoinableQueue;
@@ -51,7 +52,8 @@ static REGISTRY: Mutex<Option<Arc<Registry>>> = Mutex::new(None);
 /// ```
 ///
 /// Each process takes one task at a time (a chunk of items), runs it, sends its result
-/// and then acknowledges it. A task held longer than the visibility timeout (its process
+/// and then acknowledges it (a task whose submitter is gone, its result stream deleted, is
+/// acknowledged without running). A task held longer than the visibility timeout (its process
 /// died, its host was cut off, or it is slow) is taken over by another process; a task
 /// delivered more than `max_deliveries` times is dead-lettered (its submitter gets an
 /// error for its items). A task that names a function this registry does not have, or
@@ -199,6 +201,7 @@ fn work(job: Job) -> Result<()> {
         .max_deliveries(job.max_deliveries)
         .build()?;
     let who = tasks.consumer().to_string();
+    let link = Link::open(&job.url, Settings::default())?;
     let mut replies: HashMap<String, JoinableQueue<ResultMsg>> = HashMap::new();
     loop {
         let task = match tasks.get_timeout(TAKE_WAIT) {
@@ -211,6 +214,15 @@ fn work(job: Job) -> Result<()> {
                 continue;
             }
         };
+        // A submitter that is gone deleted its result stream: its tasks are dropped (a
+        // result sent now would make the stream again, for no one).
+        let exists = link.run(None, |con| redis::cmd("EXISTS").arg(&task.reply).query::<i64>(con));
+        if matches!(exists, Ok(0)) {
+            if let Err(e) = tasks.task_done() {
+                eprintln!("multiproc worker {who}: acknowledging a task: {e}");
+            }
+            continue;
+        }
         let outcome = registry.execute(&task, &who);
         if !replies.contains_key(&task.reply) {
             if replies.len() >= MAX_REPLY_HANDLES {
