@@ -200,7 +200,7 @@ fn holders(con: &mut redis::Connection) -> HashMap<u32, i64> {
             _ => 0,
         };
         let name = String::from_utf8_lossy(name);
-        if let Some(pid) = name.rsplitn(3, '-').nth(1).and_then(|p| p.parse().ok()) {
+        if let Some(pid) = name.rsplit('-').nth(1).and_then(|p| p.parse().ok()) {
             out.insert(pid, count);
         }
     }
