@@ -57,6 +57,12 @@ fn mark(path: String) -> bool {
     std::fs::write(path, b"ran").is_ok()
 }
 
+/// Fails (a panic) on odd numbers.
+fn even_only(x: u64) -> u64 {
+    assert!(x % 2 == 0, "odd: {x}");
+    x
+}
+
 /// Kills the worker process that runs it.
 fn die(_: u64) -> u64 {
     std::process::abort()
@@ -71,6 +77,7 @@ fn registry() -> Registry {
         .task("slow_square", slow_square)
         .task("mark", mark)
         .task("die", die)
+        .task("even_only", even_only)
 }
 
 /// A worker host in a process of its own: `(url, processes, visibility ms, max deliveries)`.
@@ -177,6 +184,17 @@ fn map_imap_starmap_and_apply_async_return_every_result_in_order() {
     wait_for("map_async to be ready", || m.ready());
     assert_eq!(m.try_get().unwrap(), [4, 9]);
     assert_eq!(pool.apply::<u64, u64>("square", 12).unwrap(), 144);
+    // A task that panics is that item's error; the worker goes on.
+    let mut it = pool.imap::<_, u64, _>("even_only", [2u64, 3, 4]).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 2);
+    let err = it.next().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Task(m) if m.contains("panicked") && m.contains("odd: 3")),
+        "{err}"
+    );
+    assert_eq!(it.next().unwrap().unwrap(), 4);
+    assert!(it.next().is_none());
+    assert!(matches!(pool.map::<u64, u64>("even_only", [0, 1]), Err(Error::Task(_))));
     // Through a `Task`, the types come with the name.
     assert_eq!(pool.map(SQUARE, 0..300).unwrap(), squares);
     assert_eq!(pool.apply(SQUARE, 11).unwrap(), 121);
@@ -207,18 +225,18 @@ fn an_unknown_function_or_another_registry_identity_is_refused_in_the_result() {
 
     let unknown = pool.map::<u64, u64>("cube", [2]).unwrap_err();
     assert!(
-        matches!(&unknown, Error::Remote(m) if m.contains("no task function") && m.contains("cube")),
+        matches!(&unknown, Error::Task(m) if m.contains("no task function") && m.contains("cube")),
         "{unknown}"
     );
     let path = std::env::temp_dir().join(format!("multiproc-redis-pool-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let refused =
         pool.apply::<String, bool>("mark", path.to_string_lossy().into_owned()).unwrap_err();
-    assert!(matches!(&refused, Error::Remote(m) if m.contains("identity")), "{refused}");
+    assert!(matches!(&refused, Error::Task(m) if m.contains("identity")), "{refused}");
     assert!(!path.exists(), "a refused task ran");
     let mut results = pool.imap::<_, u64, _>("square", [1u64, 2]).unwrap();
-    assert!(matches!(results.next(), Some(Err(Error::Remote(_)))));
-    assert!(matches!(results.next(), Some(Err(Error::Remote(_)))));
+    assert!(matches!(results.next(), Some(Err(Error::Task(_)))));
+    assert!(matches!(results.next(), Some(Err(Error::Task(_)))));
     assert!(results.next().is_none());
 
     // The same registry: the same task runs.
@@ -296,7 +314,7 @@ fn a_task_that_keeps_killing_its_worker_is_dead_lettered_and_its_result_says_so(
     let pool = Pool::connect(&server.url(), NAME, registry()).unwrap();
     let err =
         pool.apply_async::<u64, u64>("die", 0).unwrap().get_timeout(STATE_DEADLINE).unwrap_err();
-    assert!(matches!(&err, Error::Remote(m) if m.contains("dead-lettered")), "{err}");
+    assert!(matches!(&err, Error::Task(m) if m.contains("dead-lettered")), "{err}");
     assert_eq!(xlen(&mut con, "work:tasks:dead"), 1);
     // The host replaced its dead process and goes on.
     assert_eq!(pool.apply::<u64, u64>("square", 3).unwrap(), 9);

@@ -198,9 +198,9 @@ impl Inner {
 /// order they arrive). A task function may therefore run twice for one item, and must
 /// tolerate it (be idempotent, or have effects that may repeat). A task delivered more
 /// than the workers' `max_deliveries` times moves to the dead-letter stream
-/// `NAME:tasks:dead`, and its items' results are an [`Error::Remote`] saying so. A worker
+/// `NAME:tasks:dead`, and its items' results are an [`Error::Task`] saying so. A worker
 /// that does not know the function, or whose registry's identity differs from this pool's,
-/// refuses the task without running it: [`Error::Remote`] in those items' results.
+/// refuses the task without running it: [`Error::Task`] in those items' results.
 ///
 /// Results travel on a stream of this pool's own (`NAME:results:<random id>`), deleted when
 /// the pool is dropped.
@@ -686,7 +686,7 @@ type Assemble<T> = fn(Vec<std::result::Result<Vec<u8>, String>>) -> Result<T>;
 fn decode_item<R: DeserializeOwned>(item: std::result::Result<Vec<u8>, String>) -> Result<R> {
     match item {
         Ok(bytes) => Codec::Postcard.decode(&bytes),
-        Err(why) => Err(Error::Remote(why)),
+        Err(why) => Err(Error::Task(why)),
     }
 }
 
@@ -803,20 +803,20 @@ impl<T> AsyncResult<T> {
             return Err(Error::ProcessState("the result was already taken"));
         }
         let job = self.job;
-        let found = self.inner.shared.wait(deadline, |jobs| {
-            if jobs.get(&job).is_none_or(|j| j.unfilled > 0) {
-                return None;
-            }
-            jobs.remove(&job)
+        // `Some(None)`: another thread took the result meanwhile.
+        let found = self.inner.shared.wait(deadline, |jobs| match jobs.get(&job) {
+            None => Some(None),
+            Some(j) if j.unfilled > 0 => None,
+            Some(_) => Some(jobs.remove(&job)),
         });
-        let Some(done) = found else {
-            return if self.taken.load(Ordering::Relaxed) {
-                Err(Error::ProcessState("the result was already taken"))
-            } else {
-                Err(Error::Timeout(timeout))
-            };
+        let done = match found {
+            None => return Err(Error::Timeout(timeout)),
+            Some(None) => return Err(Error::ProcessState("the result was already taken")),
+            Some(Some(done)) => done,
         };
         self.taken.store(true, Ordering::Relaxed);
+        // Another `get` of this result waiting in another thread sees it taken.
+        self.inner.shared.cond.notify_all();
         let mut items = Vec::new();
         let Job { sizes, mut ready, .. } = done;
         for (i, size) in sizes.into_iter().enumerate() {

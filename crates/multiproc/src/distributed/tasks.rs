@@ -116,7 +116,7 @@ struct Registered {
 /// with the names of its argument and result types (as the compiler spells them), so a
 /// worker of another build whose functions differ in name or types refuses every task of
 /// this one instead of running a function that does not match. A refused task is an error
-/// ([`Error::Remote`]) in that task's result; the function is not run.
+/// ([`Error::Task`]) in that task's result; the function is not run.
 ///
 /// What the identity cannot see is a change inside a function's body with the same name
 /// and types: give the registry a [`version`](Self::version) when such a change must not

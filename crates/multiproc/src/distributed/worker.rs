@@ -62,7 +62,9 @@ static REGISTRY: Mutex<Option<Arc<Registry>>> = Mutex::new(None);
 /// is dead-lettered and the process goes on.
 ///
 /// The processes are forked from the calling process (they inherit the registry), as
-/// daemons: they die with it. One that exits is replaced.
+/// daemons: they die with it. One that exits is replaced. Call [`run`](Self::run) from a
+/// program that has started no other threads (a worker binary's `main`), as for any
+/// [`StartMethod::Fork`] process.
 #[derive(Debug)]
 pub struct Worker {
     url: String,
