@@ -142,6 +142,17 @@ fn stop(worker: Process) {
     assert_eq!(worker.join_timeout(STATE_DEADLINE).unwrap().signal(), Some(9));
 }
 
+/// A pool and its results can be shared with and sent to other threads.
+#[test]
+fn pools_and_results_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() -> bool {
+        true
+    }
+    assert!(send_sync::<Pool>());
+    assert!(send_sync::<multiproc::distributed::AsyncResult<Vec<u64>>>());
+    assert!(send_sync::<Registry>());
+}
+
 #[test]
 fn map_imap_starmap_and_apply_async_return_every_result_in_order() {
     let Some(server) = server("map_imap_starmap_and_apply_async_return_every_result_in_order")
