@@ -286,6 +286,17 @@ fn a_worker_killed_mid_map_has_its_tasks_reclaimed_and_every_result_comes_once()
     stop(second);
 }
 
+/// The layout of a task on the stream, as a hostile writer could make one.
+#[derive(serde::Serialize)]
+struct StrayTask {
+    reply: String,
+    job: u64,
+    chunk: u32,
+    function: String,
+    identity: u64,
+    args: Vec<Vec<u8>>,
+}
+
 #[test]
 fn bad_data_in_the_task_stream_is_dead_lettered_and_workers_go_on() {
     let Some(server) = server("bad_data_in_the_task_stream_is_dead_lettered_and_workers_go_on")
@@ -303,12 +314,34 @@ fn bad_data_in_the_task_stream_is_dead_lettered_and_workers_go_on() {
         .unwrap();
     let _: String =
         redis::cmd("XADD").arg("work:tasks").arg("*").arg("x").arg("1").query(&mut con).unwrap();
+    // A well-formed task whose result would go to a key that is not a result stream of
+    // this pool: dropped, not run, nothing written there.
+    let path = std::env::temp_dir().join(format!("multiproc-redis-stray-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let stray = StrayTask {
+        reply: "victim".into(),
+        job: 0,
+        chunk: 0,
+        function: "mark".into(),
+        identity: registry().identity(),
+        args: vec![postcard::to_allocvec(&path.to_string_lossy().into_owned()).unwrap()],
+    };
+    let _: String = redis::cmd("XADD")
+        .arg("work:tasks")
+        .arg("*")
+        .arg("d")
+        .arg(postcard::to_allocvec(&stray).unwrap())
+        .query(&mut con)
+        .unwrap();
     let worker = start_worker(&server, 1, 30_000, 5);
     assert_eq!(
         pool.map::<u64, u64>("square", 0..10).unwrap(),
         [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
     );
     wait_for("two dead letters", || xlen(&mut con, "work:tasks:dead") == 2);
+    wait_for("every task taken", || xlen(&mut con, "work:tasks") == 0);
+    assert!(!path.exists(), "a task with a stray result stream ran");
+    assert!(keys(&mut con, "victim").is_empty());
     assert_eq!(pool.apply::<u64, u64>("square", 5).unwrap(), 25);
     stop(worker);
 }

@@ -38,6 +38,11 @@ pub(super) fn tasks_stream(name: &str) -> String {
     format!("{name}:tasks")
 }
 
+/// The start of the name of every result stream of a pool's submitters.
+pub(super) fn results_prefix(name: &str) -> String {
+    format!("{name}:results:")
+}
+
 /// One job's chunks as their results arrive.
 #[derive(Default)]
 struct Job {
@@ -252,7 +257,7 @@ impl Pool {
             return Err(Error::InvalidArgument("a pool on Redis needs a name".into()));
         }
         let tasks = JoinableQueue::<TaskMsg>::connect(url, &tasks_stream(name))?;
-        let reply = format!("{name}:results:{}", random_id());
+        let reply = format!("{}{}", results_prefix(name), random_id());
         let results = JoinableQueue::<ResultMsg>::connect(url, &reply)?;
         // Makes the result stream (workers send results only to a stream that exists),
         // and reaches the server once.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::link::{Link, Settings};
-use super::pool::tasks_stream;
+use super::pool::{results_prefix, tasks_stream};
 use super::tasks::{Registry, ResultMsg, TaskMsg};
 use super::JoinableQueue;
 use crate::context::StartMethod;
@@ -204,6 +204,7 @@ fn work(job: Job) -> Result<()> {
         .build()?;
     let who = tasks.consumer().to_string();
     let link = Link::open(&job.url, Settings::default())?;
+    let results_prefix = results_prefix(&job.name);
     let mut replies: HashMap<String, JoinableQueue<ResultMsg>> = HashMap::new();
     loop {
         let task = match tasks.get_timeout(TAKE_WAIT) {
@@ -216,6 +217,18 @@ fn work(job: Job) -> Result<()> {
                 continue;
             }
         };
+        // Results go only to result streams of this pool, whatever a task says.
+        if !task.reply.starts_with(&results_prefix) {
+            eprintln!(
+                "multiproc worker {who}: a task whose result stream `{}` is not one of this \
+                 pool's; dropped",
+                task.reply
+            );
+            if let Err(e) = tasks.task_done() {
+                eprintln!("multiproc worker {who}: acknowledging a task: {e}");
+            }
+            continue;
+        }
         // A submitter that is gone deleted its result stream: its tasks are dropped (a
         // result sent now would make the stream again, for no one).
         let exists = link.run(None, |con| redis::cmd("EXISTS").arg(&task.reply).query::<i64>(con));
