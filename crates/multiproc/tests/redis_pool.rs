@@ -145,12 +145,13 @@ fn stop(worker: Process) {
 /// A pool and its results can be shared with and sent to other threads.
 #[test]
 fn pools_and_results_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>() -> bool {
+    use std::marker::PhantomData;
+    fn send_sync<T: Send + Sync>(_: PhantomData<T>) -> bool {
         true
     }
-    assert!(send_sync::<Pool>());
-    assert!(send_sync::<multiproc::distributed::AsyncResult<Vec<u64>>>());
-    assert!(send_sync::<Registry>());
+    assert!(send_sync(PhantomData::<Pool>));
+    assert!(send_sync(PhantomData::<multiproc::distributed::AsyncResult<Vec<u64>>>));
+    assert!(send_sync(PhantomData::<Registry>));
 }
 
 #[test]
