@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,8 @@ const TAKE_WAIT: Duration = Duration::from_secs(5);
 /// How often the supervising process looks at its workers, and how long a worker process
 /// pauses after the server could not be reached.
 const PAUSE: Duration = Duration::from_millis(200);
+/// How long a result stream seen to exist is taken to exist still.
+const SEEN_FOR: Duration = Duration::from_secs(1);
 /// The most result queues a worker process keeps open (one per submitter).
 const MAX_REPLY_HANDLES: usize = 64;
 
@@ -119,7 +121,7 @@ impl Worker {
     /// of a pool should use the same.
     ///
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, Instant};
     /// let w = multiproc::distributed::Worker::new("redis://127.0.0.1/", "w", Default::default())
     ///     .visibility_timeout(Duration::from_secs(120));
     /// ```
@@ -206,6 +208,7 @@ fn work(job: Job) -> Result<()> {
     let link = Link::open(&job.url, Settings::default())?;
     let results_prefix = results_prefix(&job.name);
     let mut replies: HashMap<String, JoinableQueue<ResultMsg>> = HashMap::new();
+    let mut seen: HashMap<String, Instant> = HashMap::new();
     loop {
         let task = match tasks.get_timeout(TAKE_WAIT) {
             Ok(task) => task,
@@ -230,8 +233,20 @@ fn work(job: Job) -> Result<()> {
             continue;
         }
         // A submitter that is gone deleted its result stream: its tasks are dropped (a
-        // result sent now would make the stream again, for no one).
-        let exists = link.run(None, |con| redis::cmd("EXISTS").arg(&task.reply).query::<i64>(con));
+        // result sent now would make the stream again, for no one). A stream seen lately
+        // is not looked at again for a while.
+        let fresh = seen.get(&task.reply).is_some_and(|t| t.elapsed() < SEEN_FOR);
+        let exists = if fresh {
+            Ok(1)
+        } else {
+            link.run(None, |con| redis::cmd("EXISTS").arg(&task.reply).query::<i64>(con))
+        };
+        if let Ok(1..) = exists {
+            if seen.len() >= MAX_REPLY_HANDLES {
+                seen.clear();
+            }
+            seen.insert(task.reply.clone(), Instant::now());
+        }
         if matches!(exists, Ok(0)) {
             if let Err(e) = tasks.task_done() {
                 eprintln!("multiproc worker {who}: acknowledging a task: {e}");
