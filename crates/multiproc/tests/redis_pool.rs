@@ -397,3 +397,26 @@ fn a_dropped_pool_deletes_its_results_and_its_leftover_tasks_are_not_run() {
     assert!(keys(&mut con, "work:results:*").is_empty());
     stop(worker);
 }
+
+#[test]
+fn a_lost_server_fails_the_submission_and_nothing_waits_for_ever() {
+    let Some(mut server) = server("a_lost_server_fails_the_submission_and_nothing_waits_for_ever")
+    else {
+        return;
+    };
+    let pool = Pool::connect(&server.url(), NAME, registry()).unwrap();
+    server.kill();
+    let start = Instant::now();
+    assert!(matches!(pool.map::<u64, u64>("square", [1, 2]), Err(Error::Io(_))));
+    // An imap whose chunks could not be queued: each item says so, then the end.
+    let mut it = pool.chunksize(1).imap::<_, u64, _>("square", 0..3u64).unwrap();
+    for _ in 0..3 {
+        let err = it.next_timeout(STATE_DEADLINE).expect("an item").unwrap_err();
+        assert!(matches!(&err, Error::Task(m) if m.contains("not submitted")), "{err}");
+    }
+    assert!(it.next_timeout(STATE_DEADLINE).is_none());
+    assert!(start.elapsed() < STATE_DEADLINE);
+    drop(it);
+    drop(pool);
+    assert!(start.elapsed() < STATE_DEADLINE);
+}

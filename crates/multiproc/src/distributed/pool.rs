@@ -177,7 +177,19 @@ impl Inner {
             state.filled.resize(state.sizes.len(), false);
             state.unfilled += sizes.len();
         }
-        self.tasks.put_many(msgs).map_err(Error::from)
+        let Err(failed) = self.tasks.put_many(msgs) else { return Ok(()) };
+        // The chunks not queued (or perhaps not: a reply lost) get the error as their
+        // result, so that nobody waits for them; should one run after all, its result
+        // comes second and is dropped.
+        let (unsent, error) = failed.into_parts();
+        for msg in unsent {
+            self.shared.deliver(ResultMsg {
+                job,
+                chunk: msg.chunk,
+                outcome: Err(format!("task `{function}` was not submitted: {error}")),
+            });
+        }
+        Err(error)
     }
 }
 
@@ -922,14 +934,18 @@ where
         if chunks.is_empty() {
             return Ok(());
         }
-        let n = chunks.len() as u32;
         let first = self.submitted;
-        self.submitted += n;
-        if let Err(e) = self.inner.submit(self.job, &self.function, first, chunks) {
-            // Those chunks may or may not have reached the server: the iterator ends
-            // after the error and the results already on their way.
+        let submitted = self.inner.submit(self.job, &self.function, first, chunks);
+        self.submitted =
+            lock(&self.inner.shared.jobs).get(&self.job).map_or(first, |j| j.sizes.len() as u32);
+        if let Err(e) = submitted {
             self.input = None;
-            return Err(e);
+            // An item that does not encode: nothing was submitted, the error is this
+            // call's. A failed put: the chunks not queued have the error as their items'
+            // results, and the iterator ends after them.
+            if self.submitted == first {
+                return Err(e);
+            }
         }
         Ok(())
     }
