@@ -70,3 +70,54 @@ fn multiproc_worker_rejects_a_bad_url() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("redis URL"), "{stderr}");
 }
+
+fn multiproc(args: &[String]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_multiproc")).args(args).output().expect("run multiproc")
+}
+
+#[test]
+fn multiproc_dead_lists_requeues_and_removes_dead_letters() {
+    let Some(server) =
+        RedisServer::start(BINARY, "multiproc_dead_lists_requeues_and_removes_dead_letters")
+    else {
+        return;
+    };
+    let url = server.url();
+    let base = ["dead", "--redis", url.as_str(), "--queue", "q"];
+    let with =
+        |more: &[&str]| -> Vec<String> { base.iter().chain(more).map(|s| s.to_string()).collect() };
+    let out = multiproc(&with(&["list"]));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 dead letters in q:dead"));
+
+    // One item that dies: taken by a consumer that gives up on it once, then reclaimed.
+    let q = multiproc::distributed::JoinableQueue::<u32>::builder(&url, "q")
+        .visibility_timeout(Duration::from_millis(1))
+        .max_deliveries(1)
+        .build()
+        .unwrap();
+    q.put(7).unwrap();
+    assert_eq!(q.get().unwrap(), 7);
+    let other = q.clone();
+    let dead = multiproc::distributed::DeadLetters::connect(&url, "q").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while dead.is_empty().unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the item never died");
+        let _ = other.get_timeout(Duration::from_millis(20));
+    }
+    let id = dead.list(1).unwrap().remove(0).id;
+
+    let out = multiproc(&with(&["list"]));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("1 dead letters") && listed.contains(&id), "{listed}");
+    let out = multiproc(&with(&["requeue", &id]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dead.is_empty().unwrap());
+    assert_eq!(other.get_timeout(Duration::from_secs(60)).unwrap(), 7);
+    other.task_done().unwrap();
+    let out = multiproc(&with(&["remove", &id]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dead letter"));
+    let out = multiproc(&with(&["requeue", "--all"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 0"));
+}

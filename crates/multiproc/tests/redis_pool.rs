@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use multiproc::distributed::{Pool, Registry, Task, Worker};
+use multiproc::distributed::{DeadLetters, Pool, Registry, Task, Worker};
 use multiproc::{Error, Process};
 
 const BINARY: &str = "redis_pool";
@@ -340,6 +340,25 @@ fn bad_data_in_the_task_stream_is_dead_lettered_and_workers_go_on() {
         [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]
     );
     wait_for("two dead letters", || xlen(&mut con, "work:tasks:dead") == 2);
+    // The operator's view: list them, requeue one (it dies again), remove them.
+    let dead = DeadLetters::connect(&server.url(), "work:tasks").unwrap();
+    assert_eq!(dead.name(), "work:tasks:dead");
+    let letters = dead.list(10).unwrap();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0].item.as_deref(), Some(&b"not ours"[..]));
+    assert!(letters[0].deliveries >= 1 && !letters[0].reason.is_empty());
+    assert!(letters[1].item.is_none());
+    assert!(matches!(dead.requeue(&letters[1].id), Err(Error::InvalidArgument(_))));
+    assert!(dead.requeue(&letters[0].id).unwrap());
+    assert!(!dead.requeue(&letters[0].id).unwrap());
+    wait_for("the requeued entry to die again", || {
+        dead.list(10).unwrap().iter().any(|l| l.item.is_some())
+    });
+    assert_eq!(dead.len().unwrap(), 2);
+    for letter in dead.list(10).unwrap() {
+        assert!(dead.remove(&letter.id).unwrap());
+    }
+    assert!(dead.is_empty().unwrap());
     wait_for("every task taken", || xlen(&mut con, "work:tasks") == 0);
     assert!(!path.exists(), "a task with a stray result stream ran");
     assert!(keys(&mut con, "victim").is_empty());

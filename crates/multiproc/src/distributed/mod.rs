@@ -84,6 +84,7 @@
 //! webpki roots); a password or an ACL user go in the URL
 //! (`redis://user:password@host:6379/0`).
 
+mod dead;
 mod joinable;
 mod link;
 mod pool;
@@ -92,6 +93,7 @@ mod scripts;
 mod tasks;
 mod worker;
 
+pub use dead::{DeadLetter, DeadLetters};
 pub use joinable::{JoinableQueue, JoinableQueueBuilder};
 pub use pool::{AsyncResult, Chunked, IMapIterator, Pool};
 pub use queue::{Queue, QueueBuilder};
