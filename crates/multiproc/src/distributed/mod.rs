@@ -70,6 +70,9 @@
 //! worker with the CLI's own small registry; a program with its own functions runs
 //! [`Worker::run`] in its own binary.
 //!
+//! [`DeadLetters`] lists, requeues and removes the dead letters of a [`JoinableQueue`] (or
+//! of a pool's tasks, queue `NAME:tasks`); `multiproc dead` is its command line.
+//!
 //! ## Waiting, timeouts and lost servers
 //! A wait blocks in Redis itself (`XREAD`/`XREADGROUP` `BLOCK`), for a little less than the
 //! time left, and the reply is awaited only until the caller's deadline: any `Duration` is
