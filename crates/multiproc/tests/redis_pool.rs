@@ -439,3 +439,29 @@ fn a_lost_server_fails_the_submission_and_nothing_waits_for_ever() {
     drop(pool);
     assert!(start.elapsed() < STATE_DEADLINE);
 }
+
+#[test]
+fn a_redis_restart_mid_map_loses_no_task_and_duplicates_no_result() {
+    let Some(mut server) = RedisServer::start_persistent(
+        BINARY,
+        "a_redis_restart_mid_map_loses_no_task_and_duplicates_no_result",
+    ) else {
+        return;
+    };
+    let worker = start_worker(&server, 2, 1000, 1000);
+    let pool = Pool::connect(&server.url(), NAME, registry()).unwrap();
+    let mut results =
+        pool.chunksize(1).imap_unordered::<_, u64, _>("slow_square", 0..40u64).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(results.next_timeout(STATE_DEADLINE).expect("a result").expect("a value"));
+    }
+    server.restart();
+    while got.len() < 40 {
+        got.push(results.next_timeout(STATE_DEADLINE).expect("a result").expect("a value"));
+    }
+    assert!(results.next_timeout(STATE_DEADLINE).is_none());
+    got.sort_unstable();
+    assert_eq!(got, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+    stop(worker);
+}

@@ -30,6 +30,9 @@ const COLLECT_WAIT: Duration = Duration::from_millis(200);
 const DEAD_LOOK_PERIOD: Duration = Duration::from_millis(250);
 /// The most results the collector takes at once.
 const RESULT_BATCH: usize = 256;
+/// When a result taken by the collector and not acknowledged (its reply lost in a broken
+/// connection) is taken again; results are never dead-lettered.
+const RESULT_VISIBILITY: Duration = Duration::from_secs(2);
 /// How long dropping a pool waits for the server to delete its result stream.
 const DROP_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -270,7 +273,10 @@ impl Pool {
         }
         let tasks = JoinableQueue::<TaskMsg>::connect(url, &tasks_stream(name))?;
         let reply = format!("{}{}", results_prefix(name), random_id());
-        let results = JoinableQueue::<ResultMsg>::connect(url, &reply)?;
+        let results = JoinableQueue::<ResultMsg>::builder(url, &reply)
+            .visibility_timeout(RESULT_VISIBILITY)
+            .max_deliveries(u64::from(u32::MAX))
+            .build()?;
         // Makes the result stream (workers send results only to a stream that exists),
         // and reaches the server once.
         match results.try_get() {

@@ -227,9 +227,7 @@ fn work(job: Job) -> Result<()> {
                  pool's; dropped",
                 task.reply
             );
-            if let Err(e) = tasks.task_done() {
-                eprintln!("multiproc worker {who}: acknowledging a task: {e}");
-            }
+            acknowledge(&tasks, &who)?;
             continue;
         }
         // A submitter that is gone deleted its result stream: its tasks are dropped (a
@@ -248,9 +246,7 @@ fn work(job: Job) -> Result<()> {
             seen.insert(task.reply.clone(), Instant::now());
         }
         if matches!(exists, Ok(0)) {
-            if let Err(e) = tasks.task_done() {
-                eprintln!("multiproc worker {who}: acknowledging a task: {e}");
-            }
+            acknowledge(&tasks, &who)?;
             continue;
         }
         let outcome = registry.execute(&task, &who);
@@ -265,11 +261,7 @@ fn work(job: Job) -> Result<()> {
         match reply.put(result) {
             // Acknowledged only once its result is on its way: a process that dies before
             // leaves the task to be taken over.
-            Ok(()) => {
-                if let Err(e) = tasks.task_done() {
-                    eprintln!("multiproc worker {who}: acknowledging a task: {e}");
-                }
-            }
+            Ok(()) => acknowledge(&tasks, &who)?,
             Err(e) => {
                 // Not acknowledged: it comes back after the visibility timeout. The
                 // delivery stays this handle's oldest, so it is forgotten here by
@@ -279,4 +271,13 @@ fn work(job: Job) -> Result<()> {
             }
         }
     }
+}
+
+/// Acknowledges the task this process took. A failure ends the process (its replacement
+/// starts with a fresh handle), since this handle would acknowledge this delivery in place
+/// of its next one; the task comes back after the visibility timeout.
+fn acknowledge(tasks: &JoinableQueue<TaskMsg>, who: &str) -> Result<()> {
+    tasks
+        .task_done()
+        .inspect_err(|e| eprintln!("multiproc worker {who}: acknowledging a task: {e}"))
 }
