@@ -1,12 +1,16 @@
 //! The `multiproc` command: `tour` runs every ported seed example, `bench` measures
-//! multiproc against CPython's `multiprocessing` on this machine.
+//! multiproc against CPython's `multiprocessing` on this machine, `serve` runs a manager
+//! server, `shm` lists shared memory blocks, `worker` runs Pool tasks from Redis,
+//! `dead` lists and requeues dead letters on Redis.
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dead;
 mod serve;
 mod shm;
 mod tour;
+mod worker;
 
 #[derive(Parser)]
 #[command(name = "multiproc", version, about = "Python's multiprocessing, rebuilt in Rust")]
@@ -25,6 +29,10 @@ enum Command {
     Shm(shm::ShmArgs),
     /// Run a manager server for clients on this or other machines.
     Serve(serve::ServeArgs),
+    /// Run tasks of a distributed Pool on Redis (the built-in square, sleep_ms, echo).
+    Worker(worker::WorkerArgs),
+    /// List, requeue or remove the dead letters of a queue on Redis.
+    Dead(dead::DeadArgs),
 }
 
 fn main() {
@@ -34,6 +42,8 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Shm(args) => shm::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
+        Command::Dead(args) => dead::run(args),
     };
     if let Err(e) = result {
         eprintln!("multiproc: {e}");

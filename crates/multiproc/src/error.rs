@@ -151,6 +151,13 @@ pub enum Error {
         #[serde(with = "io_error")]
         io::Error,
     ),
+
+    /// A task of a [`distributed::Pool`](crate::distributed::Pool) (feature `redis`) that
+    /// did not give a value: it panicked on its worker, its worker refused it (an unknown
+    /// function, another registry identity: not run), or it was dead-lettered after too
+    /// many deliveries. The text says which, and names the worker.
+    #[error("task: {0}")]
+    Task(String),
 }
 
 /// Serde for the `&'static str` that some variants carry: a deserialized message is

@@ -1,4 +1,4 @@
-//! Queues on Redis, for programs that outgrow one machine (feature `redis`).
+//! Queues and a Pool on Redis, for programs that outgrow one machine (feature `redis`).
 //!
 //! [`Queue`] and [`JoinableQueue`] have the methods and the blocking shape of
 //! [`queues::Queue`](crate::queues::Queue) and [`queues::JoinableQueue`](crate::queues::JoinableQueue)
@@ -56,6 +56,23 @@
 //! items, which `join` waits to see at zero (an entry that is not ours counts too, until
 //! a `get` meets it and dead-letters it).
 //!
+//! ## The Pool and its workers
+//! A [`Pool`] submits tasks to the stream `NAME:tasks`, read as a [`JoinableQueue`] by
+//! every [`Worker`] process of that name on any machine; results come back on a
+//! [`JoinableQueue`] of the submitter's own. Functions are named, never sent: the
+//! submitter and the workers build the same [`Registry`] of named `fn(A) -> R`, and a
+//! worker refuses (with an error in that task's result) a task whose name it does not
+//! know or whose submitter's registry has another [identity](Registry::identity). Tasks
+//! are at-least-once (taken over from a dead or cut-off worker after the visibility
+//! timeout, dead-lettered after `max_deliveries`); the pool keeps the first result of each
+//! task, so the caller sees every result exactly once, in order. Task functions must
+//! tolerate running twice for one item. `multiproc worker --redis URL --name NAME` runs a
+//! worker with the CLI's own small registry; a program with its own functions runs
+//! [`Worker::run`] in its own binary.
+//!
+//! [`DeadLetters`] lists, requeues and removes the dead letters of a [`JoinableQueue`] (or
+//! of a pool's tasks, queue `NAME:tasks`); `multiproc dead` is its command line.
+//!
 //! ## Waiting, timeouts and lost servers
 //! A wait blocks in Redis itself (`XREAD`/`XREADGROUP` `BLOCK`), for a little less than the
 //! time left, and the reply is awaited only until the caller's deadline: any `Duration` is
@@ -70,10 +87,18 @@
 //! webpki roots); a password or an ACL user go in the URL
 //! (`redis://user:password@host:6379/0`).
 
+mod dead;
 mod joinable;
 mod link;
+mod pool;
 mod queue;
 mod scripts;
+mod tasks;
+mod worker;
 
+pub use dead::{DeadLetter, DeadLetters};
 pub use joinable::{JoinableQueue, JoinableQueueBuilder};
+pub use pool::{AsyncResult, Chunked, IMapIterator, Pool};
 pub use queue::{Queue, QueueBuilder};
+pub use tasks::{Registry, Task, TaskName};
+pub use worker::Worker;

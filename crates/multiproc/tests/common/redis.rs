@@ -37,12 +37,38 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    program: PathBuf,
+    /// The arguments it runs with (the same again on a restart).
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server for a test of `binary` named `test`. `None` (after the skip line)
     /// when `redis-server` is missing outside CI; a panic in CI, or when it does not start.
     pub fn start(binary: &str, test: &str) -> Option<RedisServer> {
+        RedisServer::start_binding(binary, test, &["127.0.0.1"])
+    }
+
+    /// [`start`](Self::start), listening on `addresses` (which must exist, and include
+    /// `127.0.0.1`, which [`url`](Self::url) names), e.g. loopback and the host ends of
+    /// veth pairs.
+    pub fn start_binding(binary: &str, test: &str, addresses: &[&str]) -> Option<RedisServer> {
+        RedisServer::start_with(binary, test, addresses, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// [`start`](Self::start) with its append-only file on, written through at every
+    /// write (`appendfsync always`): what it acknowledged survives a [`restart`](Self::restart).
+    pub fn start_persistent(binary: &str, test: &str) -> Option<RedisServer> {
+        let persistence = ["--save", "", "--appendonly", "yes", "--appendfsync", "always"];
+        RedisServer::start_with(binary, test, &["127.0.0.1"], &persistence)
+    }
+
+    fn start_with(
+        binary: &str,
+        test: &str,
+        addresses: &[&str],
+        persistence: &[&str],
+    ) -> Option<RedisServer> {
         let program = require(binary)?;
         let mut last_failure = String::new();
         // A free port can be taken by someone else before the server binds it: a few tries.
@@ -54,24 +80,44 @@ impl RedisServer {
                 test.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
             ));
             std::fs::create_dir_all(&dir).expect("create the server's directory");
-            let child = Command::new(&program)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .args(["--daemonize", "no", "--loglevel", "warning", "--logfile", ""])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-            let mut server = RedisServer { child: Some(child), port, dir };
-            match server.wait_until_ready() {
+            let mut args = vec!["--port".to_string(), port.to_string(), "--bind".to_string()];
+            args.extend(addresses.iter().map(|a| a.to_string()));
+            args.extend(["--protected-mode", "no"].map(String::from));
+            args.extend(persistence.iter().map(|a| a.to_string()));
+            args.push("--dir".into());
+            args.push(dir.to_string_lossy().into_owned());
+            args.extend(
+                ["--daemonize", "no", "--loglevel", "warning", "--logfile", ""].map(String::from),
+            );
+            let mut server = RedisServer { child: None, port, dir, program: program.clone(), args };
+            match server.run() {
                 Ok(()) => return Some(server),
                 Err(why) => last_failure = why,
             }
         }
         panic!("redis-server did not start: {last_failure}");
+    }
+
+    /// Starts the server process and waits (bounded) until it answers.
+    fn run(&mut self) -> Result<(), String> {
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.program.display()));
+        self.child = Some(child);
+        self.wait_until_ready()
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and directory
+    /// (with an append-only file, it comes back with what it had).
+    pub fn restart(&mut self) {
+        self.kill();
+        if let Err(why) = self.run() {
+            panic!("redis-server did not start again: {why}");
+        }
     }
 
     /// `redis://127.0.0.1:PORT/0`.
