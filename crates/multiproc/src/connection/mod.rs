@@ -264,7 +264,7 @@ impl Connection {
     /// let w2 = Connection::with_direction(w.as_fd().try_clone_to_owned()?, false, true);
     /// assert!(!w2.readable() && w2.writable());
     /// w2.send_bytes(b"x")?;
-    /// assert_eq!(r.recv_bytes(None)?, b"x");
+    /// assert_eq!(r.recv_bytes()?, b"x");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_direction(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
