@@ -169,11 +169,24 @@ pub(crate) fn decode_item<T: DeserializeOwned + 'static>(bytes: &[u8]) -> Result
 }
 
 /// Decodes one postcard value that fills `bytes`, as `Codec::Postcard.decode` does, in
-/// one pass: a failure is reported from that pass, never by decoding again (a value that
-/// carries a shared descriptor can be received only once).
+/// one pass and without touching the thread's error slot on success (the pool's hot path):
+/// a failure is reported from that pass, never by decoding again (a value that carries a
+/// shared descriptor can be received only once).
 #[inline]
 pub(crate) fn decode_in_place<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    Codec::Postcard.decode(bytes)
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(&mut de).map_err(decode_failed)?;
+    match de.finalize() {
+        Ok([]) => Ok(value),
+        Ok(rest) => Err(Error::Codec(format!("{} trailing bytes after the value", rest.len()))),
+        Err(e) => Err(decode_failed(e)),
+    }
+}
+
+/// The error of a failed [`decode_in_place`]: the value's own message, if it left one.
+#[cold]
+fn decode_failed(e: postcard::Error) -> Error {
+    Error::Codec(DECODE_ERROR.with(|m| m.borrow_mut().take()).unwrap_or_else(|| e.to_string()))
 }
 
 /// An error unless a byte vector's length prefix (`len`) matches the bytes after it.
