@@ -100,8 +100,11 @@ from multiprocessing.managers import SyncManager
 def pid_cpu(pid):
     total = 0
     for tid in os.listdir('/proc/%d/task' % pid):
-        with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
-            total += int(f.read().split()[0])
+        try:
+            with open('/proc/%d/task/%s/schedstat' % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the thread exited while the threads were listed
     return total * 1e-9
 
 def dict_ops(m, n):

@@ -56,13 +56,22 @@ pub fn self_cpu() -> f64 {
 }
 
 /// CPU seconds process `pid` has run so far: the sum over its live threads of
-/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds). `None` if it cannot be read.
+/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds). `None` if the process cannot be
+/// read. A thread that exits while the threads are listed is left out of the sum: its
+/// `schedstat` is gone by the time it would be read, and that is no reason to lose the
+/// others.
 pub fn pid_cpu(pid: i32) -> Option<f64> {
+    let first = |text: String| text.split_whitespace().next()?.parse::<u64>().ok();
+    // The leader's own file: it answers whether the process is there at all.
+    let leader = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok();
+    leader.and_then(first)?;
     let mut ns = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        let Ok(task) = task else { continue };
+        if let Some(n) = std::fs::read_to_string(task.path().join("schedstat")).ok().and_then(first)
+        {
+            ns += n;
+        }
     }
     Some(ns as f64 * 1e-9)
 }
@@ -100,12 +109,48 @@ mod tests {
 
     #[test]
     fn a_pids_cpu_time_is_read_from_proc_and_grows() {
-        let me = std::process::id() as i32;
-        let before = pid_cpu(me).expect("/proc/<pid>/task/*/schedstat of this process");
-        burn(0.02);
-        let after = pids_cpu(&[me]).expect("schedstat again");
-        assert!(after - before >= 0.015, "{before} -> {after}");
+        // A child that only spins: its CPU time is its own, whatever the other tests'
+        // threads in this process do meanwhile.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id() as i32;
+        let before = pid_cpu(pid).expect("/proc/<pid>/task/*/schedstat of the child");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let grown = loop {
+            let now = pids_cpu(&[pid]).expect("schedstat of the running child");
+            if now - before >= 0.015 {
+                break Ok(now);
+            }
+            if Instant::now() > deadline {
+                break Err(format!("the child's CPU time stayed at {before} -> {now} for 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        child.kill().expect("kill the child");
+        child.wait().expect("reap the child");
+        grown.unwrap();
+        assert_eq!(pid_cpu(pid), None, "a reaped process has no schedstat");
         assert_eq!(pid_cpu(i32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn a_thread_that_exits_does_not_spoil_the_sum() {
+        let me = std::process::id() as i32;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::spawn(|| ()).join().unwrap();
+                }
+            })
+        };
+        let reads = (0..500).filter(|_| pid_cpu(me).is_some()).count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert_eq!(reads, 500, "every read of a live process gives a figure");
     }
 
     #[test]
