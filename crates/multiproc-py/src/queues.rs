@@ -1,5 +1,8 @@
 //! `Queue` and `JoinableQueue` of bytes, on the crate's shared-memory ring (the Python
 //! layer pickles items into these bytes and `SimpleQueue` is a `Queue` without a bound).
+//! The rings are made with the crate's pickle codec and every record is one pickle, as it
+//! is: a Rust process opens the same queue as a `Queue<T>` of its own values (`None`,
+//! `bool`, `int`, `float`, `str`, `bytes`, `list`, `tuple`, `dict`) and the other way round.
 //!
 //! `close()` is local, as in the stdlib: it drops this object's handle on the ring, so
 //! that later calls on it raise `ValueError`, and leaves the queue open for every other
@@ -11,8 +14,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use multiproc::queues::{JoinableQueue as CoreJoinable, Queue as CoreQueue};
-use multiproc::Error;
+use multiproc::queues::{JoinableQueue as CoreJoinable, Pickled, Queue as CoreQueue};
+use multiproc::{Codec, Error};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -23,18 +26,18 @@ use crate::{deadline, dup_fd, stdlib_error, to_pyerr, wait_sliced, Slice};
 /// The operations both native queues share, on the crate's two queue types.
 trait BytesQueue: Clone + Send + Sync + 'static {
     /// The crate's `put_timeout`.
-    fn put_timeout(&self, item: Vec<u8>, t: Duration) -> Result<(), multiproc::PutError<Vec<u8>>>;
+    fn put_timeout(&self, item: Pickled, t: Duration) -> Result<(), multiproc::PutError<Pickled>>;
     /// The crate's `get_timeout`.
-    fn get_timeout(&self, t: Duration) -> multiproc::Result<Vec<u8>>;
+    fn get_timeout(&self, t: Duration) -> multiproc::Result<Pickled>;
     /// The crate's `export_fd`, as a number.
     fn export_raw_fd(&self) -> RawFd;
 }
 
-impl BytesQueue for CoreQueue<Vec<u8>> {
-    fn put_timeout(&self, item: Vec<u8>, t: Duration) -> Result<(), multiproc::PutError<Vec<u8>>> {
+impl BytesQueue for CoreQueue<Pickled> {
+    fn put_timeout(&self, item: Pickled, t: Duration) -> Result<(), multiproc::PutError<Pickled>> {
         CoreQueue::put_timeout(self, item, t)
     }
-    fn get_timeout(&self, t: Duration) -> multiproc::Result<Vec<u8>> {
+    fn get_timeout(&self, t: Duration) -> multiproc::Result<Pickled> {
         CoreQueue::get_timeout(self, t)
     }
     fn export_raw_fd(&self) -> RawFd {
@@ -42,11 +45,11 @@ impl BytesQueue for CoreQueue<Vec<u8>> {
     }
 }
 
-impl BytesQueue for CoreJoinable<Vec<u8>> {
-    fn put_timeout(&self, item: Vec<u8>, t: Duration) -> Result<(), multiproc::PutError<Vec<u8>>> {
+impl BytesQueue for CoreJoinable<Pickled> {
+    fn put_timeout(&self, item: Pickled, t: Duration) -> Result<(), multiproc::PutError<Pickled>> {
         CoreJoinable::put_timeout(self, item, t)
     }
-    fn get_timeout(&self, t: Duration) -> multiproc::Result<Vec<u8>> {
+    fn get_timeout(&self, t: Duration) -> multiproc::Result<Pickled> {
         CoreJoinable::get_timeout(self, t)
     }
     fn export_raw_fd(&self) -> RawFd {
@@ -79,7 +82,7 @@ fn put<Q: BytesQueue>(
     timeout: Option<f64>,
 ) -> PyResult<()> {
     let end = deadline(block, timeout)?;
-    let mut item = Some(data.to_vec(py)?);
+    let mut item = Some(Pickled(data.to_vec(py)?));
     let done = wait_sliced(py, end, queue_error, |slice| {
         let Some(bytes) = item.take() else {
             return Ok(Slice::Done(()));
@@ -118,7 +121,7 @@ fn get<'py, Q: BytesQueue>(
         Err(other) => Err(other),
     })?;
     match got {
-        Some(bytes) => Ok(PyBytes::new(py, &bytes)),
+        Some(Pickled(bytes)) => Ok(PyBytes::new(py, &bytes)),
         None => Err(stdlib_error(py, "queue", "Empty", String::new())),
     }
 }
@@ -146,10 +149,16 @@ macro_rules! queue_methods {
                     None => {
                         let maxsize = usize::try_from(maxsize.max(0))
                             .map_err(|_| PyValueError::new_err("maxsize is too large"))?;
-                        <$core>::new(maxsize)
+                        <$core>::with_codec(maxsize, Codec::Pickle)
                     }
                 }
                 .map_err(|e| queue_error(py, e))?;
+                if q.codec() != Codec::Pickle {
+                    return Err(PyValueError::new_err(
+                        "the descriptor is a queue of Rust values in postcard, not of pickles: \
+                         make it with Queue::with_codec(maxsize, Codec::Pickle) to share it with Python",
+                    ));
+                }
                 Ok($name { inner: Mutex::new(Some(q)) })
             }
 
@@ -220,18 +229,18 @@ macro_rules! queue_methods {
 /// A queue of bytes (`multiproc.Queue` and `SimpleQueue` pickle on top of it).
 #[pyclass(module = "multiproc._native", frozen, subclass)]
 struct Queue {
-    inner: Mutex<Option<CoreQueue<Vec<u8>>>>,
+    inner: Mutex<Option<CoreQueue<Pickled>>>,
 }
 
-queue_methods!(Queue, CoreQueue<Vec<u8>>, {});
+queue_methods!(Queue, CoreQueue<Pickled>, {});
 
 /// A queue of bytes that counts unfinished tasks (`multiproc.JoinableQueue`).
 #[pyclass(module = "multiproc._native", frozen, subclass)]
 struct JoinableQueue {
-    inner: Mutex<Option<CoreJoinable<Vec<u8>>>>,
+    inner: Mutex<Option<CoreJoinable<Pickled>>>,
 }
 
-queue_methods!(JoinableQueue, CoreJoinable<Vec<u8>>, {
+queue_methods!(JoinableQueue, CoreJoinable<Pickled>, {
     /// Marks one task done; `ValueError` if none is unfinished.
     fn task_done(&self, py: Python<'_>) -> PyResult<()> {
         handle(&self.inner)?.task_done().map_err(|e| queue_error(py, e))

@@ -225,6 +225,31 @@ fn install_wheel(venv: &Venv) {
     assert!(installed.status.success(), "installing the wheel: {}", text(&installed));
 }
 
+/// Builds the Rust side of the interop test (the `multiproc` crate's example
+/// `pickle_queue_peer`) into the wheel's target directory, once per process; its path.
+fn build_peer() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    let _lock = FileLock::take(&target_dir().join("py-wheel.lock"));
+    let build_dir = target_dir().join("py-build");
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .args(["build", "--quiet", "-p", "multiproc", "--example", "pickle_queue_peer"])
+        .arg("--manifest-path")
+        .arg(crate_dir().join("../../Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&build_dir);
+    let result = run(build, BUILD_BOUND).unwrap_or_else(|e| panic!("{e}"));
+    assert!(result.status.success(), "building pickle_queue_peer failed:\n{}", text(&result));
+    let path = build_dir.join("debug/examples/pickle_queue_peer");
+    assert!(path.is_file(), "no {} after the build", path.display());
+    *built = Some(path.clone());
+    path
+}
+
 /// The whole check for one CPython minor version.
 fn pytest_on(minor: &str, test: &str) {
     let Some(interpreter) = python::require(minor, BINARY, TESTS) else {
@@ -243,6 +268,7 @@ fn pytest_on(minor: &str, test: &str) {
         .args(["-m", "pytest", "tests/python", "-q", "-p", "no:cacheprovider", "-rfEs"])
         // A test stuck for two minutes has every thread's stack written out.
         .args(["-o", "faulthandler_timeout=120"])
+        .env("MULTIPROC_PICKLE_PEER", build_peer())
         .env_remove("PYTHONPATH");
     let result = run(pytest, PYTEST_BOUND).unwrap_or_else(|e| panic!("{e}"));
     let output = text(&result);

@@ -677,3 +677,105 @@ fn a_forked_holder_counts_from_its_first_put_until_it_is_gone() {
     assert!(matches!(got, Err(Error::Disconnected("queue"))), "{got:?}");
     p.join_timeout(LONG.unwrap()).unwrap();
 }
+
+/// The nine kinds of value a pickle queue carries between Rust and Python, in one item.
+type Kinds = (
+    Option<i64>,
+    bool,
+    i64,
+    f64,
+    String,
+    serde_bytes::ByteBuf,
+    Vec<i64>,
+    (i64, String),
+    std::collections::BTreeMap<String, i64>,
+);
+
+fn kinds(n: i64) -> Kinds {
+    (
+        (n % 2 == 0).then_some(n),
+        n % 3 == 0,
+        i64::MIN + n,
+        n as f64 + 0.25,
+        format!("héllo ✓ {n}"),
+        serde_bytes::ByteBuf::from(vec![0, 0xff, n as u8]),
+        vec![n, -n],
+        (n, "n".repeat(n as usize % 5)),
+        [("a".to_string(), n), ("b".to_string(), -n)].into_iter().collect(),
+    )
+}
+
+fn pickle_child((q, back): (Queue<Kinds>, Queue<Kinds>)) {
+    for _ in 0..3 {
+        let item = q.get_timeout(Duration::from_secs(60)).expect("an item from the parent");
+        back.put(item).expect("put it back");
+    }
+}
+
+#[test]
+fn a_pickle_queue_carries_values_between_processes_and_keeps_its_codec() {
+    use multiproc::Codec;
+    let (q, back) = (
+        Queue::<Kinds>::with_codec(0, Codec::Pickle).unwrap(),
+        Queue::<Kinds>::with_codec(0, Codec::Pickle).unwrap(),
+    );
+    assert_eq!((q.codec(), back.codec()), (Codec::Pickle, Codec::Pickle));
+    let p = Process::new(pickle_child, (q.clone(), back.clone()));
+    p.start().unwrap();
+    let sent = [kinds(1), kinds(2), kinds(3)];
+    q.put_many(sent.clone()).unwrap();
+    let got = back.get_many_timeout(3, Duration::from_secs(60)).unwrap();
+    let mut got = got.into_iter().collect::<Vec<_>>();
+    while got.len() < 3 {
+        got.push(back.get_timeout(Duration::from_secs(60)).unwrap());
+    }
+    assert_eq!(got, sent);
+    p.join_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    // A handle opened from the descriptor reads the codec from the queue itself.
+    let fd = q.export_fd().try_clone_to_owned().unwrap();
+    assert_eq!(Queue::<u8>::from_fd(fd).unwrap().codec(), Codec::Pickle);
+    assert_eq!(Queue::<u8>::new(0).unwrap().codec(), Codec::Postcard);
+}
+
+#[test]
+fn pickled_items_are_pickles_as_they_are_and_large_ones_travel_in_blocks() {
+    use multiproc::queues::Pickled;
+    use multiproc::Codec;
+    let q = Queue::<Pickled>::with_codec(0, Codec::Pickle).unwrap();
+    let typed = Queue::<(String, serde_bytes::ByteBuf)>::from_fd(
+        q.export_fd().try_clone_to_owned().unwrap(),
+    )
+    .unwrap();
+    // Typed in, pickle out: a pickle CPython loads (protocol 3, starting with PROTO 3).
+    let big = serde_bytes::ByteBuf::from(vec![0x5a; 3 << 20]); // larger than a quarter ring
+    typed.put(("small".into(), serde_bytes::ByteBuf::from(vec![1, 2]))).unwrap();
+    typed.put(("big".into(), big.clone())).unwrap();
+    let small = q.get().unwrap();
+    assert_eq!(&small.0[..2], &[0x80, 3]);
+    let large = q.get().unwrap();
+    assert!(large.0.len() > 3 << 20);
+    // Pickle in, typed out, inline and through a block: the same bytes come back whole.
+    q.put(small).unwrap();
+    q.put(large).unwrap();
+    assert_eq!(typed.get().unwrap(), ("small".into(), serde_bytes::ByteBuf::from(vec![1, 2])));
+    assert_eq!(typed.get().unwrap(), ("big".into(), big));
+}
+
+#[test]
+fn a_bad_pickle_is_an_error_for_that_item_and_the_queue_goes_on() {
+    use multiproc::queues::Pickled;
+    use multiproc::Codec;
+    let raw = Queue::<Pickled>::with_codec(0, Codec::Pickle).unwrap();
+    let typed = Queue::<i64>::from_fd(raw.export_fd().try_clone_to_owned().unwrap()).unwrap();
+    raw.put(Pickled(b"not a pickle".to_vec())).unwrap();
+    // A pickle that would run code: GLOBAL os.system, REDUCE.
+    raw.put(Pickled(b"cos\nsystem\n(S'true'\ntR.".to_vec())).unwrap();
+    raw.put(Pickled(vec![0x80, 2, b'K', 42, b'.'])).unwrap();
+    assert!(matches!(typed.get(), Err(Error::Codec(_))));
+    match typed.get() {
+        Err(Error::Codec(m)) => assert!(m.contains("system") || m.contains("GLOBAL"), "{m}"),
+        other => panic!("a pickle naming os.system must be refused, got {other:?}"),
+    }
+    assert_eq!(typed.get().unwrap(), 42);
+}

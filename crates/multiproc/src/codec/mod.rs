@@ -206,9 +206,9 @@ pub(crate) fn byte_vector(len: usize) -> Vec<u8> {
     vec
 }
 
-/// `vec` as the item type `T`, which is `Vec<u8>`.
-pub(crate) fn as_item<T: 'static>(vec: Vec<u8>) -> Result<T> {
-    let mut slot = Some(vec);
+/// `value` as the item type `T`, which is `U` (a byte vector, or a pickle as it is).
+pub(crate) fn as_item<T: 'static, U: 'static>(value: U) -> Result<T> {
+    let mut slot = Some(value);
     (&mut slot as &mut dyn Any)
         .downcast_mut::<Option<T>>()
         .and_then(Option::take)

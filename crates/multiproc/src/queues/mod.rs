@@ -108,7 +108,6 @@
 //! operating system, and model-checked by `tests/loom_raw.rs`); this module lays the ring
 //! out in its segment and encodes, decodes and moves large items.
 
-use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -120,17 +119,18 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{
-    as_item, byte_vector, check_byte_vector, decode_in_place, decode_item, varint, Codec,
-};
+use crate::codec::Codec;
 use crate::error::{Error, PutError, Result};
 use crate::raw::{self, ring, Os};
 use crate::segment::Segment;
 
 mod blocks;
 mod holders;
-use blocks::{Blocks, Outgoing};
+mod records;
+use blocks::Blocks;
 use holders::Holding;
+pub use records::Pickled;
+use records::{decode_record, encode_record, encode_record_into, settle_blocks, Record};
 
 // Header layout (byte offsets in the segment).
 const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
@@ -139,6 +139,7 @@ const KIND_TAG: u32 = 0x4d50_5155; // "MPQU"
 const H_CAPACITY: usize = 8; // u64: data region size (read-only)
 const H_MAXSIZE: usize = 16; // u32: item bound, 0 = none (read-only)
 const H_CLOSED: usize = 20; // u32: 1 once closed
+const H_CODEC: usize = 24; // u32: how items are encoded, 0 postcard, 1 pickle (read-only)
 const H_PUT_LOCK: usize = 128; // u32 lock word: producers
 const H_CACHED_HEAD: usize = 136; // u64: producers' last view of `head` (under the lock)
 const H_TAIL: usize = 256; // u64: written by producers, read by consumers
@@ -175,10 +176,12 @@ struct Ring {
     blocks: Arc<Blocks>,
     /// This process counted in the table of holders, while a handle lives.
     holding: Arc<Holding>,
+    /// How items are encoded (from the header).
+    codec: Codec,
 }
 
 impl Ring {
-    fn create(capacity: usize, maxsize: usize) -> Result<Ring> {
+    fn create(capacity: usize, maxsize: usize, codec: Codec) -> Result<Ring> {
         if !(64..=MAX_CAPACITY).contains(&capacity) {
             return Err(Error::InvalidArgument(format!(
                 "a queue's capacity must be between 64 bytes and {MAX_CAPACITY} bytes, not {capacity}"
@@ -194,9 +197,10 @@ impl Ring {
         let segment = Segment::new("queue", KIND_TAG, DATA + capacity)?;
         segment.word64(H_CAPACITY).store(capacity as u64, SeqCst);
         segment.word(H_MAXSIZE).store(maxsize as u32, SeqCst);
+        segment.word(H_CODEC).store(records::codec_word(codec), SeqCst);
         let blocks = Arc::new(Blocks::new(segment.identity()?));
         let holding = Arc::new(Holding::register(&segment));
-        Ok(Ring { segment, capacity, blocks, holding })
+        Ok(Ring { segment, capacity, blocks, holding, codec })
     }
 
     /// A received handle: the ring in `segment`, counted as this process's.
@@ -206,9 +210,10 @@ impl Ring {
         {
             return Err(Error::Codec("queue: the shared segment's header is inconsistent".into()));
         }
+        let codec = records::codec_of_word(segment.word(H_CODEC).load(SeqCst))?;
         let blocks = Arc::new(Blocks::new(segment.identity()?));
         let holding = Arc::new(Holding::receive(&segment));
-        Ok(Ring { segment, capacity, blocks, holding })
+        Ok(Ring { segment, capacity, blocks, holding, codec })
     }
 
     /// A forked child that puts or gets counts itself in as a holder first.
@@ -359,125 +364,6 @@ thread_local! {
 /// Keeps scratch buffers from growing without bound after one huge item.
 const SCRATCH_KEEP: usize = 1 << 20;
 
-/// An encoded item on its way into the ring.
-struct Record {
-    kind: u32,
-    payload: Vec<u8>,
-    /// A large item's block, held by the producer until the record is published.
-    block: Option<Outgoing>,
-}
-
-impl ring::Outbound for Record {
-    #[inline]
-    fn kind(&self) -> u32 {
-        self.kind
-    }
-
-    #[inline]
-    fn payload(&self) -> &[u8] {
-        &self.payload
-    }
-}
-
-/// After a put: the blocks of the first `published` records are handed to their
-/// consumers, those of the rest held nothing after all.
-fn settle_blocks(ring: &Ring, records: &mut [Record], published: usize) {
-    for (i, record) in records.iter_mut().enumerate() {
-        if let Some(block) = record.block.take() {
-            if i < published {
-                ring.blocks.sent(block);
-            } else {
-                ring.blocks.unsent(block);
-            }
-        }
-    }
-}
-
-/// Encodes `item`; an item too large for the ring goes into a block of its own.
-fn encode_record<T: Serialize + 'static>(
-    ring: &Ring,
-    item: &T,
-    deadline: Option<Instant>,
-) -> Result<Record> {
-    encode_record_into(ring, item, Vec::new(), deadline)
-}
-
-/// Encodes `item` into `payload` (cleared first; its allocation is reused).
-fn encode_record_into<T: Serialize + 'static>(
-    ring: &Ring,
-    item: &T,
-    mut payload: Vec<u8>,
-    deadline: Option<Instant>,
-) -> Result<Record> {
-    payload.clear();
-    if let Some(bytes) = (item as &dyn Any).downcast_ref::<Vec<u8>>() {
-        // Byte vectors: postcard's own encoding (a varint length, then the bytes), written
-        // with one copy instead of one serializer call per byte.
-        let mut prefix = [0u8; varint::MAX_LEN];
-        let prefix = varint::encode(bytes.len(), &mut prefix);
-        let total = prefix.len() + bytes.len();
-        if total <= ring.inline_limit() {
-            payload.extend_from_slice(prefix);
-            payload.extend_from_slice(bytes);
-            return Ok(Record { kind: KIND_INLINE, payload, block: None });
-        }
-        // Large: straight into a block, without an intermediate copy.
-        let block = ring.blocks.take(total, deadline)?;
-        block.write(0, prefix)?;
-        block.write(prefix.len(), bytes)?;
-        return indirect_record(block, total, payload);
-    }
-    Codec::Postcard.encode_into(item, &mut payload)?;
-    if payload.len() <= ring.inline_limit() {
-        return Ok(Record { kind: KIND_INLINE, payload, block: None });
-    }
-    let total = payload.len();
-    let block = ring.blocks.take(total, deadline)?;
-    block.write(0, &payload)?;
-    indirect_record(block, total, Vec::new())
-}
-
-/// The ring record of an item in `block`: the block's name and the item's length.
-fn indirect_record(block: Outgoing, len: usize, mut payload: Vec<u8>) -> Result<Record> {
-    payload.clear();
-    Codec::Postcard.encode_into(&(block.name(), len as u64), &mut payload)?;
-    Ok(Record { kind: KIND_INDIRECT, payload, block: Some(block) })
-}
-
-/// Decodes one item held in a large-item block, copying it out once: byte vectors
-/// straight into the vector returned, other items into a buffer they are decoded from.
-fn decode_block_item<T: DeserializeOwned + 'static>(item: blocks::ItemBytes<'_>) -> Result<T> {
-    if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
-        let mut head = [0u8; 10];
-        let head = &mut head[..item.len().min(10)];
-        item.read_at(0, head)?;
-        let (len, rest) = varint::read(head)?;
-        let prefix = head.len() - rest.len();
-        check_byte_vector(len, item.len() - prefix)?;
-        let mut vec = byte_vector(len);
-        item.extend_vec(prefix, &mut vec)?;
-        return as_item(vec);
-    }
-    let mut bytes = Vec::with_capacity(item.len());
-    item.extend_vec(0, &mut bytes)?;
-    decode_in_place(&bytes)
-}
-
-fn decode_record<T: DeserializeOwned + 'static>(
-    ring: &Ring,
-    kind: u32,
-    payload: &[u8],
-) -> Result<T> {
-    match kind {
-        KIND_INLINE => decode_item(payload),
-        _ => {
-            let (name, len): (String, u64) = Codec::Postcard.decode(payload)?;
-            let len = usize::try_from(len).unwrap_or(usize::MAX);
-            ring.blocks.read(&name, len, decode_block_item)?
-        }
-    }
-}
-
 // --------------------------------------------------------------------------------------
 // Queue
 
@@ -576,6 +462,18 @@ impl<T> Queue<T> {
         let segment = Segment::open_fd(fd, "Queue", KIND_TAG, DATA + 64)?;
         Ok(Queue { ring: Ring::attach(segment)?, item: PhantomData })
     }
+
+    /// How the queue's items are encoded ([`Codec::Postcard`] unless it was made
+    /// [`with_codec`](Queue::with_codec)).
+    ///
+    /// ```
+    /// let q = multiproc::queues::Queue::<u8>::new(0)?;
+    /// assert_eq!(q.codec(), multiproc::Codec::Postcard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn codec(&self) -> Codec {
+        self.ring.codec
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
@@ -602,7 +500,26 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn with_capacity(maxsize: usize, capacity: usize) -> Result<Queue<T>> {
-        Ok(Queue { ring: Ring::create(capacity, maxsize)?, item: PhantomData })
+        Ok(Queue { ring: Ring::create(capacity, maxsize, Codec::Postcard)?, item: PhantomData })
+    }
+
+    /// A queue whose items are encoded with `codec`. With [`Codec::Pickle`] every record
+    /// is a pickle, so a CPython process can share the queue through the Python package
+    /// (`multiproc.Queue`), putting and getting `None`, `bool`, `int`, `float`, `str`,
+    /// `bytes`, `list`, `tuple` and `dict`; see [`Pickled`] for pickles made elsewhere. The
+    /// codec is kept in the queue's header: every handle on the queue uses it.
+    ///
+    /// ```
+    /// use multiproc::{queues::Queue, Codec};
+    ///
+    /// let q = Queue::<(i64, String)>::with_codec(0, Codec::Pickle)?;
+    /// assert_eq!(q.codec(), Codec::Pickle);
+    /// q.put((1, "one".to_string()))?;
+    /// assert_eq!(q.get()?, (1, "one".to_string()));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_codec(maxsize: usize, codec: Codec) -> Result<Queue<T>> {
+        Ok(Queue { ring: Ring::create(DEFAULT_CAPACITY, maxsize, codec)?, item: PhantomData })
     }
 
     /// Puts an item, waiting for room as long as it takes. The item is encoded first, so
@@ -1027,6 +944,17 @@ impl<T> SimpleQueue<T> {
     pub fn from_fd(fd: OwnedFd) -> Result<SimpleQueue<T>> {
         Ok(SimpleQueue { inner: Queue::from_fd(fd)? })
     }
+
+    /// How the queue's items are encoded (see [`Queue::codec`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::SimpleQueue::<u8>::new()?;
+    /// assert_eq!(q.codec(), multiproc::Codec::Postcard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn codec(&self) -> Codec {
+        self.inner.codec()
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
@@ -1038,6 +966,19 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// ```
     pub fn new() -> Result<SimpleQueue<T>> {
         Ok(SimpleQueue { inner: Queue::new(0)? })
+    }
+
+    /// A new, empty queue whose items are encoded with `codec` (see [`Queue::with_codec`]).
+    ///
+    /// ```
+    /// use multiproc::{queues::SimpleQueue, Codec};
+    /// let q = SimpleQueue::<String>::with_codec(Codec::Pickle)?;
+    /// q.put("x".into())?;
+    /// assert_eq!((q.get()?, q.codec()), ("x".to_string(), Codec::Pickle));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_codec(codec: Codec) -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue { inner: Queue::with_codec(0, codec)? })
     }
 
     /// Puts an item, waiting for room in the ring as long as it takes (see [`Queue::put`]).
@@ -1193,6 +1134,17 @@ impl<T> JoinableQueue<T> {
     pub fn from_fd(fd: OwnedFd) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue { inner: Queue::from_fd(fd)? })
     }
+
+    /// How the queue's items are encoded (see [`Queue::codec`]).
+    ///
+    /// ```
+    /// let q = multiproc::queues::JoinableQueue::<u8>::new(0)?;
+    /// assert_eq!(q.codec(), multiproc::Codec::Postcard);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn codec(&self) -> Codec {
+        self.inner.codec()
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
@@ -1204,6 +1156,21 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// ```
     pub fn new(maxsize: usize) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue { inner: Queue::new(maxsize)? })
+    }
+
+    /// A joinable queue whose items are encoded with `codec` (see [`Queue::with_codec`]).
+    ///
+    /// ```
+    /// use multiproc::{queues::JoinableQueue, Codec};
+    /// let q = JoinableQueue::<i64>::with_codec(0, Codec::Pickle)?;
+    /// q.put(-3)?;
+    /// assert_eq!(q.get()?, -3);
+    /// q.task_done()?;
+    /// assert_eq!(q.codec(), Codec::Pickle);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_codec(maxsize: usize, codec: Codec) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { inner: Queue::with_codec(maxsize, codec)? })
     }
 
     fn unfinished(&self) -> &AtomicU32 {
