@@ -21,7 +21,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::{deadline, dup_fd, stdlib_error, to_pyerr, wait_sliced, Slice};
+use crate::{deadline, dup_fd, stdlib_error, to_pyerr, try_then_wait_sliced, wait_sliced, Slice};
 
 /// The operations both native queues share, on the crate's two queue types.
 trait BytesQueue: Clone + Send + Sync + 'static {
@@ -83,7 +83,7 @@ fn put<Q: BytesQueue>(
 ) -> PyResult<()> {
     let end = deadline(block, timeout)?;
     let mut item = Some(Pickled(data.to_vec(py)?));
-    let done = wait_sliced(py, end, queue_error, |slice| {
+    let done = try_then_wait_sliced(py, end, queue_error, |slice| {
         let Some(bytes) = item.take() else {
             return Ok(Slice::Done(()));
         };
@@ -115,7 +115,7 @@ fn get<'py, Q: BytesQueue>(
     timeout: Option<f64>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let end = deadline(block, timeout)?;
-    let got = wait_sliced(py, end, queue_error, |slice| match q.get_timeout(slice) {
+    let got = try_then_wait_sliced(py, end, queue_error, |slice| match q.get_timeout(slice) {
         Ok(bytes) => Ok(Slice::Done(bytes)),
         Err(Error::Empty | Error::Disconnected(_)) => Ok(Slice::Again),
         Err(other) => Err(other),

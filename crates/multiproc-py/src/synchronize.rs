@@ -13,7 +13,7 @@ use multiproc::Error;
 use pyo3::exceptions::{PyAssertionError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::{deadline, dup_fd, to_pyerr, wait_sliced, Slice};
+use crate::{deadline, dup_fd, to_pyerr, try_then_wait_sliced, wait_sliced, Slice};
 
 /// Python's `acquire(block, timeout)` over one slice-sized acquire: `true` once acquired
 /// (the guard is leaked: `release()` gives the primitive back).
@@ -24,7 +24,7 @@ fn acquire_with(
     acquire_for: impl Fn(Duration) -> multiproc::Result<()> + Send + Sync,
 ) -> PyResult<bool> {
     let end = deadline(block, timeout)?;
-    let got = wait_sliced(py, end, to_pyerr, |slice| match acquire_for(slice) {
+    let got = try_then_wait_sliced(py, end, to_pyerr, |slice| match acquire_for(slice) {
         Ok(()) => Ok(Slice::Done(())),
         Err(Error::Timeout(_)) => Ok(Slice::Again),
         Err(e) => Err(e),

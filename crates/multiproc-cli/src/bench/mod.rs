@@ -26,6 +26,7 @@ mod managers;
 mod measure;
 mod ours;
 mod pool;
+mod python_pkg;
 mod queues;
 mod report;
 mod shared_state;
@@ -428,6 +429,8 @@ enum FloorKind {
     Ceiling,
     /// A simpler mechanism than the library's.
     Baseline,
+    /// Another library doing the same job (faster-fifo, for the Python package's rows).
+    Peer,
 }
 
 /// One floor measurement of a row.
@@ -774,8 +777,10 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         .into_iter()
         .filter(|s| args.only.as_deref().is_none_or(|p| s.name.starts_with(p)))
         .collect();
-    if selected.is_empty() {
-        let names: Vec<&str> = specs().iter().map(|s| s.name).collect();
+    let python_rows = !args.no_python && python_pkg::selected(args.only.as_deref());
+    if selected.is_empty() && !python_pkg::selected(args.only.as_deref()) {
+        let mut names: Vec<&str> = specs().iter().map(|s| s.name).collect();
+        names.extend(python_pkg::ROWS.iter().map(|(name, ..)| *name));
         return Err(format!(
             "no benchmark name starts with {:?}; the benchmarks are: {}",
             args.only.as_deref().unwrap_or(""),
@@ -866,6 +871,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             let kind = match f.kind {
                 FloorKind::Ceiling => "ceiling",
                 FloorKind::Baseline => "baseline",
+                FloorKind::Peer => "peer",
             };
             format!("{kind}: {}", f.what)
         }));
@@ -893,6 +899,25 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     progress.finish_line();
     drop(runner);
+    if python_rows {
+        progress.show("running the Python package's rows (python3 -m multiproc.bench)…");
+        match python_pkg::run(&args) {
+            Ok(py) => {
+                if args.json {
+                    for row in &py.rows {
+                        println!("{}", serde_json::to_string(row)?);
+                    }
+                }
+                rows.extend(py.rows);
+                notes.extend(py.notes);
+            }
+            Err(note) => {
+                eprintln!("multiproc bench: {note}");
+                notes.push(note);
+            }
+        }
+        progress.finish_line();
+    }
     if !args.json {
         print_table(&rows, &notes);
     }

@@ -2,7 +2,7 @@
 //! and CPU time per operation, the notes under them, and the targets checked against the
 //! run.
 
-use super::{managers, pool, queues, shared_state, FloorKind, Row, FUTEX_PARKED};
+use super::{managers, pool, python_pkg, queues, shared_state, FloorKind, Row, FUTEX_PARKED};
 
 /// A figure with about four significant digits.
 fn fmt_num(v: f64) -> String {
@@ -239,6 +239,7 @@ fn floor_targets(rows: &[Row]) -> Vec<String> {
 
 /// What one operation of row `bench` is, for the CPU table.
 fn op_name(bench: &str) -> &'static str {
+    let bench = bench.strip_prefix("py_").unwrap_or(bench);
     if bench.contains("pingpong") {
         "round trip"
     } else if bench.contains("join") || bench.ends_with("startup") {
@@ -290,5 +291,6 @@ fn targets(rows: &[Row]) -> Vec<String> {
     out.extend(queues::targets(rows));
     out.extend(managers::targets(rows));
     out.extend(pool::targets(rows));
+    out.extend(python_pkg::targets(rows));
     out
 }
