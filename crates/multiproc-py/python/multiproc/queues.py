@@ -1,9 +1,26 @@
 """Queue, SimpleQueue and JoinableQueue on the Rust core's shared-memory ring.
 
 Items travel as pickles (protocol 5, the stdlib's ForkingPickler). A ``put`` writes the
-item into the ring before it returns (there is no feeder thread), so ``join_thread`` and
-``cancel_join_thread`` have nothing to wait for. ``close`` is local to this object, as in
-the stdlib: later calls on it raise ``ValueError``; other handles and processes go on."""
+item into the ring before it returns. ``close`` is local to this object, as in the
+stdlib: later calls on it raise ``ValueError``; other handles and processes go on.
+
+An unbounded ``Queue`` (``maxsize`` 0) never makes ``put`` wait, as the stdlib's does not:
+when its ring is full (4 MiB of small items; large ones travel apart), the items this
+process puts wait in a buffer of the process, in order, and a feeder thread moves them
+into the ring as room appears. That is the stdlib's feeder thread, started only when the
+ring is full, with its rules: a process waits at exit until its buffer is in the ring
+(``cancel_join_thread`` drops the buffer instead), and ``join_thread`` after ``close``
+waits for it. A bounded queue, a ``SimpleQueue`` and a ``JoinableQueue`` never buffer
+(a ``JoinableQueue`` counts a task when its item is in the ring, so buffering would let
+``join`` return early)."""
+
+import collections
+import os
+import threading
+import weakref
+from queue import Full as _Full
+
+from multiprocessing.util import Finalize
 
 from . import _native
 from ._pickle import dumps, loads, reduce_by_fd
@@ -44,12 +61,117 @@ class _Items:
         )
 
 
+class _Feed:
+    """What one process put on an unbounded Queue while its ring was full, in order, and
+    the feeder thread that moves it into the ring as room appears (through a handle of
+    its own, so that ``close`` of the user's handle leaves it working)."""
+
+    def __init__(self, fd):
+        self.queue = _native.Queue(fd=fd)
+        self.items = collections.deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.thread = None
+        self.pid = os.getpid()
+        self.cancelled = False
+        # At exit the process waits for its buffer to reach the ring, as the stdlib's
+        # Queue waits for its feeder thread (same priority, so the same order).
+        Finalize(self, _Feed._join_at_exit, args=(weakref.ref(self),), exitpriority=-5)
+
+    @staticmethod
+    def _join_at_exit(ref):
+        feed = ref()
+        if feed is not None:
+            feed.join()
+
+    def take(self, data):
+        """Buffers ``data`` if items are buffered already (order); ``False`` otherwise."""
+        with self.cond:
+            if not self.items:
+                return False
+            self.items.append(data)
+            return True
+
+    def add(self, data):
+        with self.cond:
+            self.items.append(data)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="multiproc-queue-feeder", daemon=True)
+                self.thread.start()
+
+    def _run(self):
+        while True:
+            with self.cond:
+                if not self.items or self.cancelled:
+                    self.items.clear()
+                    self.thread = None
+                    self.cond.notify_all()
+                    return
+                data = self.items[0]
+            try:
+                self.queue.put(data)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                with self.cond:
+                    self.cancelled = True
+                continue
+            with self.cond:
+                self.items.popleft()
+
+    def join(self):
+        """Waits until the buffer is in the ring (at once after ``cancel``)."""
+        if self.pid != os.getpid():
+            return
+        with self.cond:
+            while self.thread is not None and not self.cancelled:
+                self.cond.wait()
+
+    def cancel(self):
+        with self.cond:
+            self.cancelled = True
+            self.cond.notify_all()
+
+
 class Queue(_Items, _native.Queue):
     """``multiprocessing.Queue``: ``Queue(maxsize=0)``."""
 
-    __slots__ = ()
+    __slots__ = ("_feed",)
     _put_bytes = _native.Queue.put
     _get_bytes = _native.Queue.get
+
+    def put(self, obj, block=True, timeout=None):
+        data = dumps(obj)
+        if self.maxsize:
+            return _native.Queue.put(self, data, block, timeout)
+        feed = self._own_feed()
+        if feed is not None and feed.take(data):
+            return
+        try:
+            _native.Queue.put(self, data, False)
+        except _Full:
+            if feed is None:
+                feed = self._feed = _Feed(self.export_fd())
+            feed.add(data)
+
+    def _own_feed(self):
+        """This process's buffer, if it has one (a forked child does not inherit its
+        parent's)."""
+        feed = getattr(self, "_feed", None)
+        if feed is not None and feed.pid != os.getpid():
+            feed = self._feed = None
+        return feed
+
+    def join_thread(self):
+        assert self.closed, "Queue {0!r} not closed".format(self)
+        feed = self._own_feed()
+        if feed is not None:
+            feed.join()
+
+    def cancel_join_thread(self):
+        feed = self._own_feed()
+        if feed is not None:
+            feed.cancel()
 
 
 class JoinableQueue(_Items, _native.JoinableQueue):
