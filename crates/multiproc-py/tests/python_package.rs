@@ -25,7 +25,7 @@ mod python;
 const BINARY: &str = "python_package";
 const TESTS: &[&str] = &["pytest_cpython_3_11", "pytest_cpython_3_12", "pytest_cpython_3_13"];
 /// The packages each environment gets from PyPI.
-const PYPI_PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest"];
+const PYPI_PACKAGES: &[&str] = &["maturin>=1.5,<2", "pytest", "cloudpickle"];
 /// Bounds on the slow steps; each fails the test loudly when it expires.
 const SETUP_BOUND: Duration = Duration::from_secs(600);
 const BUILD_BOUND: Duration = Duration::from_secs(1200);
@@ -124,7 +124,7 @@ fn unavailable(test: &str, why: &str) {
     ));
 }
 
-/// A virtual environment for `minor` with maturin and pytest.
+/// A virtual environment for `minor` with maturin, pytest and cloudpickle.
 struct Venv {
     dir: PathBuf,
 }
@@ -138,7 +138,7 @@ impl Venv {
     fn intact(&self) -> bool {
         self.dir.join(".multiproc-ready").is_file()
             && Command::new(self.python())
-                .args(["-c", "import pytest, maturin"])
+                .args(["-c", "import pytest, maturin, cloudpickle"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -23,9 +23,35 @@ class _Pickler(pickle.Pickler):
 
 def dumps(obj):
     """The pickle of ``obj`` (a memoryview of the pickled bytes), as
-    ``ForkingPickler.dumps(obj, 5)`` makes it."""
+    ``ForkingPickler.dumps(obj, 5)`` makes it. What the stdlib's pickler cannot pickle
+    (a lambda, a closure, a class defined in a function) is pickled by ``cloudpickle``
+    when it is installed (the receiver needs it too, to load it); without it, the
+    error says so."""
     buf = io.BytesIO()
-    _Pickler(buf, PROTOCOL).dump(obj)
+    try:
+        _Pickler(buf, PROTOCOL).dump(obj)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        return _by_value(obj, e)
+    return buf.getbuffer()
+
+
+def _by_value(obj, error):
+    """``obj`` pickled by cloudpickle (functions and classes by value), with the
+    stdlib's reducers for everything else; ``error`` is why the stdlib's pickler
+    refused it."""
+    try:
+        import cloudpickle
+    except ImportError:
+        raise pickle.PicklingError(
+            "{} (the stdlib's pickle sends functions and classes by name only; "
+            "install cloudpickle to send lambdas, closures and local classes)".format(error)
+        ) from error
+
+    class _CloudPickler(cloudpickle.Pickler):
+        dispatch_table = ChainMap(ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
+
+    buf = io.BytesIO()
+    _CloudPickler(buf, PROTOCOL).dump(obj)
     return buf.getbuffer()
 
 
