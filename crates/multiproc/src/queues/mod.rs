@@ -178,6 +178,8 @@ struct Ring {
     holding: Arc<Holding>,
     /// How items are encoded (from the header).
     codec: Codec,
+    /// How long this process's getters spin before they sleep.
+    spin: Arc<ring::SpinBudget>,
 }
 
 impl Ring {
@@ -200,7 +202,7 @@ impl Ring {
         segment.word(H_CODEC).store(records::codec_word(codec), SeqCst);
         let blocks = Arc::new(Blocks::new(segment.identity()?));
         let holding = Arc::new(Holding::register(&segment));
-        Ok(Ring { segment, capacity, blocks, holding, codec })
+        Ok(Ring { segment, capacity, blocks, holding, codec, spin: Arc::default() })
     }
 
     /// A received handle: the ring in `segment`, counted as this process's.
@@ -213,7 +215,7 @@ impl Ring {
         let codec = records::codec_of_word(segment.word(H_CODEC).load(SeqCst))?;
         let blocks = Arc::new(Blocks::new(segment.identity()?));
         let holding = Arc::new(Holding::receive(&segment));
-        Ok(Ring { segment, capacity, blocks, holding, codec })
+        Ok(Ring { segment, capacity, blocks, holding, codec, spin: Arc::default() })
     }
 
     /// A forked child that puts or gets counts itself in as a holder first.
@@ -335,6 +337,11 @@ impl ring::Layout for Ring {
 
     fn deserted(&self) -> bool {
         holders::deserted(&self.segment)
+    }
+
+    #[inline]
+    fn spin_budget(&self) -> Option<&ring::SpinBudget> {
+        Some(&self.spin)
     }
 }
 

@@ -120,6 +120,53 @@ pub(crate) trait Layout {
     fn deserted(&self) -> bool {
         false
     }
+    /// This process's spin budget for getters, if it adapts one (see [`SpinBudget`]);
+    /// `None`: a getter always spins the full [`GET_SPIN_ROUNDS`].
+    fn spin_budget(&self) -> Option<&SpinBudget> {
+        None
+    }
+}
+
+/// The most rounds a getter spins before it sleeps.
+pub(crate) const GET_SPIN_ROUNDS: u32 = SPIN_ROUNDS * 4;
+/// The fewest: a few pauses and a yield, enough for an item already on its way.
+const GET_SPIN_MIN: u32 = 4;
+/// A slept wait this short is one a longer spin might have covered: the full spin lasts
+/// a few hundred µs at most, and the wait includes the wake-up (tens of µs on a loaded
+/// machine), so only a wait well beyond both says that items come far apart.
+const SPIN_WORTH: Duration = Duration::from_micros(500);
+
+/// How many rounds a getter of this process spins before it sleeps, following the
+/// traffic: after a wait that spinning did not cover but that ended within
+/// [`SPIN_WORTH`], it doubles (up to [`GET_SPIN_ROUNDS`]), so a fast rhythm is caught by
+/// the spin again; after a longer one it halves (down to a few rounds), so a waiter on a
+/// queue where items come far apart goes to sleep almost at once instead of burning the
+/// whole spin on every item. A hint local to the process: its value never matters to
+/// correctness.
+pub(crate) struct SpinBudget(std::sync::atomic::AtomicU32);
+
+impl Default for SpinBudget {
+    fn default() -> SpinBudget {
+        SpinBudget(std::sync::atomic::AtomicU32::new(GET_SPIN_ROUNDS))
+    }
+}
+
+impl SpinBudget {
+    /// The rounds to spin now.
+    pub(crate) fn rounds(&self) -> u32 {
+        self.0.load(Relaxed)
+    }
+
+    /// Adapts the budget to a wait that spinning did not cover and that took `waited`.
+    pub(crate) fn slept_for(&self, waited: Duration) {
+        let now = self.rounds();
+        let next = if waited <= SPIN_WORTH {
+            now.saturating_mul(2).max(GET_SPIN_MIN * 4)
+        } else {
+            now / 2
+        };
+        self.0.store(next.clamp(GET_SPIN_MIN, GET_SPIN_ROUNDS), Relaxed);
+    }
 }
 
 /// A record on its way in.
@@ -336,6 +383,10 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
 ) -> Result<bool, Failure> {
     let mut round = 0u32;
     let mut desertion = Desertion::default();
+    let budget = r.spin_budget();
+    let spin_rounds = budget.map_or(GET_SPIN_ROUNDS, SpinBudget::rounds);
+    // For the budget: since when this get waits, and whether it slept.
+    let (mut waiting_since, mut slept) = (None::<Instant>, false);
     loop {
         if round == 0 || has_items(r) {
             let lock_word = r.word(Word::GetLock);
@@ -350,6 +401,9 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
                     r.word(Word::PuttersAsleep),
                     i32::MAX as u32,
                 );
+                if let (Some(budget), Some(since), true) = (budget, waiting_since, slept) {
+                    budget.slept_for(since.elapsed());
+                }
                 return Ok(true);
             }
         }
@@ -361,10 +415,14 @@ pub(crate) fn get<P: Platform, L: Layout, S: Sink>(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
-        if round < SPIN_ROUNDS * 4 {
+        if round == 0 && budget.is_some() {
+            waiting_since = Some(Instant::now());
+        }
+        if round < spin_rounds {
             spin_pause(round);
             round += 1;
         } else {
+            slept = true;
             if desertion.due() {
                 // `deserted` first, as in `put`; items that came before the last holder
                 // left are still delivered.
@@ -421,5 +479,31 @@ pub(crate) fn close<P: Platform, L: Layout>(r: &L) {
     r.word(Word::Closed).store(1, SeqCst);
     for seq in [Word::ItemsSeq, Word::RoomSeq] {
         wake::wake_always::<P>(r.word(seq), i32::MAX as u32);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spin_budget_shrinks_when_items_come_far_apart_and_grows_back_when_they_do_not() {
+        let budget = SpinBudget::default();
+        assert_eq!(budget.rounds(), GET_SPIN_ROUNDS);
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            budget.slept_for(Duration::from_millis(1)); // idle: items 1 ms apart
+            seen.push(budget.rounds());
+        }
+        assert!(seen.windows(2).all(|w| w[1] <= w[0]), "{seen:?}");
+        assert_eq!(budget.rounds(), GET_SPIN_MIN, "{seen:?}");
+        let mut steps = 0;
+        while budget.rounds() < GET_SPIN_ROUNDS {
+            budget.slept_for(Duration::from_micros(60)); // a burst: a wake-up's worth
+            steps += 1;
+            assert!(steps <= 8, "the budget came back too slowly: {}", budget.rounds());
+        }
+        budget.slept_for(Duration::ZERO);
+        assert_eq!(budget.rounds(), GET_SPIN_ROUNDS, "never above the most");
     }
 }
