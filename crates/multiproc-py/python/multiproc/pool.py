@@ -32,9 +32,12 @@ holds. ``ThreadPool`` is the stdlib's.
 """
 
 import collections
+import io
+import itertools
 import os
 import queue
 import signal
+import struct
 import threading
 import time
 from multiprocessing import ProcessError, util
@@ -58,12 +61,20 @@ from multiprocessing.pool import (  # noqa: F401  (the stdlib's, re-exported)
     starmapstar,
 )
 
-from ._pickle import dumps
+from ._pickle import PROTOCOL, _Pickler, dumps, loads
 
 __all__ = ["Pool", "ThreadPool", "WorkerLostError", "AsyncResult"]
 
-#: The most tasks a worker holds at once (one running, the rest waiting in its queue).
-IN_FLIGHT = 4
+#: Bounds on how many tasks a worker holds at once (running and waiting in its queue).
+#: Between them, the pool keeps about ``QUEUED_WORK`` seconds of work per worker, from
+#: the time its tasks have taken so far: one task at a time when tasks are long, many
+#: (sent and answered in batches) when they take microseconds.
+MIN_IN_FLIGHT = 1
+MAX_IN_FLIGHT = 128
+QUEUED_WORK = 0.002
+
+#: A task message: the number of its first task and how many tasks follow (pickled).
+_HEADER = struct.Struct("<qq")
 
 
 class WorkerLostError(ProcessError):
@@ -91,45 +102,82 @@ def _how(exitcode):
 
 
 def _worker(wid, inqueue, outqueue, started, initializer, initargs, maxtasks, wrap_exception):
-    """A pool worker: runs the tasks of its own queue in order, writes each task's number
-    into ``started`` before running it, and sends ``(wid, (success, value))`` per task."""
+    """A pool worker: runs the task batches of its own queue in order, writes each task's
+    number into ``started`` before running it, and sends ``(wid, [(success, value), ...])``
+    per batch (``(wid, exception)`` for a batch that cannot be unpickled here)."""
+    get = inqueue._get_bytes
     put = outqueue.put
-    get = inqueue.get
     if initializer is not None:
         initializer(*initargs)
     completed = 0
     while maxtasks is None or completed < maxtasks:
         try:
-            task = get()
+            data = get(True, None)
         except (EOFError, OSError, ValueError):
             util.debug("worker's queue is gone -- exiting")
             break
-        except Exception as e:
-            # The task could not be unpickled here: it fails, the worker goes on.
-            completed += 1
-            started.value = completed
-            put((wid, (False, e)))
-            continue
-        if task is None:
+        first, count = _HEADER.unpack_from(data)
+        if count == 0:
             util.debug("worker got sentinel -- exiting")
             break
-        completed += 1
-        started.value = completed
-        func, args, kwds = task
+        completed += count
         try:
-            result = (True, func(*args, **kwds))
+            tasks = loads(memoryview(data)[_HEADER.size :])
         except Exception as e:
-            if wrap_exception and func is not _std._helper_reraises_exception:
-                e = ExceptionWithTraceback(e, e.__traceback__)
-            result = (False, e)
+            _send(put, wid, e)
+            continue
+        data = None
+        results = []
+        number = first
+        for func, args, kwds in tasks:
+            started.value = number
+            number += 1
+            try:
+                result = (True, func(*args, **kwds))
+            except Exception as e:
+                if wrap_exception and func is not _std._helper_reraises_exception:
+                    e = ExceptionWithTraceback(e, e.__traceback__)
+                result = (False, e)
+            results.append(result)
+            result = None
+        tasks = func = args = kwds = None
+        _send(put, wid, results)
+        results = None
+    util.debug("worker exiting after %d tasks" % completed)
+
+
+def _send(put, wid, results):
+    """Sends a batch's results; those that cannot be pickled become MaybeEncodingError."""
+    try:
+        put((wid, results))
+        return
+    except Exception as e:
+        if not isinstance(results, list):
+            put((wid, MaybeEncodingError(e, results)))
+            return
+    fixed = []
+    for result in results:
         try:
-            put((wid, result))
+            dumps(result)
+            fixed.append(result)
         except Exception as e:
             wrapped = MaybeEncodingError(e, result[1])
             util.debug("Possible encoding error while sending result: %s" % wrapped)
-            put((wid, (False, wrapped)))
-        task = result = func = args = kwds = None
-    util.debug("worker exiting after %d tasks" % completed)
+            fixed.append((False, wrapped))
+    put((wid, fixed))
+
+
+def _encode(first, tasks):
+    """The message for ``tasks`` (each ``(job, i, func, args, kwds)``) numbered from
+    ``first``; raises if one cannot be pickled."""
+    buf = io.BytesIO()
+    buf.write(_HEADER.pack(first, len(tasks)))
+    _Pickler(buf, PROTOCOL).dump([task[2:] for task in tasks])
+    return buf.getbuffer()
+
+
+#: The message that tells a worker to exit.
+_SENTINEL = _HEADER.pack(0, 0)
 
 
 class _Notifier:
@@ -173,9 +221,12 @@ class _Notifier:
 
 class _Worker:
     """The parent's record of one worker: its process, queue and started cell, and the
-    tasks it holds (oldest first), each ``(number, task)``."""
+    batches it holds (oldest first), each ``[first number, tasks, time sent]``."""
 
-    __slots__ = ("wid", "process", "queue", "started", "held", "sent", "dead", "exitcode")
+    __slots__ = (
+        "wid", "process", "queue", "started", "held", "held_count", "next_number", "sent",
+        "last_result", "dead", "exitcode",
+    )
 
     def __init__(self, wid, process, inqueue, started):
         self.wid = wid
@@ -183,7 +234,10 @@ class _Worker:
         self.queue = inqueue
         self.started = started
         self.held = collections.deque()
+        self.held_count = 0
+        self.next_number = 1
         self.sent = 0
+        self.last_result = 0.0
         self.dead = False
         self.exitcode = None
 
@@ -208,11 +262,15 @@ class _Dispatcher:
         self.wrap_exception = wrap_exception
         self.workers = {}
         self.next_wid = 0
-        # Guards ``workers`` and every worker's ``held``/``sent``.
+        # Guards ``workers``, every worker's bookkeeping, ``depth`` and ``waiting``.
         self.cond = threading.Condition(threading.Lock())
         # Serialises starting and reaping workers.
         self.membership = threading.RLock()
         self.stopping = False
+        # The average time a task has taken (seconds), and the tasks a worker may hold.
+        self.task_time = QUEUED_WORK / 4
+        self.depth = 4
+        self.waiting = False
 
     # -- workers ------------------------------------------------------------------
 
@@ -277,46 +335,82 @@ class _Dispatcher:
 
     # -- tasks --------------------------------------------------------------------
 
-    def _free_worker(self):
-        """A live worker with room for one more task (the least loaded), or None. The
-        caller holds ``cond``."""
-        best = None
-        for w in self.workers.values():
-            if w.dead or len(w.held) >= IN_FLIGHT:
-                continue
-            if self.maxtasks is not None and w.sent >= self.maxtasks:
-                continue
-            if best is None or len(w.held) < len(best.held):
-                best = w
-                if not w.held:
-                    break
-        return best
+    def _room(self, w):
+        """How many more tasks ``w`` may take now. The caller holds ``cond``."""
+        if w.dead:
+            return 0
+        room = self.depth - w.held_count
+        if self.maxtasks is not None:
+            room = min(room, self.maxtasks - w.sent)
+        return room
 
-    def give(self, task, thread):
-        """Gives ``task`` (``(job, i, func, args, kwds)``) to a worker, waiting for room;
-        False if the pool is terminating. Raises if the task cannot be pickled."""
-        data = dumps(task[2:])
+    def wait_for_room(self, thread):
+        """The worker with the most room and that room (at most half the depth, so that
+        a worker's next batch is sent while it runs this one), waiting for one to have
+        room; ``(None, 0)`` if the pool terminates meanwhile."""
         with self.cond:
             while True:
                 if thread._state != RUN:
-                    return False
-                w = self._free_worker()
-                if w is not None:
-                    break
+                    return None, 0
+                best, room = None, 0
+                for w in self.workers.values():
+                    r = self._room(w)
+                    if r > room:
+                        best, room = w, r
+                if best is not None:
+                    return best, min(room, max(1, self.depth // 2))
+                self.waiting = True
                 self.cond.wait(0.5)
-            w.sent += 1
-            w.held.append((w.sent, task))
+                self.waiting = False
+
+    def give(self, w, tasks, thread):
+        """Gives ``tasks`` (each ``(job, i, func, args, kwds)``) to worker ``w``. A task
+        that cannot be pickled fails at once."""
+        with self.cond:
+            first = w.next_number
+            w.next_number += len(tasks)
+            w.sent += len(tasks)
+            w.held_count += len(tasks)
+            entry = [first, tasks, time.monotonic()]
+            w.held.append(entry)
+        try:
+            data = _encode(first, tasks)
+        except Exception:
+            data = self._encode_picklable(w, entry)
+            if data is None:
+                return
         # Outside the lock: a put may wait for room in the worker's ring. A worker that
         # died meanwhile has its tasks given to others by the result thread.
         while True:
             try:
                 w.queue._put_bytes(data, True, 0.1)
-                return True
+                return
             except queue.Full:
                 if w.dead or thread._state != RUN:
-                    return True
-            except ValueError:
-                return True
+                    return
+            except (ValueError, OSError):
+                return
+
+    def _encode_picklable(self, w, entry):
+        """Fails the tasks of ``entry`` that cannot be pickled and keeps the others in
+        it; their message, or None if none is left."""
+        first, tasks, _ = entry
+        good = []
+        for task in tasks:
+            try:
+                dumps(task[2:])
+                good.append(task)
+            except Exception as e:
+                try:
+                    self.cache[task[0]]._set(task[1], (False, e))
+                except KeyError:
+                    pass
+        with self.cond:
+            w.held_count -= len(tasks) - len(good)
+            entry[1] = good
+            if not good and entry in w.held:
+                w.held.remove(entry)
+        return _encode(first, good) if good else None
 
     def stop_workers(self):
         """Tells every worker to exit after the tasks it holds."""
@@ -325,7 +419,7 @@ class _Dispatcher:
         for w in workers:
             if not w.dead:
                 try:
-                    w.queue._put_bytes(dumps(None), True, 0.1)
+                    w.queue._put_bytes(_SENTINEL, True, 0.1)
                 except (queue.Full, ValueError, OSError):
                     pass
 
@@ -336,24 +430,37 @@ class _Dispatcher:
     # -- results ------------------------------------------------------------------
 
     def on_message(self, message):
-        """Handles one message of the result queue: a result, or a death notice."""
-        wid, result = message
-        if result is None:
+        """Handles one message of the result queue: a batch's results, or a death
+        notice."""
+        wid, results = message
+        if results is None:
             self._on_death(wid)
             return
+        now = time.monotonic()
         with self.cond:
             w = self.workers.get(wid)
             if w is None or not w.held:
                 return
-            _, task = w.held.popleft()
-            if len(w.held) == IN_FLIGHT - 1:
+            _, tasks, sent_at = w.held.popleft()
+            w.held_count -= len(tasks)
+            # The time the batch took, from when the worker could start it.
+            took = (now - max(sent_at, w.last_result)) / max(1, len(tasks))
+            w.last_result = now
+            self.task_time += (took - self.task_time) / 4
+            self.depth = max(
+                MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, int(QUEUED_WORK / max(self.task_time, 1e-7)))
+            )
+            if self.waiting:
                 self.cond.notify()
-        job, i = task[0], task[1]
-        task = None
-        try:
-            self.cache[job]._set(i, result)
-        except KeyError:
-            pass
+        if not isinstance(results, list):
+            results = [(False, results)] * len(tasks)
+        cache = self.cache
+        for task, result in zip(tasks, results):
+            try:
+                cache[task[0]]._set(task[1], result)
+            except KeyError:
+                pass
+        tasks = results = task = result = None
 
     def _on_death(self, wid):
         with self.cond:
@@ -362,16 +469,19 @@ class _Dispatcher:
                 return
             held = list(w.held)
             w.held.clear()
+            w.held_count = 0
             self.cond.notify_all()
         w.queue.close()
         started = w.started.value
         lost = None
         retry = []
-        for number, task in held:
-            if number <= started and lost is None:
-                lost = task
-            else:
-                retry.append(task)
+        for first, tasks, _ in held:
+            for number, task in enumerate(tasks, first):
+                if number == started:
+                    lost = task
+                else:
+                    # Not started, or run without its result sent: it runs elsewhere.
+                    retry.append(task)
         if lost is not None:
             p = w.process
             error = WorkerLostError(
@@ -504,34 +614,47 @@ class Pool(_std.Pool):
 
     @staticmethod
     def _give_tasks(dispatcher, taskqueue):
-        """The task thread: gives each task of each submitted sequence to a worker."""
+        """The task thread: gives the tasks of each submitted sequence to the workers, in
+        batches for ``map`` and friends (whose input is in memory already), one by one
+        for ``imap`` (whose input may come slowly)."""
         thread = threading.current_thread()
-        cache = dispatcher.cache
+        batches = dispatcher.maxtasks is None
         for taskseq, set_length in iter(taskqueue.get, None):
             task = None
+            tasks = iter(taskseq)
+            batch = None
             try:
-                for task in taskseq:
-                    if thread._state != RUN:
-                        util.debug("task handler found thread._state != RUN")
-                        break
-                    try:
-                        if not dispatcher.give(task, thread):
+                given = False  # the whole sequence was given out
+                while thread._state == RUN:
+                    if batches and set_length is None:
+                        w, room = dispatcher.wait_for_room(thread)
+                        if w is None:
                             break
-                    except Exception as e:
-                        job, idx = task[:2]
-                        try:
-                            cache[job]._set(idx, (False, e))
-                        except KeyError:
-                            pass
-                else:
+                        batch = list(itertools.islice(tasks, room))
+                        if not batch:
+                            given = True
+                            break
+                    else:
+                        batch = list(itertools.islice(tasks, 1))
+                        if not batch:
+                            given = True
+                            break
+                        w, _ = dispatcher.wait_for_room(thread)
+                        if w is None:
+                            break
+                    task = batch[-1]
+                    dispatcher.give(w, batch, thread)
+                    batch = None
+                if given:
                     if set_length:
                         util.debug("doing set_length()")
                         idx = task[1] if task else -1
                         set_length(idx + 1)
                     continue
+                util.debug("task handler found thread._state != RUN")
                 break
             finally:
-                task = taskseq = job = None
+                task = taskseq = tasks = batch = None
         else:
             util.debug("task handler got sentinel")
 
