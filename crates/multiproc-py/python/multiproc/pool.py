@@ -72,6 +72,10 @@ __all__ = ["Pool", "ThreadPool", "WorkerLostError", "AsyncResult"]
 MIN_IN_FLIGHT = 1
 MAX_IN_FLIGHT = 128
 QUEUED_WORK = 0.002
+#: Tasks shorter than this (seconds, on average) travel in batches; longer ones (and
+#: chunks of ``map``, which are batches already) one per message, so that each result
+#: comes back as soon as it is ready.
+BATCH_BELOW = 0.0001
 
 #: A task message: the number of its first task and how many tasks follow (pickled).
 _HEADER = struct.Struct("<qq")
@@ -345,9 +349,10 @@ class _Dispatcher:
         return room
 
     def wait_for_room(self, thread):
-        """The worker with the most room and that room (at most half the depth, so that
-        a worker's next batch is sent while it runs this one), waiting for one to have
-        room; ``(None, 0)`` if the pool terminates meanwhile."""
+        """The worker with the most room, and how many tasks to send it in one batch (at
+        most half the depth, so that a worker's next batch is sent while it runs this
+        one; one if tasks are long), waiting for a worker to have room; ``(None, 0)`` if
+        the pool terminates meanwhile."""
         with self.cond:
             while True:
                 if thread._state != RUN:
@@ -358,6 +363,8 @@ class _Dispatcher:
                     if r > room:
                         best, room = w, r
                 if best is not None:
+                    if self.task_time >= BATCH_BELOW:
+                        return best, 1
                     return best, min(room, max(1, self.depth // 2))
                 self.waiting = True
                 self.cond.wait(0.5)
