@@ -4,31 +4,39 @@ worker that dies mid-task failing that task instead of hanging the pool.
 ``Pool`` subclasses the stdlib's ``multiprocessing.pool.Pool``: the public methods,
 ``ApplyResult``, ``MapResult``, ``IMapIterator``, the chunking and the error wrapping
 (``RemoteTraceback``, ``MaybeEncodingError``) are the stdlib's own. What this module
-replaces is the traffic and the bookkeeping under them:
+replaces is the traffic and the bookkeeping under them (the stdlib's ``__init__`` starts
+its threads on the stdlib's own handler functions, so ``__init__`` and the handlers are
+overridden; ``_inqueue``, ``_quick_put`` and the pipes' ``_reader``/``_rlock`` that the
+stdlib's handlers reach into do not exist here):
 
 - each worker has its own task queue (this package's ``Queue``, on the shared-memory
-  ring); all workers send results through one shared result queue;
-- the parent gives a worker at most a few tasks at a time (``_Dispatcher``), and keeps a
-  copy of each until its result arrives, so it knows which tasks every worker holds;
-- before running a task, a worker writes the task's number into a shared cell of its own
-  (``RawValue``); a worker's results reach the parent in the order it ran its tasks.
+  ring); all workers send results through one shared result queue (a ``SimpleQueue``);
+- the parent gives a worker a bounded number of tasks at a time (``_Dispatcher``): about
+  ``QUEUED_WORK`` seconds of work, from the time tasks have taken so far, so one at a
+  time when tasks are long and up to ``MAX_IN_FLIGHT`` when they take microseconds.
+  Short tasks travel in batches (one message carries many tasks, one message brings
+  their results back); long ones, and ``map``'s chunks, one per message;
+- the parent keeps each task until its result arrives, so it knows which tasks every
+  worker holds; before running a task, a worker writes the task's number into a shared
+  cell of its own (``RawValue``); a worker's results reach the parent in the order it ran
+  its tasks.
 
 When a worker dies (SIGKILL, ``os._exit``, a crash, anything), the thread that watches
 the workers' sentinels puts a notice of the death on the result queue, behind every
-result the worker sent. The thread that reads results then knows, from the shared cell,
-whether the worker had started the oldest task it held: that task fails with
-``WorkerLostError``, naming the worker, its pid and how it died; the tasks it held but
-had not started go to other workers. A death at any instruction leaves one of the two
-cases: the cell is written before the task's function is called, so a task is either
-counted as started (and fails) or was never run (and runs elsewhere). A new worker
-replaces the dead one, and the pool goes on. (The stdlib's pool waits for ever here,
-bpo-22393.)
+result the worker sent. The thread that reads results then reads the dead worker's
+cell: the task whose number is there was running, and fails with ``WorkerLostError``
+naming the worker, its pid and how it died; every other task the worker held goes to
+other workers (those it had not started, and those of its last batch that it had run
+without sending their results yet: such a task runs twice). The cell is written before a
+task's function is called, so a death at any instruction leaves each task either failed
+(it may have run) or given to another worker. A new worker replaces the dead one, and
+the pool goes on. (The stdlib's pool waits for ever here, bpo-22393.)
 
-Differences from the stdlib's pool: a task's arguments must be picklable when the task
-is given to a worker (as in the stdlib); a worker is given tasks a few at a time instead
-of taking them from one shared pipe, which keeps every worker busy with short tasks and
-leaves the next long task to whichever worker frees first, up to the few it already
-holds. ``ThreadPool`` is the stdlib's.
+Differences from the stdlib's pool: a worker is given a few tasks at a time instead of
+taking them from one shared pipe, so a task may wait behind a long one on a busy worker
+while another worker is free (at most the few that worker holds: one, once tasks are
+seen to be long); ``imap`` takes its input one item at a time as the stdlib does.
+``ThreadPool`` is the stdlib's.
 """
 
 import collections
