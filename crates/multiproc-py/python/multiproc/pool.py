@@ -85,6 +85,10 @@ QUEUED_WORK = 0.002
 #: comes back as soon as it is ready.
 BATCH_BELOW = 0.0001
 
+#: After this many workers in a row died before running any task (an initializer that
+#: fails, say), the tasks that the dead ones held fail instead of going to the next.
+FAILED_STARTS = 5
+
 #: A task message: the number of its first task and how many tasks follow (pickled).
 _HEADER = struct.Struct("<qq")
 
@@ -283,6 +287,8 @@ class _Dispatcher:
         self.task_time = QUEUED_WORK / 4
         self.depth = 4
         self.waiting = False
+        # Workers in a row that died before running any task.
+        self.failed_starts = 0
 
     # -- workers ------------------------------------------------------------------
 
@@ -467,6 +473,7 @@ class _Dispatcher:
             )
             if self.waiting:
                 self.cond.notify()
+        self.failed_starts = 0
         if not isinstance(results, list):
             results = [(False, results)] * len(tasks)
         cache = self.cache
@@ -488,6 +495,26 @@ class _Dispatcher:
             self.cond.notify_all()
         w.queue.close()
         started = w.started.value
+        p = w.process
+        if started == 0 and w.exitcode != 0:
+            self.failed_starts += 1
+        else:
+            self.failed_starts = 0
+        if self.failed_starts >= FAILED_STARTS:
+            # Workers keep dying before they run anything: fail what this one held.
+            error = WorkerLostError(
+                "worker {} (pid {}) {} before running any task, as did the {} workers "
+                "started before it (does the initializer fail?)".format(
+                    p.name, p.pid, _how(w.exitcode), self.failed_starts - 1
+                ),
+                pid=p.pid,
+                name=p.name,
+                exitcode=w.exitcode,
+            )
+            for _, tasks, _ in held:
+                for task in tasks:
+                    self._fail(task, error)
+            return
         lost = None
         retry = []
         for first, tasks, _ in held:
@@ -498,7 +525,6 @@ class _Dispatcher:
                     # Not started, or run without its result sent: it runs elsewhere.
                     retry.append(task)
         if lost is not None:
-            p = w.process
             error = WorkerLostError(
                 "worker {} (pid {}) {} while running this task".format(
                     p.name, p.pid, _how(w.exitcode)
@@ -508,12 +534,16 @@ class _Dispatcher:
                 exitcode=w.exitcode,
             )
             util.debug("%s" % error)
-            try:
-                self.cache[lost[0]]._set(lost[1], (False, error))
-            except KeyError:
-                pass
+            self._fail(lost, error)
         if retry:
             self.taskqueue.put((retry, None))
+
+    def _fail(self, task, error):
+        """Fails ``task`` with ``error``."""
+        try:
+            self.cache[task[0]]._set(task[1], (False, error))
+        except KeyError:
+            pass
 
 
 class Pool(_std.Pool):

@@ -213,3 +213,18 @@ def test_close_then_a_death_still_finishes(ctx):
         victim.get(BOUND)
     assert rest.get(BOUND) == [x * x for x in range(10)]
     pool.join()
+
+
+def _failing_initializer():
+    raise RuntimeError("initializer fails on purpose")
+
+
+def test_workers_that_keep_dying_at_start_fail_the_tasks_instead_of_hanging(ctx):
+    """The stdlib's pool starts new workers for ever and its map never returns."""
+    pool = ctx.Pool(2, initializer=_failing_initializer)
+    try:
+        with pytest.raises(WorkerLostError, match="before running any task"):
+            pool.map_async(_sqr, range(4)).get(BOUND)
+    finally:
+        pool.terminate()
+        pool.join()
