@@ -228,3 +228,55 @@ def test_workers_that_keep_dying_at_start_fail_the_tasks_instead_of_hanging(ctx)
     finally:
         pool.terminate()
         pool.join()
+
+
+_INTERRUPTED_MAP = """
+import sys, time
+import multiproc
+
+if __name__ == "__main__":
+    pool = multiproc.get_context(sys.argv[2]).Pool(2)
+    with open(sys.argv[1], "w") as f:
+        f.write(" ".join(str(p.pid) for p in pool._pool))
+    pool.map(time.sleep, [60] * 4, chunksize=1)
+"""
+
+
+def _ended(pid):
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_ctrl_c_interrupts_map_and_leaves_no_worker_behind(tmp_path, method):
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted_map.py"
+    script.write_text(_INTERRUPTED_MAP)
+    pids = tmp_path / "pids"
+    proc = subprocess.Popen([sys.executable, str(script), str(pids), method],
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + BOUND
+        while not (pids.exists() and pids.read_text()):
+            assert time.monotonic() < deadline, "the pool did not start"
+            time.sleep(0.01)
+        workers = [int(p) for p in pids.read_text().split()]
+        time.sleep(0.2)  # most likely inside map by now; earlier only makes it weaker
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=BOUND)
+        assert b"KeyboardInterrupt" in err
+        deadline = time.monotonic() + BOUND
+        while not all(_ended(p) for p in workers):
+            assert time.monotonic() < deadline, "a worker outlived the interrupted program"
+            time.sleep(0.01)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the run
+        except ProcessLookupError:
+            pass
+        proc.wait(BOUND)
