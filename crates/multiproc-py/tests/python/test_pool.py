@@ -231,10 +231,12 @@ def test_workers_that_keep_dying_at_start_fail_the_tasks_instead_of_hanging(ctx)
 
 
 _INTERRUPTED_MAP = """
-import sys, time
+import signal, sys, time
 import multiproc
 
 if __name__ == "__main__":
+    # As when run from a terminal, even if this test runs with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pool = multiproc.get_context(sys.argv[2]).Pool(2)
     with open(sys.argv[1], "w") as f:
         f.write(" ".join(str(p.pid) for p in pool._pool))
