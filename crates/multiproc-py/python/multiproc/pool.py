@@ -294,7 +294,7 @@ class _Dispatcher:
 
     def repopulate(self):
         """Starts workers until there are ``processes`` of them."""
-        from .queues import Queue
+        from .queues import Queue, SimpleQueue
         from .sharedctypes import RawValue
 
         with self.membership:
@@ -303,15 +303,22 @@ class _Dispatcher:
                 self.next_wid += 1
                 inqueue = Queue()
                 started = RawValue("q", 0)
+                # The worker's own handle on the result queue: a forked worker inherits
+                # this one, which no other thread of this process has used (it could
+                # otherwise inherit the handle locked by the result thread's get).
+                outqueue = SimpleQueue(fd=self.outqueue.export_fd())
                 w = self.Process(
                     self.ctx,
                     target=_worker,
-                    args=(wid, inqueue, self.outqueue, started, self.initializer,
+                    args=(wid, inqueue, outqueue, started, self.initializer,
                           self.initargs, self.maxtasks, self.wrap_exception),
                 )
                 w.name = w.name.replace("Process", "PoolWorker")
                 w.daemon = True
-                w.start()
+                try:
+                    w.start()
+                finally:
+                    outqueue.close()
                 record = _Worker(wid, w, inqueue, started)
                 w._multiproc_wid = wid
                 with self.cond:
