@@ -79,7 +79,7 @@ __all__ = ["Pool", "ThreadPool", "WorkerLostError", "AsyncResult"]
 #: (sent and answered in batches) when they take microseconds.
 MIN_IN_FLIGHT = 1
 MAX_IN_FLIGHT = 128
-QUEUED_WORK = 0.002
+QUEUED_WORK = 0.01
 #: Tasks shorter than this (seconds, on average) travel in batches; longer ones (and
 #: chunks of ``map``, which are batches already) one per message, so that each result
 #: comes back as soon as it is ready.
