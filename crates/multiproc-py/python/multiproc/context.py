@@ -26,6 +26,7 @@ OURS = (
     "Array",
     "RawValue",
     "RawArray",
+    "Pool",
 )
 
 #: Names that are still the stdlib's objects, to be replaced by the Rust core's. (The
@@ -33,7 +34,6 @@ OURS = (
 STDLIB_FOR_NOW = (
     "Barrier",
     "Manager",
-    "Pool",
 )
 
 #: Names that are the stdlib's on purpose: it already does them right.
@@ -144,9 +144,10 @@ class _Ours:
         return RawArray(typecode_or_type, size_or_initializer)
 
     def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
-        """Still the stdlib's Pool, on the stdlib's context of the same start method: its
-        internals reach into the stdlib's own SimpleQueue."""
-        return self._stdlib_context().Pool(processes, initializer, initargs, maxtasksperchild)
+        """A pool of worker processes on this package's queues (``multiproc.pool``)."""
+        from .pool import Pool
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
 
     def _stdlib_context(self):
         """The stdlib's context of this context's start method."""

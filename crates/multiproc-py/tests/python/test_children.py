@@ -4,6 +4,8 @@ forkserver (the ``ctx`` fixture), and works there on the same shared object."""
 import multiprocessing
 import queue
 
+import multiproc
+
 from conftest import BOUND, run_child
 
 
@@ -153,8 +155,9 @@ def test_condition(ctx):
     assert p.exitcode == 0
 
 
-def test_pool_is_the_stdlibs_and_works(ctx):
+def test_pool_is_ours_and_works(ctx):
     with ctx.Pool(2) as pool:
+        assert isinstance(pool, multiproc.pool.Pool)
         assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
 
 
