@@ -205,8 +205,8 @@ def test_large_put_then_join_before_get_does_not_deadlock(ctx, size, count):
 
 
 def test_small_items_beyond_the_ring_wait_for_the_consumer(ctx):
-    """What the ring cannot hold waits in ``put`` (there is no feeder thread to buffer it
-    without limit): the putter exits once the consumer has read enough."""
+    """What the ring cannot hold waits in the putter's feeder thread, as the stdlib's
+    does: the putter exits once the consumer has read it all, and nothing is lost."""
     q = ctx.Queue()
     count = 6000  # about 6 MiB of 1 KiB items: more than the ring holds
     p = ctx.Process(target=_put_and_exit, args=(q, 1000, count))
