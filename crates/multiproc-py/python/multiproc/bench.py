@@ -123,24 +123,29 @@ def _echo(a, b, n, report):
     report.send(_cpu() - cpu)
 
 
-def queue_pingpong(lib, n):
-    ctx = lib.ctx
-    a, b = lib.queue(), lib.queue()
+def _pingpong(ctx, echo, args, send, receive, n):
+    """µs per round trip of 64 bytes through ``send`` and ``receive``, answered by
+    ``echo(*args, rounds, report)`` in a child; after 100 untimed ones."""
     reader, writer = _stdlib.Pipe(duplex=False)
     warm = 100
-    p = _start(ctx, _echo, (a, b, n + warm, writer))
+    p = _start(ctx, echo, args + (n + warm, writer))
     msg = b"x" * 64
     for _ in range(warm):
-        a.put(msg)
-        b.get()
+        send(msg)
+        receive()
     cpu, t = _cpu(), time.perf_counter()
     for _ in range(n):
-        a.put(msg)
-        b.get()
+        send(msg)
+        receive()
     wall = time.perf_counter() - t
     child = reader.recv()
     p.join()
     return wall / n * 1e6, n, wall, child + _cpu() - cpu
+
+
+def queue_pingpong(lib, n):
+    a, b = lib.queue(), lib.queue()
+    return _pingpong(lib.ctx, _echo, (a, b), a.put, b.get, n)
 
 
 def _pipe_echo(conn, n, report):
@@ -151,23 +156,8 @@ def _pipe_echo(conn, n, report):
 
 
 def pipe_pingpong(lib, n):
-    ctx = lib.ctx
-    mine, theirs = ctx.Pipe()
-    reader, writer = _stdlib.Pipe(duplex=False)
-    warm = 100
-    p = _start(ctx, _pipe_echo, (theirs, n + warm, writer))
-    msg = b"x" * 64
-    for _ in range(warm):
-        mine.send_bytes(msg)
-        mine.recv_bytes()
-    cpu, t = _cpu(), time.perf_counter()
-    for _ in range(n):
-        mine.send_bytes(msg)
-        mine.recv_bytes()
-    wall = time.perf_counter() - t
-    child = reader.recv()
-    p.join()
-    return wall / n * 1e6, n, wall, child + _cpu() - cpu
+    mine, theirs = lib.ctx.Pipe()
+    return _pingpong(lib.ctx, _pipe_echo, (theirs,), mine.send_bytes, mine.recv_bytes, n)
 
 
 def _incr(value, n, go, report):
