@@ -6,6 +6,10 @@
 //! a client blocked in the server, a stream's length), never for a sleep to be enough.
 
 mod common;
+// Its `main` reads this process's arguments: the tests call the rest.
+#[allow(dead_code)]
+#[path = "../examples/redis_work_queue.rs"]
+mod redis_work_queue;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -723,4 +727,34 @@ fn consumers_in_several_processes_share_the_items_each_once() {
     }
     j.join_timeout(STATE_DEADLINE).unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn work_queue_example_squares_twenty_numbers_on_two_hosts() {
+    let Some(server) = server("work_queue_example_squares_twenty_numbers_on_two_hosts") else {
+        return;
+    };
+    assert_eq!(
+        redis_work_queue::lines(&server.url()).unwrap(),
+        [
+            "20 results from 2 hosts (20 jobs done)",
+            "first: (1, 1), last: (20, 400)",
+            "sum of squares 1..=20 = 2870",
+        ]
+    );
+    // Every job (and stop marker) was marked done, every result taken.
+    let mut con = raw(&server);
+    assert_eq!(xlen(&mut con, "work_queue:jobs"), 0);
+    assert_eq!(xlen(&mut con, "work_queue:results"), 0);
+}
+
+#[test]
+fn work_queue_example_takes_its_url_from_the_argument_then_the_environment() {
+    use redis_work_queue::url_given;
+    let (a, b) = (Some("redis://a/".to_string()), Some("redis://b/".to_string()));
+    assert_eq!(url_given(a.clone(), b.clone()), a);
+    assert_eq!(url_given(None, b.clone()), b);
+    assert_eq!(url_given(Some(String::new()), b.clone()), b);
+    assert_eq!(url_given(None, Some(String::new())), None);
+    assert_eq!(url_given(None, None), None);
 }
