@@ -355,18 +355,25 @@ impl Core {
     }
 
     /// Waits (until `deadline`) for the plain queue's stream to hold an entry not yet
-    /// delivered: blocks on entries after the group's last delivered one (removing the
-    /// delivered ones a consumer that died left behind).
-    fn wait_plain(&self, deadline: Option<Instant>) -> Result<bool> {
-        let delivered = self.with_group(deadline, || {
-            self.link.run(deadline, |con| {
-                scripts::DELIVERED_SCRIPT
-                    .key(&self.keys.stream)
-                    .arg(scripts::GROUP)
-                    .invoke::<redis::Value>(con)
-            })
-        })?;
-        let after = scripts::string("delivered", &delivered)?;
+    /// delivered. A take trims what it took in the same step, so the stream holds only
+    /// entries not yet delivered, and the wait blocks on any entry (`after` 0-0). Only with
+    /// `check_delivered` (a wait that came after a wake-up with nothing to take) does it
+    /// first remove entries delivered and left in the stream (by a writer of another
+    /// kind), and block on those after the group's last delivered one.
+    fn wait_plain(&self, deadline: Option<Instant>, check_delivered: bool) -> Result<bool> {
+        let after = if check_delivered {
+            let delivered = self.with_group(deadline, || {
+                self.link.run(deadline, |con| {
+                    scripts::DELIVERED_SCRIPT
+                        .key(&self.keys.stream)
+                        .arg(scripts::GROUP)
+                        .invoke::<redis::Value>(con)
+                })
+            })?;
+            scripts::string("delivered", &delivered)?
+        } else {
+            "0-0".to_string()
+        };
         let Some((block, reply)) = self.link.block_for(deadline) else { return Ok(false) };
         self.link
             .run_blocking(reply, deadline, |con| {
@@ -386,10 +393,12 @@ impl Core {
     /// Takes between one and `max` entries from a plain queue, waiting for the first until
     /// `deadline`; [`Error::Empty`] when none came.
     fn take_entries(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Entry>> {
+        // Every wait after the first in this call checks for delivered entries left over.
+        let waited = std::cell::Cell::new(false);
         self.take_waiting(
             deadline,
             || self.take_plain(max, deadline),
-            || Ok(self.wait_plain(deadline)?.then(Vec::new)),
+            || Ok(self.wait_plain(deadline, waited.replace(true))?.then(Vec::new)),
         )
     }
 
