@@ -317,7 +317,7 @@ impl std::ops::Deref for Pool {
 }
 
 /// The methods that submit tasks, which a [`Pool`] has through `Deref` (`pool.map(…)`)
-/// and [`Pool::chunksize`]`(k)` has with a chunk size (`pool.chunksize(k).map(…)`).
+/// and [`Mapper::chunksize`]`(k)` has with a chunk size (`pool.chunksize(k).map(…)`).
 ///
 /// ```no_run
 /// use multiproc::distributed::{Pool, Registry};
@@ -611,7 +611,7 @@ impl Drop for Pool {
 }
 
 /// The mapping methods of a [`Pool`] with an explicit chunk size
-/// ([`Pool::chunksize`]`(n)`): a [`Mapper`] through `Deref`.
+/// ([`Mapper::chunksize`]`(n)`): a [`Mapper`] through `Deref`.
 ///
 /// ```no_run
 /// use multiproc::distributed::{Pool, Registry};
@@ -670,7 +670,7 @@ fn expand(outcome: Outcome, size: usize) -> Vec<std::result::Result<Vec<u8>, Str
     }
 }
 
-/// The result of [`Pool::apply_async`] or [`Pool::map_async`], as the local pool's
+/// The result of [`Mapper::apply_async`] or [`Mapper::map_async`], as the local pool's
 /// [`AsyncResult`](crate::pool::AsyncResult): `get`, `get_timeout`, `try_get`, `ready`.
 ///
 /// ```no_run
@@ -790,7 +790,7 @@ impl<T> Drop for AsyncResult<T> {
     }
 }
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`], as the local pool's
+/// The iterator of [`Mapper::imap`] and [`Mapper::imap_unordered`], as the local pool's
 /// [`IMapIterator`](crate::pool::IMapIterator): each item yields `Ok(value)` or its own
 /// error, and [`next_timeout`](Self::next_timeout) bounds a wait.
 ///
