@@ -34,8 +34,8 @@
 //! - a plain [`Queue`]'s take is `XREADGROUP … NOACK`: nothing to acknowledge, no two
 //!   consumers ever get the same item, and an item whose reply is lost (the connection
 //!   breaks, the consumer dies as it arrives) is lost. **At-most-once.** The taken entries
-//!   are trimmed from the stream in the same step (one script); a wait, `qsize` or bounded
-//!   put also trims any entry delivered and left in it.
+//!   are then trimmed from the stream (and those a consumer that died before trimming
+//!   left, by the next wait that finds nothing to take, `qsize` or bounded put).
 //! - a [`JoinableQueue`] reads through the consumer group `multiproc`: an item stays in the
 //!   group's pending list until `task_done` acknowledges and deletes it. Each take first
 //!   reclaims (`XAUTOCLAIM`) items pending longer than the visibility timeout, whoever

@@ -335,31 +335,48 @@ impl Core {
         Ok(())
     }
 
-    /// Takes up to `max` entries from a plain queue now (none when it is empty), in one
-    /// step on the server: the group delivers each entry once (`NOACK`: nothing to
-    /// acknowledge), the taken entries leave the stream and waiting putters are told there
-    /// is room.
+    /// Takes up to `max` entries from a plain queue now (none when it is empty): the group
+    /// delivers each entry once (`NOACK`: nothing to acknowledge), then the taken entries
+    /// leave the stream and waiting putters are told there is room.
     fn take_plain(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Entry>> {
         let reply = self.with_group(deadline, || {
             self.link.run(deadline, |con| {
-                scripts::TAKE_PLAIN_SCRIPT
-                    .key(&self.keys.stream)
-                    .key(&self.keys.room)
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
                     .arg(scripts::GROUP)
                     .arg(scripts::PLAIN_CONSUMER)
+                    .arg("COUNT")
                     .arg(max.min(scripts::MAX_BATCH))
-                    .invoke::<redis::Value>(con)
+                    .arg("NOACK")
+                    .arg("STREAMS")
+                    .arg(&self.keys.stream)
+                    .arg(">")
+                    .query::<redis::Value>(con)
             })
         })?;
-        scripts::entries("take", reply)
+        let entries = scripts::read_reply(reply)?;
+        if let Some(last) = entries.last() {
+            // The entries are ours whatever happens now: should this fail, the next
+            // wait, qsize or bounded put removes them.
+            let _ = self.link.run(deadline, |con| {
+                scripts::TAKEN_SCRIPT
+                    .key(&self.keys.stream)
+                    .key(&self.keys.room)
+                    .arg(&last.id)
+                    .arg(entries.len())
+                    .invoke::<redis::Value>(con)
+            });
+        }
+        Ok(entries)
     }
 
     /// Waits (until `deadline`) for the plain queue's stream to hold an entry not yet
-    /// delivered. A take trims what it took in the same step, so the stream holds only
-    /// entries not yet delivered, and the wait blocks on any entry (`after` 0-0). Only with
-    /// `check_delivered` (a wait that came after a wake-up with nothing to take) does it
-    /// first remove entries delivered and left in the stream (by a writer of another
-    /// kind), and block on those after the group's last delivered one.
+    /// delivered. A take trims what it took right after taking it, so the stream holds
+    /// (but for that moment, or what a consumer that died then left) only entries not yet
+    /// delivered, and the wait blocks on any entry (`after` 0-0). With `check_delivered`
+    /// (a wait after a wake-up with nothing to take) it first removes the delivered
+    /// entries left in the stream, and blocks on those after the group's last delivered
+    /// one: a leftover wakes a wait once, never keeps it spinning.
     fn wait_plain(&self, deadline: Option<Instant>, check_delivered: bool) -> Result<bool> {
         let after = if check_delivered {
             let delivered = self.with_group(deadline, || {

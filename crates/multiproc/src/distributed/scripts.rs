@@ -100,22 +100,15 @@ if fit < n then room = last_id(KEYS[2]) end
 return {fit, room}
 "#;
 
-/// A plain queue's take: KEYS stream, room; ARGV group, consumer, count. The group
-/// delivers up to `count` entries (`NOACK`: nothing to acknowledge); it delivers in order,
-/// so every entry up to the last one taken has been delivered, and trimming below it
-/// (whole nodes at a time) and deleting it removes them. Then a putter waiting for room is
-/// told. Returns `{{id, fields}…}`.
-const TAKE_PLAIN: &str = r#"
-local fresh = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'NOACK', 'STREAMS', KEYS[1], '>')
-if not fresh then return {} end
-local taken = fresh[1][2]
-if #taken > 0 then
-  local last = taken[#taken][1]
-  redis.call('XTRIM', KEYS[1], 'MINID', last)
-  redis.call('XDEL', KEYS[1], last)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'n', tostring(#taken))
-end
-return taken
+/// After a plain queue's take: KEYS stream, room; ARGV the last id taken, the count. The
+/// group delivers in order, so every entry up to the last one taken has been delivered:
+/// trimming below it (whole nodes at a time) and deleting it removes them. Then a putter
+/// waiting for room is told.
+const TAKEN: &str = r#"
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'n', ARGV[2])
+return 1
 "#;
 
 /// A plain queue with nothing to take: KEYS stream; ARGV group. Trims what was delivered
@@ -203,9 +196,8 @@ fn script(parts: &[&str]) -> redis::Script {
 /// See [`PUT`].
 pub(super) static PUT_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| script(&[LAST_ID, TRIM_DELIVERED, PUT]));
-/// See [`TAKE_PLAIN`].
-pub(super) static TAKE_PLAIN_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| script(&[TAKE_PLAIN]));
+/// See [`TAKEN`].
+pub(super) static TAKEN_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| script(&[TAKEN]));
 /// See [`DELIVERED`].
 pub(super) static DELIVERED_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| script(&[TRIM_DELIVERED, DELIVERED]));
