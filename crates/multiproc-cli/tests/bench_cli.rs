@@ -1,6 +1,9 @@
 //! `multiproc bench --json` prints one well-formed JSON object per benchmark. No timing is
 //! asserted: speed is measured, never tested.
 
+#[path = "../../multiproc/tests/common/mod.rs"]
+mod common;
+
 use std::process::Command;
 
 fn bench(args: &[&str]) -> (String, String) {
@@ -168,4 +171,38 @@ fn unknown_prefix_is_an_error() {
         .expect("run multiproc bench");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("pipe_pingpong_64B"));
+}
+
+#[test]
+fn redis_rows_run_against_a_server_the_bench_starts() {
+    // The bench finds redis-server as the tests do; without one, this skips (fails in CI).
+    if common::redis::require("bench_cli").is_none() {
+        return;
+    }
+    let (stdout, _) = bench(&["--json", "--only", "redis", "--quick", "--no-python"]);
+    let names = check_lines(&stdout, "redis");
+    assert_eq!(
+        names,
+        ["redis_queue_tput_64B", "redis_pool_task_chunk1", "redis_pool_task_default_chunk"]
+    );
+    let rows: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(floor_kinds(&rows[0]), ["baseline"], "the raw stream commands: {stdout}");
+    for row in &rows {
+        assert!(row["multiproc_cpu_ns_per_op"].as_f64().is_some(), "CPU time: {row}");
+    }
+    assert!(floor_kinds(&rows[1]).is_empty() && floor_kinds(&rows[2]).is_empty(), "{stdout}");
+}
+
+#[test]
+fn redis_rows_are_skipped_with_a_note_without_a_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(["bench", "--json", "--only", "redis", "--quick", "--no-python"])
+        .env("REDIS_SERVER", "/nonexistent/redis-server")
+        .output()
+        .expect("run multiproc bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "no rows without a server");
+    assert!(stderr.contains("no redis-server: the redis_* rows are skipped"), "{stderr}");
 }

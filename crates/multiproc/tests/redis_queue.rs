@@ -6,6 +6,10 @@
 //! a client blocked in the server, a stream's length), never for a sleep to be enough.
 
 mod common;
+// Its `main` reads this process's arguments: the tests call the rest.
+#[allow(dead_code)]
+#[path = "../examples/redis_work_queue.rs"]
+mod redis_work_queue;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -723,4 +727,87 @@ fn consumers_in_several_processes_share_the_items_each_once() {
     }
     j.join_timeout(STATE_DEADLINE).unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn work_queue_example_squares_twenty_numbers_on_two_hosts() {
+    let Some(server) = server("work_queue_example_squares_twenty_numbers_on_two_hosts") else {
+        return;
+    };
+    assert_eq!(
+        redis_work_queue::lines(&server.url()).unwrap(),
+        [
+            "20 results from 2 hosts (20 jobs done)",
+            "first: (1, 1), last: (20, 400)",
+            "sum of squares 1..=20 = 2870",
+        ]
+    );
+    // Every job (and stop marker) was marked done, every result taken.
+    let mut con = raw(&server);
+    assert_eq!(xlen(&mut con, "work_queue:jobs"), 0);
+    assert_eq!(xlen(&mut con, "work_queue:results"), 0);
+}
+
+#[test]
+fn work_queue_example_takes_its_url_from_the_argument_then_the_environment() {
+    use redis_work_queue::url_given;
+    let (a, b) = (Some("redis://a/".to_string()), Some("redis://b/".to_string()));
+    assert_eq!(url_given(a.clone(), b.clone()), a);
+    assert_eq!(url_given(None, b.clone()), b);
+    assert_eq!(url_given(Some(String::new()), b.clone()), b);
+    assert_eq!(url_given(None, Some(String::new())), None);
+    assert_eq!(url_given(None, None), None);
+}
+
+#[test]
+fn task_done_many_acknowledges_the_oldest_deliveries_past_one_batch() {
+    let Some(server) = server("task_done_many_acknowledges_the_oldest_deliveries_past_one_batch")
+    else {
+        return;
+    };
+    let q: JoinableQueue<u32> = JoinableQueue::connect(&server.url(), "many-done").unwrap();
+    q.put_many(0..2000).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2000 {
+        got.extend(q.get_many_timeout(2000, STATE_DEADLINE).unwrap());
+    }
+    assert_eq!(got, (0..2000).collect::<Vec<u32>>());
+    let mut con = raw(&server);
+    // More than were delivered: an error, and nothing is marked.
+    assert!(matches!(q.task_done_many(2001), Err(Error::InvalidRelease(_))));
+    assert_eq!(xlen(&mut con, "many-done"), 2000);
+    q.task_done_many(1500).unwrap();
+    assert_eq!(xlen(&mut con, "many-done"), 500);
+    assert!(matches!(q.join_timeout(Duration::from_millis(20)), Err(Error::Timeout(_))));
+    q.task_done_many(500).unwrap();
+    q.join_timeout(STATE_DEADLINE).unwrap();
+    q.task_done_many(0).unwrap();
+    assert!(matches!(q.task_done(), Err(Error::InvalidRelease(_))));
+}
+
+#[test]
+fn items_not_covered_by_task_done_many_are_delivered_again() {
+    let Some(server) = server("items_not_covered_by_task_done_many_are_delivered_again") else {
+        return;
+    };
+    let handle = || -> JoinableQueue<u32> {
+        JoinableQueue::builder(&server.url(), "partly-done")
+            .visibility_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (handle(), handle());
+    a.put_many(1..=5).unwrap();
+    assert_eq!(a.get_many_timeout(5, STATE_DEADLINE).unwrap(), [1, 2, 3, 4, 5]);
+    // a handled the first two only, and goes away without marking the rest.
+    a.task_done_many(2).unwrap();
+    drop(a);
+    let mut again = Vec::new();
+    while again.len() < 3 {
+        again.extend(b.get_many_timeout(5, STATE_DEADLINE).unwrap());
+    }
+    assert_eq!(again, [3, 4, 5]);
+    b.task_done_many(3).unwrap();
+    b.join_timeout(STATE_DEADLINE).unwrap();
+    assert_eq!(xlen(&mut raw(&server), "partly-done"), 0);
 }

@@ -28,6 +28,7 @@ mod ours;
 mod pool;
 mod python_pkg;
 mod queues;
+mod redis;
 mod report;
 mod shared_state;
 mod shm_fill;
@@ -133,6 +134,12 @@ enum Work {
     /// A pool row: `n` tasks (pool starts) for us, `py_n` for CPython.
     Pool {
         op: pool::Op,
+        n: u64,
+        py_n: u64,
+    },
+    /// A Redis row: `n` items or tasks for us, `py_n` jobs for RQ (0: no RQ side).
+    Redis {
+        op: redis::Op,
         n: u64,
         py_n: u64,
     },
@@ -409,6 +416,24 @@ fn specs() -> Vec<Spec> {
             better: Lower,
             work: Work::Pool { op: pool::Op::Startup, n: 10, py_n: 10 },
         },
+        Spec {
+            name: "redis_queue_tput_64B",
+            unit: "msg/s",
+            better: Higher,
+            work: Work::Redis { op: redis::Op::QueueTput64, n: 500_000, py_n: 0 },
+        },
+        Spec {
+            name: "redis_pool_task_chunk1",
+            unit: "µs",
+            better: Lower,
+            work: Work::Redis { op: redis::Op::PoolTaskChunk1, n: 20_000, py_n: 1000 },
+        },
+        Spec {
+            name: "redis_pool_task_default_chunk",
+            unit: "µs",
+            better: Lower,
+            work: Work::Redis { op: redis::Op::PoolTaskDefaultChunk, n: 500_000, py_n: 1000 },
+        },
     ]
 }
 
@@ -494,6 +519,8 @@ struct Runner {
     quick: bool,
     pipes: Placement,
     python: Option<CPython>,
+    /// The Redis rows' server (started only when one of them runs).
+    redis: Option<redis::Broker>,
 }
 
 impl Runner {
@@ -514,7 +541,13 @@ impl Runner {
             Work::Queue { op, n, .. } => queues::ours(op, scaled(n, q), self.pipes),
             Work::Manager { op, n, .. } => managers::ours(op, scaled(n, q)),
             Work::Pool { op, n, .. } => pool::ours(op, scaled(n, q)),
+            Work::Redis { op, n, .. } => redis::ours(op, scaled(n, q), self.broker()?),
         }
+    }
+
+    /// The Redis rows' server (they run only when there is one).
+    fn broker(&self) -> Result<&redis::Broker, BoxError> {
+        self.redis.as_ref().ok_or_else(|| "no redis-server".into())
     }
 
     /// The floors of `work`, the ceiling first.
@@ -581,11 +614,17 @@ impl Runner {
             }
             Work::Manager { op, n, .. } => managers::floors(op, scaled(n, q), place)?,
             Work::Pool { .. } => Vec::new(),
+            Work::Redis { op, n, .. } => redis::floors(op, scaled(n, q), self.broker()?)?,
         })
     }
 
     fn cpython(&mut self, work: Work) -> Option<Sample> {
         let q = self.quick;
+        if let Work::Redis { py_n, .. } = work {
+            // RQ, in its own python3 per sample, only when CPython is in use.
+            self.python.as_ref().filter(|_| py_n > 0)?;
+            return redis::rq(scaled(py_n, q), self.broker().ok()?);
+        }
         if let Work::Manager { op, py_n, .. } = work {
             // Its own python3 per sample (see managers.rs), only when CPython is in use.
             self.python.as_ref()?;
@@ -625,7 +664,7 @@ impl Runner {
             Work::Queue { op, py_n, .. } => {
                 queues::cpython_request(op, scaled(py_n, q), self.pipes)
             }
-            Work::Manager { .. } => return None, // answered above
+            Work::Manager { .. } | Work::Redis { .. } => return None, // answered above
             Work::Pool { op, py_n, .. } => pool::cpython_request(op, scaled(py_n, q)),
         };
         let py = self.python.as_mut()?;
@@ -728,6 +767,10 @@ fn notes_of(work: Work, pipes: &str) -> Vec<String> {
             "unpinned".into(),
             "CPU: this process + the workers (/proc schedstat) over the timed map",
         ),
+        Work::Redis { .. } => (
+            "unpinned".into(),
+            "CPU: this process + the workers (/proc), redis-server not counted",
+        ),
     };
     vec![format!("pinning: {pinned}"), cpu.to_string()]
 }
@@ -773,7 +816,7 @@ fn placement(args: &BenchArgs) -> (Placement, String) {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let selected: Vec<Spec> = specs()
+    let mut selected: Vec<Spec> = specs()
         .into_iter()
         .filter(|s| args.only.as_deref().is_none_or(|p| s.name.starts_with(p)))
         .collect();
@@ -820,6 +863,17 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     if selected.iter().any(|s| matches!(s.work, Work::Pool { .. })) {
         notes.extend(pool::NOTES.iter().map(|n| n.to_string()));
     }
+    let mut redis = None;
+    if selected.iter().any(|s| matches!(s.work, Work::Redis { .. })) {
+        redis = redis::Broker::start()?;
+        if redis.is_some() {
+            notes.extend(redis::NOTES.iter().map(|n| n.to_string()));
+        } else {
+            selected.retain(|s| !matches!(s.work, Work::Redis { .. }));
+            eprintln!("multiproc bench: no redis-server: the redis_* rows are skipped");
+            notes.push("redis_*: skipped (no redis-server: $REDIS_SERVER, PATH, /usr/bin)".into());
+        }
+    }
     match &python {
         Some(py) => {
             eprintln!(
@@ -837,7 +891,7 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             notes.push("cpython: not measured (no python3 on PATH, or --no-python)".into());
         }
     }
-    let mut runner = Runner { quick: args.quick, pipes, python };
+    let mut runner = Runner { quick: args.quick, pipes, python, redis };
     let progress = Progress { tty: std::io::stderr().is_terminal() };
     let mut rows = Vec::new();
     for (i, spec) in selected.iter().enumerate() {

@@ -2,7 +2,9 @@
 //! and CPU time per operation, the notes under them, and the targets checked against the
 //! run.
 
-use super::{managers, pool, python_pkg, queues, shared_state, FloorKind, Row, FUTEX_PARKED};
+use super::{
+    managers, pool, python_pkg, queues, redis, shared_state, FloorKind, Row, FUTEX_PARKED,
+};
 
 /// A figure with about four significant digits.
 fn fmt_num(v: f64) -> String {
@@ -292,5 +294,6 @@ fn targets(rows: &[Row]) -> Vec<String> {
     out.extend(managers::targets(rows));
     out.extend(pool::targets(rows));
     out.extend(python_pkg::targets(rows));
+    out.extend(redis::targets(rows));
     out
 }

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::link;
-use super::queue::{decode_entries, Core, QueueBuilder};
+use super::queue::{Core, QueueBuilder};
 use super::scripts::{self, Entry};
 use crate::error::{Error, PutError, Result};
 
@@ -443,17 +442,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     fn get_many_until(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<T>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let mut carry = self.core.carry.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = if carry.is_empty() { self.take_entries(max, deadline)? } else { Vec::new() };
-        let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        decode_entries(
-            entries,
-            &mut carry,
+        self.core.get_many(
             max,
-            |entry| delivered.push_back(entry.id.clone()),
+            || self.take_entries(max, deadline),
+            |entry| {
+                self.delivered.lock().unwrap_or_else(|p| p.into_inner()).push_back(entry.id.clone())
+            },
             |entry, e| {
                 // Not ours: out of the way for good. Should this fail, the entry comes
                 // back after the visibility timeout and ends in the dead letters then.
@@ -540,32 +534,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Takes between one and `max` entries, waiting for the first until `deadline`.
     fn take_entries(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Entry>> {
-        let mut retry = self.core.link.retry();
-        loop {
-            match self.take_now(max, deadline) {
-                Ok(entries) if !entries.is_empty() => return Ok(entries),
-                Ok(_) => retry.reset(),
-                Err(e) => {
-                    retry.again(e, deadline)?;
-                    continue;
-                }
-            }
-            if link::expired(deadline) {
-                return Err(Error::Empty);
-            }
-            match self.wait_for_new(max, deadline) {
-                Ok(Some(entries)) if !entries.is_empty() => return Ok(entries),
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return match self.take_now(max, deadline) {
-                        Ok(entries) if !entries.is_empty() => Ok(entries),
-                        Ok(_) => Err(Error::Empty),
-                        Err(e) => Err(e),
-                    };
-                }
-                Err(e) => retry.again(e, deadline)?,
-            }
-        }
+        self.core.take_waiting(
+            deadline,
+            || self.take_now(max, deadline),
+            || self.wait_for_new(max, deadline),
+        )
     }
 
     /// Marks the oldest item this handle got and has not marked done as done;
@@ -578,21 +551,45 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn task_done(&self) -> Result<()> {
+        self.task_done_many(1)
+    }
+
+    /// Marks the `n` oldest items this handle got and has not marked done as done, in one
+    /// round trip per 1024 (where `n` calls of [`task_done`](Self::task_done) take `n`):
+    /// for a consumer that handles a batch from [`get_many`](Self::get_many) and then
+    /// acknowledges it. Only items already handled should be acknowledged: an item marked
+    /// done is never delivered again, whatever becomes of its consumer.
+    /// [`Error::InvalidRelease`] when fewer than `n` are waiting for it (and none is
+    /// marked); an error reaching the server leaves the deliveries it did not confirm to a
+    /// later call (marking one twice counts once).
+    ///
+    /// ```no_run
+    /// let q = multiproc::distributed::JoinableQueue::<u32>::connect("redis://127.0.0.1/", "q")?;
+    /// let batch = q.get_many(100)?;
+    /// let total: u32 = batch.iter().sum();
+    /// q.task_done_many(batch.len())?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn task_done_many(&self, n: usize) -> Result<()> {
         let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(id) = delivered.pop_front() else {
+        if n > delivered.len() {
             return Err(Error::InvalidRelease("task_done() called too many times"));
-        };
-        let acked = self.core.link.run(None, |con| {
-            self.core
-                .keys
-                .joinable(&scripts::TASK_DONE_SCRIPT)
-                .arg(scripts::GROUP)
-                .arg(&id)
-                .invoke::<redis::Value>(con)
-        });
-        if let Err(e) = acked {
-            delivered.push_front(id);
-            return Err(e);
+        }
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(scripts::MAX_BATCH);
+            let acked = self.core.link.run(None, |con| {
+                let mut invocation = self.core.keys.joinable(&scripts::TASK_DONE_SCRIPT);
+                invocation.arg(scripts::GROUP);
+                for id in delivered.iter().take(batch) {
+                    invocation.arg(id);
+                }
+                invocation.invoke::<redis::Value>(con)
+            });
+            // Until the server confirms them, the ids stay this handle's oldest.
+            acked?;
+            delivered.drain(..batch);
+            left -= batch;
         }
         Ok(())
     }

@@ -28,13 +28,14 @@
 //! through the stream's consumer group `multiproc`, which hands each entry to one consumer
 //! only, and every step that must not be split is one command or one Lua script, atomic on
 //! the server:
-//! - a put checks `maxsize` and appends in the same step, so concurrent putters never
-//!   overshoot it (the bound counts items waiting for delivery);
+//! - a bounded put checks `maxsize` and appends in the same step, so concurrent putters
+//!   never overshoot it (the bound counts items waiting for delivery); an unbounded one
+//!   is plain `XADD`s, pipelined up to 1024 to a round trip;
 //! - a plain [`Queue`]'s take is `XREADGROUP … NOACK`: nothing to acknowledge, no two
 //!   consumers ever get the same item, and an item whose reply is lost (the connection
 //!   breaks, the consumer dies as it arrives) is lost. **At-most-once.** The taken entries
 //!   are then trimmed from the stream (and those a consumer that died before trimming
-//!   left, by the next wait, `qsize` or bounded put).
+//!   left, by the next wait that finds nothing to take, `qsize` or bounded put).
 //! - a [`JoinableQueue`] reads through the consumer group `multiproc`: an item stays in the
 //!   group's pending list until `task_done` acknowledges and deletes it. Each take first
 //!   reclaims (`XAUTOCLAIM`) items pending longer than the visibility timeout, whoever
@@ -98,7 +99,7 @@ mod worker;
 
 pub use dead::{DeadLetter, DeadLetters};
 pub use joinable::{JoinableQueue, JoinableQueueBuilder};
-pub use pool::{AsyncResult, Chunked, IMapIterator, Pool};
+pub use pool::{AsyncResult, Chunked, IMapIterator, Mapper, Pool};
 pub use queue::{Queue, QueueBuilder};
 pub use tasks::{Registry, Task, TaskName};
 pub use worker::Worker;

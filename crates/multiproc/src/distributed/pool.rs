@@ -2,6 +2,7 @@
 //! [`Worker`](super::Worker)s on any machine that reaches the same Redis server.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -240,7 +241,8 @@ impl Inner {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Pool {
-    inner: Arc<Inner>,
+    /// The mapping methods, without a chunk size (the pool derefs to it).
+    mapper: Mapper,
     stop: Arc<AtomicBool>,
     collector: Option<JoinHandle<()>>,
     /// For deleting the result stream on drop.
@@ -250,8 +252,8 @@ pub struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("tasks", &self.inner.tasks.name())
-            .field("reply", &self.inner.reply)
+            .field("tasks", &self.mapper.inner.tasks.name())
+            .field("reply", &self.mapper.inner.reply)
             .finish_non_exhaustive()
     }
 }
@@ -300,9 +302,44 @@ impl Pool {
                 .name("multiproc-redis-results".into())
                 .spawn(move || collect(results, dead, &shared, &stop))?
         };
-        Ok(Pool { inner, stop, collector: Some(collector), link })
+        let mapper = Mapper { inner, chunksize: None };
+        Ok(Pool { mapper, stop, collector: Some(collector), link })
     }
+}
 
+impl std::ops::Deref for Pool {
+    type Target = Mapper;
+
+    /// The mapping methods ([`Mapper`]): `pool.map(…)`, `pool.chunksize(k).map(…)`, ….
+    fn deref(&self) -> &Mapper {
+        &self.mapper
+    }
+}
+
+/// The methods that submit tasks, which a [`Pool`] has through `Deref` (`pool.map(…)`)
+/// and [`Mapper::chunksize`]`(k)` has with a chunk size (`pool.chunksize(k).map(…)`).
+///
+/// ```no_run
+/// use multiproc::distributed::{Pool, Registry};
+/// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u32| x + 1))?;
+/// assert_eq!(pool.map::<u32, u32>("inc", [1, 2])?, [2, 3]);
+/// assert_eq!(pool.chunksize(1).map::<u32, u32>("inc", [1, 2])?, [2, 3]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Mapper {
+    inner: Arc<Inner>,
+    /// The chunk size of every mapping method (`None`: each method's default).
+    chunksize: Option<usize>,
+}
+
+impl std::fmt::Debug for Mapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapper").field("chunksize", &self.chunksize).finish_non_exhaustive()
+    }
+}
+
+impl Mapper {
     /// The registry whose functions this pool's tasks name.
     ///
     /// ```no_run
@@ -398,7 +435,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_chunked(function.task_name(), iterable, None)
+        self.map_chunked(function.task_name(), iterable, self.chunksize)
     }
 
     /// Python's `starmap`: the items are argument tuples and the function takes a tuple.
@@ -467,7 +504,8 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        IMapIterator::start(self, function.task_name(), iterable.into_iter(), 1, false)
+        let chunksize = self.chunksize.unwrap_or(1);
+        IMapIterator::start(self, function.task_name(), iterable.into_iter(), chunksize, false)
     }
 
     /// Like [`imap`](Self::imap), but the results come in the order they arrive (Python's
@@ -491,7 +529,8 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        IMapIterator::start(self, function.task_name(), iterable.into_iter(), 1, true)
+        let chunksize = self.chunksize.unwrap_or(1);
+        IMapIterator::start(self, function.task_name(), iterable.into_iter(), chunksize, true)
     }
 
     /// The mapping methods with an explicit chunk size, as locally:
@@ -506,7 +545,8 @@ impl Pool {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn chunksize(&self, chunksize: usize) -> Chunked<'_> {
-        Chunked { pool: self, chunksize }
+        let mapper = Mapper { inner: self.inner.clone(), chunksize: Some(chunksize) };
+        Chunked { mapper, pool: PhantomData }
     }
 
     /// `map_async` with a chunk size (`None`: the default).
@@ -558,7 +598,7 @@ impl Drop for Pool {
         if let Some(collector) = self.collector.take() {
             let _ = collector.join();
         }
-        let reply = &self.inner.reply;
+        let reply = &self.mapper.inner.reply;
         let _ = self.link.run(crate::deadline::after(DROP_TIMEOUT), |con| {
             redis::cmd("DEL")
                 .arg(reply)
@@ -571,7 +611,7 @@ impl Drop for Pool {
 }
 
 /// The mapping methods of a [`Pool`] with an explicit chunk size
-/// ([`Pool::chunksize`]`(n)`).
+/// ([`Mapper::chunksize`]`(n)`): a [`Mapper`] through `Deref`.
 ///
 /// ```no_run
 /// use multiproc::distributed::{Pool, Registry};
@@ -580,125 +620,19 @@ impl Drop for Pool {
 /// assert_eq!(v.len(), 100);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Chunked<'p> {
-    pool: &'p Pool,
-    chunksize: usize,
+    mapper: Mapper,
+    /// The pool, whose collector thread brings the results, outlives this.
+    pool: PhantomData<&'p Pool>,
 }
 
-impl Chunked<'_> {
-    /// [`Pool::map`] with this chunk size.
-    ///
-    /// ```no_run
-    /// use multiproc::distributed::{Pool, Registry};
-    /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u32| x + 1))?;
-    /// assert_eq!(pool.chunksize(2).map::<u32, u32>("inc", [1, 2, 3])?, [2, 3, 4]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn map<A, R>(
-        &self,
-        function: impl TaskName<A, R>,
-        iterable: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        self.map_async(function, iterable)?.get()
-    }
+impl std::ops::Deref for Chunked<'_> {
+    type Target = Mapper;
 
-    /// [`Pool::map_async`] with this chunk size.
-    ///
-    /// ```no_run
-    /// use multiproc::distributed::{Pool, Registry};
-    /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u32| x + 1))?;
-    /// assert_eq!(pool.chunksize(2).map_async::<u32, u32>("inc", [1, 2, 3])?.get()?, [2, 3, 4]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn map_async<A, R>(
-        &self,
-        function: impl TaskName<A, R>,
-        iterable: impl IntoIterator<Item = A>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        self.pool.map_chunked(function.task_name(), iterable, Some(self.chunksize))
-    }
-
-    /// [`Pool::starmap`] with this chunk size.
-    ///
-    /// ```no_run
-    /// use multiproc::distributed::{Pool, Registry};
-    /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("add", |(a, b): (u8, u8)| a + b))?;
-    /// assert_eq!(pool.chunksize(1).starmap::<(u8, u8), u8>("add", [(1, 2)])?, [3]);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn starmap<A, R>(
-        &self,
-        function: impl TaskName<A, R>,
-        iterable: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>>
-    where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        self.map(function, iterable)
-    }
-
-    /// [`Pool::imap`] with this chunk size.
-    ///
-    /// ```no_run
-    /// use multiproc::distributed::{Pool, Registry};
-    /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u32| x + 1))?;
-    /// assert_eq!(pool.chunksize(8).imap::<_, u32, _>("inc", 0..20u32)?.count(), 20);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn imap<A, R, I>(
-        &self,
-        function: impl TaskName<A, R>,
-        iterable: I,
-    ) -> Result<IMapIterator<R, I::IntoIter>>
-    where
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        IMapIterator::start(
-            self.pool,
-            function.task_name(),
-            iterable.into_iter(),
-            self.chunksize,
-            false,
-        )
-    }
-
-    /// [`Pool::imap_unordered`] with this chunk size.
-    ///
-    /// ```no_run
-    /// use multiproc::distributed::{Pool, Registry};
-    /// let pool = Pool::connect("redis://127.0.0.1/", "work", Registry::new().task("inc", |x: u32| x + 1))?;
-    /// assert_eq!(pool.chunksize(8).imap_unordered::<_, u32, _>("inc", 0..20u32)?.count(), 20);
-    /// # Ok::<(), multiproc::Error>(())
-    /// ```
-    pub fn imap_unordered<A, R, I>(
-        &self,
-        function: impl TaskName<A, R>,
-        iterable: I,
-    ) -> Result<IMapIterator<R, I::IntoIter>>
-    where
-        I: IntoIterator<Item = A>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        IMapIterator::start(
-            self.pool,
-            function.task_name(),
-            iterable.into_iter(),
-            self.chunksize,
-            true,
-        )
+    /// The mapping methods with this chunk size.
+    fn deref(&self) -> &Mapper {
+        &self.mapper
     }
 }
 
@@ -736,7 +670,7 @@ fn expand(outcome: Outcome, size: usize) -> Vec<std::result::Result<Vec<u8>, Str
     }
 }
 
-/// The result of [`Pool::apply_async`] or [`Pool::map_async`], as the local pool's
+/// The result of [`Mapper::apply_async`] or [`Mapper::map_async`], as the local pool's
 /// [`AsyncResult`](crate::pool::AsyncResult): `get`, `get_timeout`, `try_get`, `ready`.
 ///
 /// ```no_run
@@ -856,7 +790,7 @@ impl<T> Drop for AsyncResult<T> {
     }
 }
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`], as the local pool's
+/// The iterator of [`Mapper::imap`] and [`Mapper::imap_unordered`], as the local pool's
 /// [`IMapIterator`](crate::pool::IMapIterator): each item yields `Ok(value)` or its own
 /// error, and [`next_timeout`](Self::next_timeout) bounds a wait.
 ///
@@ -899,7 +833,7 @@ where
 {
     /// Starts an `imap` and submits its first window.
     fn start(
-        pool: &Pool,
+        pool: &Mapper,
         function: &str,
         input: I,
         chunksize: usize,
@@ -1057,12 +991,14 @@ fn collect(
     while !stop.load(Ordering::Relaxed) {
         match results.get_many_timeout(RESULT_BATCH, COLLECT_WAIT) {
             Ok(msgs) => {
+                let taken = msgs.len();
                 for msg in msgs {
                     shared.deliver(msg);
-                    // A result not acknowledged comes again after the visibility
-                    // timeout, and is dropped as a duplicate then.
-                    let _ = results.task_done();
                 }
+                // Recorded, so acknowledged, all in one round trip. A result not
+                // acknowledged comes again after the visibility timeout, and is dropped as
+                // a duplicate then.
+                let _ = results.task_done_many(taken);
             }
             // Nothing came, or an entry that is not a result (dead-lettered by the get).
             Err(Error::Empty | Error::Codec(_)) => {}

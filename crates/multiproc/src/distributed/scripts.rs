@@ -145,9 +145,13 @@ if #out > 0 then redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'n', tostring(#
 return out
 "#;
 
-/// Marks one delivery done: KEYS as for [`TAKE_JOINABLE`]; ARGV group, id. 1 when this
-/// call acknowledged it, 0 when it was acknowledged before.
-const TASK_DONE: &str = "return finish(ARGV[2])";
+/// Marks deliveries done: KEYS as for [`TAKE_JOINABLE`]; ARGV group, ids… Returns how
+/// many this call acknowledged (one acknowledged before counts 0).
+const TASK_DONE: &str = r#"
+local n = 0
+for i = 2, #ARGV do n = n + finish(ARGV[i]) end
+return n
+"#;
 
 /// Dead-letters one delivery: KEYS as for [`TAKE_JOINABLE`]; ARGV group, id, deliveries,
 /// reason.
