@@ -3,7 +3,8 @@
 Items travel as pickles (protocol 5, the stdlib's ForkingPickler). A ``put`` writes the
 item into the ring before it returns (there is no feeder thread), so ``join_thread`` and
 ``cancel_join_thread`` have nothing to wait for. ``close`` is local to this object, as in
-the stdlib: later calls on it raise ``ValueError``; other handles and processes go on."""
+the stdlib: later calls on it raise ``ValueError`` (``empty`` raises ``OSError``, as the
+stdlib's closed reader does); other handles and processes go on."""
 
 from . import _native
 from ._pickle import dumps, loads, reduce_by_fd
@@ -27,6 +28,12 @@ class _Items:
 
     def get_nowait(self):
         return self.get(False)
+
+    def empty(self):
+        # The stdlib's reader reports a closed handle with OSError.
+        if self.closed:
+            raise OSError("handle is closed")
+        return super().empty()
 
     def join_thread(self):
         assert self.closed, "Queue {0!r} not closed".format(self)
@@ -74,6 +81,12 @@ class SimpleQueue(_native.Queue):
 
     def get(self):
         return loads(_native.Queue.get(self))
+
+    def empty(self):
+        # The stdlib's reader reports a closed handle with OSError.
+        if self.closed:
+            raise OSError("handle is closed")
+        return _native.Queue.empty(self)
 
     def __reduce__(self):
         return reduce_by_fd(self, self.export_fd())
