@@ -26,6 +26,7 @@ import argparse
 import faulthandler
 import os
 import sys
+import threading
 import time
 import types
 import unittest
@@ -199,13 +200,28 @@ def apply_skips(classes, skips):
     return unused
 
 
+def _expired(test, timeout):
+    """A test outlived its bound: writes every thread's stack, ends the children this
+    process started (so none is left holding the output or a lock), and exits with 1."""
+    import multiprocessing
+
+    sys.stderr.write("\n{} still running after {} s: giving up\n".format(test, timeout))
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for child in multiprocessing.active_children():
+        child.kill()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
+
+
 class _Counts(unittest.TextTestResult):
-    """A result that counts outcomes per class and bounds every test with faulthandler."""
+    """A result that counts outcomes per class and bounds every test (see ``_expired``)."""
 
     def __init__(self, *args, timeout, **kwargs):
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self.per_class = {}
+        self._watchdog = None
 
     def _row(self, test):
         return self.per_class.setdefault(
@@ -214,13 +230,14 @@ class _Counts(unittest.TextTestResult):
         )
 
     def startTest(self, test):
-        # A test stuck past the bound writes every thread's stack and ends the run.
-        faulthandler.dump_traceback_later(self.timeout, exit=True)
+        self._watchdog = threading.Timer(self.timeout, _expired, (test, self.timeout))
+        self._watchdog.daemon = True
+        self._watchdog.start()
         self._started = time.monotonic()
         super().startTest(test)
 
     def stopTest(self, test):
-        faulthandler.cancel_dump_traceback_later()
+        self._watchdog.cancel()
         self._row(test)["seconds"] += time.monotonic() - self._started
         super().stopTest(test)
 
@@ -260,6 +277,9 @@ def main():
     parser.add_argument("classes", nargs="*", help="CPython's class names (default: all)")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on one test")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per test")
+    parser.add_argument(
+        "-k", dest="patterns", action="append", help="only the tests matching this pattern"
+    )
     args = parser.parse_args()
     names = args.classes or list(REQUIRED)
 
@@ -274,6 +294,8 @@ def main():
         return 1
 
     loader = unittest.TestLoader()
+    if args.patterns:
+        loader.testNamePatterns = ["*{}*".format(p) if "*" not in p else p for p in args.patterns]
     suite = unittest.TestSuite(loader.loadTestsFromTestCase(cls) for _, cls in classes)
     runner = unittest.TextTestRunner(
         stream=sys.stderr,
