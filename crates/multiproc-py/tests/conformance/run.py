@@ -238,6 +238,7 @@ class _Counts(unittest.TextTestResult):
 
     def stopTest(self, test):
         self._watchdog.cancel()
+        self._watchdog.join()
         self._row(test)["seconds"] += time.monotonic() - self._started
         super().stopTest(test)
 

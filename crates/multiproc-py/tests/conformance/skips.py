@@ -16,8 +16,9 @@ _NO_FEEDER = (
 
 _COND_INTERNALS = (
     "check_invariant() reads CPython's internal semaphores Condition._sleeping_count, "
-    "_woken_count and _wait_semaphore; our Condition counts its waiters in the core "
-    "(tests/python/test_synchronize.py checks notify and notify_all wake exactly as many)"
+    "_woken_count and _wait_semaphore; ours has none (the core counts its waiters; "
+    "tests/python/test_synchronize.py checks that notify(n) and notify_all wake exactly "
+    "as many waiters, as these tests do before check_invariant)"
 )
 
 SKIPS = [
