@@ -345,22 +345,32 @@ impl Condition {
     }
 
     /// Releases the lock, waits for a notification at most `timeout` seconds (`None`: as
-    /// long as it takes), and takes the lock back; whether it was notified.
+    /// long as it takes), and takes the lock back; whether it was notified. One wait in
+    /// the core from start to end, checking for signals every `SLICE` (a
+    /// `KeyboardInterrupt` leaves with the lock held again, as the stdlib's does).
     #[pyo3(signature = (timeout = None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let cond = &self.inner;
         let end = deadline(true, timeout)?;
-        let waited = wait_sliced(py, end, to_pyerr, |slice| match cond.wait_held_timeout(slice) {
-            Ok(()) => Ok(Slice::Done(())),
-            Err(Error::Timeout(_)) => Ok(Slice::Again),
-            Err(e) => Err(e),
+        let mut interrupted: Option<PyErr> = None;
+        let waited = py.detach(|| {
+            cond.wait_held_in_stretches(end, crate::SLICE, || {
+                Python::attach(|py| match py.check_signals() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        interrupted = Some(e);
+                        false
+                    }
+                })
+            })
         });
         match waited {
-            Ok(notified) => Ok(notified.is_some()),
-            Err(e) if e.is_instance_of::<PyValueError>(py) => {
+            Ok(_) if interrupted.is_some() => Err(interrupted.take().expect("checked")),
+            Ok(notified) => Ok(notified),
+            Err(Error::InvalidRelease(_)) => {
                 Err(PyAssertionError::new_err("must acquire() condition before using wait()"))
             }
-            Err(e) => Err(e),
+            Err(e) => Err(to_pyerr(py, e)),
         }
     }
 

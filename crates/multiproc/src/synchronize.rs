@@ -1039,8 +1039,11 @@ impl Event {
 // --------------------------------------------------------------------------------------
 // Condition
 
-const COND_SEQ: usize = 4;
-const COND_LEN: usize = 8;
+const COND_WAITERS: usize = 4;
+const COND_SIGNALS: usize = 8;
+const COND_NEXT: usize = 12;
+const COND_ELIGIBLE: usize = 16;
+const COND_LEN: usize = 20;
 
 /// The lock under a [`Condition`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1138,8 +1141,14 @@ impl Condition {
         Ok(Condition { lock: CondLock::RLock(lock), segment: create(Kind::Condition, COND_LEN)? })
     }
 
-    fn seq(&self) -> &AtomicU32 {
-        self.segment.word(COND_SEQ)
+    /// The words of `raw::condition`.
+    fn words(&self) -> raw::condition::Words<'_> {
+        raw::condition::Words {
+            waiters: self.segment.word(COND_WAITERS),
+            signals: self.segment.word(COND_SIGNALS),
+            next: self.segment.word(COND_NEXT),
+            eligible: self.segment.word(COND_ELIGIBLE),
+        }
     }
 
     /// Acquires the underlying lock, waiting as long as it takes.
@@ -1326,6 +1335,46 @@ impl Condition {
         waited
     }
 
+    /// [`Condition::wait_held_timeout`] until `deadline` (`None`: as long as it takes), in
+    /// stretches of at most `stretch`: between two, `go_on()` runs with nothing held and
+    /// ends the wait early (as a timeout) by returning `false`. One wait from start to end,
+    /// so no notification is missed or taken twice between stretches (a binding checks
+    /// for signals there). `Ok(true)` when notified; the caller holds the lock again either
+    /// way.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use multiproc::synchronize::{Condition, Lock};
+    ///
+    /// let lock = Lock::new()?;
+    /// let cond = Condition::with_lock(lock.clone())?;
+    /// lock.acquire()?.leak();
+    /// let mut stretches = 0;
+    /// let notified = cond.wait_held_in_stretches(None, Duration::from_millis(1), || {
+    ///     stretches += 1;
+    ///     stretches < 3
+    /// })?;
+    /// assert!(!notified && stretches == 3);
+    /// let soon = Some(Instant::now() + Duration::from_millis(5));
+    /// assert!(!cond.wait_held_in_stretches(soon, Duration::from_millis(1), || true)?);
+    /// assert!(lock.is_locked()); // held again
+    /// lock.release()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait_held_in_stretches(
+        &self,
+        deadline: Option<Instant>,
+        stretch: Duration,
+        go_on: impl FnMut() -> bool,
+    ) -> Result<bool> {
+        let levels = self.held_levels()?;
+        let mut guard = ConditionGuard { cond: self, levels, owner_died: false };
+        let waited = guard.wait_in_stretches(deadline, Some(stretch), go_on);
+        // The caller holds the lock again, as it did before: no guard releases it.
+        std::mem::forget(guard);
+        waited
+    }
+
     /// [`ConditionGuard::notify`] for a caller holding the lock without a guard.
     ///
     /// ```
@@ -1337,7 +1386,7 @@ impl Condition {
     /// ```
     pub fn notify_held(&self, n: u32) -> Result<()> {
         self.held_levels()?;
-        raw::condition::notify::<Os>(self.seq(), n);
+        raw::condition::notify::<Os>(&self.words(), n);
         Ok(())
     }
 }
@@ -1376,19 +1425,42 @@ impl ConditionGuard<'_> {
     }
 
     fn wait_until(&mut self, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
-        let seq = self.cond.seq();
-        let seen = raw::condition::prepare(seq);
-        let levels = self.cond.unlock_all(self.levels);
-        let notified = raw::condition::wait::<Os>(seq, seen, deadline);
-        // Re-acquire without a deadline, as Python does: the caller holds the lock again
-        // when `wait` returns, whatever happened.
-        self.owner_died |= self.cond.lock_levels(levels, None, Duration::MAX)?;
-        self.levels = levels;
-        if notified {
+        if self.wait_in_stretches(deadline, None, || true)? {
             Ok(())
         } else {
             Err(Error::Timeout(timeout))
         }
+    }
+
+    /// Registers, releases the lock, waits for a signal until `deadline` in stretches of
+    /// at most `stretch` (`None`: one), calling `go_on()` between them (a `false` ends the
+    /// wait as a timeout), and takes the lock back; whether it was notified.
+    fn wait_in_stretches(
+        &mut self,
+        deadline: Option<Instant>,
+        stretch: Option<Duration>,
+        mut go_on: impl FnMut() -> bool,
+    ) -> Result<bool> {
+        let words = self.cond.words();
+        let ticket = raw::condition::prepare(&words);
+        let levels = self.cond.unlock_all(self.levels);
+        let notified = loop {
+            let end = match stretch.and_then(|s| Instant::now().checked_add(s)) {
+                Some(end) => Some(deadline.map_or(end, |d| d.min(end))),
+                None => deadline,
+            };
+            if raw::condition::wait::<Os>(&words, ticket, end) {
+                break true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) || !go_on() {
+                break false;
+            }
+        };
+        // Re-acquire without a deadline, as Python does: the caller holds the lock again
+        // when `wait` returns, whatever happened.
+        self.owner_died |= self.cond.lock_levels(levels, None, Duration::MAX)?;
+        self.levels = levels;
+        Ok(notified || raw::condition::timed_out(&words, ticket))
     }
 
     /// Waits until `predicate()` is true, as long as it takes (Python's `wait_for`).
@@ -1451,7 +1523,7 @@ impl ConditionGuard<'_> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn notify(&self, n: u32) {
-        raw::condition::notify::<Os>(self.cond.seq(), n);
+        raw::condition::notify::<Os>(&self.cond.words(), n);
     }
 
     /// Wakes every waiter.

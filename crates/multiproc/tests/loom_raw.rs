@@ -291,22 +291,43 @@ fn an_event_set_wakes_two_waiters() {
 // --------------------------------------------------------------------------------------
 // Condition
 
+/// A condition's words, for the model.
+#[derive(Default)]
+struct ModelCondition {
+    waiters: AtomicU32,
+    signals: AtomicU32,
+    next: AtomicU32,
+    eligible: AtomicU32,
+}
+
+impl ModelCondition {
+    fn words(&self) -> condition::Words<'_> {
+        condition::Words {
+            waiters: &self.waiters,
+            signals: &self.signals,
+            next: &self.next,
+            eligible: &self.eligible,
+        }
+    }
+}
+
 /// A waiter loops "lock; while !ready: wait; unlock" on a condition over a `lock` word;
-/// the notifier sets `ready` under the lock and notifies `n`.
+/// the notifier sets `ready` under the lock and notifies `n`, then (if `n` left waiters
+/// unsignalled) notifies the rest, each time under the lock.
 fn condition_round(waiters: u32, n: u32) {
     let word = Arc::new(AtomicU32::new(0));
-    let seq = Arc::new(AtomicU32::new(0));
+    let cond = Arc::new(ModelCondition::default());
     let ready = Arc::new(UnsafeCell::new(false));
     let threads: Vec<_> = (1..=waiters)
         .map(|me| {
-            let (word, seq, ready) = (word.clone(), seq.clone(), ready.clone());
+            let (word, cond, ready) = (word.clone(), cond.clone(), ready.clone());
             loom::thread::spawn(move || {
                 lock::acquire::<Model>(&word, me, None).unwrap();
                 // SAFETY: `ready` is touched only with the lock held (loom checks).
                 while !ready.with(|r| unsafe { *r }) {
-                    let seen = condition::prepare(&seq);
+                    let ticket = condition::prepare(&cond.words());
                     assert!(lock::release::<Model>(&word));
-                    condition::wait::<Model>(&seq, seen, None);
+                    assert!(condition::wait::<Model>(&cond.words(), ticket, None));
                     lock::acquire::<Model>(&word, me, None).unwrap();
                 }
                 assert!(lock::release::<Model>(&word));
@@ -317,11 +338,40 @@ fn condition_round(waiters: u32, n: u32) {
     lock::acquire::<Model>(&word, notifier, None).unwrap();
     // SAFETY: under the lock.
     ready.with_mut(|r| unsafe { *r = true });
-    condition::notify::<Model>(&seq, n);
+    condition::notify::<Model>(&cond.words(), n);
     assert!(lock::release::<Model>(&word));
+    if n < waiters {
+        lock::acquire::<Model>(&word, notifier, None).unwrap();
+        condition::notify::<Model>(&cond.words(), u32::MAX);
+        assert!(lock::release::<Model>(&word));
+    }
     for t in threads {
         t.join().unwrap();
     }
+    // Every signal given was taken, and no waiter is left registered.
+    assert_eq!(cond.waiters.load(SeqCst), 0);
+    assert_eq!(cond.signals.load(SeqCst), 0);
+}
+
+/// Two waiters register; `notify(1)` signals exactly one; a waiter that registers after
+/// the notification cannot take its signal; the second waiter, out of time, withdraws.
+#[test]
+fn a_condition_notify_one_signals_exactly_one_earlier_waiter() {
+    model(|| {
+        let cond = Arc::new(ModelCondition::default());
+        let first = condition::prepare(&cond.words());
+        let second = condition::prepare(&cond.words());
+        condition::notify::<Model>(&cond.words(), 1);
+        let late = condition::prepare(&cond.words());
+        assert!(!condition::wait::<Model>(&cond.words(), late, Some(Instant::now())));
+        let c = cond.clone();
+        let taker = loom::thread::spawn(move || condition::wait::<Model>(&c.words(), first, None));
+        assert!(taker.join().unwrap());
+        assert!(!condition::wait::<Model>(&cond.words(), second, Some(Instant::now())));
+        assert!(!condition::timed_out(&cond.words(), second));
+        assert!(!condition::timed_out(&cond.words(), late));
+        assert_eq!((cond.waiters.load(SeqCst), cond.signals.load(SeqCst)), (0, 0));
+    });
 }
 
 #[test]
@@ -332,6 +382,11 @@ fn a_condition_notify_wakes_the_waiter() {
 #[test]
 fn a_condition_notify_all_wakes_both_waiters() {
     model(|| condition_round(2, u32::MAX));
+}
+
+#[test]
+fn a_condition_notify_one_then_the_rest_wakes_both_waiters() {
+    model(|| condition_round(2, 1));
 }
 
 // --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Pipe and Connection on the Rust core's Connection (CPython's framing, so either end may
 also be a stdlib Connection). ``Listener`` and ``Client`` are still the stdlib's; ``wait``
 is the stdlib's, first asking this package's connections for messages they have read
-ahead (which ``select`` cannot see)."""
+ahead (which ``select`` cannot see). Every other name of the stdlib's
+``multiprocessing.connection`` (``families``, ``answer_challenge``...) is the stdlib's."""
 
 import multiprocessing.connection as _stdlib
 import os
@@ -14,6 +15,14 @@ from . import _native
 from ._pickle import DupFd, dumps, loads
 
 __all__ = ["Connection", "Pipe", "Client", "Listener", "wait"]
+
+
+def __getattr__(name):
+    """The stdlib's ``multiprocessing.connection`` for the names this module lacks."""
+    try:
+        return getattr(_stdlib, name)
+    except AttributeError:
+        raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name)) from None
 
 
 class Connection(_native.Connection):

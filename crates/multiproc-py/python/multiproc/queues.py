@@ -2,7 +2,8 @@
 
 Items travel as pickles (protocol 5, the stdlib's ForkingPickler). A ``put`` writes the
 item into the ring before it returns. ``close`` is local to this object, as in the
-stdlib: later calls on it raise ``ValueError``; other handles and processes go on.
+stdlib: later calls on it raise ``ValueError`` (``empty`` raises ``OSError``, as the
+stdlib's closed reader does); other handles and processes go on.
 
 An unbounded ``Queue`` (``maxsize`` 0) never makes ``put`` wait, as the stdlib's does not:
 when its ring is full (4 MiB of small items; large ones travel apart), the items this
@@ -44,6 +45,12 @@ class _Items:
 
     def get_nowait(self):
         return self.get(False)
+
+    def empty(self):
+        # The stdlib's reader reports a closed handle with OSError.
+        if self.closed:
+            raise OSError("handle is closed")
+        return super().empty()
 
     def join_thread(self):
         assert self.closed, "Queue {0!r} not closed".format(self)
@@ -196,6 +203,12 @@ class SimpleQueue(_native.Queue):
 
     def get(self):
         return loads(_native.Queue.get(self))
+
+    def empty(self):
+        # The stdlib's reader reports a closed handle with OSError.
+        if self.closed:
+            raise OSError("handle is closed")
+        return _native.Queue.empty(self)
 
     def __reduce__(self):
         return reduce_by_fd(self, self.export_fd())

@@ -52,6 +52,10 @@ class Event(_Reduce, _native.Event):
 
     __slots__ = ()
 
+    def __repr__(self):
+        state = "set" if self.is_set() else "unset"
+        return "<{} at {:#x} {}>".format(type(self).__qualname__, id(self), state)
+
 
 class Condition(_native.Condition):
     """``multiprocessing.Condition(lock=None)``: over ``lock`` (a Lock or RLock of this

@@ -1,4 +1,5 @@
-"""Lock, RLock, Semaphore, BoundedSemaphore and Event in one process."""
+"""Lock, RLock, Semaphore, BoundedSemaphore, Event and Condition in one process (and a
+Condition shared with a child)."""
 
 import threading
 
@@ -172,3 +173,85 @@ def test_barrier_over_our_condition():
     out.append(barrier.wait(BOUND))
     t.join(BOUND)
     assert sorted(out) == [0, 1]
+
+
+def _condition_waiters(cond, count, sleeping, woken):
+    """Starts ``count`` threads that each wait once on ``cond`` (no timeout) and then
+    release ``woken``; returns once all of them are waiting."""
+
+    def waiter():
+        with cond:
+            sleeping.release()
+            cond.wait()
+            woken.release()
+
+    threads = [threading.Thread(daemon=True, target=waiter) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert sleeping.acquire(timeout=BOUND)
+    # Each waiter released `sleeping` holding the lock: once this acquire returns, it
+    # has released the lock inside wait().
+    with cond:
+        pass
+    return threads
+
+
+def _woken_now(woken, expected):
+    """Takes ``expected`` units of ``woken`` (each within the bound), then checks that no
+    further one comes within a short while."""
+    for _ in range(expected):
+        assert woken.acquire(timeout=BOUND)
+    assert not woken.acquire(timeout=0.3), "more waiters woke than were notified"
+
+
+def test_condition_notify_n_wakes_exactly_n_waiters():
+    cond = multiproc.Condition()
+    sleeping, woken = multiproc.Semaphore(0), multiproc.Semaphore(0)
+    threads = _condition_waiters(cond, 5, sleeping, woken)
+    with cond:
+        cond.notify()
+    _woken_now(woken, 1)
+    with cond:
+        cond.notify(2)
+    _woken_now(woken, 2)
+    with cond:
+        cond.notify_all()
+    _woken_now(woken, 2)
+    for t in threads:
+        t.join(BOUND)
+        assert not t.is_alive()
+
+
+def test_condition_notify_does_not_wake_a_later_waiter():
+    # The notifier waits right after notifying: the notification is the earlier
+    # waiter's, not its own (a wait that began after it).
+    cond = multiproc.Condition()
+    sleeping, woken = multiproc.Semaphore(0), multiproc.Semaphore(0)
+    threads = _condition_waiters(cond, 1, sleeping, woken)
+    with cond:
+        cond.notify()
+        assert cond.wait(0.3) is False
+    _woken_now(woken, 1)
+    threads[0].join(BOUND)
+
+
+def _notify_then_wait_for(cond, state):
+    with cond:
+        state.value = 0
+        cond.notify()
+        if not cond.wait_for(lambda: state.value == 1, timeout=BOUND):
+            raise SystemExit(1)
+
+
+def test_condition_notifier_in_a_child_wakes_the_parent(ctx):
+    cond = ctx.Condition()
+    state = ctx.Value("i", -1)
+    p = ctx.Process(target=_notify_then_wait_for, args=(cond, state))
+    with cond:
+        p.start()
+        assert cond.wait_for(lambda: state.value == 0, timeout=BOUND)
+        state.value = 1
+        cond.notify()
+    p.join(BOUND)
+    assert p.exitcode == 0
