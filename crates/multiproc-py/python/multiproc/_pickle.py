@@ -23,22 +23,30 @@ class _Pickler(pickle.Pickler):
 
 def dumps(obj):
     """The pickle of ``obj`` (a memoryview of the pickled bytes), as
-    ``ForkingPickler.dumps(obj, 5)`` makes it. What the stdlib's pickler cannot pickle
-    (a lambda, a closure, a class defined in a function) is pickled by ``cloudpickle``
-    when it is installed (the receiver needs it too, to load it); without it, the
-    error says so."""
+    ``ForkingPickler.dumps(obj, 5)`` makes it (see ``dump_into``)."""
     buf = io.BytesIO()
-    try:
-        _Pickler(buf, PROTOCOL).dump(obj)
-    except (pickle.PicklingError, AttributeError, TypeError) as e:
-        return _by_value(obj, e)
+    dump_into(buf, obj)
     return buf.getbuffer()
 
 
-def _by_value(obj, error):
-    """``obj`` pickled by cloudpickle (functions and classes by value), with the
-    stdlib's reducers for everything else; ``error`` is why the stdlib's pickler
-    refused it."""
+def dump_into(buf, obj):
+    """Writes the pickle of ``obj`` into ``buf`` (a ``BytesIO``) after what it holds. What
+    the stdlib's pickler cannot pickle (a lambda, a closure, a class defined in a
+    function) is pickled by ``cloudpickle`` when it is installed (the receiver needs it
+    too, to load it); without it, the error says so. A failure leaves ``buf`` as it was."""
+    start = buf.tell()
+    try:
+        _Pickler(buf, PROTOCOL).dump(obj)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        buf.seek(start)
+        buf.truncate()
+        _by_value(buf, obj, e)
+
+
+def _by_value(buf, obj, error):
+    """Writes ``obj`` pickled by cloudpickle (functions and classes by value, with the
+    stdlib's reducers for everything else) into ``buf``; ``error`` is why the stdlib's
+    pickler refused it."""
     try:
         import cloudpickle
     except ImportError:
@@ -50,9 +58,13 @@ def _by_value(obj, error):
     class _CloudPickler(cloudpickle.Pickler):
         dispatch_table = ChainMap(ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
 
-    buf = io.BytesIO()
-    _CloudPickler(buf, PROTOCOL).dump(obj)
-    return buf.getbuffer()
+    start = buf.tell()
+    try:
+        _CloudPickler(buf, PROTOCOL).dump(obj)
+    except BaseException:
+        buf.seek(start)
+        buf.truncate()
+        raise
 
 
 loads = ForkingPickler.loads

@@ -69,7 +69,7 @@ from multiprocessing.pool import (  # noqa: F401  (the stdlib's, re-exported)
     starmapstar,
 )
 
-from ._pickle import PROTOCOL, _Pickler, dumps, loads
+from ._pickle import dump_into, dumps, loads
 
 __all__ = ["Pool", "ThreadPool", "WorkerLostError", "AsyncResult"]
 
@@ -188,7 +188,7 @@ def _encode(first, tasks):
     ``first``; raises if one cannot be pickled."""
     buf = io.BytesIO()
     buf.write(_HEADER.pack(first, len(tasks)))
-    _Pickler(buf, PROTOCOL).dump([task[2:] for task in tasks])
+    dump_into(buf, [task[2:] for task in tasks])
     return buf.getbuffer()
 
 

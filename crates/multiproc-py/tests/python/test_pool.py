@@ -282,3 +282,17 @@ def test_ctrl_c_interrupts_map_and_leaves_no_worker_behind(tmp_path, method):
         except ProcessLookupError:
             pass
         proc.wait(BOUND)
+
+
+def test_a_closure_runs_as_a_task_and_an_unpicklable_argument_fails_its_task(ctx):
+    import threading
+
+    k = 3
+    with ctx.Pool(2) as pool:
+        # By value through cloudpickle (installed in the test environments).
+        assert pool.map(lambda x: x + k, range(5)) == [3, 4, 5, 6, 7]
+        # Not even cloudpickle pickles a thread lock: that task fails, the pool goes on.
+        bad = pool.apply_async(_sqr, (threading.Lock(),))
+        with pytest.raises(TypeError):
+            bad.get(BOUND)
+        assert pool.apply_async(_sqr, (4,)).get(BOUND) == 16
