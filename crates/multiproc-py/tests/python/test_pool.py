@@ -296,3 +296,23 @@ def test_a_closure_runs_as_a_task_and_an_unpicklable_argument_fails_its_task(ctx
         with pytest.raises(TypeError):
             bad.get(BOUND)
         assert pool.apply_async(_sqr, (4,)).get(BOUND) == 16
+
+
+def _a_lambda(_):
+    return lambda: 42
+
+
+def test_an_unpicklable_result_is_a_maybe_encoding_error_without_cloudpickle(monkeypatch):
+    from multiproc.pool import MaybeEncodingError
+
+    ctx = multiproc.get_context("fork")  # the workers inherit the missing cloudpickle
+    monkeypatch.setitem(__import__("sys").modules, "cloudpickle", None)
+    with ctx.Pool(1) as pool:
+        with pytest.raises(MaybeEncodingError):
+            pool.apply_async(_a_lambda, (0,)).get(BOUND)
+        assert pool.apply_async(_sqr, (5,)).get(BOUND) == 25
+
+
+def test_a_lambda_result_arrives_with_cloudpickle(ctx):
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_a_lambda, (0,)).get(BOUND)() == 42
