@@ -50,19 +50,6 @@ enum Slice<R> {
     Again,
 }
 
-/// Runs `attempt(slice)` without the GIL, slice after slice, until it completes or
-/// `deadline` passes (`Ok(None)`); checks for signals between slices. The first attempt
-/// is made even when the deadline has passed already, with a slice of zero. The crate's
-/// errors become exceptions through `convert`.
-fn wait_sliced<R: Send>(
-    py: Python<'_>,
-    deadline: Option<Instant>,
-    convert: fn(Python<'_>, multiproc::Error) -> PyErr,
-    attempt: impl FnMut(Duration) -> multiproc::Result<Slice<R>> + Send,
-) -> PyResult<Option<R>> {
-    sliced(py, deadline, convert, attempt)
-}
-
 /// [`wait_sliced`] for an operation whose attempt with a slice of zero never waits on
 /// another party (a queue's put or get, a lock's acquire): that first attempt keeps the
 /// GIL, so an operation that need not wait (an item is there, the lock is free) costs no
@@ -76,13 +63,16 @@ fn try_then_wait_sliced<R: Send>(
     match attempt(Duration::ZERO) {
         Ok(Slice::Done(r)) => Ok(Some(r)),
         Ok(Slice::Again) if deadline.is_some_and(|end| end <= Instant::now()) => Ok(None),
-        Ok(Slice::Again) => sliced(py, deadline, convert, attempt),
+        Ok(Slice::Again) => wait_sliced(py, deadline, convert, attempt),
         Err(e) => Err(convert(py, e)),
     }
 }
 
-/// The loop of [`wait_sliced`].
-fn sliced<R: Send>(
+/// Runs `attempt(slice)` without the GIL, slice after slice, until it completes or
+/// `deadline` passes (`Ok(None)`); checks for signals between slices. The first attempt
+/// is made even when the deadline has passed already, with a slice of zero. The crate's
+/// errors become exceptions through `convert`.
+fn wait_sliced<R: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     convert: fn(Python<'_>, multiproc::Error) -> PyErr,

@@ -43,6 +43,10 @@ def dump_into(buf, obj):
         _by_value(buf, obj, e)
 
 
+#: cloudpickle's Pickler with the stdlib's reducers on top, by cloudpickle's Pickler.
+_CLOUD_PICKLERS = {}
+
+
 def _by_value(buf, obj, error):
     """Writes ``obj`` pickled by cloudpickle (functions and classes by value, with the
     stdlib's reducers for everything else) into ``buf``; ``error`` is why the stdlib's
@@ -54,13 +58,18 @@ def _by_value(buf, obj, error):
             "{} (the stdlib's pickle sends functions and classes by name only; "
             "install cloudpickle to send lambdas, closures and local classes)".format(error)
         ) from error
-
-    class _CloudPickler(cloudpickle.Pickler):
-        dispatch_table = ChainMap(ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)
-
+    pickler = _CLOUD_PICKLERS.get(cloudpickle.Pickler)
+    if pickler is None:
+        # Made once per cloudpickle module (a test may hide the module and bring it back).
+        pickler = type(
+            "_CloudPickler",
+            (cloudpickle.Pickler,),
+            {"dispatch_table": ChainMap(ForkingPickler._extra_reducers, cloudpickle.Pickler.dispatch_table)},
+        )
+        _CLOUD_PICKLERS[cloudpickle.Pickler] = pickler
     start = buf.tell()
     try:
-        _CloudPickler(buf, PROTOCOL).dump(obj)
+        pickler(buf, PROTOCOL).dump(obj)
     except BaseException:
         buf.seek(start)
         buf.truncate()
